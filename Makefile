@@ -1,0 +1,31 @@
+# Two entry points (see README): `make run` and `make test`. Both set everything up first.
+VENV    ?= .venv
+PYTHON  ?= python3
+# On CPU-only machines this pin takes PyTorch's CPU build; the package itself asks for torch>=2.3.
+TORCH   ?= torch==2.13.0
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.simkit-installed
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[jax,torch,test,dev]"
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/simkit run scenarios/heat2d.yaml --overwrite
+
+lint: setup
+	$(BIN)/ruff check simkit solvers tests benchmarks
+	$(BIN)/lint-imports
+
+test: lint
+	SIMKIT_REQUIRE_BACKENDS=$${CI:+1} $(BIN)/python -m pytest -n 2 --durations=15
+
+clean:
+	rm -rf $(VENV) runs

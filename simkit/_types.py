@@ -1,0 +1,15 @@
+"""Type aliases shared across simkit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: An array of any backend (numpy.ndarray, jax.Array, torch.Tensor).
+Array = Any
+#: Named arrays of one backend: the prognostic fields, plus stage intermediates within a step.
+State = Mapping[str, Array]
+#: One stage: ``(state, dt) -> state``.
+StageFn = Callable[[State, Any], State]
+#: One full step: ``(fields, dt) -> fields``.
+StepFn = Callable[[State, Any], dict[str, Array]]

@@ -1,0 +1,65 @@
+"""The backend protocol: the few things that truly differ per array library.
+
+Device placement, the compiled loop, the host copy. Everything else is written once against the
+Array API.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from simkit._types import Array, StepFn
+from simkit.errors import ScenarioError
+
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "gpu", "auto")
+
+
+class AbstractBackend(abc.ABC):
+    """One array library on one device with one floating-point dtype."""
+
+    name: ClassVar[str]
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """The device the state lives on, in the library's own words (e.g. ``cuda:0``)."""
+
+    @abc.abstractmethod
+    def asarray(self, host: np.ndarray) -> Array:
+        """A copy of ``host`` on this backend's device, cast to its dtype."""
+
+    @abc.abstractmethod
+    def advance(self, step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float
+                ) -> dict[str, Array]:
+        """``fields`` after ``n`` applications of ``step_fn`` with time step ``dt``.
+
+        Runs compiled where the library allows, without waiting on the device.
+        """
+
+    @abc.abstractmethod
+    def to_host(self, arrays: Mapping[str, Array]) -> dict[str, np.ndarray]:
+        """NumPy copies of ``arrays``: never views of live device or host memory."""
+
+
+def check_options(backend: str, device: str, dtype: str) -> None:
+    """Reject a device or dtype name no backend knows."""
+    if device not in DEVICES:
+        raise ScenarioError(f"expected one of {', '.join(DEVICES)}, given {device!r}", key="device")
+    if dtype not in DTYPES:
+        raise ScenarioError(f"expected one of {', '.join(DTYPES)}, given {dtype!r}", key="dtype")
+
+
+def no_gpu(backend: str) -> ScenarioError:
+    return ScenarioError(
+        f"expected cpu or auto: the {backend} backend sees no GPU on this machine, given gpu",
+        key="device")
+
+
+def host_copy(array: Any) -> np.ndarray:
+    """A writable NumPy copy of an array that NumPy can read."""
+    return np.array(array, copy=True)

@@ -1,0 +1,92 @@
+"""A writer thread behind a bounded queue: the compute loop hands captures over and goes on,
+waiting only when the queue is full, so memory stays bounded however many captures a run makes."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simkit.io.netcdf import NetCDFWriter
+
+_STOP = object()
+
+
+class BackgroundWriter:
+    """Runs a ``NetCDFWriter``'s writes on one thread, in order.
+
+    An error on the writer thread is raised in the caller at the next ``capture``, ``final`` or
+    ``close``.
+
+    Args:
+        writer: the file writer; only the writer thread touches it after this.
+        max_pending: captures queued before ``capture`` blocks.
+        on_written: called on the writer thread with ``(stream, step)`` once a capture is synced.
+    """
+
+    def __init__(self, writer: NetCDFWriter, max_pending: int = 4,
+                 on_written: Callable[[str, int], None] | None = None) -> None:
+        self.writer = writer
+        self.written = 0
+        self._on_written = on_written
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="simkit-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if self._error is not None:
+                continue  # drain, so producers never block on a dead writer
+            method, args = item
+            try:
+                method(*args)
+                if method == self.writer.write_capture:
+                    self.written += 1
+                    if self._on_written is not None:
+                        self._on_written(args[0], args[1])
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                self._error = error
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def capture(self, stream: str, step: int, time: float, arrays: Mapping[str, np.ndarray]
+                ) -> None:
+        """Queue one capture (host copies the caller no longer touches)."""
+        self._raise_pending()
+        self._queue.put((self.writer.write_capture, (stream, step, time, arrays)))
+
+    def final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
+        """Queue the final state."""
+        self._raise_pending()
+        self._queue.put((self.writer.write_final, (step, time, arrays)))
+
+    def _join(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def close(self, attrs: Mapping[str, Any] | None = None) -> Path:
+        """Wait for every queued write, then finish the file."""
+        self._join()
+        try:
+            self._raise_pending()
+        except BaseException:
+            self.writer.abort(attrs)
+            raise
+        return self.writer.close(attrs)
+
+    def abort(self, attrs: Mapping[str, Any] | None = None) -> Path:
+        """Write what is queued, then close the file as unfinished."""
+        self._join()
+        self._error = None
+        return self.writer.abort(attrs)

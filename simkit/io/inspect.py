@@ -1,0 +1,66 @@
+"""Reading a run file back for a human: streams, captured steps, fields and provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import netCDF4
+import numpy as np
+
+from simkit.io import schema
+
+
+def summarize_steps(steps: list[int]) -> str:
+    """Compact text for a list of steps, e.g. '0..1000 every 100 (11)'."""
+    n = len(steps)
+    if n == 0:
+        return "none"
+    if n > 3:
+        gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
+        if len(gaps) == 1:
+            return f"{steps[0]}..{steps[-1]} every {gaps.pop()} ({n})"
+    if n <= 8:
+        return ", ".join(map(str, steps)) + f" ({n})"
+    head = ", ".join(map(str, steps[:4]))
+    tail = ", ".join(map(str, steps[-2:]))
+    return f"{head}, ..., {tail} ({n})"
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A text summary of a run file."""
+    lines: list[str] = []
+    with netCDF4.Dataset(path, "r") as ds:
+        attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
+        lines.append(f"{path}: {attrs.get(schema.ATTR_SOLVER, '?')} on "
+                     f"{attrs.get(schema.ATTR_BACKEND, '?')} ({attrs.get(schema.ATTR_DEVICE, '?')},"
+                     f" {attrs.get(schema.ATTR_DTYPE, '?')}), status "
+                     f"{attrs.get(schema.ATTR_STATUS, '?')}")
+        step = ds.variables[schema.STEP][...]
+        time = ds.variables[schema.TIME]
+        final = [v for v in ds.variables if ds.variables[v].dimensions and v not in ds.dimensions]
+        if np.ma.is_masked(step):
+            lines.append("final state: not written (the run did not finish)")
+        else:
+            lines.append(f"final state: step {int(step)}, time {float(time[...]):g} "
+                         f"{time.units}; fields {', '.join(final)}")
+        coords = ", ".join(f"{d}={len(ds.dimensions[d])}" for d in ds.dimensions)
+        lines.append(f"grid: {coords}")
+        for name in attrs.get(schema.ATTR_STREAMS, "").split():
+            group = ds.groups[name]
+            steps = [int(s) for s in group.variables[schema.STEP][:]]
+            times = group.variables[schema.TIME][:]
+            what = ", ".join(v for v in (group.getncattr(schema.ATTR_STREAM_FIELDS),
+                                         group.getncattr(schema.ATTR_STREAM_DIAGNOSTICS)) if v)
+            span = f", time {float(times[0]):g}..{float(times[-1]):g}" if steps else ""
+            lines.append(f"stream {name}: {what}; steps {summarize_steps(steps)}{span}")
+        lines.append("provenance:")
+        for key in schema.PROVENANCE_ATTRS:
+            if key in attrs:
+                value = attrs[key]
+                if key == schema.ATTR_VERSIONS:
+                    value = ", ".join(f"{k} {v}" for k, v in json.loads(value).items())
+                lines.append(f"  {key.removeprefix('simkit_')}: {value}")
+        lines.append("  scenario:")
+        lines.extend("    " + line for line in attrs.get(schema.ATTR_SCENARIO, "").splitlines())
+    return "\n".join(lines)

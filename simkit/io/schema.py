@@ -1,0 +1,94 @@
+"""The dataset schema, defined once: group, dimension, variable and attribute names of a run file.
+
+A run file is NetCDF4. The root group holds the final state, the grid coordinates and the
+provenance; each output stream is a group of its own with a ``step`` dimension and ``step`` and
+``time`` coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CONVENTIONS = "CF-1.10"
+FORMAT = "NETCDF4"
+
+STEP_DIM = "step"
+STEP = "step"
+TIME = "time"
+
+STEP_ATTRS = {"long_name": "number of steps taken", "units": "1"}
+TIME_LONG_NAME = "simulated time"
+
+# Root attributes (provenance).
+ATTR_TITLE = "title"
+ATTR_CONVENTIONS = "Conventions"
+ATTR_SOLVER = "simkit_solver"
+ATTR_SOLVER_VERSION = "simkit_solver_version"
+ATTR_BACKEND = "simkit_backend"
+ATTR_DEVICE = "simkit_device"
+ATTR_DTYPE = "simkit_dtype"
+ATTR_SEED = "simkit_seed"
+ATTR_DT = "simkit_dt"
+ATTR_SCENARIO = "simkit_scenario"
+ATTR_SCENARIO_FILE = "simkit_scenario_file"
+ATTR_VERSIONS = "simkit_versions"
+ATTR_STARTED = "simkit_started_at"
+ATTR_FINISHED = "simkit_finished_at"
+ATTR_STATUS = "simkit_status"
+ATTR_STREAMS = "simkit_streams"
+ATTR_STREAM_FIELDS = "simkit_fields"
+ATTR_STREAM_DIAGNOSTICS = "simkit_diagnostics"
+
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+
+PROVENANCE_ATTRS = (
+    ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_DTYPE, ATTR_SEED, ATTR_DT,
+    ATTR_VERSIONS, ATTR_STARTED, ATTR_FINISHED, ATTR_STATUS, ATTR_SCENARIO_FILE,
+)
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """A variable of the file: name, dimensions (without ``step``), CF units and long name."""
+
+    name: str
+    dims: tuple[str, ...]
+    units: str
+    long_name: str
+    dtype: str = "float64"
+
+
+@dataclass(frozen=True)
+class CoordinateSpec:
+    """A grid coordinate with its values."""
+
+    name: str
+    values: np.ndarray
+    units: str
+    long_name: str
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One output stream: its name and the fields and diagnostics each capture holds."""
+
+    name: str
+    fields: tuple[VariableSpec, ...]
+    diagnostics: tuple[VariableSpec, ...]
+
+    @property
+    def variables(self) -> tuple[VariableSpec, ...]:
+        return self.fields + self.diagnostics
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Everything the file holds, known before the first step."""
+
+    coordinates: tuple[CoordinateSpec, ...]
+    fields: tuple[VariableSpec, ...]
+    streams: tuple[StreamSpec, ...]
+    time_units: str

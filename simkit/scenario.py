@@ -1,0 +1,384 @@
+"""Scenarios: loading a YAML file safely, applying overrides, validating everything, and turning
+it into a run plan before anything is computed or written.
+
+Every mistake becomes one ``ScenarioError`` line naming the file, the line, the key path, what was
+expected and what was given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simkit.errors import ScenarioError, did_you_mean
+from simkit.schedule import AbstractSchedule, parse_schedule
+from simkit.solver import AbstractSolver, SolverModel, load_solver
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+STREAM_KEYS = ("fields", "diagnostics")
+_STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEFAULT_OUTPUT_DIR = "runs"
+
+
+class Scenario(BaseModel):
+    """A run, as written in a scenario file (solver-specific parts still raw)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    solver: str = Field(description="solver name (see `simkit list`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="solver parameters")
+    initial: dict[str, Any] = Field(default_factory=dict, description="initial condition")
+    backend: Literal["numpy", "jax", "torch"] = "numpy"
+    device: Literal["cpu", "gpu", "auto"] = "cpu"
+    dtype: Literal["float32", "float64"] = "float64"
+    compile: bool | None = Field(None, description="compile the loop (default: backend decides)")
+    steps: int | None = Field(None, ge=0, description="number of steps")
+    until: float | None = Field(None, gt=0, description="simulated end time")
+    dt: float | None = Field(None, gt=0, description="time step (default: solver's stable one)")
+    seed: int = Field(0, ge=0)
+    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Scenario:
+        if (self.steps is None) == (self.until is None):
+            given = "both" if self.steps is not None else "neither"
+            raise ValueError(f"expected exactly one of 'steps' or 'until', given {given}")
+        return self
+
+
+TOP_LEVEL_KEYS = tuple(Scenario.model_fields)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """One output stream, resolved: schedule and the names it keeps."""
+
+    name: str
+    schedule: AbstractSchedule
+    fields: tuple[str, ...]
+    diagnostics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated scenario, ready for the driver."""
+
+    scenario: Scenario
+    solver: AbstractSolver
+    initial: SolverModel
+    dt: float
+    streams: tuple[StreamPlan, ...]
+    output: Path
+    overwrite: bool
+    text: str
+    source: str | None
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader; keys are checked for duplicates while lines are recorded."""
+
+
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[int],
+          source: str | None) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ScenarioError(f"expected at most {MAX_NODES} YAML nodes (aliases expanded), given "
+                            "more (an alias bomb?)", source=source, line=node.start_mark.line + 1)
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dotted = ".".join(str(p) for p in (*path, key))
+                raise ScenarioError(f"expected each key once, given {key!r} again (first on line "
+                                    f"{seen[key]})", source=source, key=dotted, line=line)
+            seen[key] = line
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, budget, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, i), lines, budget, source)
+
+
+def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML safely; returns the data and the line of each key path."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[tuple, int] = {}
+        _walk(node, (), lines, [MAX_NODES], source)
+        return loader.construct_document(node), lines
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = " ".join(str(p) for p in (error.context, error.problem) if p)
+        raise ScenarioError(f"expected valid YAML, given a syntax error: {problem}",
+                            source=source, line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as error:
+        raise ScenarioError(f"expected valid YAML, given: {error}", source=source) from None
+    finally:
+        loader.dispose()
+
+
+def read_scenario_file(path: str | os.PathLike) -> tuple[str, Any, dict[tuple, int]]:
+    """Read and parse a scenario file; returns text, data and key-path lines."""
+    source = str(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(f"expected a scenario file of at most {MAX_FILE_BYTES} bytes, "
+                                f"given {size} bytes", source=source)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ScenarioError("expected an existing scenario file, given a path that does not "
+                            "exist", source=source) from None
+    except IsADirectoryError:
+        raise ScenarioError("expected a scenario file, given a directory", source=source) from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(f"expected UTF-8 text, given undecodable bytes at offset "
+                            f"{error.start}", source=source) from None
+    except OSError as error:
+        raise ScenarioError(f"expected a readable file, given: {error.strerror}",
+                            source=source) from None
+    data, lines = load_yaml(text, source)
+    return text, data, lines
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``KEY.PATH=VALUE`` (VALUE parsed as YAML) to ``data`` in place."""
+    source = f"--set {assignment}"
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"expected KEY=VALUE, given {assignment!r}", source="--set")
+    parts = key.strip().split(".")
+    value, _ = load_yaml(raw, source)
+    target = data
+    for depth, part in enumerate(parts[:-1]):
+        child = target.get(part)
+        if child is None:
+            child = target[part] = {}
+        if not isinstance(child, dict):
+            raise ScenarioError(f"expected a mapping to set {parts[depth + 1]!r} in, given "
+                                f"{child!r}", source=source, key=".".join(parts[: depth + 1]))
+        target = child
+    target[parts[-1]] = value
+
+
+def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Deep-merge Python keyword overrides into ``data`` in place."""
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            merge_overrides(data[key], value)
+        else:
+            data[key] = copy.deepcopy(value)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _describe_expected(message: str) -> str:
+    for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message[:1].lower() + message[1:]
+
+
+def _pydantic_error(error: ValidationError, prefix: tuple, fields: Sequence[str]) -> ScenarioError:
+    first = error.errors()[0]
+    loc = tuple(prefix) + tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or None
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        name = str(first["loc"][-1])
+        return ScenarioError(f"unknown key{did_you_mean(name, fields)}; expected one of "
+                             f"{', '.join(fields)}, given {name!r}{more}", key=key)
+    if first["type"] == "missing":
+        return ScenarioError(f"expected a value for this required key, given nothing{more}",
+                             key=key)
+    message = _describe_expected(first["msg"])
+    if message.startswith("expected"):
+        return ScenarioError(message + more, key=key)
+    return ScenarioError(f"expected {message}, given {first['input']!r}{more}", key=key)
+
+
+def validate_model(model: type[BaseModel], data: Any, prefix: tuple = ()) -> Any:
+    """``model`` validated from ``data``, or a ScenarioError naming the first bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        key = ".".join(map(str, prefix)) or None
+        raise ScenarioError(f"expected a mapping of keys to values, given {data!r}", key=key)
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as error:
+        raise _pydantic_error(error, prefix, tuple(model.model_fields)) from None
+
+
+def _names(value: Any, valid: Sequence[str], key: str, what: str) -> tuple[str, ...]:
+    if value == "all":
+        return tuple(valid)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(f"expected a list of {what} names or 'all', given {value!r}", key=key)
+    for name in value:
+        if name not in valid:
+            raise ScenarioError(f"unknown {what}{did_you_mean(name, valid)}; expected some of "
+                                f"{', '.join(valid)}, given {name!r}", key=key)
+    return tuple(dict.fromkeys(value))
+
+
+def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
+    key = f"outputs.{name}"
+    if not isinstance(name, str) or not _STREAM_NAME.match(name):
+        raise ScenarioError(f"expected a stream name of letters, digits and _, given {name!r}",
+                            key=key)
+    if not isinstance(spec, Mapping):
+        raise ScenarioError(f"expected a mapping with a schedule and fields, given {spec!r}",
+                            key=key)
+    field_names = [f.name for f in solver.fields()]
+    diag_names = [d.name for d in solver.diagnostics()]
+    taken = [*field_names, *(c.name for c in solver.coordinates()), "step", "time"]
+    if name in taken:
+        raise ScenarioError(f"expected a stream name other than the file's variables "
+                            f"({', '.join(taken)}), given {name!r}", key=key)
+    schedule_spec = {k: v for k, v in spec.items() if k not in STREAM_KEYS}
+    has_names = "fields" in spec or "diagnostics" in spec
+    fields = _names(spec.get("fields", [] if has_names else "all"), field_names,
+                    f"{key}.fields", "field")
+    diagnostics = _names(spec.get("diagnostics", []), diag_names, f"{key}.diagnostics",
+                         "diagnostic")
+    if not fields and not diagnostics:
+        raise ScenarioError("expected at least one field or diagnostic to capture, given none",
+                            key=key)
+    return StreamPlan(name, parse_schedule(schedule_spec, key), fields, diagnostics)
+
+
+def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> None:
+    schedule = stream.schedule
+    if schedule.at_end:
+        return
+    first_step = schedule.next_step(-1)
+    first_time = schedule.next_time(-math.inf)
+    end_time = scenario.until if scenario.until is not None else scenario.steps * dt
+    by_step = first_step is not None and (scenario.steps is None or first_step <= scenario.steps)
+    by_time = first_time is not None and first_time <= end_time * (1 + 1e-12)
+    if not (by_step or by_time):
+        length = (f"{scenario.steps} steps" if scenario.steps is not None
+                  else f"until time {scenario.until}")
+        raise ScenarioError(f"expected a schedule that captures within the run ({length}), "
+                            "given one that captures nothing", key=f"outputs.{stream.name}")
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.exists():
+        if path.is_dir():
+            raise ScenarioError(f"expected a file path, given the directory {str(path)!r}",
+                                key="output")
+        if not overwrite:
+            raise ScenarioError(f"expected a new file (or --overwrite), given {str(path)!r} "
+                                "which exists", key="output")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ScenarioError(f"expected a writable location, given {str(path)!r} (cannot write in "
+                            f"{str(parent)!r})", key="output")
+
+
+def plan_run(
+    scenario: str | os.PathLike | Mapping[str, Any] | Scenario,
+    *,
+    sets: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> RunPlan:
+    """Load, override and validate a scenario; nothing is computed or written.
+
+    Args:
+        scenario: a scenario file, a mapping of scenario data, or a ``Scenario``.
+        sets: ``KEY.PATH=VALUE`` overrides, as on the command line.
+        overrides: keyword overrides, merged deeply (e.g. ``{"params": {"diffusivity": 0.5}}``).
+        overwrite: allow replacing an existing output file.
+
+    Raises:
+        ScenarioError: for any bad input, naming file, line, key path, expected and given.
+    """
+    source: str | None = None
+    lines: dict[tuple, int] = {}
+    if isinstance(scenario, Scenario):
+        data = scenario.model_dump(exclude_none=True)
+    elif isinstance(scenario, Mapping):
+        data = copy.deepcopy(dict(scenario))
+    else:
+        source = str(scenario)
+        _, data, lines = read_scenario_file(scenario)
+        if not isinstance(data, dict):
+            raise ScenarioError(f"expected a mapping of scenario keys, given {data!r}",
+                                source=source, line=1)
+    for assignment in sets:
+        apply_override(data, assignment)
+    merge_overrides(data, overrides or {})
+    try:
+        return _plan(data, source, overwrite)
+    except ScenarioError as error:
+        if error.source:
+            raise
+        path = tuple(error.key.split(".")) if error.key else ()
+        line = None
+        while path and line is None:
+            line = lines.get(path) or lines.get(tuple(int(p) if p.isdigit() else p for p in path))
+            path = path[:-1]
+        overridden = [s for s in sets if error.key and
+                      (error.key + ".").startswith(s.partition("=")[0].strip() + ".")]
+        where = source or "<scenario>"
+        if overridden:
+            where += f" (--set {overridden[-1]})"
+            line = None
+        raise error.located(where, line) from None
+
+
+def _plan(data: dict[str, Any], source: str | None, overwrite: bool) -> RunPlan:
+    scenario: Scenario = validate_model(Scenario, data)
+    solver_cls = load_solver(scenario.solver)
+    params = validate_model(solver_cls.Params, scenario.params, ("params",))
+    initial = validate_model(solver_cls.Initial, scenario.initial, ("initial",))
+    solver = solver_cls(params)
+    limit = solver.max_stable_dt()
+    dt = scenario.dt if scenario.dt is not None else solver.default_dt()
+    if limit is not None and dt > limit:
+        raise ScenarioError(f"expected at most {limit:g}, the stable limit of {solver.name} for "
+                            f"these params, given {dt:g}", key="dt")
+    streams = tuple(_stream(name, spec, solver) for name, spec in scenario.outputs.items())
+    for stream in streams:
+        _check_stream_fires(stream, scenario, dt)
+    if scenario.output is not None:
+        output = Path(scenario.output)
+    else:
+        stem = Path(source).stem if source else scenario.solver
+        output = Path(_DEFAULT_OUTPUT_DIR) / f"{stem}.nc"
+    _check_output(output, overwrite)
+    text = yaml.safe_dump(scenario.model_dump(exclude_none=True), sort_keys=False)
+    return RunPlan(scenario=scenario, solver=solver, initial=initial, dt=dt, streams=streams,
+                   output=output, overwrite=overwrite, text=text, source=source)

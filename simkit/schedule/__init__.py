@@ -1,0 +1,20 @@
+"""Schedules: which steps of a run a stream captures (pure Python, no arrays)."""
+
+from simkit.schedule._base import TIME_RTOL, AbstractSchedule, AnyOf
+from simkit.schedule._kinds import At, Every, First, Last, LogSpaced, SimTime
+from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_schedule
+
+__all__ = [
+    "TIME_RTOL",
+    "AbstractSchedule",
+    "AnyOf",
+    "At",
+    "Every",
+    "First",
+    "Last",
+    "LogSpaced",
+    "SimTime",
+    "SCHEDULE_KEYS",
+    "VALID_FORMS",
+    "parse_schedule",
+]

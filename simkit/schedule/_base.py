@@ -1,0 +1,76 @@
+"""The schedule protocol: which steps (or simulated times) a stream captures at.
+
+Pure Python, no arrays: the driver asks for the next firing step or time and advances the compiled
+loop exactly that far.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+#: Relative tolerance used to decide that a simulated time has landed on a target time.
+TIME_RTOL = 1e-9
+
+
+class AbstractSchedule(abc.ABC):
+    """Decides at which steps a stream captures.
+
+    Step 0 is the initial state; step ``n`` is the state after ``n`` steps.
+    """
+
+    @abc.abstractmethod
+    def next_step(self, after: int) -> int | None:
+        """The first step greater than ``after`` that fires by step count, or None."""
+
+    @abc.abstractmethod
+    def next_time(self, after: float) -> float | None:
+        """The first simulated time greater than ``after`` the run must land on, or None."""
+
+    @abc.abstractmethod
+    def fires(self, step: int, time: float) -> bool:
+        """Whether the state at ``step`` (simulated ``time``) is captured."""
+
+    @property
+    @abc.abstractmethod
+    def at_end(self) -> bool:
+        """Whether the final state of the run is captured, wherever the run ends."""
+
+    def __or__(self, other: AbstractSchedule) -> AnyOf:
+        return AnyOf((self, other))
+
+
+@dataclass(frozen=True)
+class AnyOf(AbstractSchedule):
+    """Fires whenever any of its members fires."""
+
+    members: tuple[AbstractSchedule, ...]
+
+    def __post_init__(self) -> None:
+        flat: list[AbstractSchedule] = []
+        for member in self.members:
+            if not isinstance(member, AbstractSchedule):
+                raise TypeError(f"AnyOf: expected schedules, given {member!r}")
+            flat.extend(member.members if isinstance(member, AnyOf) else (member,))
+        if not flat:
+            raise ValueError("AnyOf: expected at least one schedule, given none")
+        object.__setattr__(self, "members", tuple(flat))
+
+    def next_step(self, after: int) -> int | None:
+        return _min_or_none(m.next_step(after) for m in self.members)
+
+    def next_time(self, after: float) -> float | None:
+        return _min_or_none(m.next_time(after) for m in self.members)
+
+    def fires(self, step: int, time: float) -> bool:
+        return any(m.fires(step, time) for m in self.members)
+
+    @property
+    def at_end(self) -> bool:
+        return any(m.at_end for m in self.members)
+
+
+def _min_or_none(values: Any) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None

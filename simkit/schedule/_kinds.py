@@ -1,0 +1,177 @@
+"""The schedule kinds: every N steps, explicit steps, log-spaced steps, simulated-time interval,
+first and last. Each validates itself when built."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+from simkit.errors import ScenarioError
+from simkit.schedule._base import TIME_RTOL, AbstractSchedule
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+class _StepSchedule(AbstractSchedule):
+    """A schedule defined by step numbers alone."""
+
+    def next_time(self, after: float) -> float | None:
+        return None
+
+    @property
+    def at_end(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Every(_StepSchedule):
+    """Fires at steps ``offset, offset + every, offset + 2 * every, ...``."""
+
+    every: int
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.every) or self.every < 1:
+            raise ScenarioError(f"expected an integer >= 1, given {self.every!r}", key="every")
+        if not _is_int(self.offset) or self.offset < 0:
+            raise ScenarioError(f"expected an integer >= 0, given {self.offset!r}", key="offset")
+
+    def next_step(self, after: int) -> int | None:
+        if after < self.offset:
+            return self.offset
+        return self.offset + ((after - self.offset) // self.every + 1) * self.every
+
+    def fires(self, step: int, time: float) -> bool:
+        return step >= self.offset and (step - self.offset) % self.every == 0
+
+
+@dataclass(frozen=True)
+class At(_StepSchedule):
+    """Fires at an explicit list of steps, e.g. ``At((2, 5, 8))``."""
+
+    steps: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        steps = tuple(self.steps) if isinstance(self.steps, (list, tuple)) else None
+        if not steps or not all(_is_int(s) and s >= 0 for s in steps):
+            raise ScenarioError(
+                f"expected a non-empty list of integers >= 0, given {self.steps!r}", key="at")
+        object.__setattr__(self, "steps", tuple(sorted(set(steps))))
+
+    def next_step(self, after: int) -> int | None:
+        i = bisect.bisect_right(self.steps, after)
+        return self.steps[i] if i < len(self.steps) else None
+
+    def fires(self, step: int, time: float) -> bool:
+        i = bisect.bisect_left(self.steps, step)
+        return i < len(self.steps) and self.steps[i] == step
+
+
+@dataclass(frozen=True)
+class LogSpaced(_StepSchedule):
+    """Fires at ``num`` steps spaced evenly in log between ``start`` and ``stop`` (rounded,
+    duplicates merged), e.g. ``LogSpaced(1, 1000, 4)`` fires at 1, 10, 100, 1000."""
+
+    start: int
+    stop: int
+    num: int
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.start) or self.start < 1:
+            raise ScenarioError(f"expected an integer >= 1, given {self.start!r}",
+                                key="logspace.start")
+        if not _is_int(self.stop) or self.stop < self.start:
+            raise ScenarioError(f"expected an integer >= start ({self.start}), given {self.stop!r}",
+                                key="logspace.stop")
+        if not _is_int(self.num) or self.num < 1:
+            raise ScenarioError(f"expected an integer >= 1, given {self.num!r}", key="logspace.num")
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        if self.num == 1:
+            return (self.start,)
+        ratio = math.log(self.stop / self.start) / (self.num - 1)
+        return tuple(sorted({round(self.start * math.exp(i * ratio)) for i in range(self.num)}))
+
+    def next_step(self, after: int) -> int | None:
+        steps = self.steps
+        i = bisect.bisect_right(steps, after)
+        return steps[i] if i < len(steps) else None
+
+    def fires(self, step: int, time: float) -> bool:
+        return step in self.steps
+
+
+@dataclass(frozen=True)
+class SimTime(AbstractSchedule):
+    """Fires when simulated time reaches ``start + k * interval``; the driver shortens the time
+    step before each target so the run lands on it exactly."""
+
+    interval: float
+    start: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.interval) or self.interval <= 0:
+            raise ScenarioError(f"expected a finite number > 0, given {self.interval!r}",
+                                key="sim_time")
+        if not _is_number(self.start) or self.start < 0:
+            raise ScenarioError(f"expected a finite number >= 0, given {self.start!r}",
+                                key="start")
+
+    def _tolerance(self) -> float:
+        return TIME_RTOL * max(self.interval, abs(self.start))
+
+    def next_step(self, after: int) -> int | None:
+        return None
+
+    def next_time(self, after: float) -> float | None:
+        if after < self.start - self._tolerance():
+            return self.start
+        k = max(0, math.floor((after - self.start) / self.interval))
+        while self.start + k * self.interval <= after + self._tolerance():
+            k += 1
+        return self.start + k * self.interval
+
+    def fires(self, step: int, time: float) -> bool:
+        if time < self.start - self._tolerance():
+            return False
+        k = round((time - self.start) / self.interval)
+        return abs(time - (self.start + k * self.interval)) <= self._tolerance()
+
+    @property
+    def at_end(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class First(_StepSchedule):
+    """Fires at step 0, the initial state."""
+
+    def next_step(self, after: int) -> int | None:
+        return 0 if after < 0 else None
+
+    def fires(self, step: int, time: float) -> bool:
+        return step == 0
+
+
+@dataclass(frozen=True)
+class Last(_StepSchedule):
+    """Fires at the final state, wherever the run ends."""
+
+    def next_step(self, after: int) -> int | None:
+        return None
+
+    def fires(self, step: int, time: float) -> bool:
+        return False
+
+    @property
+    def at_end(self) -> bool:
+        return True

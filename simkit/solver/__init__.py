@@ -1,0 +1,25 @@
+"""The solver protocol: what a staged, backend-neutral solver declares."""
+
+from simkit.solver._base import (
+    AbstractSolver,
+    Coordinate,
+    Diagnostic,
+    FieldSpec,
+    SolverModel,
+    Stage,
+    make_step,
+)
+from simkit.solver._registry import ENTRY_POINT_GROUP, available_solvers, load_solver
+
+__all__ = [
+    "AbstractSolver",
+    "Coordinate",
+    "Diagnostic",
+    "FieldSpec",
+    "SolverModel",
+    "Stage",
+    "make_step",
+    "ENTRY_POINT_GROUP",
+    "available_solvers",
+    "load_solver",
+]
