@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from simkit._version import __version__
+from simkit._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from simkit.api import run as run

@@ -7,7 +7,6 @@ expected and what was given.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -185,13 +184,24 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     target[parts[-1]] = value
 
 
+def _plain(value: Any) -> Any:
+    """Python data from Python-side input: NumPy scalars become int/float/bool, tuples lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Deep-merge Python keyword overrides into ``data`` in place."""
     for key, value in overrides.items():
         if isinstance(value, Mapping) and isinstance(data.get(key), dict):
             merge_overrides(data[key], value)
         else:
-            data[key] = copy.deepcopy(value)
+            data[key] = _plain(value)
 
 
 # ---------------------------------------------------------------- validation
@@ -330,7 +340,7 @@ def plan_run(
     if isinstance(scenario, Scenario):
         data = scenario.model_dump(exclude_none=True)
     elif isinstance(scenario, Mapping):
-        data = copy.deepcopy(dict(scenario))
+        data = _plain(scenario)
     else:
         source = str(scenario)
         _, data, lines = read_scenario_file(scenario)

@@ -65,7 +65,8 @@ class JaxBackend(AbstractBackend):
                 for _ in range(n):
                     out = step_fn(out, dt)
             return out
-        return self.compiled_loop(step_fn)(dict(fields), np.int64(n), np.float64(dt))
+        # Python scalars are weakly typed: a float32 state stays float32 and one trace serves all.
+        return self.compiled_loop(step_fn)(dict(fields), int(n), float(dt))
 
     def to_host(self, arrays: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
         for value in arrays.values():

@@ -59,7 +59,7 @@ def parse_schedule(spec: Any, key: str = "schedule") -> AbstractSchedule:
                 continue
             members.extend(_parse_one(name, value, spec, f"{key}.{name}"))
     except ScenarioError as error:
-        if error.key and not error.key.startswith(key):
+        if error.key and error.key != key and not error.key.startswith(key + "."):
             raise ScenarioError(error.message, key=f"{key}.{error.key}") from None
         raise
     if not members:

@@ -1,0 +1,77 @@
+"""Backends agree with NumPy; device/dtype handling; host copies; missing-backend message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import simkit
+from conftest import heat_scenario, lorenz_scenario, require_backend
+from simkit.backends import get_backend
+from simkit.errors import ScenarioError
+
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("make", [heat_scenario, lorenz_scenario], ids=["heat2d", "lorenz63"])
+def test_final_states_agree_with_numpy(backend, in_tmp, dtype, make):
+    steps = 200
+    reference = simkit.run(make(dtype="float64", steps=steps, output="ref.nc"))
+    result = simkit.run(make(backend=backend, dtype=dtype, steps=steps, output="b.nc"))
+    for name, ref in reference.state.items():
+        got = result.state[name]
+        assert got.dtype == np.dtype(dtype)
+        relative = np.abs(got - ref).max() / np.abs(ref).max()
+        assert relative <= TOLERANCE[dtype], (name, relative)
+
+
+def test_to_host_returns_a_copy(backend):
+    b = get_backend(backend)
+    device = {"u": b.asarray(np.arange(4.0))}
+    first = b.to_host(device)
+    first["u"][:] = -1.0
+    second = b.to_host(device)
+    np.testing.assert_array_equal(second["u"], np.arange(4.0))
+    assert first["u"].flags.writeable
+
+
+def test_asarray_places_and_casts(backend):
+    b = get_backend(backend, "auto", "float32")
+    array = b.asarray(np.ones(3))
+    assert str(array.dtype).endswith("float32")
+    assert b.device.startswith(("cpu", "cuda", "gpu"))
+
+
+def test_numpy_has_no_gpu():
+    with pytest.raises(ScenarioError, match="expected cpu or auto: the numpy backend sees no GPU"):
+        get_backend("numpy", "gpu")
+
+
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_gpu_request_without_gpu_is_refused_or_honoured(name):
+    require_backend(name)
+    try:
+        b = get_backend(name, "gpu")
+    except ScenarioError as error:
+        assert error.key == "device" and "sees no GPU" in str(error)
+    else:
+        assert not b.device.startswith("cpu")
+
+
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_missing_backend_names_the_extra(name):
+    code = (f"import sys; sys.modules[{name!r}] = None\n"
+            "from simkit.backends import get_backend\n"
+            f"get_backend({name!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert f"pip install 'simkit[{name}]'" in proc.stderr
+
+
+def test_unknown_backend_suggests():
+    with pytest.raises(ScenarioError, match='did you mean "torch"'):
+        get_backend("torhc")
