@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,9 +313,13 @@ def _check_output(path: Path, overwrite: bool) -> None:
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    try:
+        # A real probe: permission bits say nothing for root or read-only file systems.
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError:
         raise ScenarioError(f"expected a writable location, given {str(path)!r} (cannot write in "
-                            f"{str(parent)!r})", key="output")
+                            f"{str(parent)!r})", key="output") from None
 
 
 def plan_run(

@@ -24,6 +24,8 @@ def _create_variables(group: netCDF4.Dataset, variables: tuple[schema.VariableSp
         nc = group.createVariable(var.name, np.dtype(var.dtype), leading + var.dims)
         nc.units = var.units
         nc.long_name = var.long_name
+        # CF: step and time are (auxiliary) coordinates of every variable.
+        nc.coordinates = f"{schema.STEP} {schema.TIME}" if not leading else schema.TIME
 
 
 def _create_coordinates(group: netCDF4.Dataset, layout: schema.RunLayout) -> None:

@@ -1,0 +1,87 @@
+"""The run file: layout, CF attributes, provenance, and reading it without simkit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+from conftest import heat_scenario
+
+import simkit
+from simkit.io import schema
+
+
+def test_round_trip_final_state_streams_and_coordinates(in_tmp):
+    result = simkit.run(heat_scenario())
+    tree = xr.open_datatree(result.path)
+    root = tree.to_dataset()
+    np.testing.assert_array_equal(root.u.values, result.state["u"])
+    assert set(root.coords) == {"x", "y", "step", "time"}
+    assert int(root.step) == 12 and float(root.time) == result.time
+    assert root.u.dims == ("y", "x")
+    np.testing.assert_array_equal(root.x.values, np.arange(20.0))
+    for name, var in [("u", root.u), ("x", root.x), ("y", root.y), ("time", root.time)]:
+        assert var.attrs["units"] and var.attrs["long_name"], name
+    assert root.u.attrs["units"] == "K" and root.time.attrs["units"] == "s"
+    snap = tree["snap"].to_dataset()
+    assert snap.u.dims == ("step", "y", "x") and "time" in snap.coords
+    assert list(snap.step.values) == [0, 3, 6, 9, 12]
+    np.testing.assert_allclose(snap.time.values, snap.step.values * 0.2)
+    np.testing.assert_array_equal(snap.u.sel(step=12).values, result.state["u"])
+    diag = tree["diag"].to_dataset()
+    assert set(diag.data_vars) == {"energy", "heat", "max_abs"}
+    assert diag.energy.attrs["units"] == "K2 m2"
+    np.testing.assert_allclose(diag.max_abs.sel(step=12).item(), np.abs(result.state["u"]).max())
+
+
+def test_provenance_attributes(in_tmp):
+    result = simkit.run(heat_scenario(seed=11))
+    with xr.open_dataset(result.path) as ds:
+        attrs = ds.attrs
+    assert attrs["Conventions"] == schema.CONVENTIONS
+    assert attrs[schema.ATTR_SOLVER] == "heat2d"
+    assert attrs[schema.ATTR_SOLVER_VERSION] == "1"
+    assert attrs[schema.ATTR_BACKEND] == "numpy" and attrs[schema.ATTR_DEVICE] == "cpu"
+    assert attrs[schema.ATTR_DTYPE] == "float64" and attrs[schema.ATTR_SEED] == 11
+    assert attrs[schema.ATTR_STATUS] == schema.STATUS_COMPLETE
+    assert attrs[schema.ATTR_STARTED] <= attrs[schema.ATTR_FINISHED]
+    versions = json.loads(attrs[schema.ATTR_VERSIONS])
+    assert versions["simkit"] == simkit.__version__ and versions["numpy"] == np.__version__
+    scenario = yaml.safe_load(attrs[schema.ATTR_SCENARIO])
+    assert scenario["seed"] == 11 and scenario["params"]["shape"] == [24, 20]
+    assert attrs[schema.ATTR_STREAMS].split() == ["snap", "early", "diag"]
+
+
+def test_file_opens_with_plain_xarray_without_simkit(in_tmp):
+    result = simkit.run(heat_scenario())
+    code = ("import sys; sys.modules['simkit'] = None\n"
+            "import xarray as xr\n"
+            f"tree = xr.open_datatree({str(result.path)!r})\n"
+            "print(int(tree['early'].to_dataset().sizes['step']), tree.to_dataset().u.shape)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.split("\n")[0] == "3 (24, 20)"
+
+
+def test_overwrite_keeps_the_old_file_until_the_run_finishes(in_tmp, monkeypatch):
+    first = simkit.run(heat_scenario())
+    before = first.path.read_bytes()
+    from simkit import driver
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(driver._Run, "advance", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        simkit.run(heat_scenario(seed=9), overwrite=True)
+    assert first.path.read_bytes() == before
+    monkeypatch.undo()
+    second = simkit.run(heat_scenario(seed=9), overwrite=True)
+    assert second.path == first.path and second.path.read_bytes() != before
+    # The failed run's partial file is kept beside it, hidden, not lost.
+    assert len(list(in_tmp.glob(".out.nc.*.tmp"))) == 1
