@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/simkit run scenarios/heat2d.yaml --overwrite
 
 lint: setup
-	$(BIN)/ruff check simkit solvers tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
 test: lint
