@@ -11,5 +11,8 @@ Array = Any
 State = Mapping[str, Array]
 #: One stage: ``(state, dt) -> state``.
 StageFn = Callable[[State, Any], State]
-#: One full step: ``(fields, dt) -> fields``.
-StepFn = Callable[[State, Any], dict[str, Array]]
+#: One full step: ``(fields, dt, step, time) -> fields``; ``step`` is the index of the step
+#: being taken (0 for the first) and ``time`` the simulated time at its start.
+StepFn = Callable[[State, Any, Any, Any], dict[str, Array]]
+#: A device-side predicate vector: ``fields -> bool array of shape (k,)``.
+WatchFn = Callable[[State], Array]

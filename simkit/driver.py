@@ -10,18 +10,22 @@ import datetime as _dt
 import importlib.metadata
 import json
 import math
-from collections.abc import Callable
+import time as _time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
+from simkit.errors import NonFiniteError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
-from simkit.schedule import TIME_RTOL
-from simkit.solver import make_step
+from simkit.schedule import TIME_RTOL, WallTime, When, members
+from simkit.solver import SEED_KEY, STEP_KEY, TIME_KEY, make_step
 
 #: Called between segments with (step, time, captures written, steps expected or None).
 ProgressFn = Callable[[int, float, int, "int | None"], None]
@@ -57,14 +61,15 @@ def _now() -> str:
 
 def _layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
     solver = plan.solver
+    specs = list(solver.fields()) + [p for stage in solver.stages() for p in stage.probes]
     fields = {f.name: schema.VariableSpec(f.name, f.dims, f.units, f.long_name, dtype)
-              for f in solver.fields()}
+              for f in specs}
     diagnostics = {d.name: schema.VariableSpec(d.name, (), d.units, d.long_name, "float64")
                    for d in solver.diagnostics()}
     return schema.RunLayout(
         coordinates=tuple(schema.CoordinateSpec(c.name, np.asarray(c.values), c.units,
                                                 c.long_name) for c in solver.coordinates()),
-        fields=tuple(fields.values()),
+        fields=tuple(fields[f.name] for f in solver.fields()),
         streams=tuple(schema.StreamSpec(s.name, tuple(fields[f] for f in s.fields),
                                         tuple(diagnostics[d] for d in s.diagnostics))
                       for s in plan.streams),
@@ -83,6 +88,23 @@ def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:
     return k, last
 
 
+def _all_finite(fields: Mapping[str, Any]) -> Any:
+    values = list(fields.values())
+    xp = array_namespace(*values)
+    return xp.all(xp.stack([xp.all(xp.isfinite(v)) for v in values]))
+
+
+@dataclass
+class _Segment:
+    """What the next stretch of steps does: ``pieces`` of (count, dt), ending at ``step``/``time``
+    unless a watched condition stops it early; ``staged`` streams capture inside its last step."""
+
+    pieces: list[tuple[int, float]]
+    step: int
+    time: float
+    staged: list[StreamPlan]
+
+
 class _Run:
     """The state of one run as it advances."""
 
@@ -90,41 +112,132 @@ class _Run:
         self.plan = plan
         self.backend = backend
         self.writer = writer
-        self.step_fn = make_step(plan.solver)
+        seed = plan.scenario.seed
+        self.step_fn = make_step(plan.solver, seed)
+        self.stage_fns = {s.stage: make_step(plan.solver, seed, until_stage=s.stage)
+                          for s in plan.streams if s.stage is not None}
         self.diagnostics = {d.name: d for d in plan.solver.diagnostics()}
         self.step = 0
         self.time = 0.0
-        rng = np.random.default_rng(plan.scenario.seed)
+        rng = np.random.default_rng(seed)
         host = plan.solver.initial_state(plan.initial, rng)
         self.fields = {f.name: backend.asarray(host[f.name]) for f in plan.solver.fields()}
         self.last_capture: dict[str, int] = {}
+        self.plain = [s for s in plan.streams if s.stage is None]
+        self.staged = [s for s in plan.streams if s.stage is not None]
+        self.whens = [(s, m) for s in self.plain for m in members(s.schedule)
+                      if isinstance(m, When)]
+        self.walls = [(s, m) for s in self.plain for m in members(s.schedule)
+                      if isinstance(m, WallTime)]
+        self.cooldown_until = [0] * len(self.whens)
+        self.watch = self._make_watch() if self.whens else None
+        started = _time.perf_counter()
+        self.wall_started = started
+        self.wall_due = [started + m.seconds for _, m in self.walls]
+        self.checked_at = 0
 
-    def capture(self, streams: list[StreamPlan]) -> None:
-        """Host copies of what ``streams`` keep at the current step, queued for writing."""
+    def _make_watch(self):
+        conditions = [(self.diagnostics[m.diagnostic].fn, m.above, m.below) for _, m in self.whens]
+
+        def watch(fields):
+            flags = []
+            for fn, above, below in conditions:
+                value = fn(fields)
+                flags.append(value > above if above is not None else value < below)
+            return array_namespace(*flags).stack(flags)
+
+        return watch
+
+    # -------------------------------------------------------------- captures
+
+    def capture(self, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
+                ) -> None:
+        """Host copies of what ``streams`` keep, from the fields (or a mid-step ``source``)."""
         if not streams:
             return
+        state = self.fields if source is None else source
         field_names = {name for s in streams for name in s.fields}
         diag_names = {name for s in streams for name in s.diagnostics}
-        device = {name: self.fields[name] for name in field_names}
-        device.update({name: self.diagnostics[name].fn(self.fields) for name in diag_names})
+        device = {name: state[name] for name in field_names}
+        device.update({name: self.backend.call(self.diagnostics[name].fn, state)
+                       for name in diag_names})
         host = self.backend.to_host(device)
         for stream in streams:
             arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
             self.writer.capture(stream.name, self.step, self.time, arrays)
             self.last_capture[stream.name] = self.step
 
-    def advance(self, n: int, dt: float) -> None:
-        if n > 0:
-            self.fields = self.backend.advance(self.step_fn, self.fields, n, dt)
+    def due(self, streams: list[StreamPlan], step: int, time: float, final: bool
+            ) -> list[StreamPlan]:
+        return [s for s in streams if self.last_capture.get(s.name) != step
+                and (s.schedule.fires(step, time) or (final and s.schedule.at_end))]
 
-    def firing(self, final: bool) -> list[StreamPlan]:
-        return [s for s in self.plan.streams
-                if self.last_capture.get(s.name) != self.step
-                and (s.schedule.fires(self.step, self.time) or (final and s.schedule.at_end))]
+    # -------------------------------------------------------------- stepping
+
+    def run_pieces(self, segment: _Segment) -> np.ndarray | None:
+        """Advance through ``segment``; returns the watched conditions that fired, if any."""
+        enabled = np.array([self.step >= until for until in self.cooldown_until], dtype=bool)
+        watch = self.watch if enabled.any() else None
+        last_index = len(segment.pieces) - 1
+        for index, (count, dt) in enumerate(segment.pieces):
+            if count == 0:
+                continue
+            staged_step = index == last_index and segment.staged
+            n = count - 1 if staged_step else count
+            if n:
+                self.fields, taken, fired = self.backend.advance(
+                    self.step_fn, self.fields, n, dt, self.step, self.time, watch, enabled)
+                self.step += taken
+                self.time = self.time + taken * dt
+                if fired is not None and fired.any():
+                    return fired
+            if staged_step:
+                self.staged_step(segment.staged, dt, segment)
+        self.time = segment.time
+        return None
+
+    def staged_step(self, streams: list[StreamPlan], dt: float, segment: _Segment) -> None:
+        """One step that also captures the state after the streams' stages."""
+        seen: dict[str, Any] = {}
+        for stage in dict.fromkeys(s.stage for s in streams):
+            new, seen[stage] = self.backend.call(self.stage_fns[stage], self.fields, dt,
+                                                 self.step, self.time)
+        self.fields = new
+        self.step += 1
+        self.time = segment.time
+        for stream in streams:
+            self.capture([stream], seen[stream.stage])
+
+    def check_finite(self, start: dict[str, Any], start_step: int, start_time: float,
+                     pieces: list[tuple[int, float]]) -> None:
+        """Stop with NonFiniteError naming step, stage and field if the state is not finite."""
+        self.checked_at = self.step
+        if bool(self.backend.call(_all_finite, self.fields)):
+            return
+        # Replay from the segment's start one step at a time, then stage by stage.
+        fields, step, time = start, start_step, start_time
+        dts = [dt for count, dt in pieces for _ in range(count)]
+        seed = self.plan.scenario.seed
+        for dt in dts:
+            state = {**fields, STEP_KEY: step, TIME_KEY: time, SEED_KEY: seed}
+            for stage in self.plan.solver.stages():
+                state = self.backend.call(stage.fn, state, dt)
+                bad = [name for name, value in state.items()
+                       if name not in (STEP_KEY, TIME_KEY, SEED_KEY)
+                       and not bool(self.backend.call(_all_finite, {name: value}))]
+                if bad:
+                    self.fields, self.step, self.time = fields, step, time
+                    raise NonFiniteError(
+                        f"non-finite value in field {bad[0]!r} after stage {stage.name!r} of "
+                        f"step {step + 1} (time {time + dt:g}); the last good state, step "
+                        f"{step}, is kept as the final state of {self.plan.output}")
+            fields = {name: state[name] for name in fields}
+            step, time = step + 1, time + dt
+        raise NonFiniteError(f"non-finite value at step {self.step}; the stage could not be "
+                             "found by replay")
 
 
-def execute(plan: RunPlan, progress: ProgressFn | None = None,
-            ) -> RunResult:
+def execute(plan: RunPlan, progress: ProgressFn | None = None) -> RunResult:
     """Run a validated plan to its end, writing its file.
 
     Args:
@@ -134,10 +247,13 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
 
     Returns:
         The output path and the final state.
+
+    Raises:
+        NonFiniteError: the state turned NaN or infinite; the file keeps the captures so far and
+            the last good state as its final state.
     """
     sc = plan.scenario
     backend = get_backend(sc.backend, sc.device, sc.dtype, compile=sc.compile)
-    started = _now()
     attrs = {
         schema.ATTR_TITLE: f"simkit run of {plan.solver.name}",
         schema.ATTR_SOLVER: plan.solver.name,
@@ -150,53 +266,97 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         schema.ATTR_SCENARIO: plan.text,
         schema.ATTR_SCENARIO_FILE: plan.source or "",
         schema.ATTR_VERSIONS: _versions(backend.name),
-        schema.ATTR_STARTED: started,
+        schema.ATTR_STARTED: _now(),
     }
     writer = BackgroundWriter(NetCDFWriter(plan.output, _layout(plan, sc.dtype), attrs,
                                            overwrite=plan.overwrite))
+    run = None
     try:
         run = _Run(plan, backend, writer)
         _loop(run, progress)
         host = backend.to_host(run.fields)
         writer.final(run.step, run.time, host)
         path = writer.close({schema.ATTR_FINISHED: _now()})
+    except NonFiniteError:
+        writer.final(run.step, run.time, backend.to_host(run.fields))
+        writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: "non-finite"})
+        raise
     except BaseException:
         writer.abort({schema.ATTR_FINISHED: _now()})
         raise
     return RunResult(path=path, state=host, step=run.step, time=run.time)
 
 
-def _loop(run: _Run, progress: ProgressFn | None) -> None:
+def _plan_segment(run: _Run, chunk: int | None) -> _Segment:
+    """The next stretch of steps: up to the nearest capture, time target, cooldown end, check or
+    progress update."""
     plan, sc, dt = run.plan, run.plan.scenario, run.plan.dt
-    end_step, end_time = sc.steps, sc.until
-    expected = end_step if end_step is not None else math.ceil(end_time / dt - TIME_RTOL)
-    chunk = max(1, expected // _PROGRESS_UPDATES) if progress else None
     schedules = [s.schedule for s in plan.streams]
-    run.capture(run.firing(final=expected == 0))
-    while not ((end_step is not None and run.step >= end_step)
-               or (end_time is not None and run.time >= end_time)):
-        step_targets = [s.next_step(run.step) for s in schedules]
-        if end_step is not None:
-            step_targets.append(end_step)
-        n_step = min((t for t in step_targets if t is not None), default=None)
-        time_targets = [s.next_time(run.time) for s in schedules] + [end_time]
-        target_time = min((t for t in time_targets if t is not None), default=None)
-        if chunk is not None:
-            cap = run.step + chunk
-            n_step = cap if n_step is None else min(n_step, cap)
-        k, last = steps_to_time(run.time, target_time, dt) if target_time is not None else (0, dt)
-        if target_time is not None and (n_step is None or run.step + k <= n_step):
-            run.advance(k - 1, dt)
-            run.advance(1, last)
-            run.step += k
-            run.time = target_time
-        else:
-            n = n_step - run.step
-            run.advance(n, dt)
-            run.step += n
-            run.time = run.time + n * dt
-        final = ((end_step is not None and run.step >= end_step)
-                 or (end_time is not None and run.time >= end_time))
-        run.capture(run.firing(final))
+    step_targets = [s.next_step(run.step) for s in schedules]
+    step_targets += [until for until in run.cooldown_until if until > run.step]
+    if sc.steps is not None:
+        step_targets.append(sc.steps)
+    if chunk is not None:
+        step_targets.append(run.step + chunk)
+    if sc.check_finite:
+        step_targets.append(run.checked_at + sc.check_finite)
+    if run.walls:
+        elapsed = max(_time.perf_counter() - run.wall_started, 1e-9)
+        rate = run.step / elapsed if run.step else 0.0
+        left = min(run.wall_due) - _time.perf_counter()
+        step_targets.append(run.step + max(1, int(rate * left)))
+    n_step = min((t for t in step_targets if t is not None and t > run.step), default=None)
+    time_targets = [s.next_time(run.time) for s in schedules] + [sc.until]
+    target_time = min((t for t in time_targets if t is not None), default=None)
+    k, last = steps_to_time(run.time, target_time, dt) if target_time is not None else (0, dt)
+    if target_time is not None and (n_step is None or run.step + k <= n_step):
+        segment = _Segment([(k - 1, dt), (1, last)], run.step + k, target_time, [])
+    else:
+        n = n_step - run.step
+        segment = _Segment([(n, dt)], n_step, run.time + n * dt, [])
+    final = _is_final(sc, segment.step, segment.time)
+    segment.staged = run.due(run.staged, segment.step, segment.time, final)
+    return segment
+
+
+def _is_final(sc: Any, step: int, time: float) -> bool:
+    return ((sc.steps is not None and step >= sc.steps)
+            or (sc.until is not None and time >= sc.until))
+
+
+def _loop(run: _Run, progress: ProgressFn | None) -> None:
+    sc, dt = run.plan.scenario, run.plan.dt
+    expected = sc.steps if sc.steps is not None else math.ceil(sc.until / dt - TIME_RTOL)
+    chunk = max(1, expected // _PROGRESS_UPDATES) if progress else None
+    run.capture(run.due(run.plain, 0, 0.0, final=expected == 0))
+    while not _is_final(sc, run.step, run.time):
+        segment = _plan_segment(run, chunk)
+        start, start_step, start_time = run.fields, run.step, run.time
+        fired = run.run_pieces(segment)
+        final = _is_final(sc, run.step, run.time)
+        streams = run.due(run.plain, run.step, run.time, final)
+        if fired is not None:
+            for j in np.flatnonzero(fired):
+                stream, when = run.whens[j]
+                run.cooldown_until[j] = run.step + when.cooldown + 1
+                if stream not in streams and run.last_capture.get(stream.name) != run.step:
+                    streams.append(stream)
+        if run.walls:
+            run.backend.synchronize(run.fields)
+            now = _time.perf_counter()
+            for j, (stream, wall) in enumerate(run.walls):
+                if now >= run.wall_due[j]:
+                    run.wall_due[j] = now + wall.seconds
+                    if stream not in streams:
+                        streams.append(stream)
+        if sc.check_finite and (streams or final or run.step - run.checked_at >= sc.check_finite):
+            done = [(c, d) for c, d in segment.pieces]
+            if fired is not None:  # stopped early: replay only the steps taken
+                done, left = [], run.step - start_step
+                for count, d in segment.pieces:
+                    done.append((min(count, left), d))
+                    left -= done[-1][0]
+            run.check_finite(start, start_step, start_time, done)
+        run.capture(streams)
         if progress:
             progress(run.step, run.time, run.writer.written, expected)

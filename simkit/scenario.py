@@ -20,12 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simkit.errors import ScenarioError, did_you_mean
-from simkit.schedule import AbstractSchedule, parse_schedule
+from simkit.schedule import AbstractSchedule, WallTime, When, members, parse_schedule
 from simkit.solver import AbstractSolver, SolverModel, load_solver
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
-STREAM_KEYS = ("fields", "diagnostics")
+STREAM_KEYS = ("fields", "diagnostics", "stage")
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULT_OUTPUT_DIR = "runs"
 
@@ -46,6 +46,8 @@ class Scenario(BaseModel):
     until: float | None = Field(None, gt=0, description="simulated end time")
     dt: float | None = Field(None, gt=0, description="time step (default: solver's stable one)")
     seed: int = Field(0, ge=0)
+    check_finite: int = Field(1000, ge=0, description="steps between on-device finiteness "
+                              "checks (also at every capture); 0: never")
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
 
@@ -68,6 +70,7 @@ class StreamPlan:
     schedule: AbstractSchedule
     fields: tuple[str, ...]
     diagnostics: tuple[str, ...]
+    stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,21 +277,41 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
     if name in taken:
         raise ScenarioError(f"expected a stream name other than the file's variables "
                             f"({', '.join(taken)}), given {name!r}", key=key)
+    stage = spec.get("stage")
+    capturable = list(field_names)
+    if stage is not None:
+        stages = list(solver.stages())
+        stage_names = [s.name for s in stages]
+        if stage not in stage_names:
+            raise ScenarioError(f"unknown stage{did_you_mean(str(stage), stage_names)}; expected "
+                                f"one of {', '.join(stage_names)}, given {stage!r}",
+                                key=f"{key}.stage")
+        for s in stages[: stage_names.index(stage) + 1]:
+            capturable.extend(p.name for p in s.probes)
     schedule_spec = {k: v for k, v in spec.items() if k not in STREAM_KEYS}
     has_names = "fields" in spec or "diagnostics" in spec
-    fields = _names(spec.get("fields", [] if has_names else "all"), field_names,
+    fields = _names(spec.get("fields", [] if has_names else field_names), capturable,
                     f"{key}.fields", "field")
     diagnostics = _names(spec.get("diagnostics", []), diag_names, f"{key}.diagnostics",
                          "diagnostic")
     if not fields and not diagnostics:
         raise ScenarioError("expected at least one field or diagnostic to capture, given none",
                             key=key)
-    return StreamPlan(name, parse_schedule(schedule_spec, key), fields, diagnostics)
+    schedule = parse_schedule(schedule_spec, key)
+    for member in members(schedule):
+        if isinstance(member, When) and member.diagnostic not in diag_names:
+            raise ScenarioError(f"unknown diagnostic{did_you_mean(member.diagnostic, diag_names)};"
+                                f" expected one of {', '.join(diag_names)}, given "
+                                f"{member.diagnostic!r}", key=f"{key}.when.diagnostic")
+        if stage is not None and isinstance(member, (When, WallTime)):
+            raise ScenarioError("expected a step or sim_time schedule for a stage capture, given "
+                                f"{type(member).__name__.lower()}", key=f"{key}.stage")
+    return StreamPlan(name, schedule, fields, diagnostics, stage)
 
 
 def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> None:
     schedule = stream.schedule
-    if schedule.at_end:
+    if schedule.at_end or any(isinstance(m, (When, WallTime)) for m in members(schedule)):
         return
     first_step = schedule.next_step(-1)
     first_time = schedule.next_time(-math.inf)

@@ -77,17 +77,15 @@ class Heat2D(AbstractSolver):
 
     def initial_state(self, initial: Heat2DInitial, rng: np.random.Generator) -> dict[str, np.ndarray]:
         y, x = (c.values for c in self.coordinates())
-        ly, lx = self.domain_length()
         yy, xx = np.meshgrid(y, x, indexing="ij")
         if initial.kind == "gaussian":
             r2 = (xx - x.mean()) ** 2 + (yy - y.mean()) ** 2
             u = initial.amplitude * np.exp(-r2 / (2 * initial.width**2))
         elif initial.kind == "mode":
-            ky, kx = initial.mode
             factor = 2 * math.pi if self.params.boundary == "periodic" else math.pi
-            u = initial.amplitude * np.sin(factor * ky * yy / ly) * np.sin(factor * kx * xx / lx)
-            if self.params.boundary == "periodic" and ky == 0:
-                u = initial.amplitude * np.sin(factor * kx * xx / lx) * np.ones_like(yy)
+            (ky, kx), (ly, lx) = initial.mode, self.domain_length()
+            u = (initial.amplitude * np.sin(factor * ky * yy / ly) ** (ky != 0)
+                 * np.sin(factor * kx * xx / lx) ** (kx != 0))
         elif initial.kind == "uniform":
             u = np.full(xx.shape, initial.amplitude)
         else:
@@ -116,7 +114,8 @@ class Heat2D(AbstractSolver):
         def update(state, dt):
             return {**state, "u": state["u"] + (dt * diffusivity) * state["laplacian"]}
 
-        return [Stage("laplacian", laplacian), Stage("update", update)]
+        probe = FieldSpec("laplacian", ("y", "x"), "K m-2", "five-point Laplacian of u")
+        return [Stage("laplacian", laplacian, probes=(probe,)), Stage("update", update)]
 
     def diagnostics(self) -> list[Diagnostic]:
         area = self.params.spacing**2

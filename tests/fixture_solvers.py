@@ -76,3 +76,34 @@ class CountingDecay(_Decay):
             return {**state, "u": state["u"] * (1 - 0.1 * dt)}
 
         return [Stage("decay", decay)]
+
+
+class Oscillator(_Decay):
+    """u = sin(t) everywhere, set from the simulated time the stage finds in the state."""
+
+    name = "oscillator"
+    description = "u = sin(t)"
+
+    def initial_state(self, initial, rng):
+        return {"u": np.zeros(self.params.size)}
+
+    def diagnostics(self):
+        return [Diagnostic("value", lambda s: s["u"][0], "1", "u[0]")]
+
+    def stages(self):
+        def follow(state, dt):
+            xp = array_namespace(state["u"])
+            return {**state, "u": state["u"] * 0 + xp.sin(xp.asarray(state["time"] + dt))}
+
+        return [Stage("follow", follow)]
+
+
+class Doubling(_Decay):
+    """Doubles u every step, overflowing to inf after about 1020 steps in float64."""
+
+    name = "doubling"
+    description = "u *= 2"
+
+    def stages(self):
+        return [Stage("scale", lambda s, dt: {**s, "v": s["u"] * 2.0}),
+                Stage("double", lambda s, dt: {**s, "u": s["v"] * 1.0})]

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import heat_scenario, lorenz_scenario, require_backend
 
 import simkit
+from conftest import heat_scenario, lorenz_scenario, require_backend
 from simkit.backends import get_backend
 from simkit.errors import ScenarioError
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import assert_bitwise, heat_scenario, lorenz_scenario, require_backend
 
 import simkit
+from conftest import assert_bitwise, heat_scenario, lorenz_scenario, require_backend
 
 
 def _captures(path, stream):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from conftest import heat_scenario
 
 import simkit
+from conftest import heat_scenario
 from simkit.io import schema
 
 
@@ -76,7 +76,7 @@ def test_overwrite_keeps_the_old_file_until_the_run_finishes(in_tmp, monkeypatch
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(driver._Run, "advance", explode)
+    monkeypatch.setattr(driver._Run, "run_pieces", explode)
     with pytest.raises(RuntimeError, match="boom"):
         simkit.run(heat_scenario(seed=9), overwrite=True)
     assert first.path.read_bytes() == before

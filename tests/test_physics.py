@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import heat_scenario, lorenz_scenario
 
 import simkit
+from conftest import heat_scenario, lorenz_scenario
 
 
 def _slope(h, err):

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from simkit._types import Array, StepFn
+from simkit._types import Array, StepFn, WatchFn
 from simkit.errors import ScenarioError
 
 DTYPES = ("float32", "float64")
@@ -34,16 +34,40 @@ class AbstractBackend(abc.ABC):
         """A copy of ``host`` on this backend's device, cast to its dtype."""
 
     @abc.abstractmethod
-    def advance(self, step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float
-                ) -> dict[str, Array]:
-        """``fields`` after ``n`` applications of ``step_fn`` with time step ``dt``.
+    def advance(self, step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float,
+                step0: int, time0: float, watch: WatchFn | None = None,
+                enabled: np.ndarray | None = None) -> tuple[dict[str, Array], int, Any]:
+        """Apply ``step_fn`` up to ``n`` times with time step ``dt``, from step ``step0`` at time
+        ``time0``; compiled where the library allows, with no host round trip per step.
 
-        Runs compiled where the library allows, without waiting on the device.
+        With ``watch``, the loop also stops right after the first step at which one of the
+        ``enabled`` conditions of ``watch(fields)`` turns from false to true (edge-triggered).
+
+        Returns:
+            The new fields, the number of steps taken, and (with ``watch``) a host bool array of
+            the conditions that turned true at the last step, else None.
         """
+
+    @abc.abstractmethod
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` once, compiled where the library allows (partial steps, diagnostics)."""
+
+    @abc.abstractmethod
+    def synchronize(self, arrays: Any) -> None:
+        """Wait until ``arrays`` are computed (only for timing; never inside the loop)."""
 
     @abc.abstractmethod
     def to_host(self, arrays: Mapping[str, Array]) -> dict[str, np.ndarray]:
         """NumPy copies of ``arrays``: never views of live device or host memory."""
+
+
+def eager_loop(step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float, step0: int,
+               time0: float) -> dict[str, Array]:
+    """The plain loop, for backends without a loop compiler."""
+    out = dict(fields)
+    for i in range(n):
+        out = step_fn(out, dt, step0 + i, time0 + i * dt)
+    return out
 
 
 def check_options(backend: str, device: str, dtype: str) -> None:

@@ -1,17 +1,18 @@
-"""The JAX backend: one jitted ``fori_loop`` per step function, compiled once and reused for every
-segment length (the trip count and the time step are passed as data)."""
+"""The JAX backend: one jitted loop per step function, compiled once and reused for every
+segment length (trip count, time step, start step and time are passed as data)."""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simkit._types import StepFn
-from simkit.backends._base import AbstractBackend, check_options, host_copy, no_gpu
+from simkit._types import StepFn, WatchFn
+from simkit.backends._base import AbstractBackend, check_options, eager_loop, host_copy, no_gpu
 
 # float64 needs x64; float32 states stay float32 because scalars are weakly typed.
 jax.config.update("jax_enable_x64", True)
@@ -22,6 +23,41 @@ def _gpu_devices() -> list[jax.Device]:
         return jax.devices("gpu")
     except RuntimeError:
         return []
+
+
+def _time_at(time0, i, dt):
+    # Simulated time is float64 whatever the state's dtype (stages cast it where they use it).
+    return time0 + jnp.asarray(i, dtype=jnp.float64) * dt
+
+
+def _plain_loop(step_fn: StepFn):
+    def run(fields, n, dt, step0, time0):
+        def body(i, f):
+            return step_fn(f, dt, step0 + i, _time_at(time0, i, dt))
+
+        return jax.lax.fori_loop(0, n, body, fields)
+
+    return jax.jit(run)
+
+
+def _watched_loop(step_fn: StepFn, watch: WatchFn):
+    def run(fields, n, dt, step0, time0, enabled):
+        def cond(carry):
+            i, _, fired, _ = carry
+            return (i < n) & ~jnp.any(fired)
+
+        def body(carry):
+            i, f, _, prev = carry
+            f = step_fn(f, dt, step0 + i, _time_at(time0, i, dt))
+            now = watch(f)
+            return i + 1, f, now & ~prev & enabled, now
+
+        prev = watch(fields)
+        start = (jnp.zeros((), dtype=jnp.int64), fields, jnp.zeros_like(prev), prev)
+        i, f, fired, _ = jax.lax.while_loop(cond, body, start)
+        return f, i, fired
+
+    return jax.jit(run)
 
 
 class JaxBackend(AbstractBackend):
@@ -37,7 +73,7 @@ class JaxBackend(AbstractBackend):
         self._device = gpus[0] if gpus else jax.devices("cpu")[0]
         self.dtype = getattr(jnp, dtype)
         self.compile = compile is not False
-        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
     def device(self) -> str:
@@ -46,27 +82,40 @@ class JaxBackend(AbstractBackend):
     def asarray(self, host: np.ndarray) -> jax.Array:
         return jax.device_put(np.asarray(host, dtype=self.dtype), self._device)
 
-    def compiled_loop(self, step_fn: StepFn):
-        """The jitted ``(fields, n, dt) -> fields`` loop for ``step_fn``, built once."""
-        loop = self._loops.get(step_fn)
-        if loop is None:
-            def run(fields, n, dt):
-                return jax.lax.fori_loop(0, n, lambda _, f: step_fn(f, dt), fields)
+    def compiled_loop(self, step_fn: StepFn, watch: WatchFn | None = None):
+        """The jitted loop for ``step_fn`` (and ``watch``), built once per backend."""
+        table = self._compiled.setdefault(step_fn, {})
+        if watch not in table:
+            table[watch] = _plain_loop(step_fn) if watch is None else _watched_loop(step_fn, watch)
+        return table[watch]
 
-            loop = jax.jit(run)
-            self._loops[step_fn] = loop
-        return loop
-
-    def advance(self, step_fn: StepFn, fields: Mapping[str, jax.Array], n: int, dt: float
-                ) -> dict[str, jax.Array]:
+    def advance(self, step_fn: StepFn, fields: Mapping[str, jax.Array], n: int, dt: float,
+                step0: int, time0: float, watch: WatchFn | None = None,
+                enabled: np.ndarray | None = None) -> tuple[dict[str, jax.Array], int, Any]:
         if not self.compile:
-            out = dict(fields)
             with jax.disable_jit():
-                for _ in range(n):
-                    out = step_fn(out, dt)
-            return out
+                if watch is None:
+                    return eager_loop(step_fn, fields, n, dt, step0, time0), n, None
+                f, i, fired = _watched_loop(step_fn, watch)(
+                    dict(fields), n, dt, step0, time0, jnp.asarray(enabled))
+                return f, int(i), np.asarray(fired)
         # Python scalars are weakly typed: a float32 state stays float32 and one trace serves all.
-        return self.compiled_loop(step_fn)(dict(fields), int(n), float(dt))
+        args = (dict(fields), int(n), float(dt), int(step0), float(time0))
+        if watch is None:
+            return self.compiled_loop(step_fn)(*args), n, None
+        f, i, fired = self.compiled_loop(step_fn, watch)(*args, np.asarray(enabled, dtype=bool))
+        return f, int(i), np.array(fired)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        if not self.compile:
+            return fn(*args)
+        table = self._compiled.setdefault(fn, {})
+        if "call" not in table:
+            table["call"] = jax.jit(fn)
+        return table["call"](*args)
+
+    def synchronize(self, arrays: Any) -> None:
+        jax.block_until_ready(arrays)
 
     def to_host(self, arrays: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
         for value in arrays.values():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import array_api_compat.numpy as xp
 import numpy as np
 
-from simkit._types import StepFn
-from simkit.backends._base import AbstractBackend, check_options, host_copy, no_gpu
+from simkit._types import StepFn, WatchFn
+from simkit.backends._base import AbstractBackend, check_options, eager_loop, host_copy, no_gpu
 
 
 class NumpyBackend(AbstractBackend):
@@ -28,12 +29,27 @@ class NumpyBackend(AbstractBackend):
     def asarray(self, host: np.ndarray) -> np.ndarray:
         return np.array(host, dtype=self.dtype, copy=True)
 
-    def advance(self, step_fn: StepFn, fields: Mapping[str, np.ndarray], n: int, dt: float
-                ) -> dict[str, np.ndarray]:
+    def advance(self, step_fn: StepFn, fields: Mapping[str, np.ndarray], n: int, dt: float,
+                step0: int, time0: float, watch: WatchFn | None = None,
+                enabled: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], int, Any]:
+        if watch is None:
+            return eager_loop(step_fn, fields, n, dt, step0, time0), n, None
         out = dict(fields)
-        for _ in range(n):
-            out = step_fn(out, dt)
-        return out
+        prev = np.asarray(watch(out), dtype=bool)
+        for i in range(n):
+            out = step_fn(out, dt, step0 + i, time0 + i * dt)
+            now = np.asarray(watch(out), dtype=bool)
+            fired = now & ~prev & enabled
+            if fired.any():
+                return out, i + 1, fired
+            prev = now
+        return out, n, np.zeros_like(prev)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    def synchronize(self, arrays: Any) -> None:
+        return None
 
     def to_host(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: host_copy(value) for name, value in arrays.items()}

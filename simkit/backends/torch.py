@@ -1,15 +1,19 @@
-"""The PyTorch backend: an inference-mode loop with no host sync inside, optionally
+"""The PyTorch backend: an inference-mode loop with no host sync per step, optionally
 ``torch.compile``-d."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from simkit._types import StepFn
+from simkit._types import StepFn, WatchFn
 from simkit.backends._base import AbstractBackend, check_options, no_gpu
+
+#: With a watched condition, the loop looks at the device's stop flag once per this many steps.
+WATCH_SYNC_EVERY = 32
 
 
 class TorchBackend(AbstractBackend):
@@ -26,7 +30,7 @@ class TorchBackend(AbstractBackend):
         self._device = torch.device("cuda" if has_gpu and device in ("gpu", "auto") else "cpu")
         self.dtype = getattr(torch, dtype)
         self.compile = compile if compile is not None else self._device.type == "cuda"
-        self._compiled: dict[int, StepFn] = {}
+        self._compiled: dict[int, Any] = {}
 
     @property
     def device(self) -> str:
@@ -35,24 +39,57 @@ class TorchBackend(AbstractBackend):
     def asarray(self, host: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.asarray(host), dtype=self.dtype, device=self._device)
 
-    def _step(self, step_fn: StepFn) -> StepFn:
+    def _compiled_fn(self, fn: Any) -> Any:
         if not self.compile:
-            return step_fn
-        compiled = self._compiled.get(id(step_fn))
-        if compiled is None:
-            compiled = self._compiled[id(step_fn)] = torch.compile(step_fn, dynamic=False)
-        return compiled
+            return fn
+        if id(fn) not in self._compiled:
+            self._compiled[id(fn)] = (fn, torch.compile(fn, dynamic=False))
+        return self._compiled[id(fn)][1]
 
-    def advance(self, step_fn: StepFn, fields: Mapping[str, torch.Tensor], n: int, dt: float
-                ) -> dict[str, torch.Tensor]:
-        step = self._step(step_fn)
-        # dt as a 0-d tensor: a compiled step then never specialises on its value.
-        dt_arg = torch.tensor(dt, dtype=torch.float64, device=self._device) if self.compile else dt
+    def _scalars(self, dt: float, step0: int, time0: float, i: int) -> tuple:
+        if not self.compile:
+            return dt, step0 + i, time0 + i * dt
+        # Tensors, so a compiled step never specialises on their values.
+        return tuple(torch.tensor(v, device=self._device)
+                     for v in (dt, step0 + i, time0 + i * dt))
+
+    def advance(self, step_fn: StepFn, fields: Mapping[str, torch.Tensor], n: int, dt: float,
+                step0: int, time0: float, watch: WatchFn | None = None,
+                enabled: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], int, Any]:
+        step = self._compiled_fn(step_fn)
         out = dict(fields)
         with torch.inference_mode():
-            for _ in range(n):
-                out = step(out, dt_arg)
-        return out
+            if watch is None:
+                for i in range(n):
+                    out = step(out, *self._scalars(dt, step0, time0, i))
+                return out, n, None
+            # Steps after the condition fires are computed but discarded (torch.where), so the
+            # device decides when to stop; the host looks at the flag every WATCH_SYNC_EVERY steps.
+            mask = torch.as_tensor(np.asarray(enabled, dtype=bool), device=self._device)
+            prev = watch(out)
+            stopped = torch.zeros((), dtype=torch.bool, device=self._device)
+            fired = torch.zeros_like(prev)
+            taken = torch.zeros((), dtype=torch.int64, device=self._device)
+            for i in range(n):
+                new = step(out, *self._scalars(dt, step0, time0, i))
+                out = {k: torch.where(stopped, out[k], new[k]) for k in out}
+                now = watch(out)
+                fire = now & ~prev & mask & ~stopped
+                fired = fired | fire
+                taken = taken + (~stopped).to(torch.int64)
+                stopped = stopped | fire.any()
+                prev = now
+                if i % WATCH_SYNC_EVERY == WATCH_SYNC_EVERY - 1 and bool(stopped):
+                    break
+            return out, int(taken), fired.cpu().numpy()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        with torch.inference_mode():
+            return fn(*args)
+
+    def synchronize(self, arrays: Any) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
 
     def to_host(self, arrays: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {name: value.detach().to("cpu", copy=True).numpy() for name, value in arrays.items()}

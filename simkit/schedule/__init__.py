@@ -1,7 +1,7 @@
 """Schedules: which steps of a run a stream captures (pure Python, no arrays)."""
 
-from simkit.schedule._base import TIME_RTOL, AbstractSchedule, AnyOf
-from simkit.schedule._kinds import At, Every, First, Last, LogSpaced, SimTime
+from simkit.schedule._base import TIME_RTOL, AbstractSchedule, AnyOf, members
+from simkit.schedule._kinds import At, Every, First, Last, LogSpaced, SimTime, WallTime, When
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_schedule
 
 __all__ = [
@@ -14,6 +14,9 @@ __all__ = [
     "Last",
     "LogSpaced",
     "SimTime",
+    "WallTime",
+    "When",
+    "members",
     "SCHEDULE_KEYS",
     "VALID_FORMS",
     "parse_schedule",

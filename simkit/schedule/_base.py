@@ -74,3 +74,8 @@ class AnyOf(AbstractSchedule):
 def _min_or_none(values: Any) -> Any:
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+def members(schedule: AbstractSchedule) -> tuple[AbstractSchedule, ...]:
+    """The schedules a union is made of (or the schedule itself)."""
+    return schedule.members if isinstance(schedule, AnyOf) else (schedule,)

@@ -175,3 +175,68 @@ class Last(_StepSchedule):
     @property
     def at_end(self) -> bool:
         return True
+
+
+class _DriverDecided(AbstractSchedule):
+    """Fires on events the driver observes (device conditions, wall clock), not on step counts."""
+
+    def next_step(self, after: int) -> int | None:
+        return None
+
+    def next_time(self, after: float) -> float | None:
+        return None
+
+    def fires(self, step: int, time: float) -> bool:
+        return False
+
+    @property
+    def at_end(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class When(_DriverDecided):
+    """Fires at the first step where a diagnostic rises above (or falls below) a threshold.
+
+    Edge-triggered: it fires again only after the condition has been false. ``cooldown`` steps
+    after a firing are ignored. The condition is evaluated on the device inside the compiled
+    loop, which stops at that step.
+    """
+
+    diagnostic: str
+    above: float | None = None
+    below: float | None = None
+    cooldown: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.diagnostic, str) or not self.diagnostic:
+            raise ScenarioError(f"expected a diagnostic name, given {self.diagnostic!r}",
+                                key="when.diagnostic")
+        if (self.above is None) == (self.below is None):
+            raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
+                                f"{self.above!r}, below={self.below!r}", key="when")
+        for name in ("above", "below"):
+            value = getattr(self, name)
+            if value is not None and not _is_number(value):
+                raise ScenarioError(f"expected a finite number, given {value!r}",
+                                    key=f"when.{name}")
+        if not _is_int(self.cooldown) or self.cooldown < 0:
+            raise ScenarioError(f"expected an integer >= 0, given {self.cooldown!r}",
+                                key="when.cooldown")
+
+    def holds(self, value: float) -> bool:
+        """The condition on a host value (the device evaluates the same comparison)."""
+        return value > self.above if self.above is not None else value < self.below
+
+
+@dataclass(frozen=True)
+class WallTime(_DriverDecided):
+    """Fires at the first step boundary after each ``seconds`` of wall-clock time; the driver
+    sizes compiled segments from the measured step rate so it needs no per-step host sync."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.seconds) or self.seconds <= 0:
+            raise ScenarioError(f"expected a finite number of seconds > 0, given "
+                                f"{self.seconds!r}", key="wall_time")

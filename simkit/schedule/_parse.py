@@ -7,7 +7,7 @@ from typing import Any
 
 from simkit.errors import ScenarioError, did_you_mean
 from simkit.schedule._base import AbstractSchedule, AnyOf
-from simkit.schedule._kinds import At, Every, First, Last, LogSpaced, SimTime
+from simkit.schedule._kinds import At, Every, First, Last, LogSpaced, SimTime, WallTime, When
 
 VALID_FORMS = (
     "every: N [offset: K]",
@@ -16,9 +16,13 @@ VALID_FORMS = (
     "sim_time: T [start: T0]",
     "first: true",
     "last: true",
+    "wall_time: SECONDS",
+    "when: {diagnostic: D, above|below: X [, cooldown: N]}",
     "any: [<schedule>, ...]",
 )
-SCHEDULE_KEYS = ("every", "offset", "at", "logspace", "sim_time", "start", "first", "last", "any")
+SCHEDULE_KEYS = ("every", "offset", "at", "logspace", "sim_time", "start", "first", "last",
+                 "wall_time", "when", "any")
+_WHEN_KEYS = ("diagnostic", "above", "below", "cooldown")
 _MODIFIERS = {"offset": "every", "start": "sim_time"}
 
 
@@ -92,6 +96,18 @@ def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractS
         return [First()] if _flag(value, key) else []
     if name == "last":
         return [Last()] if _flag(value, key) else []
+    if name == "wall_time":
+        return [WallTime(value)]
+    if name == "when":
+        if not isinstance(value, Mapping):
+            raise ScenarioError(f"expected {{diagnostic: D, above|below: X}}, given {value!r}",
+                                key=key)
+        for item in value:
+            if item not in _WHEN_KEYS:
+                raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHEN_KEYS)}; expected "
+                                    f"one of {', '.join(_WHEN_KEYS)}, given {item!r}",
+                                    key=f"{key}.{item}")
+        return [When(**value)]
     if name == "any":
         if not isinstance(value, (list, tuple)) or not value:
             raise ScenarioError(f"expected a non-empty list of schedules, given {value!r}", key=key)

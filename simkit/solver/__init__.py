@@ -1,6 +1,9 @@
 """The solver protocol: what a staged, backend-neutral solver declares."""
 
 from simkit.solver._base import (
+    SEED_KEY,
+    STEP_KEY,
+    TIME_KEY,
     AbstractSolver,
     Coordinate,
     Diagnostic,
@@ -19,6 +22,9 @@ __all__ = [
     "SolverModel",
     "Stage",
     "make_step",
+    "SEED_KEY",
+    "STEP_KEY",
+    "TIME_KEY",
     "ENTRY_POINT_GROUP",
     "available_solvers",
     "load_solver",

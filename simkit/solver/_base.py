@@ -47,11 +47,13 @@ class Stage:
     """A named sub-step, a pure function ``(state, dt) -> state``.
 
     A stage may add intermediate arrays to the state (e.g. a Laplacian) for later stages of the
-    same step; only the prognostic fields are carried to the next step.
+    same step; only the prognostic fields are carried to the next step. Intermediates declared as
+    ``probes`` can be captured by a stream that names this stage.
     """
 
     name: str
     fn: StageFn
+    probes: tuple[FieldSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,16 +109,36 @@ class AbstractSolver(abc.ABC):
         """The largest stable time step, or None when any positive step is stable."""
 
 
-def make_step(solver: AbstractSolver) -> StepFn:
-    """One step of ``solver``: all its stages in order, returning only the prognostic fields."""
+#: Keys every stage finds in the state besides the fields: the index of the step being taken,
+#: the simulated time at its start and the run's seed (for counter-based random numbers).
+STEP_KEY, TIME_KEY, SEED_KEY = "step", "time", "seed"
+
+
+def make_step(solver: AbstractSolver, seed: int = 0, *, until_stage: str | None = None
+              ) -> StepFn:
+    """One step of ``solver``: all its stages in order, returning only the prognostic fields.
+
+    Args:
+        solver: the solver.
+        seed: the run's seed, found by stages under ``state["seed"]``.
+        until_stage: when given, the step also returns, second, the whole state right after that
+            stage (fields and the stage's probes), for stage-level captures.
+    """
     stages = tuple(solver.stages())
     names = tuple(f.name for f in solver.fields())
+    if until_stage is not None and until_stage not in [s.name for s in stages]:
+        raise ValueError(f"until_stage: expected one of {[s.name for s in stages]}, "
+                         f"given {until_stage!r}")
 
-    def step(fields: State, dt: Any) -> dict[str, Array]:
-        state: Mapping[str, Array] = fields
+    def step(fields: State, dt: Any, index: Any, time: Any) -> Any:
+        state: Mapping[str, Array] = {**fields, STEP_KEY: index, TIME_KEY: time, SEED_KEY: seed}
+        seen = None
         for stage in stages:
             state = stage.fn(state, dt)
-        return {name: state[name] for name in names}
+            if stage.name == until_stage:
+                seen = {k: v for k, v in state.items() if k not in (STEP_KEY, TIME_KEY, SEED_KEY)}
+        out = {name: state[name] for name in names}
+        return out if until_stage is None else (out, seen)
 
     step.__name__ = f"{solver.name}_step"
     return step
