@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 from simkit._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from simkit.api import resume as resume
     from simkit.api import run as run
     from simkit.driver import RunResult as RunResult
     from simkit.scenario import Scenario as Scenario
 
 _LAZY = {
     "run": "simkit.api",
+    "resume": "simkit.api",
     "RunResult": "simkit.driver",
     "Scenario": "simkit.scenario",
     "plan_run": "simkit.scenario",

@@ -1,4 +1,4 @@
-"""The ``simkit`` command: run, inspect, list.
+"""The ``simkit`` command: run, resume, recover, inspect, list.
 
 Heavy libraries (xarray, JAX, PyTorch) are imported only inside the commands that need them.
 """
@@ -33,6 +33,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a scenario key, e.g. --set params.diffusivity=0.5")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    resume = sub.add_parser("resume", help="continue a stopped run from its last checkpoint",
+                            description="Continue a killed or failed run from its last "
+                            "checkpoint; the result equals an uninterrupted run.")
+    resume.add_argument("file", help="NetCDF file of the stopped run")
+    resume.add_argument("--scenario", help="refuse unless the file was run from this scenario")
+    resume.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    recover = sub.add_parser("recover", help="drop torn or corrupt trailing captures of a file",
+                             description="Make a crashed run's file hold only whole captures. "
+                             "Safe to run twice.")
+    recover.add_argument("file", help="NetCDF file of the stopped run")
 
     inspect = sub.add_parser("inspect", help="show what a run file holds")
     inspect.add_argument("file", help="NetCDF file written by simkit run")
@@ -96,13 +108,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from simkit.api import resume
+
+    bar = _ProgressBar() if not args.quiet and sys.stderr.isatty() else None
+    try:
+        result = resume(args.file, scenario=args.scenario, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(result.path)
+    return 0
+
+
+def _run_file(path: str) -> None:
+    from simkit.errors import ScenarioError
+
+    if not Path(path).is_file():
+        raise ScenarioError("expected an existing NetCDF file written by simkit, given a path "
+                            "that does not exist", source=path)
+
+
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from simkit.errors import ScenarioError
+    from simkit.io import recover
+
+    _run_file(args.file)
+    try:
+        kept = recover(args.file)
+    except OSError as error:
+        raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
+                            f"read ({error})", source=args.file) from None
+    print(f"{args.file}: " + ", ".join(f"{name} {n} captures" for name, n in kept.items()))
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from simkit.errors import ScenarioError
     from simkit.io.inspect import describe
 
-    if not Path(args.file).is_file():
-        raise ScenarioError("expected an existing NetCDF file written by simkit, given a path "
-                            "that does not exist", source=args.file)
+    _run_file(args.file)
     try:
         print(describe(args.file))
     except OSError as error:
@@ -132,7 +177,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "inspect": _cmd_inspect, "list": _cmd_list}
+_COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "recover": _cmd_recover,
+             "inspect": _cmd_inspect, "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

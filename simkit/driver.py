@@ -94,6 +94,16 @@ def _all_finite(fields: Mapping[str, Any]) -> Any:
     return xp.all(xp.stack([xp.all(xp.isfinite(v)) for v in values]))
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run starts: a checkpointed state and what each stream already holds."""
+
+    step: int
+    time: float
+    fields: dict[str, np.ndarray] | None  # None: the initial state
+    last_capture: dict[str, int]
+
+
 @dataclass
 class _Segment:
     """What the next stretch of steps does: ``pieces`` of (count, dt), ending at ``step``/``time``
@@ -108,7 +118,8 @@ class _Segment:
 class _Run:
     """The state of one run as it advances."""
 
-    def __init__(self, plan: RunPlan, backend: AbstractBackend, writer: BackgroundWriter) -> None:
+    def __init__(self, plan: RunPlan, backend: AbstractBackend, writer: BackgroundWriter,
+                 resume: ResumePoint | None = None) -> None:
         self.plan = plan
         self.backend = backend
         self.writer = writer
@@ -130,11 +141,19 @@ class _Run:
         self.walls = [(s, m) for s in self.plain for m in members(s.schedule)
                       if isinstance(m, WallTime)]
         self.cooldown_until = [0] * len(self.whens)
+        if resume is not None:
+            self.step, self.time = resume.step, resume.time
+            if resume.fields is not None:
+                self.fields = {name: backend.asarray(value)
+                               for name, value in resume.fields.items()}
+            self.last_capture = dict(resume.last_capture)
+            self.cooldown_until = [self.last_capture[s.name] + m.cooldown + 1
+                                   if s.name in self.last_capture else 0 for s, m in self.whens]
         self.watch = self._make_watch() if self.whens else None
         started = _time.perf_counter()
         self.wall_started = started
         self.wall_due = [started + m.seconds for _, m in self.walls]
-        self.checked_at = 0
+        self.checked_at = self.step
 
     def _make_watch(self):
         conditions = [(self.diagnostics[m.diagnostic].fn, m.above, m.below) for _, m in self.whens]
@@ -237,13 +256,15 @@ class _Run:
                              "found by replay")
 
 
-def execute(plan: RunPlan, progress: ProgressFn | None = None) -> RunResult:
+def execute(plan: RunPlan, progress: ProgressFn | None = None,
+            resume: ResumePoint | None = None) -> RunResult:
     """Run a validated plan to its end, writing its file.
 
     Args:
         plan: from ``simkit.scenario.plan_run``.
         progress: called between segments; when given, segments are cut so it is called about
             ``_PROGRESS_UPDATES`` times.
+        resume: continue the existing file at ``plan.output`` from this point.
 
     Returns:
         The output path and the final state.
@@ -268,11 +289,13 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None) -> RunResult:
         schema.ATTR_VERSIONS: _versions(backend.name),
         schema.ATTR_STARTED: _now(),
     }
+    if resume is not None:
+        attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device}
     writer = BackgroundWriter(NetCDFWriter(plan.output, _layout(plan, sc.dtype), attrs,
-                                           overwrite=plan.overwrite))
+                                           overwrite=plan.overwrite, append=resume is not None))
     run = None
     try:
-        run = _Run(plan, backend, writer)
+        run = _Run(plan, backend, writer, resume)
         _loop(run, progress)
         host = backend.to_host(run.fields)
         writer.final(run.step, run.time, host)
@@ -328,7 +351,7 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
     sc, dt = run.plan.scenario, run.plan.dt
     expected = sc.steps if sc.steps is not None else math.ceil(sc.until / dt - TIME_RTOL)
     chunk = max(1, expected // _PROGRESS_UPDATES) if progress else None
-    run.capture(run.due(run.plain, 0, 0.0, final=expected == 0))
+    run.capture(run.due(run.plain, run.step, run.time, final=_is_final(sc, run.step, run.time)))
     while not _is_final(sc, run.step, run.time):
         segment = _plan_segment(run, chunk)
         start, start_step, start_time = run.fields, run.step, run.time

@@ -3,5 +3,25 @@
 from simkit.io import schema
 from simkit.io.background import BackgroundWriter
 from simkit.io.netcdf import NetCDFWriter
+from simkit.io.recover import (
+    Checkpoint,
+    captured_steps,
+    latest_checkpoint,
+    read_attrs,
+    recover,
+    rewrite,
+    whole_captures,
+)
 
-__all__ = ["BackgroundWriter", "NetCDFWriter", "schema"]
+__all__ = [
+    "BackgroundWriter",
+    "Checkpoint",
+    "NetCDFWriter",
+    "captured_steps",
+    "latest_checkpoint",
+    "read_attrs",
+    "recover",
+    "rewrite",
+    "schema",
+    "whole_captures",
+]

@@ -39,21 +39,38 @@ class BackgroundWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if self._error is not None:
-                continue  # drain, so producers never block on a dead writer
-            method, args = item
-            try:
-                method(*args)
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            # Take whatever else is waiting: one sync + fsync covers the whole batch.
+            while batch[-1] is not _STOP:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is _STOP
+            self._write(batch[:-1] if stop else batch)
+
+    def _write(self, batch: list) -> None:
+        if self._error is not None or not batch:
+            return  # after an error: drain, so producers never block on a dead writer
+        done = []
+        try:
+            for method, args in batch:
                 if method == self.writer.write_capture:
-                    self.written += 1
-                    if self._on_written is not None:
-                        self._on_written(args[0], args[1])
-            except BaseException as error:  # noqa: BLE001 - handed to the caller
-                self._error = error
+                    method(*args, sync=False)
+                    done.append(args)
+                else:
+                    method(*args)
+            if done:
+                self.writer.sync()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            self._error = error
+            return
+        self.written += len(done)
+        if self._on_written is not None:
+            for args in done:
+                self._on_written(args[0], args[1])
 
     def _raise_pending(self) -> None:
         if self._error is not None:

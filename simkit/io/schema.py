@@ -18,6 +18,9 @@ STEP_DIM = "step"
 STEP = "step"
 TIME = "time"
 
+CHECKSUM = "simkit_crc32"
+CHECKSUM_LONG_NAME = "CRC32 of the capture (step, time, variables in file order)"
+
 STEP_ATTRS = {"long_name": "number of steps taken", "units": "1"}
 TIME_LONG_NAME = "simulated time"
 
@@ -37,6 +40,7 @@ ATTR_VERSIONS = "simkit_versions"
 ATTR_STARTED = "simkit_started_at"
 ATTR_FINISHED = "simkit_finished_at"
 ATTR_STATUS = "simkit_status"
+ATTR_RESUMED = "simkit_resumed_at"
 ATTR_STREAMS = "simkit_streams"
 ATTR_STREAM_FIELDS = "simkit_fields"
 ATTR_STREAM_DIAGNOSTICS = "simkit_diagnostics"
@@ -46,7 +50,7 @@ STATUS_COMPLETE = "complete"
 
 PROVENANCE_ATTRS = (
     ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_DTYPE, ATTR_SEED, ATTR_DT,
-    ATTR_VERSIONS, ATTR_STARTED, ATTR_FINISHED, ATTR_STATUS, ATTR_SCENARIO_FILE,
+    ATTR_VERSIONS, ATTR_STARTED, ATTR_RESUMED, ATTR_FINISHED, ATTR_STATUS, ATTR_SCENARIO_FILE,
 )
 
 
