@@ -121,8 +121,9 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[in
 
 def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML safely; returns the data and the line of each key path."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -137,7 +138,8 @@ def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, in
     except yaml.YAMLError as error:
         raise ScenarioError(f"expected valid YAML, given: {error}", source=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_scenario_file(path: str | os.PathLike) -> tuple[str, Any, dict[tuple, int]]:
@@ -212,6 +214,9 @@ def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
 
 
 def _describe_expected(message: str) -> str:
+    sized = re.match(r"^(\w+) should have (.*?)(?: after validation)?, not \d+$", message)
+    if sized:
+        return f"a {sized.group(1).lower()} with {sized.group(2)}"
     for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             return message[len(prefix):]
@@ -325,6 +330,25 @@ def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> No
                             "given one that captures nothing", key=f"outputs.{stream.name}")
 
 
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _check_memory(solver: AbstractSolver, dtype: str) -> None:
+    sizes = {c.name: len(c.values) for c in solver.coordinates()}
+    itemsize = 4 if dtype == "float32" else 8
+    state = sum(math.prod(sizes[d] for d in f.dims) for f in solver.fields()) * itemsize
+    # A step holds a few copies of the state (stages, the loop's carry, a host capture).
+    needed, available = 4 * state, _available_memory()
+    if needed > available:
+        raise ScenarioError(f"expected a grid that fits in memory ({available / 2**30:.1f} GiB "
+                            f"available), given one needing about {needed / 2**30:.1f} GiB",
+                            key="params")
+
+
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.exists():
         if path.is_dir():
@@ -408,6 +432,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool) -> RunPlan:
     if limit is not None and dt > limit:
         raise ScenarioError(f"expected at most {limit:g}, the stable limit of {solver.name} for "
                             f"these params, given {dt:g}", key="dt")
+    _check_memory(solver, scenario.dtype)
     streams = tuple(_stream(name, spec, solver) for name, spec in scenario.outputs.items())
     for stream in streams:
         _check_stream_fires(stream, scenario, dt)

@@ -6,12 +6,13 @@ Stages: ``laplacian`` (five-point stencil) then ``update`` (forward Euler).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 import array_api_extra as xpx
 import numpy as np
 from array_api_compat import array_namespace
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simkit.solver import (
     AbstractSolver,
@@ -35,12 +36,23 @@ class Heat2DParams(SolverModel):
 
 
 class Heat2DInitial(SolverModel):
-    kind: Literal["gaussian", "mode", "uniform", "noise"] = "gaussian"
+    kind: Literal["gaussian", "mode", "uniform", "noise", "file"] = "gaussian"
     amplitude: float = Field(1.0, description="peak value [K]")
     width: float = Field(10.0, gt=0, description="standard deviation of the gaussian [m]")
     mode: list[Annotated[int, Field(ge=0)]] = Field(
         [1, 1], min_length=2, max_length=2,
         description="wave numbers [ky, kx] of a Fourier mode (kind: mode)")
+    path: str | None = Field(None, description="a .npy file of shape [ny, nx] (kind: file)")
+
+    @model_validator(mode="after")
+    def _file_exists(self) -> Heat2DInitial:
+        if self.kind == "file":
+            if self.path is None:
+                raise ValueError("expected 'path' of a .npy file with kind: file, given none")
+            if not Path(self.path).is_file():
+                raise ValueError(f"expected an existing .npy file for initial.path, given "
+                                 f"{self.path!r}")
+        return self
 
 
 class Heat2D(AbstractSolver):
@@ -88,8 +100,13 @@ class Heat2D(AbstractSolver):
                  * np.sin(factor * kx * xx / lx) ** (kx != 0))
         elif initial.kind == "uniform":
             u = np.full(xx.shape, initial.amplitude)
-        else:
+        elif initial.kind == "noise":
             u = initial.amplitude * rng.standard_normal(xx.shape)
+        else:
+            u = np.load(initial.path, allow_pickle=False).astype(np.float64)
+            if u.shape != xx.shape:
+                raise ValueError(f"initial.path: expected an array of shape {list(xx.shape)}, "
+                                 f"given {list(u.shape)} in {initial.path}")
         if self.params.boundary == "fixed":
             u[0, :] = u[-1, :] = u[:, 0] = u[:, -1] = self.params.boundary_value
         return {"u": u}
