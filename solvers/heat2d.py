@@ -22,6 +22,7 @@ from simkit.solver import (
     SolverModel,
     Stage,
 )
+from solvers._grid import grid_coordinates, periodic_laplacian
 
 GridSize = Annotated[int, Field(ge=3)]
 
@@ -72,12 +73,7 @@ class Heat2D(AbstractSolver):
         return [FieldSpec("u", ("y", "x"), "K", "temperature")]
 
     def coordinates(self) -> list[Coordinate]:
-        ny, nx = self.params.shape
-        h = self.params.spacing
-        return [
-            Coordinate("y", np.arange(ny) * h, "m", "y position"),
-            Coordinate("x", np.arange(nx) * h, "m", "x position"),
-        ]
+        return grid_coordinates(self.params.shape, self.params.spacing)
 
     def domain_length(self) -> tuple[float, float]:
         """Length (Ly, Lx) of the domain whose modes this grid resolves."""
@@ -120,8 +116,7 @@ class Heat2D(AbstractSolver):
             u = state["u"]
             xp = array_namespace(u)
             if periodic:
-                lap = (xp.roll(u, 1, axis=0) + xp.roll(u, -1, axis=0)
-                       + xp.roll(u, 1, axis=1) + xp.roll(u, -1, axis=1) - 4 * u) * inv_h2
+                lap = periodic_laplacian(u, inv_h2)
             else:
                 inner = (u[:-2, 1:-1] + u[2:, 1:-1] + u[1:-1, :-2] + u[1:-1, 2:]
                          - 4 * u[1:-1, 1:-1]) * inv_h2
