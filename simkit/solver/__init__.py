@@ -12,10 +12,12 @@ from simkit.solver._base import (
     Stage,
     make_step,
 )
+from simkit.solver._constants import Constants
 from simkit.solver._registry import ENTRY_POINT_GROUP, available_solvers, load_solver
 
 __all__ = [
     "AbstractSolver",
+    "Constants",
     "Coordinate",
     "Diagnostic",
     "FieldSpec",

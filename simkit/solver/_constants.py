@@ -1,0 +1,50 @@
+"""Constant arrays (wave numbers, masks, index grids) made once per backend, device and dtype.
+
+Stage code asks for them with an array of the state, so they land on the state's device with
+its dtype and are never rebuilt inside the step loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+
+class Constants:
+    """Builds host constants once, and their device copies once per (library, device, dtype).
+
+    Args:
+        build: returns a mapping of names to NumPy arrays; float arrays take the dtype of the
+            array they are asked for with (real or complex), integer and boolean arrays keep
+            theirs.
+    """
+
+    def __init__(self, build: Callable[[], dict[str, np.ndarray]]) -> None:
+        self._build = build
+        self._host: dict[str, np.ndarray] | None = None
+        self._cache: dict[tuple, dict] = {}
+
+    def like(self, array) -> dict:
+        """The constants in ``array``'s namespace, on its device, floats in its dtype (complex
+        when ``array`` is complex, so products need no mixed-kind promotion)."""
+        xp = array_namespace(array)
+        key = (xp.__name__, str(device(array)), str(array.dtype))
+        found = self._cache.get(key)
+        if found is None:
+            if self._host is None:
+                self._host = self._build()
+            found = {}
+            for name, value in self._host.items():
+                dtype = array.dtype if np.issubdtype(value.dtype, np.floating) else None
+                found[name] = xp.asarray(value, dtype=dtype, device=device(array))
+            if not _is_traced(array):
+                self._cache[key] = found
+        return found
+
+
+def _is_traced(array) -> bool:
+    # Under jax.jit the state is a tracer; constants made from NumPy are concrete, but a tracer's
+    # device cannot be asked for, so nothing is cached from inside a trace.
+    return type(array).__name__.endswith("Tracer")
