@@ -1,0 +1,164 @@
+"""Gravitational N-body, direct summation with Plummer softening, kick-drift-kick leapfrog.
+
+Stages: ``kick1`` (half kick), ``drift``, ``kick2`` (half kick). Positions ``x`` and velocities
+``v`` have dimensions (body, axis); masses are a field too, so a checkpoint holds everything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from array_api_compat import array_namespace
+from pydantic import Field
+
+from simkit.solver import (
+    AbstractSolver,
+    Constants,
+    Coordinate,
+    Diagnostic,
+    FieldSpec,
+    SolverModel,
+    Stage,
+)
+
+
+class NBodyParams(SolverModel):
+    bodies: int = Field(256, ge=2)
+    gravity: float = Field(1.0, gt=0, description="gravitational constant G")
+    softening: float = Field(0.01, ge=0, description="Plummer softening length")
+
+
+class NBodyInitial(SolverModel):
+    kind: Literal["plummer", "kepler"] = "plummer"
+    radius: float = Field(1.0, gt=0, description="Plummer scale radius")
+    total_mass: float = Field(1.0, gt=0)
+    semi_major_axis: float = Field(1.0, gt=0, description="kepler: a of the relative orbit")
+    eccentricity: float = Field(0.5, ge=0, lt=1, description="kepler: e of the relative orbit")
+    mass_ratio: float = Field(0.5, gt=0, le=1, description="kepler: m2 / m1")
+
+
+class NBody(AbstractSolver):
+    """x'' = G sum_j m_j (x_j - x_i) / (|x_j - x_i|^2 + eps^2)^(3/2)."""
+
+    name = "nbody"
+    version = "1"
+    description = "gravitational N-body, direct sum, leapfrog KDK (stages: kick1, drift, kick2)"
+    Params = NBodyParams
+    Initial = NBodyInitial
+    time_units = "1"
+
+    def __init__(self, params: NBodyParams) -> None:
+        self.params = params
+        self.constants = Constants(lambda: {"self": np.eye(params.bodies, dtype=bool)})
+
+    def fields(self):
+        return [FieldSpec("x", ("body", "axis"), "1", "position"),
+                FieldSpec("v", ("body", "axis"), "1", "velocity"),
+                FieldSpec("mass", ("body",), "1", "mass")]
+
+    def coordinates(self):
+        return [Coordinate("body", np.arange(self.params.bodies), "1", "body index"),
+                Coordinate("axis", np.arange(3), "1", "Cartesian axis (x, y, z)")]
+
+    def initial_state(self, initial: NBodyInitial, rng: np.random.Generator):
+        n, g = self.params.bodies, self.params.gravity
+        if initial.kind == "kepler":
+            if n != 2:
+                raise ValueError(f"initial.kind: expected 2 bodies for kepler, given {n}")
+            m1 = initial.total_mass / (1 + initial.mass_ratio)
+            m2 = initial.total_mass - m1
+            a, e = initial.semi_major_axis, initial.eccentricity
+            r = a * (1 - e)
+            speed = math.sqrt(g * initial.total_mass * (1 + e) / r)
+            rel_x, rel_v = np.array([r, 0.0, 0.0]), np.array([0.0, speed, 0.0])
+            frac = np.array([[-m2], [m1]]) / initial.total_mass
+            return {"x": frac * rel_x, "v": frac * rel_v, "mass": np.array([m1, m2])}
+        # Plummer sphere (Aarseth, Henon & Wielen 1974): radii from the cumulative mass,
+        # speeds by rejection from the isotropic distribution function.
+        mass = np.full(n, initial.total_mass / n)
+        radius = initial.radius / np.sqrt(rng.uniform(1e-3, 1.0, n) ** (-2.0 / 3.0) - 1.0)
+        x = radius[:, None] * _unit_vectors(rng, n)
+        escape = np.sqrt(2 * g * initial.total_mass) * (radius**2 + initial.radius**2) ** -0.25
+        q = np.empty(n)
+        filled = np.zeros(n, dtype=bool)
+        while not filled.all():
+            trial = rng.random(n)
+            accept = (~filled) & (0.1 * rng.random(n) < trial**2 * (1 - trial**2) ** 3.5)
+            q[accept], filled = trial[accept], filled | accept
+        v = (q * escape)[:, None] * _unit_vectors(rng, n)
+        x -= np.average(x, axis=0, weights=mass)
+        v -= np.average(v, axis=0, weights=mass)
+        return {"x": x, "v": v, "mass": mass}
+
+    def _acceleration(self, x, mass):
+        """Direct sum, one (N, N) array per component (faster than an (N, N, 3) array)."""
+        xp = array_namespace(x)
+        eps2, g = self.params.softening**2, self.params.gravity
+        own = self.constants.like(x)["self"]
+        d = [x[:, i][None, :] - x[:, i][:, None] for i in range(3)]
+        r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2] + eps2
+        r2 = xp.where(own, xp.ones_like(r2), r2)  # no 0/0 on the diagonal without softening
+        weight = xp.where(own, xp.zeros_like(r2), mass[None, :] / (r2 * xp.sqrt(r2)))
+        return xp.stack([g * xp.sum(weight * di, axis=1) for di in d], axis=1)
+
+    def stages(self):
+        accel = self._acceleration
+
+        def kick(state, dt):
+            a = accel(state["x"], state["mass"])
+            return {**state, "v": state["v"] + (0.5 * dt) * a}
+
+        def drift(state, dt):
+            return {**state, "x": state["x"] + dt * state["v"]}
+
+        return [Stage("kick1", kick), Stage("drift", drift), Stage("kick2", kick)]
+
+    def diagnostics(self):
+        eps2, g = self.params.softening**2, self.params.gravity
+
+        def kinetic(state):
+            v, m = state["v"], state["mass"]
+            return 0.5 * array_namespace(v).sum(m[:, None] * v * v)
+
+        def potential(state):
+            x, m = state["x"], state["mass"]
+            xp = array_namespace(x)
+            own = self.constants.like(x)["self"]
+            d = [x[:, i][None, :] - x[:, i][:, None] for i in range(3)]
+            r = xp.sqrt(xp.where(own, xp.ones_like(d[0]), d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+                                 + eps2))
+            pair = xp.where(own, xp.zeros_like(r), m[None, :] * m[:, None] / r)
+            return -0.5 * g * xp.sum(pair)
+
+        def momentum(axis):
+            def fn(state):
+                return array_namespace(state["v"]).sum(state["mass"] * state["v"][:, axis])
+            return fn
+
+        def angular_momentum_z(state):
+            x, v, m = state["x"], state["v"], state["mass"]
+            return array_namespace(x).sum(m * (x[:, 0] * v[:, 1] - x[:, 1] * v[:, 0]))
+
+        return [
+            Diagnostic("kinetic", kinetic, "1", "kinetic energy"),
+            Diagnostic("potential", potential, "1", "softened potential energy"),
+            Diagnostic("energy", lambda s: kinetic(s) + potential(s), "1", "total energy"),
+            *(Diagnostic(f"momentum_{c}", momentum(i), "1", f"total momentum along {c}")
+              for i, c in enumerate("xyz")),
+            Diagnostic("angular_momentum_z", angular_momentum_z, "1", "total L_z"),
+        ]
+
+    def max_stable_dt(self) -> None:
+        return None
+
+    def default_dt(self) -> float:
+        return 1e-3
+
+
+def _unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    z = rng.uniform(-1, 1, n)
+    phi = rng.uniform(0, 2 * math.pi, n)
+    s = np.sqrt(1 - z * z)
+    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
