@@ -13,6 +13,7 @@ from simkit.solver._base import (
     make_step,
 )
 from simkit.solver._constants import Constants
+from simkit.solver._random import counter_uniform, hash32
 from simkit.solver._registry import ENTRY_POINT_GROUP, available_solvers, load_solver
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "SolverModel",
     "Stage",
     "make_step",
+    "counter_uniform",
+    "hash32",
     "SEED_KEY",
     "STEP_KEY",
     "TIME_KEY",
