@@ -13,6 +13,7 @@ from simkit.solver._base import (
     make_step,
 )
 from simkit.solver._constants import Constants
+from simkit.solver._loops import repeat
 from simkit.solver._random import counter_uniform, hash32
 from simkit.solver._registry import ENTRY_POINT_GROUP, available_solvers, load_solver
 
@@ -25,6 +26,7 @@ __all__ = [
     "SolverModel",
     "Stage",
     "make_step",
+    "repeat",
     "counter_uniform",
     "hash32",
     "SEED_KEY",
