@@ -138,6 +138,9 @@ class _Run:
         self.staged = [s for s in plan.streams if s.stage is not None]
         self.whens = [(s, m) for s in self.plain for m in members(s.schedule)
                       if isinstance(m, When)]
+        if plan.stop_when is not None:
+            self.whens.append((None, plan.stop_when))  # ends the run instead of capturing
+        self.stopped = False
         self.walls = [(s, m) for s in self.plain for m in members(s.schedule)
                       if isinstance(m, WallTime)]
         self.cooldown_until = [0] * len(self.whens)
@@ -148,7 +151,8 @@ class _Run:
                                for name, value in resume.fields.items()}
             self.last_capture = dict(resume.last_capture)
             self.cooldown_until = [self.last_capture[s.name] + m.cooldown + 1
-                                   if s.name in self.last_capture else 0 for s, m in self.whens]
+                                   if s is not None and s.name in self.last_capture else 0
+                                   for s, m in self.whens]
         self.watch = self._make_watch() if self.whens else None
         started = _time.perf_counter()
         self.wall_started = started
@@ -352,17 +356,20 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
     expected = sc.steps if sc.steps is not None else math.ceil(sc.until / dt - TIME_RTOL)
     chunk = max(1, expected // _PROGRESS_UPDATES) if progress else None
     run.capture(run.due(run.plain, run.step, run.time, final=_is_final(sc, run.step, run.time)))
-    while not _is_final(sc, run.step, run.time):
+    while not (run.stopped or _is_final(sc, run.step, run.time)):
         segment = _plan_segment(run, chunk)
         start, start_step, start_time = run.fields, run.step, run.time
         fired = run.run_pieces(segment)
-        final = _is_final(sc, run.step, run.time)
+        if fired is not None:
+            run.stopped = any(run.whens[j][0] is None for j in np.flatnonzero(fired))
+        final = run.stopped or _is_final(sc, run.step, run.time)
         streams = run.due(run.plain, run.step, run.time, final)
         if fired is not None:
             for j in np.flatnonzero(fired):
                 stream, when = run.whens[j]
                 run.cooldown_until[j] = run.step + when.cooldown + 1
-                if stream not in streams and run.last_capture.get(stream.name) != run.step:
+                if (stream is not None and stream not in streams
+                        and run.last_capture.get(stream.name) != run.step):
                     streams.append(stream)
         if run.walls:
             run.backend.synchronize(run.fields)

@@ -46,6 +46,9 @@ class Scenario(BaseModel):
     until: float | None = Field(None, gt=0, description="simulated end time")
     dt: float | None = Field(None, gt=0, description="time step (default: solver's stable one)")
     seed: int = Field(0, ge=0)
+    stop_when: dict[str, Any] | None = Field(
+        None, description="end the run early when a diagnostic crosses a value, e.g. "
+        "{diagnostic: change, below: 1e-6} (steps or until stays the limit)")
     check_finite: int = Field(1000, ge=0, description="steps between on-device finiteness "
                               "checks (also at every capture); 0: never")
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -86,6 +89,7 @@ class RunPlan:
     overwrite: bool
     text: str
     source: str | None
+    stop_when: When | None = None
 
 
 # ---------------------------------------------------------------- YAML with line numbers
@@ -442,6 +446,15 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool) -> RunPlan:
         stem = Path(source).stem if source else scenario.solver
         output = Path(_DEFAULT_OUTPUT_DIR) / f"{stem}.nc"
     _check_output(output, overwrite)
+    stop_when = None
+    if scenario.stop_when is not None:
+        stop_when = parse_schedule({"when": scenario.stop_when}, "stop_when")
+        diag_names = [d.name for d in solver.diagnostics()]
+        if stop_when.diagnostic not in diag_names:
+            raise ScenarioError(f"unknown diagnostic{did_you_mean(stop_when.diagnostic, diag_names)}"
+                                f"; expected one of {', '.join(diag_names)}, given "
+                                f"{stop_when.diagnostic!r}", key="stop_when.diagnostic")
     text = yaml.safe_dump(scenario.model_dump(exclude_none=True), sort_keys=False)
     return RunPlan(scenario=scenario, solver=solver, initial=initial, dt=dt, streams=streams,
-                   output=output, overwrite=overwrite, text=text, source=source)
+                   output=output, overwrite=overwrite, text=text, source=source,
+                   stop_when=stop_when)
