@@ -10,6 +10,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import math
+import threading
 import time as _time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +95,59 @@ def _all_finite(fields: Mapping[str, Any]) -> Any:
     return xp.all(xp.stack([xp.all(xp.isfinite(v)) for v in values]))
 
 
+class _HostBuffers:
+    """Reusable host buffers for captures: a fresh large array costs page faults on first touch,
+    a copy into a buffer that was used before does not. A buffer goes back to the pool once every
+    capture holding it has been written."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list[np.ndarray]] = {}
+        self._users: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, like: Any, users: int) -> np.ndarray:
+        key = (tuple(like.shape), str(like.dtype).removeprefix("torch."))
+        with self._lock:
+            free = self._free.get(key)
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = np.empty(key[0], dtype=np.dtype(key[1]))
+        with self._lock:
+            self._users[id(buffer)] = users
+        return buffer
+
+    def give_back(self, arrays: Mapping[str, np.ndarray]) -> None:
+        with self._lock:
+            for buffer in arrays.values():
+                left = self._users.get(id(buffer))
+                if left is None:
+                    continue
+                if left > 1:
+                    self._users[id(buffer)] = left - 1
+                else:
+                    del self._users[id(buffer)]
+                    key = (buffer.shape, str(buffer.dtype))
+                    self._free.setdefault(key, []).append(buffer)
+
+
+#: Step functions by (solver class, parameters, seed, stage), so a process that runs the same
+#: solver again (a notebook, a sweep, a benchmark) reuses what the backend compiled for it.
+_STEPS: dict[tuple, Any] = {}
+_STEPS_KEPT = 32
+
+
+def _step_for(solver: Any, seed: int, until_stage: str | None = None) -> Any:
+    params = getattr(solver, "params", None)
+    if params is None or not hasattr(params, "model_dump_json"):
+        return make_step(solver, seed, until_stage=until_stage)
+    key = (type(solver), params.model_dump_json(), seed, until_stage)
+    if key not in _STEPS:
+        if len(_STEPS) >= _STEPS_KEPT:
+            _STEPS.pop(next(iter(_STEPS)))
+        _STEPS[key] = make_step(solver, seed, until_stage=until_stage)
+    return _STEPS[key]
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     """Where a resumed run starts: a checkpointed state and what each stream already holds."""
@@ -124,9 +178,10 @@ class _Run:
         self.backend = backend
         self.writer = writer
         seed = plan.scenario.seed
-        self.step_fn = make_step(plan.solver, seed)
-        self.stage_fns = {s.stage: make_step(plan.solver, seed, until_stage=s.stage)
+        self.step_fn = _step_for(plan.solver, seed)
+        self.stage_fns = {s.stage: _step_for(plan.solver, seed, s.stage)
                           for s in plan.streams if s.stage is not None}
+        self.buffers = _HostBuffers()
         self.diagnostics = {d.name: d for d in plan.solver.diagnostics()}
         self.step = 0
         self.time = 0.0
@@ -184,7 +239,9 @@ class _Run:
         device = {name: state[name] for name in field_names}
         device.update({name: self.backend.call(self.diagnostics[name].fn, state)
                        for name in diag_names})
-        host = self.backend.to_host(device)
+        users = {name: sum(name in s.fields for s in streams) for name in field_names}
+        out = {name: self.buffers.take(device[name], users[name]) for name in field_names}
+        host = self.backend.to_host(device, out)
         for stream in streams:
             arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
             self.writer.capture(stream.name, self.step, self.time, arrays)
@@ -295,11 +352,14 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     }
     if resume is not None:
         attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device}
+    buffers = _HostBuffers()
     writer = BackgroundWriter(NetCDFWriter(plan.output, _layout(plan, sc.dtype), attrs,
-                                           overwrite=plan.overwrite, append=resume is not None))
+                                           overwrite=plan.overwrite, append=resume is not None),
+                              on_written=lambda stream, step, arrays: buffers.give_back(arrays))
     run = None
     try:
         run = _Run(plan, backend, writer, resume)
+        run.buffers = buffers
         _loop(run, progress)
         host = backend.to_host(run.fields)
         writer.final(run.step, run.time, host)

@@ -13,9 +13,13 @@ BACKENDS = {"numpy": "NumpyBackend", "jax": "JaxBackend", "torch": "TorchBackend
 _EXTRA_MODULES = {"jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
+_CACHE: dict[tuple, AbstractBackend] = {}
+
+
 def get_backend(name: str, device: str = "cpu", dtype: str = "float64", **options: Any
                 ) -> AbstractBackend:
-    """The backend ``name`` on ``device`` with ``dtype``.
+    """The backend ``name`` on ``device`` with ``dtype``, one instance per process, so what it
+    compiled is reused by later runs.
 
     Raises:
         ScenarioError: for an unknown or uninstalled backend (naming the extra to install), or a
@@ -32,7 +36,10 @@ def get_backend(name: str, device: str = "cpu", dtype: str = "float64", **option
                 f"expected an installed {name}: install it with pip install 'simkit[{name}]', "
                 f"given a Python without the {error.name} package", key="backend") from None
         raise
-    return getattr(module, BACKENDS[name])(device, dtype, **options)
+    key = (name, device, dtype, tuple(sorted(options.items())))
+    if key not in _CACHE:
+        _CACHE[key] = getattr(module, BACKENDS[name])(device, dtype, **options)
+    return _CACHE[key]
 
 
 def installed_backends() -> list[str]:

@@ -57,8 +57,12 @@ class AbstractBackend(abc.ABC):
         """Wait until ``arrays`` are computed (only for timing; never inside the loop)."""
 
     @abc.abstractmethod
-    def to_host(self, arrays: Mapping[str, Array]) -> dict[str, np.ndarray]:
-        """NumPy copies of ``arrays``: never views of live device or host memory."""
+    def to_host(self, arrays: Mapping[str, Array],
+                out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """NumPy copies of ``arrays``: never views of live device or host memory.
+
+        With ``out``, the copies go into those preallocated host buffers (no page faults).
+        """
 
 
 def eager_loop(step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float, step0: int,
@@ -84,6 +88,9 @@ def no_gpu(backend: str) -> ScenarioError:
         key="device")
 
 
-def host_copy(array: Any) -> np.ndarray:
-    """A writable NumPy copy of an array that NumPy can read."""
-    return np.array(array, copy=True)
+def host_copy(array: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """A writable NumPy copy of an array that NumPy can read (into ``out`` when given)."""
+    if out is None:
+        return np.array(array, copy=True)
+    np.copyto(out, np.asarray(array), casting="no")
+    return out

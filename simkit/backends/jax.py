@@ -117,7 +117,9 @@ class JaxBackend(AbstractBackend):
     def synchronize(self, arrays: Any) -> None:
         jax.block_until_ready(arrays)
 
-    def to_host(self, arrays: Mapping[str, jax.Array]) -> dict[str, np.ndarray]:
+    def to_host(self, arrays: Mapping[str, jax.Array],
+                out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         for value in arrays.values():
             value.copy_to_host_async()
-        return {name: host_copy(value) for name, value in arrays.items()}
+        out = out or {}
+        return {name: host_copy(value, out.get(name)) for name, value in arrays.items()}

@@ -51,5 +51,7 @@ class NumpyBackend(AbstractBackend):
     def synchronize(self, arrays: Any) -> None:
         return None
 
-    def to_host(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: host_copy(value) for name, value in arrays.items()}
+    def to_host(self, arrays: Mapping[str, np.ndarray],
+                out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        out = out or {}
+        return {name: host_copy(value, out.get(name)) for name, value in arrays.items()}

@@ -91,5 +91,14 @@ class TorchBackend(AbstractBackend):
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
 
-    def to_host(self, arrays: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {name: value.detach().to("cpu", copy=True).numpy() for name, value in arrays.items()}
+    def to_host(self, arrays: Mapping[str, torch.Tensor],
+                out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        host = {}
+        for name, value in arrays.items():
+            buffer = (out or {}).get(name)
+            if buffer is None:
+                host[name] = value.detach().to("cpu", copy=True).numpy()
+            else:
+                torch.from_numpy(buffer).copy_(value.detach())
+                host[name] = buffer
+        return host

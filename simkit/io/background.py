@@ -25,11 +25,13 @@ class BackgroundWriter:
     Args:
         writer: the file writer; only the writer thread touches it after this.
         max_pending: captures queued before ``capture`` blocks.
-        on_written: called on the writer thread with ``(stream, step)`` once a capture is synced.
+        on_written: called on the writer thread with ``(stream, step, arrays)`` once a capture is
+            synced (e.g. to hand its host buffers back for reuse).
     """
 
     def __init__(self, writer: NetCDFWriter, max_pending: int = 4,
-                 on_written: Callable[[str, int], None] | None = None) -> None:
+                 on_written: Callable[[str, int, Mapping[str, np.ndarray]], None] | None = None
+                 ) -> None:
         self.writer = writer
         self.written = 0
         self._on_written = on_written
@@ -70,7 +72,7 @@ class BackgroundWriter:
         self.written += len(done)
         if self._on_written is not None:
             for args in done:
-                self._on_written(args[0], args[1])
+                self._on_written(args[0], args[1], args[3])
 
     def _raise_pending(self) -> None:
         if self._error is not None:
