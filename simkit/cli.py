@@ -1,4 +1,4 @@
-"""The ``simkit`` command: run, resume, recover, inspect, list.
+"""The ``simkit`` command: run, resume, recover, inspect, list, validate, schema, plot, sweep.
 
 Heavy libraries (xarray, JAX, PyTorch) are imported only inside the commands that need them.
 """
@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="simkit",
         description="Staged physics simulation with scheduled captures into one NetCDF file.")
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log messages (-vv for debug)")
+    parser.add_argument("--log-quiet", dest="log_quiet", action="store_true",
+                        help="errors only in the log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a scenario file",
@@ -32,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key, e.g. --set params.diffusivity=0.5")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    run.add_argument("--eager", action="store_true",
+                     help="no compilation: step by step (jax.disable_jit, torch eager), to debug")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     resume = sub.add_parser("resume", help="continue a stopped run from its last checkpoint",
@@ -45,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
                              description="Make a crashed run's file hold only whole captures. "
                              "Safe to run twice.")
     recover.add_argument("file", help="NetCDF file of the stopped run")
+
+    validate = sub.add_parser("validate", help="check a scenario file without running it")
+    validate.add_argument("scenario", help="scenario YAML file")
+    validate.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("schema", help="print the JSON Schema of scenario files",
+                   description="Print the JSON Schema of scenario files (for editors): "
+                   "simkit schema > simkit.schema.json")
+
+    plot = sub.add_parser("plot", help="draw a captured field or diagnostic")
+    plot.add_argument("file", help="NetCDF file written by simkit run")
+    plot.add_argument("--field", required=True, help="field or diagnostic to draw")
+    plot.add_argument("--stream", help="stream to take it from (default: the first holding it)")
+    plot.add_argument("-o", "--output", help="out.png (panels), out.gif or out.mp4 (animation)")
+    plot.add_argument("--panels", type=int, default=9, help="panels in a grid (default 9)")
+
+    sweep = sub.add_parser("sweep", help="run a parameter sweep on Dask")
+    sweep.add_argument("file", help="sweep YAML file")
+    sweep.add_argument("--scheduler", help="address of a running Dask scheduler "
+                       "(default: a local cluster)")
+    sweep.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
 
     inspect = sub.add_parser("inspect", help="show what a run file holds")
     inspect.add_argument("file", help="NetCDF file written by simkit run")
@@ -97,6 +124,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("output", args.output), ("backend", args.backend),
                                    ("device", args.device), ("dtype", args.dtype)) if v}
+    if args.eager:
+        overrides["compile"] = False
     bar = _ProgressBar() if not args.quiet and sys.stderr.isatty() else None
     try:
         result = run(args.scenario, sets=args.sets, overwrite=args.overwrite, progress=bar,
@@ -143,6 +172,49 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from simkit.scenario import plan_run
+
+    plan = plan_run(args.scenario, sets=args.sets, overwrite=True)
+    streams = ", ".join(s.name for s in plan.streams) or "none"
+    length = (f"{plan.scenario.steps} steps" if plan.scenario.steps is not None
+              else f"until {plan.scenario.until:g}")
+    print(f"{args.scenario}: valid ({plan.solver.name}, {plan.scenario.backend}, {length}, "
+          f"dt {plan.dt:g}, streams: {streams})")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from simkit.scenario import scenario_json_schema
+
+    print(json.dumps(scenario_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from simkit.plot import plot
+
+    _run_file(args.file)
+    print(plot(args.file, args.field, stream=args.stream, output=args.output,
+               panels=args.panels))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from simkit.sweep import run_sweep
+
+    result = run_sweep(args.file, scheduler=args.scheduler, workers=args.workers)
+    print(f"members: {len(result.done)} complete ({len(result.skipped)} already were), "
+          f"{len(result.failed)} failed")
+    for index, error in result.failed.items():
+        print(f"  member {index} failed: {error}", file=sys.stderr)
+    if result.combined:
+        print(result.combined)
+    return 1 if result.failed else 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from simkit.errors import ScenarioError
     from simkit.io.inspect import describe
@@ -178,12 +250,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "recover": _cmd_recover,
-             "inspect": _cmd_inspect, "list": _cmd_list}
+             "inspect": _cmd_inspect, "list": _cmd_list, "validate": _cmd_validate,
+             "schema": _cmd_schema, "plot": _cmd_plot, "sweep": _cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simkit`` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    import logging
+
+    level = logging.ERROR if args.log_quiet else \
+        (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="simkit: %(levelname)s: %(message)s")
     try:
         return _COMMANDS[args.command](args)
     except SimkitError as error:

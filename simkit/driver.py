@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import logging
 import math
 import threading
 import time as _time
@@ -27,6 +28,8 @@ from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import TIME_RTOL, WallTime, When, members
 from simkit.solver import SEED_KEY, STEP_KEY, TIME_KEY, make_step
+
+logger = logging.getLogger(__name__)
 
 #: Called between segments with (step, time, captures written, steps expected or None).
 ProgressFn = Callable[[int, float, int, "int | None"], None]
@@ -356,6 +359,8 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     writer = BackgroundWriter(NetCDFWriter(plan.output, _layout(plan, sc.dtype), attrs,
                                            overwrite=plan.overwrite, append=resume is not None),
                               on_written=lambda stream, step, arrays: buffers.give_back(arrays))
+    logger.info("%s %s on %s (%s, %s) -> %s", "resuming" if resume else "running",
+                plan.solver.name, backend.name, backend.device, sc.dtype, plan.output)
     run = None
     try:
         run = _Run(plan, backend, writer, resume)
@@ -364,6 +369,8 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         host = backend.to_host(run.fields)
         writer.final(run.step, run.time, host)
         path = writer.close({schema.ATTR_FINISHED: _now()})
+        logger.info("finished at step %d, time %g; %d captures written", run.step, run.time,
+                    writer.written)
     except NonFiniteError:
         writer.final(run.step, run.time, backend.to_host(run.fields))
         writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: "non-finite"})

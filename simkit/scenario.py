@@ -11,6 +11,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,6 +354,44 @@ def _check_memory(solver: AbstractSolver, dtype: str) -> None:
                             key="params")
 
 
+class SimkitWarning(UserWarning):
+    """A setting that is legal but probably not what was meant."""
+
+
+#: Captures above this many bytes in one stream draw a warning.
+LARGE_STREAM_BYTES = 1 << 30
+
+
+def _count_captures(schedule: AbstractSchedule, steps: int) -> int:
+    count, step = 0, -1
+    while True:
+        step = schedule.next_step(step)
+        if step is None or step > steps:
+            return count + int(schedule.at_end)
+        count += 1
+
+
+def _warn_questionable(scenario: Scenario, solver: AbstractSolver, streams: tuple[StreamPlan, ...],
+                       dt: float) -> None:
+    steps = scenario.steps if scenario.steps is not None else math.ceil(scenario.until / dt)
+    end = scenario.until if scenario.until is not None else steps * dt
+    if scenario.dtype == "float32" and end > 0 and dt / end < 1e-6:
+        warnings.warn(f"dt = {dt:g} is below 1e-6 of the run's length ({end:g}) in float32: "
+                      "increments may vanish in round-off; consider float64", SimkitWarning,
+                      stacklevel=3)
+    sizes = {c.name: len(c.values) for c in solver.coordinates()}
+    itemsize = 4 if scenario.dtype == "float32" else 8
+    field_bytes = {f.name: math.prod(sizes[d] for d in f.dims) * itemsize
+                   for f in solver.fields()}
+    for stream in streams:
+        per_capture = sum(field_bytes.get(name, 0) for name in stream.fields)
+        total = per_capture * _count_captures(stream.schedule, steps)
+        if total > LARGE_STREAM_BYTES:
+            warnings.warn(f"outputs.{stream.name} will write about {total / 2**30:.1f} GiB; "
+                          "capture less often or fewer fields if that is not intended",
+                          SimkitWarning, stacklevel=3)
+
+
 def _check_output(path: Path, overwrite: bool) -> None:
     if path.exists():
         if path.is_dir():
@@ -371,6 +410,29 @@ def _check_output(path: Path, overwrite: bool) -> None:
     except OSError:
         raise ScenarioError(f"expected a writable location, given {str(path)!r} (cannot write in "
                             f"{str(parent)!r})", key="output") from None
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """JSON Schema of scenario files, with each installed solver's params and initial."""
+    from simkit.solver import available_solvers
+
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "simkit scenario"
+    branches = []
+    for name in available_solvers():
+        try:
+            cls = load_solver(name)
+        except Exception:  # noqa: BLE001 - a broken third-party solver must not hide the rest
+            continue
+        branches.append({
+            "if": {"properties": {"solver": {"const": name}}},
+            "then": {"properties": {"params": cls.Params.model_json_schema(),
+                                    "initial": cls.Initial.model_json_schema()}},
+        })
+    schema["properties"]["solver"]["examples"] = available_solvers()
+    schema["allOf"] = branches
+    return schema
 
 
 def plan_run(
@@ -454,6 +516,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool) -> RunPlan:
             raise ScenarioError(f"unknown diagnostic{did_you_mean(stop_when.diagnostic, diag_names)}"
                                 f"; expected one of {', '.join(diag_names)}, given "
                                 f"{stop_when.diagnostic!r}", key="stop_when.diagnostic")
+    _warn_questionable(scenario, solver, streams, dt)
     text = yaml.safe_dump(scenario.model_dump(exclude_none=True), sort_keys=False)
     return RunPlan(scenario=scenario, solver=solver, initial=initial, dt=dt, streams=streams,
                    output=output, overwrite=overwrite, text=text, source=source,

@@ -53,7 +53,7 @@ def capture_checksum(step: int, time: float, arrays: Mapping[str, np.ndarray],
     crc = zlib.crc32(np.array([step], dtype="i8").tobytes())
     crc = zlib.crc32(np.array([time], dtype="f8").tobytes(), crc)
     for name in names:
-        crc = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), crc)
+        crc = zlib.crc32(np.ascontiguousarray(arrays[name]), crc)
     return crc
 
 

@@ -1,0 +1,189 @@
+"""Parameter sweeps and ensembles on Dask distributed: one run file per member, then one combined
+dataset along a ``member`` dimension with the swept parameters as coordinates."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simkit.errors import ScenarioError
+from simkit.scenario import apply_override, read_scenario_file, validate_model
+
+logger = logging.getLogger(__name__)
+COMBINED = "combined.nc"
+
+
+class SweepFile(BaseModel):
+    """A sweep: a base scenario and the values of the keys to vary."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    scenario: str = Field(description="base scenario file (relative to the current directory)")
+    parameters: dict[str, list[Any]] = Field(
+        description="dotted scenario keys and their values, e.g. params.feed: [0.03, 0.04]")
+    combine: Literal["product", "zip"] = "product"
+    set: dict[str, Any] = Field(default_factory=dict, description="overrides for every member")
+    output: str = Field(description="directory for the member files and combined.nc")
+
+
+@dataclass(frozen=True)
+class Member:
+    index: int
+    values: dict[str, Any]
+    data: dict[str, Any]
+    path: Path
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    combined: Path | None
+    done: list[Member]
+    skipped: list[Member]
+    failed: dict[int, str]
+
+
+def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
+    """Read a sweep file and expand it into members (validated before anything runs)."""
+    from simkit.scenario import plan_run
+
+    source = str(path)
+    _, data, _ = read_scenario_file(path)
+    try:
+        sweep = validate_model(SweepFile, data)
+    except ScenarioError as error:
+        raise error.located(source) from None
+    names = list(sweep.parameters)
+    columns = [sweep.parameters[name] for name in names]
+    if any(not column for column in columns):
+        raise ScenarioError("expected at least one value for each parameter, given an empty "
+                            "list", source=source, key="parameters")
+    if sweep.combine == "zip" and len({len(c) for c in columns}) > 1:
+        raise ScenarioError(f"expected lists of one length with combine: zip, given lengths "
+                            f"{[len(c) for c in columns]}", source=source, key="parameters")
+    rows = itertools.product(*columns) if sweep.combine == "product" else zip(*columns,
+                                                                              strict=True)
+    _, base, _ = read_scenario_file(sweep.scenario)
+    directory = Path(sweep.output)
+    members = []
+    for index, row in enumerate(rows):
+        data = dict(base)
+        values = dict(zip(names, row, strict=True))
+        for key, value in {**sweep.set, **values}.items():
+            apply_override(data, f"{key}={_yaml(value)}")
+        data["output"] = str(directory / f"member_{index:03d}.nc")
+        member = Member(index, values, data, directory / f"member_{index:03d}.nc")
+        try:
+            plan_run(member.data, overwrite=True)
+        except ScenarioError as error:
+            raise ScenarioError(f"member {index} ({member.label()}): {error.message}",
+                                source=source, key=error.key) from None
+        members.append(member)
+    return sweep, members
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _is_complete(member: Member) -> bool:
+    if not member.path.exists():
+        return False
+    from simkit.io import read_attrs, schema
+    from simkit.scenario import plan_run
+
+    try:
+        attrs = read_attrs(member.path)
+    except OSError:
+        return False
+    recorded = attrs.get(schema.ATTR_SCENARIO)
+    return (attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE
+            and recorded == plan_run(member.data, overwrite=True).text)
+
+
+def _run_member(data: dict[str, Any]) -> str:
+    from simkit.api import run
+
+    return str(run(data, overwrite=True).path)
+
+
+def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers: int = 2
+              ) -> SweepResult:
+    """Run every member of a sweep on Dask (a LocalCluster unless ``scheduler`` is given), skip
+    members already complete, report failures, and combine what completed.
+
+    Raises:
+        ScenarioError: bad sweep file, or Dask not installed.
+    """
+    sweep, members = load_sweep(path)
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ScenarioError("expected dask.distributed installed: pip install 'simkit[sweep]', "
+                            "given a Python without it", key="sweep") from None
+    Path(sweep.output).mkdir(parents=True, exist_ok=True)
+    skipped = [m for m in members if _is_complete(m)]
+    todo = [m for m in members if m not in skipped]
+    failed: dict[int, str] = {}
+    if todo:
+        cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1,
+                                                      processes=True, dashboard_address=None)
+        with Client(scheduler or cluster) as client:
+            futures = {m.index: client.submit(_run_member, m.data, pure=False) for m in todo}
+            for member in todo:
+                try:
+                    futures[member.index].result()
+                    logger.info("member %d done (%s)", member.index, member.label())
+                except Exception as error:  # noqa: BLE001 - reported, the others go on
+                    failed[member.index] = f"{type(error).__name__}: {error}"
+                    logger.error("member %d (%s) failed: %s", member.index, member.label(),
+                                 failed[member.index])
+        if cluster is not None:
+            cluster.close()
+    done = [m for m in members if m.index not in failed]
+    combined = combine(done, Path(sweep.output) / COMBINED) if done else None
+    return SweepResult(combined, done, skipped, failed)
+
+
+def _coordinate_names(keys: list[str]) -> dict[str, str]:
+    short = {key: key.rsplit(".", 1)[-1] for key in keys}
+    if len(set(short.values())) < len(keys):
+        short = {key: key.replace(".", "_") for key in keys}
+    return short
+
+
+def combine(members: list[Member], output: Path) -> Path:
+    """One file with every member along ``member``, swept values as coordinates, each stream a
+    group as in the member files."""
+    import xarray as xr
+
+    names = _coordinate_names(list(members[0].values))
+    trees = [xr.open_datatree(m.path) for m in members]
+    try:
+        groups = {}
+        for path in ["/"] + [f"/{name}" for name in trees[0].children]:
+            parts = [t[path].to_dataset().drop_vars("simkit_crc32", errors="ignore")
+                     for t in trees]
+            ds = xr.concat(parts, dim="member", join="outer", combine_attrs="drop_conflicts")
+            ds = ds.assign_coords(member=[m.index for m in members])
+            for key, name in names.items():
+                ds = ds.assign_coords({name: ("member", [m.values[key] for m in members])})
+                ds[name].attrs["long_name"] = f"swept scenario key {key}"
+            groups[path] = ds
+        tmp = output.with_name(f".{output.name}.tmp")
+        xr.DataTree.from_dict(groups).to_netcdf(tmp)
+        os.replace(tmp, output)
+    finally:
+        for tree in trees:
+            tree.close()
+    return output
