@@ -33,7 +33,7 @@ NOTEBOOKS = {
         ("md", "# Captured intermediates\nA stage-level capture (the Laplacian probe of heat2d, "
                "taken between its two stages) and a conditional capture (`when`), evaluated on "
                "the device inside the compiled loop."),
-        ("code", "import tempfile\nfrom pathlib import Path\n\nimport numpy as np\n"
+        ("code", "import tempfile\nfrom pathlib import Path\n\n"
                  "import xarray as xr\n\nimport simkit\n\nwork = Path(tempfile.mkdtemp())"),
         ("code", "result = simkit.run({\n"
                  "    'solver': 'heat2d', 'backend': 'jax',\n"
@@ -59,7 +59,7 @@ NOTEBOOKS = {
     "03_validation.ipynb": [
         ("md", "# Convergence and validation\nMeasured orders of convergence and agreement with "
                "analytic and published references."),
-        ("code", "import math, tempfile\nfrom pathlib import Path\n\nimport matplotlib\n"
+        ("code", "import math\nimport tempfile\nfrom pathlib import Path\n\nimport matplotlib\n"
                  "matplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport numpy as np\n\n"
                  "import simkit\n\nwork = Path(tempfile.mkdtemp())"),
         ("code", "def heat_error(n):\n"
