@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         print("simkit: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - one line, then the traceback on request
-        print(f"simkit: error: {type(error).__name__}: {error}", file=sys.stderr)
+        text = " ".join(str(error).split("\n"))
+        print(f"simkit: error: {type(error).__name__}: {text}", file=sys.stderr)
         if "--debug" in (argv or sys.argv):
             raise
         return EXIT_FAILURE

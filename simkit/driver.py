@@ -192,6 +192,7 @@ class _Run:
         host = plan.solver.initial_state(plan.initial, rng)
         self.fields = {f.name: backend.asarray(host[f.name]) for f in plan.solver.fields()}
         self.last_capture: dict[str, int] = {}
+        self._pending: tuple | None = None
         self.plain = [s for s in plan.streams if s.stage is None]
         self.staged = [s for s in plan.streams if s.stage is not None]
         self.whens = [(s, m) for s in self.plain for m in members(s.schedule)
@@ -231,9 +232,15 @@ class _Run:
 
     # -------------------------------------------------------------- captures
 
-    def capture(self, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
-                ) -> None:
-        """Host copies of what ``streams`` keep, from the fields (or a mid-step ``source``)."""
+    def capture(self, streams: list[StreamPlan], source: Mapping[str, Any] | None = None,
+                defer: bool = False) -> None:
+        """Host copies of what ``streams`` keep, from the fields (or a mid-step ``source``).
+
+        With ``defer`` on a backend that dispatches asynchronously, only the device values are
+        taken now (immutable arrays); the host copy is made by ``flush`` after the next segment
+        has been dispatched, so the device computes while the host copies.
+        """
+        self.flush()
         if not streams:
             return
         state = self.fields if source is None else source
@@ -242,13 +249,25 @@ class _Run:
         device = {name: state[name] for name in field_names}
         device.update({name: self.backend.call(self.diagnostics[name].fn, state)
                        for name in diag_names})
-        users = {name: sum(name in s.fields for s in streams) for name in field_names}
-        out = {name: self.buffers.take(device[name], users[name]) for name in field_names}
+        for stream in streams:
+            self.last_capture[stream.name] = self.step
+        self._pending = (streams, self.step, self.time, device)
+        if not (defer and self.backend.name == "jax"):
+            self.flush()
+
+    def flush(self) -> None:
+        """Copy a deferred capture to host buffers and queue it for writing."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        streams, step, time, device = pending
+        users = {name: sum(name in s.fields for s in streams) for name in device}
+        out = {name: self.buffers.take(device[name], users[name])
+               for name in device if users[name]}
         host = self.backend.to_host(device, out)
         for stream in streams:
             arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
-            self.writer.capture(stream.name, self.step, self.time, arrays)
-            self.last_capture[stream.name] = self.step
+            self.writer.capture(stream.name, step, time, arrays)
 
     def due(self, streams: list[StreamPlan], step: int, time: float, final: bool
             ) -> list[StreamPlan]:
@@ -427,6 +446,7 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
         segment = _plan_segment(run, chunk)
         start, start_step, start_time = run.fields, run.step, run.time
         fired = run.run_pieces(segment)
+        run.flush()  # the previous capture's host copy, while this segment computes
         if fired is not None:
             run.stopped = any(run.whens[j][0] is None for j in np.flatnonzero(fired))
         final = run.stopped or _is_final(sc, run.step, run.time)
@@ -454,6 +474,7 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
                     done.append((min(count, left), d))
                     left -= done[-1][0]
             run.check_finite(start, start_step, start_time, done)
-        run.capture(streams)
+        run.capture(streams, defer=True)
         if progress:
             progress(run.step, run.time, run.writer.written, expected)
+    run.flush()

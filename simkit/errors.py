@@ -52,7 +52,9 @@ class ScenarioError(SimkitError, ValueError):
         if self.source:
             where = self.source + (f":{self.line}" if self.line else "") + ": "
         key = f"{self.key}: " if self.key else ""
-        return f"{where}{key}{self.message}"
+        # One line, whatever a hostile key or value holds: control characters are escaped.
+        return "".join(c if c.isprintable() else repr(c)[1:-1]
+                       for c in f"{where}{key}{self.message}")
 
     def located(self, source: str, line: int | None = None) -> ScenarioError:
         """The same error, said of a file (and line)."""

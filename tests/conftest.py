@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile("ci", max_examples=int(os.environ.get("SIMKIT_EXAMPLES", "200")),
+                          deadline=None)
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
