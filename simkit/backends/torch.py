@@ -31,6 +31,7 @@ class TorchBackend(AbstractBackend):
         self.dtype = getattr(torch, dtype)
         self.compile = compile if compile is not None else self._device.type == "cuda"
         self._compiled: dict[int, Any] = {}
+        self._pinned: dict[tuple, torch.Tensor] = {}
 
     @property
     def device(self) -> str:
@@ -93,12 +94,37 @@ class TorchBackend(AbstractBackend):
 
     def to_host(self, arrays: Mapping[str, torch.Tensor],
                 out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        out = out or {}
+        if self._device.type == "cuda":
+            return self._to_host_pinned(arrays, out)
         host = {}
         for name, value in arrays.items():
-            buffer = (out or {}).get(name)
+            buffer = out.get(name)
             if buffer is None:
                 host[name] = value.detach().to("cpu", copy=True).numpy()
             else:
                 torch.from_numpy(buffer).copy_(value.detach())
                 host[name] = buffer
+        return host
+
+    def _to_host_pinned(self, arrays: Mapping[str, torch.Tensor],
+                        out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # All copies start at once (non_blocking into pinned staging memory, reused between
+        # captures); one wait for the stream, then plain host copies into the caller's buffers.
+        staged = {}
+        for name, value in arrays.items():
+            key = (name, tuple(value.shape), value.dtype)
+            pinned = self._pinned.get(key)
+            if pinned is None:
+                pinned = self._pinned[key] = torch.empty(value.shape, dtype=value.dtype,
+                                                         pin_memory=True)
+            pinned.copy_(value.detach(), non_blocking=True)
+            staged[name] = pinned
+        torch.cuda.current_stream(self._device).synchronize()
+        host = {}
+        for name, pinned in staged.items():
+            buffer = out.get(name)
+            host[name] = pinned.numpy().copy() if buffer is None else buffer
+            if buffer is not None:
+                np.copyto(buffer, pinned.numpy())
         return host
