@@ -116,13 +116,8 @@ def framework_overhead(quick: bool = False) -> dict:
         return u
 
     t_steps = steps // 5
-    medians = interleaved({"hand": torch_loop,
-                           "ours": lambda: _run(_heat(n, steps, "torch", {}, f"{tmp}/t.nc"))},
-                          max(1, repeats // 2))
-    hand_t, ours_t = medians["hand"], medians["ours"]
-    out["torch hand-written (in place) ms/step"] = hand_t / steps * 1e3
-    out["torch simkit ms/step"] = ours_t / steps * 1e3
-    out["torch simkit / hand-written"] = ours_t / hand_t
+    _versus(out, "torch", torch_loop,
+            lambda: _run(_heat(n, steps, "torch", {}, f"{tmp}/t.nc")), steps, max(1, repeats // 2))
 
     def numpy_loop():
         u = u0.copy()
@@ -141,14 +136,18 @@ def framework_overhead(quick: bool = False) -> dict:
             u += lap
         return u
 
-    medians = interleaved({"hand": numpy_loop,
-                           "ours": lambda: _run(_heat(n, t_steps, "numpy", {}, f"{tmp}/n.nc"))},
-                          max(1, repeats // 2))
-    hand_n, ours_n = medians["hand"], medians["ours"]
-    out["numpy hand-written (in place) ms/step"] = hand_n / t_steps * 1e3
-    out["numpy simkit ms/step"] = ours_n / t_steps * 1e3
-    out["numpy simkit / hand-written"] = ours_n / hand_n
+    _versus(out, "numpy", numpy_loop,
+            lambda: _run(_heat(n, t_steps, "numpy", {}, f"{tmp}/n.nc")), t_steps,
+            max(1, repeats // 2))
     return out
+
+
+def _versus(out: dict, label: str, hand, ours, steps: int, repeats: int) -> None:
+    """A hand-written loop against simkit on the same problem, interleaved."""
+    medians = interleaved({"hand": hand, "ours": ours}, repeats)
+    out[f"{label} hand-written (in place) ms/step"] = medians["hand"] / steps * 1e3
+    out[f"{label} simkit ms/step"] = medians["ours"] / steps * 1e3
+    out[f"{label} simkit / hand-written"] = medians["ours"] / medians["hand"]
 
 
 # ---------------------------------------------------------------- b. capture overhead
