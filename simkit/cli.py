@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--scheduler", help="address of a running Dask scheduler "
                        "(default: a local cluster)")
     sweep.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
+    sweep.add_argument("--vectorize", action="store_true",
+                       help="JAX: run all members as one batched compiled loop (vmap) on one "
+                            "device; members may differ only in scalar params")
 
     inspect = sub.add_parser("inspect", help="show what a run file holds")
     inspect.add_argument("file", help="NetCDF file written by simkit run")
@@ -205,7 +208,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from simkit.sweep import run_sweep
 
-    result = run_sweep(args.file, scheduler=args.scheduler, workers=args.workers)
+    result = run_sweep(args.file, scheduler=args.scheduler, workers=args.workers,
+                       vectorize=args.vectorize)
     print(f"members: {len(result.done)} complete ({len(result.skipped)} already were), "
           f"{len(result.failed)} failed")
     for index, error in result.failed.items():

@@ -23,7 +23,7 @@ from array_api_compat import array_namespace
 
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
-from simkit.errors import NonFiniteError
+from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import TIME_RTOL, WallTime, When, members
@@ -61,6 +61,25 @@ def _versions(backend: str) -> str:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(plan: RunPlan, backend: AbstractBackend) -> dict[str, Any]:
+    """The root attributes recording what ran, where and when it started."""
+    sc = plan.scenario
+    return {
+        schema.ATTR_TITLE: f"simkit run of {plan.solver.name}",
+        schema.ATTR_SOLVER: plan.solver.name,
+        schema.ATTR_SOLVER_VERSION: plan.solver.version,
+        schema.ATTR_BACKEND: backend.name,
+        schema.ATTR_DEVICE: backend.device,
+        schema.ATTR_DTYPE: sc.dtype,
+        schema.ATTR_SEED: sc.seed,
+        schema.ATTR_DT: plan.dt,
+        schema.ATTR_SCENARIO: plan.text,
+        schema.ATTR_SCENARIO_FILE: plan.source or "",
+        schema.ATTR_VERSIONS: _versions(backend.name),
+        schema.ATTR_STARTED: _now(),
+    }
 
 
 def _layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
@@ -358,20 +377,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     """
     sc = plan.scenario
     backend = get_backend(sc.backend, sc.device, sc.dtype, compile=sc.compile)
-    attrs = {
-        schema.ATTR_TITLE: f"simkit run of {plan.solver.name}",
-        schema.ATTR_SOLVER: plan.solver.name,
-        schema.ATTR_SOLVER_VERSION: plan.solver.version,
-        schema.ATTR_BACKEND: backend.name,
-        schema.ATTR_DEVICE: backend.device,
-        schema.ATTR_DTYPE: sc.dtype,
-        schema.ATTR_SEED: sc.seed,
-        schema.ATTR_DT: plan.dt,
-        schema.ATTR_SCENARIO: plan.text,
-        schema.ATTR_SCENARIO_FILE: plan.source or "",
-        schema.ATTR_VERSIONS: _versions(backend.name),
-        schema.ATTR_STARTED: _now(),
-    }
+    attrs = provenance(plan, backend)
     if resume is not None:
         attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device}
     buffers = _HostBuffers()
@@ -478,3 +484,121 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
         if progress:
             progress(run.step, run.time, run.writer.written, expected)
     run.flush()
+
+
+# ---------------------------------------------------------------- vectorized ensembles
+
+
+def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
+    """Refuse, with a message, members that cannot share one batched loop."""
+    first = plans[0]
+    reasons = []
+    if first.scenario.backend != "jax":
+        reasons.append(f"backend jax, given {first.scenario.backend}")
+    if any(not key.startswith("params.") or key.count(".") != 1 for key in keys):
+        reasons.append(f"swept keys of the form params.NAME, given {keys}")
+    if len({p.dt for p in plans}) > 1:
+        reasons.append("one dt for every member (set dt in the scenario), given several")
+    if first.scenario.steps is None or first.stop_when is not None:
+        reasons.append("a run length in steps without stop_when")
+    for stream in first.streams:
+        if stream.stage is not None or any(
+                m.next_time(-math.inf) is not None or isinstance(m, (When, WallTime))
+                for m in members(stream.schedule)):
+            reasons.append(f"step schedules only, given outputs.{stream.name}")
+    if reasons:
+        raise ScenarioError("expected " + "; ".join(reasons), key="--vectorize")
+
+
+def execute_vectorized(plans: list[RunPlan], keys: list[str]) -> list[RunResult]:
+    """Run ensemble members that differ only in scalar solver parameters as one batched
+    compiled loop on one device (``jax.vmap``), writing one file per member.
+
+    Args:
+        plans: validated members (see ``check_vectorizable``).
+        keys: the swept keys, ``params.NAME``.
+    """
+    check_vectorizable(plans, keys)
+    first, sc = plans[0], plans[0].scenario
+    backend = get_backend("jax", sc.device, sc.dtype, compile=True)
+    cls, names = type(first.solver), [key.split(".", 1)[1] for key in keys]
+    base = first.solver.params.model_dump()
+    values = backend.asarray(np.array([[float(getattr(p.solver.params, n)) for n in names]
+                                       for p in plans]))
+
+    def solver_for(row):
+        # Parameters as traced values: the stages close over them like constants.
+        return cls(cls.Params.model_construct(**{**base, **dict(zip(names, row, strict=True))}))
+
+    build = _batched_builders(cls, first.solver.params.model_dump_json(), tuple(names),
+                              sc.seed, solver_for)
+    hosts = [p.solver.initial_state(p.initial, np.random.default_rng(sc.seed)) for p in plans]
+    fields = {f.name: backend.asarray(np.stack([h[f.name] for h in hosts]))
+              for f in first.solver.fields()}
+    # Written on this thread: HDF5 must never be entered by two threads at once.
+    writers = [NetCDFWriter(p.output, _layout(p, sc.dtype), provenance(p, backend),
+                            overwrite=True) for p in plans]
+    step, dt = 0, first.dt
+    try:
+        _capture_batch(first, backend, build, fields, values, writers, step, 0.0, sc.steps == 0)
+        while step < sc.steps:
+            targets = [s.schedule.next_step(step) for s in first.streams] + [sc.steps]
+            target = min(t for t in targets if t is not None)
+            fields = backend.batched_advance(build["step"], fields, values, target - step, dt,
+                                             step, step * dt)
+            step = target
+            _capture_batch(first, backend, build, fields, values, writers, step, step * dt,
+                           step == sc.steps)
+        host = backend.to_host(fields)
+        results = []
+        for m, writer in enumerate(writers):
+            state = {name: np.array(value[m]) for name, value in host.items()}
+            writer.write_final(step, step * dt, state)
+            path = writer.close({schema.ATTR_FINISHED: _now()})
+            results.append(RunResult(path=path, state=state, step=step, time=step * dt))
+    except BaseException:
+        for writer in writers:
+            writer.abort({schema.ATTR_FINISHED: _now()})
+        raise
+    return results
+
+
+_BATCHED: dict[tuple, dict[str, Any]] = {}
+
+
+def _batched_builders(cls: Any, params_json: str, names: tuple, seed: int, solver_for: Any
+                      ) -> dict[str, Any]:
+    """The per-member step and diagnostics functions of a batched run, kept so a second run of
+    the same ensemble reuses what JAX compiled."""
+    key = (cls, params_json, names, seed)
+    if key not in _BATCHED:
+        def step(fields, row, dt, index, time):
+            return make_step(solver_for(row), seed)(fields, dt, index, time)
+
+        def diagnostics(fields, row):
+            return {d.name: d.fn(fields) for d in solver_for(row).diagnostics()}
+
+        _BATCHED[key] = {"step": step, "diagnostics": diagnostics}
+    return _BATCHED[key]
+
+
+def _capture_batch(plan: RunPlan, backend: Any, build: dict, fields: dict, values: Any,
+                   writers: list[NetCDFWriter], step: int, time: float, final: bool) -> None:
+    streams = [s for s in plan.streams
+               if s.schedule.fires(step, time) or (final and s.schedule.at_end)]
+    if not streams:
+        return
+    names = {name for s in streams for name in s.fields}
+    device = {name: fields[name] for name in names}
+    if any(s.diagnostics for s in streams):
+        device.update(backend.batched_call(build["diagnostics"], fields, values))
+    host = backend.to_host(device)
+    for name, value in host.items():
+        bad = np.flatnonzero(~np.isfinite(value.reshape(len(writers), -1)).all(axis=1))
+        if bad.size:
+            raise NonFiniteError(f"member {int(bad[0])}: non-finite value in {name!r} at or "
+                                 f"before step {step}")
+    for m, writer in enumerate(writers):
+        for stream in streams:
+            writer.write_capture(stream.name, step, time,
+                                 {name: host[name][m] for name in stream.fields + stream.diagnostics})

@@ -3,6 +3,7 @@ dataset along a ``member`` dimension with the swept parameters as coordinates.""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -75,7 +76,7 @@ def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
     directory = Path(sweep.output)
     members = []
     for index, row in enumerate(rows):
-        data = dict(base)
+        data = copy.deepcopy(base)  # members must not share nested mappings
         values = dict(zip(names, row, strict=True))
         for key, value in {**sweep.set, **values}.items():
             apply_override(data, f"{key}={_yaml(value)}")
@@ -117,15 +118,20 @@ def _run_member(data: dict[str, Any]) -> str:
     return str(run(data, overwrite=True).path)
 
 
-def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers: int = 2
-              ) -> SweepResult:
+def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers: int = 2,
+              vectorize: bool = False) -> SweepResult:
     """Run every member of a sweep on Dask (a LocalCluster unless ``scheduler`` is given), skip
     members already complete, report failures, and combine what completed.
 
+    With ``vectorize`` (JAX, members differing only in scalar ``params.*``), the members run as
+    one batched compiled loop on one device instead of on Dask.
+
     Raises:
-        ScenarioError: bad sweep file, or Dask not installed.
+        ScenarioError: bad sweep file, Dask not installed, or members that cannot be batched.
     """
     sweep, members = load_sweep(path)
+    if vectorize:
+        return _run_vectorized(sweep, members)
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
@@ -153,6 +159,21 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
     done = [m for m in members if m.index not in failed]
     combined = combine(done, Path(sweep.output) / COMBINED) if done else None
     return SweepResult(combined, done, skipped, failed)
+
+
+def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:
+    from simkit.driver import execute_vectorized
+    from simkit.scenario import plan_run
+
+    Path(sweep.output).mkdir(parents=True, exist_ok=True)
+    skipped = [m for m in members if _is_complete(m)]
+    todo = [m for m in members if m not in skipped]
+    if todo:
+        execute_vectorized([plan_run(m.data, overwrite=True) for m in todo],
+                           list(sweep.parameters))
+        logger.info("%d members run as one batch", len(todo))
+    combined = combine(members, Path(sweep.output) / COMBINED)
+    return SweepResult(combined, members, skipped, {})
 
 
 def _coordinate_names(keys: list[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ import xarray as xr
 import yaml
 
 import simkit
+from conftest import require_backend
 from simkit.cli import main
 from simkit.scenario import SimkitWarning, plan_run
 
@@ -40,9 +41,12 @@ def test_sweep_on_a_local_cluster_combines_members_and_skips_done_ones(in_tmp, c
     assert snap.u.dims == ("member", "step", "y", "x") and snap.sizes["member"] == 4
     np.testing.assert_array_equal(snap.diffusivity.values, [0.5, 0.5, 1.0, 1.0])
     np.testing.assert_array_equal(snap.width.values, [2.0, 4.0, 2.0, 4.0])
-    single = simkit.run("base.yaml", params={"diffusivity": 1.0}, initial={"width": 4.0},
-                        output="single.nc")
-    np.testing.assert_array_equal(tree.to_dataset().u.sel(member=3).values, single.state["u"])
+    for member in range(4):  # each member ran with its own values
+        single = simkit.run("base.yaml", params={"diffusivity": float(snap.diffusivity[member])},
+                            initial={"width": float(snap.width[member])},
+                            output=f"single{member}.nc")
+        np.testing.assert_array_equal(tree.to_dataset().u.sel(member=member).values,
+                                      single.state["u"])
     assert main(["sweep", "s.yaml"]) == 0  # a rerun skips what is complete
     assert "members: 4 complete (4 already were), 0 failed" in capsys.readouterr().out
 
@@ -143,3 +147,35 @@ def test_notebook_runs_top_to_bottom(notebook):
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT / "notebooks")}})
     client.execute()
+
+
+def test_vectorized_sweep_matches_separate_runs(in_tmp, capsys):
+    require_backend("jax")
+    (in_tmp / "base.yaml").write_text(yaml.safe_dump({
+        "solver": "heat2d", "backend": "jax", "params": {"shape": [16, 16]},
+        "initial": {"kind": "noise"}, "steps": 30, "dt": 0.1,
+        "outputs": {"snap": {"every": 10, "fields": ["u"]},
+                    "diag": {"every": 5, "diagnostics": ["energy", "max_abs"]}}}))
+    (in_tmp / "s.yaml").write_text(yaml.safe_dump({
+        "scenario": "base.yaml", "output": "sweep",
+        "parameters": {"params.diffusivity": [0.5, 1.0, 2.0]}}))
+    assert main(["sweep", "s.yaml", "--vectorize"]) == 0
+    assert "members: 3 complete (0 already were), 0 failed" in capsys.readouterr().out
+    tree = xr.open_datatree(in_tmp / "sweep" / "combined.nc")
+    for member, diffusivity in enumerate([0.5, 1.0, 2.0]):
+        single = simkit.run("base.yaml", params={"diffusivity": diffusivity},
+                            output=f"single{member}.nc")
+        np.testing.assert_allclose(tree.to_dataset().u.sel(member=member).values,
+                                   single.state["u"], rtol=1e-13, atol=1e-14)
+        with xr.open_dataset(single.path, group="diag") as diag:
+            np.testing.assert_allclose(tree["diag"].to_dataset().energy.sel(member=member),
+                                       diag.energy.values, rtol=1e-13)
+
+
+def test_vectorize_refuses_what_cannot_be_batched(in_tmp, capsys):
+    _base(in_tmp)  # numpy backend, default dt depends on the swept diffusivity
+    (in_tmp / "s.yaml").write_text(yaml.safe_dump({
+        "scenario": "base.yaml", "output": "o", "parameters": {"params.diffusivity": [1.0, 2.0]}}))
+    assert main(["sweep", "s.yaml", "--vectorize"]) == 2
+    err = capsys.readouterr().err
+    assert "--vectorize: expected backend jax, given numpy; one dt for every member" in err

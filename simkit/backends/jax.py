@@ -106,6 +106,31 @@ class JaxBackend(AbstractBackend):
         f, i, fired = self.compiled_loop(step_fn, watch)(*args, np.asarray(enabled, dtype=bool))
         return f, int(i), np.array(fired)
 
+    def batched_advance(self, step_fn: Any, fields: Mapping[str, jax.Array], values: jax.Array,
+                        n: int, dt: float, step0: int, time0: float) -> dict[str, jax.Array]:
+        """Advance a batch of states, member ``m`` with ``step_fn(f, values[m], dt, i, t)``, as
+        one vmapped compiled loop (ensembles over scalar parameters)."""
+        table = self._compiled.setdefault(step_fn, {})
+        if "batched" not in table:
+            def run(fields, values, n, dt, step0, time0):
+                def one(f, row):
+                    def body(i, g):
+                        return step_fn(g, row, dt, step0 + i, _time_at(time0, i, dt))
+
+                    return jax.lax.fori_loop(0, n, body, f)
+
+                return jax.vmap(one)(fields, values)
+
+            table["batched"] = jax.jit(run)
+        return table["batched"](dict(fields), values, int(n), float(dt), int(step0), float(time0))
+
+    def batched_call(self, fn: Any, fields: Mapping[str, jax.Array], values: jax.Array) -> Any:
+        """``fn(fields[m], values[m])`` for every member, vmapped and compiled."""
+        table = self._compiled.setdefault(fn, {})
+        if "batched_call" not in table:
+            table["batched_call"] = jax.jit(jax.vmap(fn))
+        return table["batched_call"](dict(fields), values)
+
     def call(self, fn: Any, *args: Any) -> Any:
         if not self.compile:
             return fn(*args)
