@@ -195,7 +195,7 @@ class _Run:
     """The state of one run as it advances."""
 
     def __init__(self, plan: RunPlan, backend: AbstractBackend, writer: BackgroundWriter,
-                 resume: ResumePoint | None = None) -> None:
+                 buffers: _HostBuffers, resume: ResumePoint | None = None) -> None:
         self.plan = plan
         self.backend = backend
         self.writer = writer
@@ -203,7 +203,7 @@ class _Run:
         self.step_fn = _step_for(plan.solver, seed)
         self.stage_fns = {s.stage: _step_for(plan.solver, seed, s.stage)
                           for s in plan.streams if s.stage is not None}
-        self.buffers = _HostBuffers()
+        self.buffers = buffers
         self.diagnostics = {d.name: d for d in plan.solver.diagnostics()}
         self.step = 0
         self.time = 0.0
@@ -388,8 +388,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
                 plan.solver.name, backend.name, backend.device, sc.dtype, plan.output)
     run = None
     try:
-        run = _Run(plan, backend, writer, resume)
-        run.buffers = buffers
+        run = _Run(plan, backend, writer, buffers, resume)
         _loop(run, progress)
         host = backend.to_host(run.fields)
         writer.final(run.step, run.time, host)

@@ -86,23 +86,22 @@ class NavierStokes2D(AbstractSolver):
         phase = np.exp(2j * math.pi * rng.random(k.shape))
         omega_hat = np.sqrt(spectrum * k) * phase
         omega = np.fft.irfftn(omega_hat, s=(n, n), axes=(0, 1))
-        u2 = self._velocity_rms(omega)
-        return {"omega": omega * initial.amplitude / u2}
+        u, v = self._velocity(omega)
+        return {"omega": omega * initial.amplitude / float(np.sqrt(np.mean(u * u + v * v)))}
 
-    def _velocity_rms(self, omega: np.ndarray) -> float:
-        c = self._build_constants()
-        psi_hat = np.fft.rfftn(omega) * c["inv_k2"]
-        u = np.fft.irfftn(1j * c["ky"] * psi_hat, s=omega.shape, axes=(0, 1))
-        v = np.fft.irfftn(-1j * c["kx"] * psi_hat, s=omega.shape, axes=(0, 1))
-        return float(np.sqrt(np.mean(u * u + v * v)))
+    def _velocity_from_hat(self, omega_hat, shape, c):
+        """u = psi_y, v = -psi_x from the spectral vorticity (constants ``c`` like it)."""
+        xp = array_namespace(omega_hat)
+        psi_hat = omega_hat * c["inv_k2"]
+        u = xp.fft.irfftn(1j * c["ky"] * psi_hat, s=shape, axes=(0, 1))
+        v = xp.fft.irfftn(-1j * c["kx"] * psi_hat, s=shape, axes=(0, 1))
+        return u, v
 
     def _rhs(self, omega_hat, shape):
         """d omega_hat / dt: dealiased -u . grad omega, minus nu k^2 omega_hat."""
         xp = array_namespace(omega_hat)
         c = self.constants.like(omega_hat)
-        psi_hat = omega_hat * c["inv_k2"]
-        u = xp.fft.irfftn(1j * c["ky"] * psi_hat, s=shape, axes=(0, 1))
-        v = xp.fft.irfftn(-1j * c["kx"] * psi_hat, s=shape, axes=(0, 1))
+        u, v = self._velocity_from_hat(omega_hat, shape, c)
         wx = xp.fft.irfftn(1j * c["kx"] * omega_hat, s=shape, axes=(0, 1))
         wy = xp.fft.irfftn(1j * c["ky"] * omega_hat, s=shape, axes=(0, 1))
         advection = xp.fft.rfftn(u * wx + v * wy) * c["mask"]
@@ -138,11 +137,7 @@ class NavierStokes2D(AbstractSolver):
     def _velocity(self, omega):
         xp = array_namespace(omega)
         omega_hat = xp.fft.rfftn(omega)
-        c = self.constants.like(omega_hat)
-        psi_hat = omega_hat * c["inv_k2"]
-        u = xp.fft.irfftn(1j * c["ky"] * psi_hat, s=omega.shape, axes=(0, 1))
-        v = xp.fft.irfftn(-1j * c["kx"] * psi_hat, s=omega.shape, axes=(0, 1))
-        return u, v
+        return self._velocity_from_hat(omega_hat, omega.shape, self.constants.like(omega_hat))
 
     def diagnostics(self):
         area = (self.params.length / self.params.size) ** 2
