@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import netCDF4
+import numpy as np
 import yaml
 
-from simkit.driver import ProgressFn, ResumePoint, RunResult, execute
-from simkit.errors import ScenarioError
-from simkit.io import captured_steps, latest_checkpoint, read_attrs, rewrite, schema, whole_captures
+from simkit.driver import ProgressFn, ResumePoint, RunResult, execute, is_checkpoint
+from simkit.errors import RunComplete, ScenarioError
+from simkit.io import (
+    captured_steps,
+    hdf5_lock,
+    latest_checkpoint,
+    read_attrs,
+    rewrite,
+    schema,
+    whole_captures,
+)
+from simkit.io.recover import require_run_file
 from simkit.scenario import Scenario, plan_run
+
+
+def _check_inputs(scenario: Any, sets: Any) -> None:
+    """Refuse, with one line, arguments of the wrong type (they would fail deep inside)."""
+    if isinstance(scenario, bool) or not isinstance(scenario, (str, os.PathLike, Mapping,
+                                                               Scenario)):
+        raise ScenarioError(f"expected a scenario file path, a mapping or a Scenario, given "
+                            f"{type(scenario).__name__} {scenario!r:.60}", key="scenario")
+    if isinstance(sets, (str, bytes)) or not isinstance(sets, Sequence) or \
+            not all(isinstance(item, str) for item in sets):
+        raise ScenarioError(f"expected a list of 'KEY=VALUE' strings, given "
+                            f"{type(sets).__name__} {sets!r:.60}", key="sets")
 
 
 def run(
@@ -20,7 +44,9 @@ def run(
     *,
     sets: Sequence[str] = (),
     overwrite: bool = False,
+    resume: bool = False,
     progress: ProgressFn | None = None,
+    allow_import: bool | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Run a scenario and write its NetCDF file.
@@ -29,7 +55,11 @@ def run(
         scenario: a scenario file, a mapping of scenario data, or a ``Scenario``.
         sets: ``KEY.PATH=VALUE`` overrides, as ``--set`` on the command line.
         overwrite: replace an existing output file (only once the run has finished).
+        resume: keep an existing output file of this scenario: resume it when unfinished,
+            return it as it is when complete (see ``run_or_resume``).
         progress: called between segments with ``(step, time, captures_written, steps)``.
+        allow_import: allow ``solver: module:Class``, which imports (runs) that module; None
+            reads the ``SIMKIT_ALLOW_IMPORT`` environment variable. Registered names never need it.
         **overrides: scenario keys to replace, merged deeply, e.g. ``backend="jax"`` or
             ``params={"diffusivity": 0.5}``.
 
@@ -39,32 +69,70 @@ def run(
 
     Raises:
         simkit.errors.ScenarioError: bad input; nothing was written.
+        simkit.errors.RunInterrupted: Ctrl-C (or SIGTERM/SIGHUP under the CLI); the file so far
+            is kept for ``resume``.
     """
-    plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite)
+    _check_inputs(scenario, sets)
+    if resume:
+        if overwrite:
+            raise ScenarioError("expected one of resume (keep the output) or overwrite (replace "
+                                "it), given both", key="resume")
+        return run_or_resume(scenario, sets=sets, progress=progress, allow_import=allow_import,
+                             **overrides)[1]
+    plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite,
+                    allow_import=allow_import)
     return execute(plan, progress=progress)
 
 
-def resume(
-    path: str | os.PathLike,
+def run_or_resume(
+    scenario: str | os.PathLike | Mapping[str, Any] | Scenario,
     *,
-    scenario: str | os.PathLike | None = None,
+    sets: Sequence[str] = (),
     progress: ProgressFn | None = None,
-) -> RunResult:
-    """Continue a run that stopped (killed, disk full, non-finite) from its last checkpoint.
-
-    Torn or corrupt trailing captures are dropped; every stream keeps its captures up to the
-    checkpoint's step, and the run goes on from there, so the final state and every stream end up
-    as an uninterrupted run's. Without a checkpoint the run restarts from its initial state.
+    allow_import: bool | None = None,
+    **overrides: Any,
+) -> tuple[str, RunResult]:
+    """Start, continue or leave alone the run of a scenario: safe to call any number of times,
+    e.g. by a batch job that is requeued after preemption (``simkit run FILE --resume``).
 
     Args:
-        path: the run file.
-        scenario: when given, the resume is refused unless this scenario is the recorded one.
-        progress: as for ``run``.
+        scenario, sets, progress, allow_import, overrides: as for ``run``.
+
+    Returns:
+        What was done, ``"started"`` (no output file), ``"resumed"`` (an unfinished one) or
+        ``"complete"`` (nothing: the file's final state is returned), and the result.
 
     Raises:
-        ScenarioError: the file is missing, complete, or from a different scenario or solver
-            version.
+        simkit.errors.ScenarioError: bad input, or an output file that holds another scenario's
+            run (or another solver version's): it is never touched.
     """
+    _check_inputs(scenario, sets)
+    # overwrite=True only to plan: an existing output is expected here, and is never replaced.
+    plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=True,
+                    allow_import=allow_import)
+    output = plan.output
+    if not os.path.lexists(output):
+        return "started", execute(dataclasses.replace(plan, overwrite=False), progress=progress)
+    attrs = _run_attrs(output)
+    if _without_output(attrs[schema.ATTR_SCENARIO]) != _without_output(plan.text):
+        raise ScenarioError("expected the output file to hold a run of this scenario (with these "
+                            "overrides) to resume, given one of a different scenario; choose "
+                            "another output or --overwrite", source=str(output))
+    try:
+        return "resumed", resume(output, progress=progress, allow_import=allow_import)
+    except RunComplete:
+        return "complete", _complete_result(output, [f.name for f in plan.solver.fields()])
+
+
+def _without_output(text: str) -> Any:
+    data = yaml.safe_load(text)
+    if isinstance(data, dict):
+        data.pop("output", None)
+    return data
+
+
+def _run_attrs(path: str | os.PathLike) -> dict[str, object]:
+    """The root attributes of a run file simkit wrote, or a ScenarioError naming the file."""
     source = str(path)
     try:
         attrs = read_attrs(path)
@@ -77,24 +145,71 @@ def resume(
     if schema.ATTR_SCENARIO not in attrs:
         raise ScenarioError("expected a run file written by simkit, given one without a recorded "
                             "scenario", source=source)
-    if attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE:
-        raise ScenarioError("expected an unfinished run, given one that is complete",
-                            source=source)
+    require_run_file(path)
+    return attrs
+
+
+def _complete_result(path: Path, names: Sequence[str]) -> RunResult:
+    """The result of a run that already finished, read back from its file's root group (the
+    final state of the fields ``names``)."""
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
+        ds.set_auto_mask(False)
+        state = {name: np.array(ds.variables[name][...]) for name in names}
+        step = int(ds.variables[schema.STEP][...])
+        time = float(ds.variables[schema.TIME][...])
+    return RunResult(path=Path(path), state=state, step=step, time=time)
+
+
+def resume(
+    path: str | os.PathLike,
+    *,
+    scenario: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+    allow_import: bool | None = None,
+) -> RunResult:
+    """Continue a run that stopped (killed, disk full, non-finite) from its last checkpoint.
+
+    Torn or corrupt trailing captures are dropped; every stream keeps its captures up to the
+    checkpoint's step, and the run goes on from there, so the final state and every stream end up
+    as an uninterrupted run's. Without a checkpoint the run restarts from its initial state.
+
+    Args:
+        path: the run file.
+        scenario: when given, the resume is refused unless this scenario is the recorded one.
+        progress: as for ``run``.
+        allow_import: as for ``run``: a file's recorded ``solver: module:Class`` is imported
+            only when allowed, so resuming a file from elsewhere runs no code it names.
+
+    Raises:
+        ScenarioError: the file is missing, or from a different scenario or solver version.
+        RunComplete: (a ScenarioError) the run already finished; the file is left as it is.
+            ``simkit resume`` says so and exits 0.
+    """
+    source = str(path)
+    attrs = _run_attrs(path)
     recorded = yaml.safe_load(str(attrs[schema.ATTR_SCENARIO]))
-    plan = plan_run({**recorded, "output": source}, overwrite=True)
+    plan = plan_run({**recorded, "output": source}, overwrite=True, allow_import=allow_import)
     if scenario is not None:
-        given = plan_run(scenario, overrides={"output": source}, overwrite=True)
+        _check_inputs(scenario, ())
+        given = plan_run(scenario, overrides={"output": source}, overwrite=True,
+                         allow_import=allow_import)
         if given.text != plan.text:
             raise ScenarioError("expected the scenario recorded in the file, given a different "
                                 "one; start a new run instead", source=str(scenario))
+    # After the scenario check: a complete run of another scenario is not "nothing to do".
+    if attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE:
+        raise RunComplete("expected an unfinished run, given one that is complete",
+                          source=source)
     version = str(attrs.get(schema.ATTR_SOLVER_VERSION))
     if version != plan.solver.version:
         raise ScenarioError(f"expected solver {plan.solver.name} version {version} as recorded, "
                             f"given version {plan.solver.version} installed", source=source)
-    with netCDF4.Dataset(path, "r") as ds:
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         counts = whole_captures(ds)
     names = [f.name for f in plan.solver.fields()]
-    checkpoint = latest_checkpoint(path, names, counts)
+    # Only end-of-step full states are checkpoints (a stage stream's are mid-step states).
+    checkpoint = latest_checkpoint(path, names, {s.name: counts[s.name] for s in plan.streams
+                                                 if is_checkpoint(s, names)})
     steps = captured_steps(path, counts)
     cut = checkpoint.step if checkpoint is not None else -1
     keep = {name: sum(1 for s in stream_steps if s <= cut) for name, stream_steps in steps.items()}
@@ -104,5 +219,6 @@ def resume(
     if checkpoint is None:
         point = ResumePoint(0, 0.0, None, last)
     else:
-        point = ResumePoint(checkpoint.step, checkpoint.time, checkpoint.fields, last)
+        point = ResumePoint(checkpoint.step, checkpoint.time, checkpoint.fields, last,
+                            checkpoint.schedules)
     return execute(plan, progress=progress, resume=point)

@@ -6,11 +6,19 @@ Heavy libraries (xarray, JAX, PyTorch) are imported only inside the commands tha
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import time
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from simkit.errors import EXIT_FAILURE, SimkitError
+from simkit.errors import EXIT_FAILURE, RunInterrupted, SimkitError
 
 SCENARIO_DIR = Path("scenarios")
 
@@ -24,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="more log messages (-vv for debug)")
     parser.add_argument("--log-quiet", dest="log_quiet", action="store_true",
                         help="errors only in the log")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback after the one-line error message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a scenario file",
@@ -36,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key, e.g. --set params.diffusivity=0.5")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    run.add_argument("--resume", action="store_true",
+                     help="idempotent, for requeued batch jobs: start when the output does not "
+                          "exist, resume it when unfinished, do nothing when complete")
     run.add_argument("--eager", action="store_true",
                      help="no compilation: step by step (jax.disable_jit, torch eager), to debug")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -79,9 +92,27 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show what a run file holds")
     inspect.add_argument("file", help="NetCDF file written by simkit run")
 
+    export = sub.add_parser("export", help="write one stream as a flat, CF-clean NetCDF file "
+                                           "(one group: for tools without group support)")
+    export.add_argument("file", help="NetCDF file written by simkit run")
+    export.add_argument("--stream", required=True, help="the stream to export")
+    export.add_argument("-o", "--output", required=True, help="the flat file to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
     listing = sub.add_parser("list", help="list solvers and scenarios")
     listing.add_argument("--scenarios", default=str(SCENARIO_DIR), metavar="DIR",
                          help="directory of scenario files (default: ./scenarios)")
+    # --debug is also accepted after the command (`simkit run s.yaml --debug`); SUPPRESS keeps
+    # a command from resetting a --debug given before it.
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback after the one-line error message")
+    # `solver: module:Class` imports (runs) that module: never for a scenario not asked to.
+    for name in ("run", "resume", "validate", "sweep"):
+        sub.choices[name].add_argument(
+            "--allow-import", dest="allow_import", action="store_true",
+            help="allow `solver: module:Class`, which imports and runs that module (searched "
+                 "first beside the scenario file); also SIMKIT_ALLOW_IMPORT=1")
     return parser
 
 
@@ -92,60 +123,94 @@ def _version() -> str:
 
 
 class _ProgressBar:
-    """A rich progress bar that appears only once a run has taken more than a second."""
+    """A rich progress bar on stderr that appears only once a run has taken over a second."""
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
+        self._first: tuple[int, float] | None = None  # (step, clock) of the first update
         self._bar = None
         self._task = None
 
     def __call__(self, step: int, sim_time: float, written: int, total: int | None) -> None:
-        elapsed = time.perf_counter() - self._start
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (step, now)
+        # A resumed run starts at its checkpoint: the rate counts only steps taken here.
+        first_step, first_clock = self._first
+        rate = (step - first_step) / (now - first_clock) if now > first_clock else 0.0
+        # Every column's field is set when the task is added: rich renders from its own
+        # refresh thread, possibly before the first update.
+        fields = {"sim_time": sim_time, "written": written, "rate": rate,
+                  "steps": f"{step:>8d}" + (f"/{total}" if total is not None else "")}
         if self._bar is None:
-            if elapsed < 1.0:
+            if now - self._start < 1.0:
                 return
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
-                TextColumn("step {task.completed:>8.0f}/{task.total:.0f}"), BarColumn(),
+                TextColumn("step {task.fields[steps]}"), BarColumn(),
                 TextColumn("t={task.fields[sim_time]:.4g}"),
                 TextColumn("{task.fields[rate]:.0f} steps/s"),
                 TextColumn("{task.fields[written]} captures"), TimeRemainingColumn(),
-                transient=True)
+                console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task("run", total=total, completed=step, **fields)
             self._bar.start()
-            self._task = self._bar.add_task("run", total=total)
-        self._bar.update(self._task, completed=step, sim_time=sim_time, written=written,
-                         rate=step / elapsed)
+        self._bar.update(self._task, completed=step, **fields)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
 
 
+def _progress_bar(quiet: bool) -> _ProgressBar | None:
+    """A progress bar when stderr is a terminal and not ``--quiet``."""
+    return _ProgressBar() if not quiet and sys.stderr.isatty() else None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from simkit.api import run
+    from simkit.api import run, run_or_resume
 
     overrides = {k: v for k, v in (("output", args.output), ("backend", args.backend),
                                    ("device", args.device), ("dtype", args.dtype)) if v}
     if args.eager:
         overrides["compile"] = False
-    bar = _ProgressBar() if not args.quiet and sys.stderr.isatty() else None
+    if args.resume and args.overwrite:
+        from simkit.errors import ScenarioError
+
+        raise ScenarioError("expected one of --resume (keep the output) or --overwrite "
+                            "(replace it), given both", key="--resume")
+    bar = _progress_bar(args.quiet)
     try:
-        result = run(args.scenario, sets=args.sets, overwrite=args.overwrite, progress=bar,
-                     **overrides)
+        if args.resume:
+            action, result = run_or_resume(args.scenario, sets=args.sets, progress=bar,
+                                           allow_import=args.allow_import or None, **overrides)
+        else:
+            action, result = "started", run(args.scenario, sets=args.sets,
+                                            overwrite=args.overwrite, progress=bar,
+                                            allow_import=args.allow_import or None, **overrides)
     finally:
         if bar is not None:
             bar.close()
+    if action == "complete":
+        print(f"simkit: {result.path} is already complete; nothing to do", file=sys.stderr)
     print(result.path)
     return 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from simkit.api import resume
+    from simkit.errors import RunComplete
 
-    bar = _ProgressBar() if not args.quiet and sys.stderr.isatty() else None
+    bar = _progress_bar(args.quiet)
     try:
-        result = resume(args.file, scenario=args.scenario, progress=bar)
+        result = resume(args.file, scenario=args.scenario, progress=bar,
+                        allow_import=args.allow_import or None)
+    except RunComplete:
+        # Friendly for requeued batch jobs: nothing left to do is not an error.
+        print(f"simkit: {args.file} is already complete; nothing to resume", file=sys.stderr)
+        print(args.file)
+        return 0
     finally:
         if bar is not None:
             bar.close()
@@ -178,7 +243,8 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from simkit.scenario import plan_run
 
-    plan = plan_run(args.scenario, sets=args.sets, overwrite=True)
+    plan = plan_run(args.scenario, sets=args.sets, overwrite=True,
+                    allow_import=args.allow_import or None)
     streams = ", ".join(s.name for s in plan.streams) or "none"
     length = (f"{plan.scenario.steps} steps" if plan.scenario.steps is not None
               else f"until {plan.scenario.until:g}")
@@ -206,14 +272,20 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from simkit.solver import ALLOW_IMPORT_ENV
     from simkit.sweep import run_sweep
 
+    if args.allow_import:
+        # Members are planned again in Dask worker processes, which inherit the environment.
+        os.environ[ALLOW_IMPORT_ENV] = "1"
     result = run_sweep(args.file, scheduler=args.scheduler, workers=args.workers,
                        vectorize=args.vectorize)
     print(f"members: {len(result.done)} complete ({len(result.skipped)} already were), "
           f"{len(result.failed)} failed")
     for index, error in result.failed.items():
         print(f"  member {index} failed: {error}", file=sys.stderr)
+    for line in result.not_combined:
+        print(f"  not combined: {line}", file=sys.stderr)
     if result.combined:
         print(result.combined)
     return 1 if result.failed else 0
@@ -225,10 +297,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     _run_file(args.file)
     try:
-        print(describe(args.file))
+        text = describe(args.file)
     except OSError as error:
         raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
                             f"read ({error})", source=args.file) from None
+    print(text)  # outside the try: a closed pipe (`| head`) says nothing about the file
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from simkit.io import export_stream
+
+    _run_file(args.file)
+    print(export_stream(args.file, args.stream, args.output, overwrite=args.overwrite))
     return 0
 
 
@@ -255,7 +336,75 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "recover": _cmd_recover,
              "inspect": _cmd_inspect, "list": _cmd_list, "validate": _cmd_validate,
-             "schema": _cmd_schema, "plot": _cmd_plot, "sweep": _cmd_sweep}
+             "schema": _cmd_schema, "plot": _cmd_plot, "sweep": _cmd_sweep,
+             "export": _cmd_export}
+
+
+#: Signals that stop a run as Ctrl-C does: batch schedulers send SIGTERM before they kill, a
+#: closed terminal or ssh session sends SIGHUP.
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, so a run stops cleanly: queued captures
+    written, the file closed and marked interrupted, ready for ``simkit resume``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be installed from the main thread
+        return
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        if received:
+            return  # a second signal must not break off the clean stop under way
+        received.append(signum)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    for name in _STOP_SIGNALS:
+        number = getattr(signal, name, None)  # no SIGHUP on Windows
+        if number is not None:
+            previous[number] = signal.signal(number, interrupt)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _interrupted(error: KeyboardInterrupt) -> int:
+    """Say what an interrupted command left behind; the exit code is 128 + the signal."""
+    reason = str(error) or "SIGINT"  # Ctrl-C's KeyboardInterrupt carries no name
+    if isinstance(error, RunInterrupted) and error.path is not None:
+        message = (f"interrupted by {reason}; the run so far is in {error.path}: continue it "
+                   f"with `simkit resume {error.path}`")
+    elif isinstance(error, RunInterrupted):
+        message = f"interrupted by {reason} before anything was written"
+    else:
+        message = f"interrupted by {reason}"
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        print(f"simkit: {message}", file=sys.stderr)
+    number = getattr(signal, reason, None)
+    return 128 + int(number) if number is not None else 130
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (`simkit inspect f.nc | head`): not an error of ours.
+    Exit quietly, as a command killed by SIGPIPE would (141)."""
+    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """simkit's own warnings as one line like its errors; others as Python shows them."""
+    if category.__name__ == "SimkitWarning":
+        print(f"simkit: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,19 +415,26 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.ERROR if args.log_quiet else \
         (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="simkit: %(levelname)s: %(message)s")
+    warnings.showwarning = _show_warning
     try:
-        return _COMMANDS[args.command](args)
+        with _stop_signals_interrupt():
+            code = _COMMANDS[args.command](args)
+            sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is caught
+            return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except SimkitError as error:
         print(f"simkit: error: {error}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
         return error.exit_code
-    except KeyboardInterrupt:
-        print("simkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        return _interrupted(error)
     except Exception as error:  # noqa: BLE001 - one line, then the traceback on request
         text = " ".join(str(error).split("\n"))
         print(f"simkit: error: {type(error).__name__}: {text}", file=sys.stderr)
-        if "--debug" in (argv or sys.argv):
-            raise
+        if args.debug:
+            traceback.print_exc()
         return EXIT_FAILURE
 
 

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time as _time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,11 @@ from array_api_compat import array_namespace
 
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
-from simkit.errors import NonFiniteError, ScenarioError
+from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
-from simkit.schedule import TIME_RTOL, WallTime, When, members
-from simkit.solver import SEED_KEY, STEP_KEY, TIME_KEY, make_step
+from simkit.schedule import TIME_RTOL, AbstractSchedule, WallTime, When, members
+from simkit.solver import make_step
 
 logger = logging.getLogger(__name__)
 
@@ -85,19 +86,80 @@ def provenance(plan: RunPlan, backend: AbstractBackend) -> dict[str, Any]:
 def _layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
     solver = plan.solver
     specs = list(solver.fields()) + [p for stage in solver.stages() for p in stage.probes]
+    coordinates = {c.name: c for c in solver.coordinates()}
+    for kind, spec in [("field", f) for f in specs] + [("diagnostic", d)
+                                                       for d in solver.diagnostics()]:
+        unknown = [dim for dim in spec.dims if dim not in coordinates]
+        if unknown:
+            raise ValueError(f"solver {solver.name}: {kind} {spec.name!r}: expected dimensions "
+                             f"among the solver's coordinates ({', '.join(coordinates)}), given "
+                             f"{spec.dims!r}")
     fields = {f.name: schema.VariableSpec(f.name, f.dims, f.units, f.long_name, dtype)
               for f in specs}
-    diagnostics = {d.name: schema.VariableSpec(d.name, (), d.units, d.long_name, "float64")
+    diagnostics = {d.name: schema.VariableSpec(d.name, d.dims, d.units, d.long_name, "float64")
                    for d in solver.diagnostics()}
+    field_names = [f.name for f in solver.fields()]
+    slots = tuple(save_schedules(plan))
     return schema.RunLayout(
         coordinates=tuple(schema.CoordinateSpec(c.name, np.asarray(c.values), c.units,
-                                                c.long_name) for c in solver.coordinates()),
+                                                c.long_name) for c in coordinates.values()),
         fields=tuple(fields[f.name] for f in solver.fields()),
         streams=tuple(schema.StreamSpec(s.name, tuple(fields[f] for f in s.fields),
-                                        tuple(diagnostics[d] for d in s.diagnostics))
+                                        tuple(diagnostics[d] for d in s.diagnostics), s.stage,
+                                        slots if is_checkpoint(s, field_names) else ())
                       for s in plan.streams),
         time_units=solver.time_units,
     )
+
+
+def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
+    """Whether the captures of ``stream`` are checkpoints: full states at the end of a step (a
+    stream that captures after a stage holds mid-step states, which a resume must not use)."""
+    return stream.stage is None and set(field_names) <= set(stream.fields)
+
+
+def _check_shape(solver: Any, diagnostic: Any, shape: Any, sizes: Mapping[str, int]) -> None:
+    """Refuse a diagnostic value whose shape is not the one its dims declare (the file would
+    otherwise keep one value of a vector)."""
+    expected, given = tuple(sizes[dim] for dim in diagnostic.dims), tuple(shape)
+    if given != expected:
+        raise ValueError(f"solver {solver.name}: diagnostic {diagnostic.name!r}: expected shape "
+                         f"{expected} from its dims {diagnostic.dims}, given {given}")
+
+
+def _schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
+    """Every schedule of the run, by the scenario key it came from."""
+    found: dict[str, AbstractSchedule] = {f"outputs.{s.name}": s.schedule for s in plan.streams}
+    if plan.stop_when is not None:
+        found["stop_when"] = plan.stop_when
+    return found
+
+
+def save_schedules(plan: RunPlan) -> dict[str, float]:
+    """The state of every schedule of the run (cooldowns, deadlines), flat, by slot name."""
+    return {f"{key}.{name}": value for key, schedule in _schedules(plan).items()
+            for name, value in schedule.save().items()}
+
+
+def restore_schedules(plan: RunPlan, state: Mapping[str, float] | None) -> None:
+    """Give every schedule of the run the state ``save_schedules`` saved (None: a fresh start).
+
+    Raises:
+        ValueError: ``state`` names slots other than the run's.
+    """
+    schedules = _schedules(plan)
+    for schedule in schedules.values():
+        schedule.reset()
+    if state is None:
+        return
+    unknown = sorted(set(state) - set(save_schedules(plan)))
+    if unknown:
+        raise ValueError(f"schedule state: expected slots of this run's schedules "
+                         f"({', '.join(save_schedules(plan))}), given {', '.join(unknown)}")
+    for key, schedule in schedules.items():
+        prefix = f"{key}."
+        schedule.restore({name.removeprefix(prefix): value for name, value in state.items()
+                          if name.startswith(prefix)})
 
 
 def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:
@@ -111,10 +173,33 @@ def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:
     return k, last
 
 
+def _arrays(value: Any) -> list[Any]:
+    """The arrays in a state entry: an array, or (as a stage may store) tuples and lists of them;
+    Python numbers (the seed) are no data."""
+    if isinstance(value, (tuple, list)):
+        return [array for item in value for array in _arrays(item)]
+    return [] if isinstance(value, (bool, int, float, complex)) or value is None else [value]
+
+
 def _all_finite(fields: Mapping[str, Any]) -> Any:
-    values = list(fields.values())
+    """Whether every array in ``fields`` is finite, as a 0-d bool (on the device); entries may
+    be arrays or tuples of arrays."""
+    values = [a for value in fields.values() for a in _arrays(value)]
+    if not values:
+        return True
     xp = array_namespace(*values)
     return xp.all(xp.stack([xp.all(xp.isfinite(v)) for v in values]))
+
+
+def _finite_flags(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``_all_finite`` of each entry of ``state`` apart (one compiled call for a whole state)."""
+    return {name: _all_finite({name: value}) for name, value in state.items() if _arrays(value)}
+
+
+def _non_finite(backend: AbstractBackend, state: Mapping[str, Any]) -> list[str]:
+    """The names of the entries of ``state`` holding a NaN or an infinity."""
+    flags = backend.call(_finite_flags, dict(state))
+    return [name for name, flag in flags.items() if not bool(flag)]
 
 
 class _HostBuffers:
@@ -152,22 +237,59 @@ class _HostBuffers:
                     self._free.setdefault(key, []).append(buffer)
 
 
-#: Step functions by (solver class, parameters, seed, stage), so a process that runs the same
-#: solver again (a notebook, a sweep, a benchmark) reuses what the backend compiled for it.
-_STEPS: dict[tuple, Any] = {}
+#: Functions made from a solver (steps, stage steps, diagnostics, watched conditions) by solver
+#: class, parameters and what they are, so a process that runs the same solver again (a notebook,
+#: a sweep, a benchmark) reuses them and what the backend compiled for them. Backends keep
+#: compiled code only while its function lives, so this bound also bounds the memory a long
+#: process spends on compiled code: the least recently used go first.
+_STEPS: OrderedDict[tuple, Any] = OrderedDict()
 _STEPS_KEPT = 32
 
 
-def _step_for(solver: Any, seed: int, until_stage: str | None = None) -> Any:
+def _solver_cached(solver: Any, what: tuple, make: Callable[[], Any]) -> Any:
     params = getattr(solver, "params", None)
     if params is None or not hasattr(params, "model_dump_json"):
-        return make_step(solver, seed, until_stage=until_stage)
-    key = (type(solver), params.model_dump_json(), seed, until_stage)
-    if key not in _STEPS:
-        if len(_STEPS) >= _STEPS_KEPT:
-            _STEPS.pop(next(iter(_STEPS)))
-        _STEPS[key] = make_step(solver, seed, until_stage=until_stage)
-    return _STEPS[key]
+        return make()
+    key = (type(solver), params.model_dump_json(), *what)
+    found = _STEPS.get(key)
+    if found is None:
+        found = _STEPS[key] = make()
+        while len(_STEPS) > _STEPS_KEPT:
+            _STEPS.popitem(last=False)
+    else:
+        _STEPS.move_to_end(key)
+    return found
+
+
+def _step_for(solver: Any, seed: int, capture_after: tuple[str, ...] = ()) -> Any:
+    """``make_step(solver, seed, capture_after=...)``, the same function for the same solver."""
+    return _solver_cached(solver, ("step", seed, tuple(capture_after)),
+                          lambda: make_step(solver, seed, capture_after=capture_after))
+
+
+def _diagnostics_for(solver: Any) -> dict[str, Any]:
+    """The solver's diagnostics by name, the same functions for the same solver (a backend
+    compiles each once per process, not once per run)."""
+    return _solver_cached(solver, ("diagnostics",),
+                          lambda: {d.name: d for d in solver.diagnostics()})
+
+
+def _watch_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None], ...]
+               ) -> Any:
+    """The device predicate of the watched conditions ``(diagnostic, above, below)``: a bool
+    vector of ``fields``, one entry per condition; the same function for the same conditions."""
+    def make() -> Any:
+        diagnostics = _diagnostics_for(solver)
+        tests = [(diagnostics[name].fn, above, below) for name, above, below in conditions]
+
+        def watch(fields):
+            flags = [fn(fields) > above if above is not None else fn(fields) < below
+                     for fn, above, below in tests]
+            return array_namespace(*flags).stack(flags)
+
+        return watch
+
+    return _solver_cached(solver, ("watch", conditions), make)
 
 
 @dataclass(frozen=True)
@@ -178,6 +300,8 @@ class ResumePoint:
     time: float
     fields: dict[str, np.ndarray] | None  # None: the initial state
     last_capture: dict[str, int]
+    #: The schedules' state saved with the checkpoint (None: start them afresh).
+    schedules: dict[str, float] | None = None
 
 
 @dataclass
@@ -201,10 +325,12 @@ class _Run:
         self.writer = writer
         seed = plan.scenario.seed
         self.step_fn = _step_for(plan.solver, seed)
-        self.stage_fns = {s.stage: _step_for(plan.solver, seed, s.stage)
-                          for s in plan.streams if s.stage is not None}
         self.buffers = buffers
-        self.diagnostics = {d.name: d for d in plan.solver.diagnostics()}
+        self.diagnostics = _diagnostics_for(plan.solver)
+        self.sizes = {c.name: len(c.values) for c in plan.solver.coordinates()}
+        field_names = [f.name for f in plan.solver.fields()]
+        self.checkpoints = {s.name for s in plan.streams if is_checkpoint(s, field_names)}
+        self.state_slots = tuple(save_schedules(plan))
         self.step = 0
         self.time = 0.0
         rng = np.random.default_rng(seed)
@@ -221,33 +347,27 @@ class _Run:
         self.stopped = False
         self.walls = [(s, m) for s in self.plain for m in members(s.schedule)
                       if isinstance(m, WallTime)]
-        self.cooldown_until = [0] * len(self.whens)
+        # The schedules keep their own state (cooldowns, deadlines); a resume gives them back
+        # the state saved with its checkpoint, so they capture what an uninterrupted run would.
+        saved = None
         if resume is not None:
             self.step, self.time = resume.step, resume.time
             if resume.fields is not None:
                 self.fields = {name: backend.asarray(value)
                                for name, value in resume.fields.items()}
+                saved = resume.schedules
+                if saved is None and self.state_slots:
+                    logger.warning("the checkpoint at step %d holds no schedule state: cooldowns "
+                                   "and wall-clock schedules start afresh", resume.step)
             self.last_capture = dict(resume.last_capture)
-            self.cooldown_until = [self.last_capture[s.name] + m.cooldown + 1
-                                   if s is not None and s.name in self.last_capture else 0
-                                   for s, m in self.whens]
+        restore_schedules(plan, saved)
         self.watch = self._make_watch() if self.whens else None
-        started = _time.perf_counter()
-        self.wall_started = started
-        self.wall_due = [started + m.seconds for _, m in self.walls]
+        self.wall_started = _time.perf_counter()
         self.checked_at = self.step
 
     def _make_watch(self):
-        conditions = [(self.diagnostics[m.diagnostic].fn, m.above, m.below) for _, m in self.whens]
-
-        def watch(fields):
-            flags = []
-            for fn, above, below in conditions:
-                value = fn(fields)
-                flags.append(value > above if above is not None else value < below)
-            return array_namespace(*flags).stack(flags)
-
-        return watch
+        return _watch_for(self.plan.solver,
+                          tuple((m.diagnostic, m.above, m.below) for _, m in self.whens))
 
     # -------------------------------------------------------------- captures
 
@@ -268,9 +388,20 @@ class _Run:
         device = {name: state[name] for name in field_names}
         device.update({name: self.backend.call(self.diagnostics[name].fn, state)
                        for name in diag_names})
+        self.check_diagnostics({name: device[name] for name in diag_names},
+                               streams[0].stage if source is not None else None)
+        for name in diag_names:
+            _check_shape(self.plan.solver, self.diagnostics[name],
+                         getattr(device[name], "shape", ()), self.sizes)
         for stream in streams:
             self.last_capture[stream.name] = self.step
-        self._pending = (streams, self.step, self.time, device)
+        # The schedules' state as of this step, taken now: a deferred flush comes after the next
+        # segment has moved them on.
+        schedules = None
+        if self.state_slots and any(s.name in self.checkpoints for s in streams):
+            saved = save_schedules(self.plan)
+            schedules = np.array([saved[slot] for slot in self.state_slots], dtype=np.float64)
+        self._pending = (streams, self.step, self.time, device, schedules)
         if not (defer and self.backend.name == "jax"):
             self.flush()
 
@@ -279,13 +410,15 @@ class _Run:
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        streams, step, time, device = pending
+        streams, step, time, device, schedules = pending
         users = {name: sum(name in s.fields for s in streams) for name in device}
         out = {name: self.buffers.take(device[name], users[name])
                for name in device if users[name]}
         host = self.backend.to_host(device, out)
         for stream in streams:
             arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
+            if schedules is not None and stream.name in self.checkpoints:
+                arrays[schema.SCHEDULE_STATE] = schedules
             self.writer.capture(stream.name, step, time, arrays)
 
     def due(self, streams: list[StreamPlan], step: int, time: float, final: bool
@@ -297,7 +430,8 @@ class _Run:
 
     def run_pieces(self, segment: _Segment) -> np.ndarray | None:
         """Advance through ``segment``; returns the watched conditions that fired, if any."""
-        enabled = np.array([self.step >= until for until in self.cooldown_until], dtype=bool)
+        # The loop may fire a condition at the steps after this one.
+        enabled = np.array([when.may_fire(self.step + 1) for _, when in self.whens], dtype=bool)
         watch = self.watch if enabled.any() else None
         last_index = len(segment.pieces) - 1
         for index, (count, dt) in enumerate(segment.pieces):
@@ -313,17 +447,30 @@ class _Run:
                 if fired is not None and fired.any():
                     return fired
             if staged_step:
+                # The step taken stage by stage is watched too: an edge there is an edge.
+                before = self._watch_host(watch)
                 self.staged_step(segment.staged, dt, segment)
+                if watch is not None:
+                    fired = self._watch_host(watch) & ~before & enabled
+                    if fired.any():
+                        return fired
         self.time = segment.time
         return None
 
+    def _watch_host(self, watch: Any) -> Any:
+        """The watched conditions on the current fields, as a host bool array (None: none)."""
+        if watch is None:
+            return None
+        flags = self.backend.call(watch, self.fields)
+        return np.asarray(self.backend.to_host({"flags": flags})["flags"], dtype=bool)
+
     def staged_step(self, streams: list[StreamPlan], dt: float, segment: _Segment) -> None:
-        """One step that also captures the state after the streams' stages."""
-        seen: dict[str, Any] = {}
-        for stage in dict.fromkeys(s.stage for s in streams):
-            new, seen[stage] = self.backend.call(self.stage_fns[stage], self.fields, dt,
-                                                 self.step, self.time)
-        self.fields = new
+        """One step that also captures the state after the streams' stages (one step function
+        for all of them: a step taken twice would apply a solver's in-place updates twice)."""
+        stages = tuple(dict.fromkeys(s.stage for s in streams))
+        step_fn = _step_for(self.plan.solver, self.plan.scenario.seed, stages)
+        self.fields, seen = self.backend.call_step(step_fn, self.fields, dt, self.step,
+                                                   self.time)
         self.step += 1
         self.time = segment.time
         for stream in streams:
@@ -335,27 +482,62 @@ class _Run:
         self.checked_at = self.step
         if bool(self.backend.call(_all_finite, self.fields)):
             return
-        # Replay from the segment's start one step at a time, then stage by stage.
+        # Replay from the segment's start one step at a time with the run's own step function
+        # (compiled once, as every function below), then stage by stage at the first step whose
+        # result is not finite. Times are computed as the loop computes them.
         fields, step, time = start, start_step, start_time
-        dts = [dt for count, dt in pieces for _ in range(count)]
-        seed = self.plan.scenario.seed
-        for dt in dts:
-            state = {**fields, STEP_KEY: step, TIME_KEY: time, SEED_KEY: seed}
-            for stage in self.plan.solver.stages():
-                state = self.backend.call(stage.fn, state, dt)
-                bad = [name for name, value in state.items()
-                       if name not in (STEP_KEY, TIME_KEY, SEED_KEY)
-                       and not bool(self.backend.call(_all_finite, {name: value}))]
-                if bad:
+        for count, dt in pieces:
+            time0 = time
+            for i in range(count):
+                time = time0 + i * dt
+                new = self.backend.call_step(self.step_fn, fields, dt, step, time)
+                if not bool(self.backend.call(_all_finite, new)):
                     self.fields, self.step, self.time = fields, step, time
-                    raise NonFiniteError(
-                        f"non-finite value in field {bad[0]!r} after stage {stage.name!r} of "
-                        f"step {step + 1} (time {time + dt:g}); the last good state, step "
-                        f"{step}, is kept as the final state of {self.plan.output}")
-            fields = {name: state[name] for name in fields}
-            step, time = step + 1, time + dt
+                    raise NonFiniteError(self._locate(fields, dt, step, time))
+                fields, step = new, step + 1
+            time = time0 + count * dt
         raise NonFiniteError(f"non-finite value at step {self.step}; the stage could not be "
                              "found by replay")
+
+    def _locate(self, fields: dict[str, Any], dt: float, step: int, time: float) -> str:
+        """The message naming the first stage of the step from ``fields`` after which a value
+        is not finite, and the entry (field or intermediate) holding it."""
+        seed = self.plan.scenario.seed
+        where = f"step {step + 1} (time {time + dt:g})"
+        for stage in self.plan.solver.stages():
+            _, seen = self.backend.call_step(_step_for(self.plan.solver, seed, (stage.name,)),
+                                             fields, dt, step, time)
+            bad = _non_finite(self.backend, seen[stage.name])
+            if bad:
+                where = f"field {bad[0]!r} after stage {stage.name!r} of {where}"
+                break
+        return (f"non-finite value in {where}; the last good state, step {step}, is kept as the "
+                f"final state of {self.writer.partial_path}")
+
+    def check_start(self) -> None:
+        """Stop with NonFiniteError when the state the run starts from (its initial condition or
+        a checkpoint) is not finite, before any of it is written as data."""
+        bad = _non_finite(self.backend, self.fields)
+        if bad:
+            raise NonFiniteError(
+                f"non-finite value in field {bad[0]!r} of the state at step {self.step}, where the "
+                f"run starts (its initial condition, or the checkpoint it resumes from); nothing "
+                f"was computed from it")
+
+    def check_diagnostics(self, values: Mapping[str, Any], stage: str | None) -> None:
+        """Stop with NonFiniteError when a diagnostic about to be captured is not finite (a
+        finite state may overflow in a reduction); the state it came from becomes the file's
+        final state, and the capture is not written."""
+        if not values or not self.plan.scenario.check_finite:
+            return
+        if bool(self.backend.call(_all_finite, dict(values))):
+            return
+        bad = _non_finite(self.backend, values)
+        after = f" after stage {stage!r} of that step" if stage else ""
+        raise NonFiniteError(
+            f"non-finite value in diagnostic {bad[0]!r} at step {self.step}{after}; the state "
+            f"of step {self.step} is kept as the final state of "
+            f"{self.writer.partial_path}, without this capture")
 
 
 def execute(plan: RunPlan, progress: ProgressFn | None = None,
@@ -399,6 +581,10 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         writer.final(run.step, run.time, backend.to_host(run.fields))
         writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: "non-finite"})
         raise
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI
+        kept = writer.abort({schema.ATTR_FINISHED: _now(),
+                             schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
+        raise RunInterrupted(str(error) or "SIGINT", kept) from error
     except BaseException:
         writer.abort({schema.ATTR_FINISHED: _now()})
         raise
@@ -411,7 +597,8 @@ def _plan_segment(run: _Run, chunk: int | None) -> _Segment:
     plan, sc, dt = run.plan, run.plan.scenario, run.plan.dt
     schedules = [s.schedule for s in plan.streams]
     step_targets = [s.next_step(run.step) for s in schedules]
-    step_targets += [until for until in run.cooldown_until if until > run.step]
+    # A cooling-down condition is watched again from the segment that can reach its first step.
+    step_targets += [when.resumes_at - 1 for _, when in run.whens]
     if sc.steps is not None:
         step_targets.append(sc.steps)
     if chunk is not None:
@@ -421,7 +608,7 @@ def _plan_segment(run: _Run, chunk: int | None) -> _Segment:
     if run.walls:
         elapsed = max(_time.perf_counter() - run.wall_started, 1e-9)
         rate = run.step / elapsed if run.step else 0.0
-        left = min(run.wall_due) - _time.perf_counter()
+        left = min(wall.seconds_left() for _, wall in run.walls)
         step_targets.append(run.step + max(1, int(rate * left)))
     n_step = min((t for t in step_targets if t is not None and t > run.step), default=None)
     time_targets = [s.next_time(run.time) for s in schedules] + [sc.until]
@@ -446,6 +633,8 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
     sc, dt = run.plan.scenario, run.plan.dt
     expected = sc.steps if sc.steps is not None else math.ceil(sc.until / dt - TIME_RTOL)
     chunk = max(1, expected // _PROGRESS_UPDATES) if progress else None
+    if sc.check_finite:
+        run.check_start()
     run.capture(run.due(run.plain, run.step, run.time, final=_is_final(sc, run.step, run.time)))
     while not (run.stopped or _is_final(sc, run.step, run.time)):
         segment = _plan_segment(run, chunk)
@@ -459,16 +648,15 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
         if fired is not None:
             for j in np.flatnonzero(fired):
                 stream, when = run.whens[j]
-                run.cooldown_until[j] = run.step + when.cooldown + 1
+                when.fired(run.step)
                 if (stream is not None and stream not in streams
                         and run.last_capture.get(stream.name) != run.step):
                     streams.append(stream)
         if run.walls:
             run.backend.synchronize(run.fields)
-            now = _time.perf_counter()
-            for j, (stream, wall) in enumerate(run.walls):
-                if now >= run.wall_due[j]:
-                    run.wall_due[j] = now + wall.seconds
+            for stream, wall in run.walls:
+                if wall.due():
+                    wall.fired()
                     if stream not in streams:
                         streams.append(stream)
         if sc.check_finite and (streams or final or run.step - run.checked_at >= sc.check_finite):
@@ -509,13 +697,20 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
         raise ScenarioError("expected " + "; ".join(reasons), key="--vectorize")
 
 
-def execute_vectorized(plans: list[RunPlan], keys: list[str]) -> list[RunResult]:
+def execute_vectorized(plans: list[RunPlan], keys: list[str]) -> list[RunResult | NonFiniteError]:
     """Run ensemble members that differ only in scalar solver parameters as one batched
     compiled loop on one device (``jax.vmap``), writing one file per member.
+
+    A member whose state turns non-finite stops alone, as it would in a run of its own: its file
+    keeps its captures so far and its last good state, with status ``non-finite``; the other
+    members go on to the end.
 
     Args:
         plans: validated members (see ``check_vectorizable``).
         keys: the swept keys, ``params.NAME``.
+
+    Returns:
+        One entry per plan, in order: its ``RunResult``, or the ``NonFiniteError`` that stopped it.
     """
     check_vectorizable(plans, keys)
     first, sc = plans[0], plans[0].scenario
@@ -537,29 +732,33 @@ def execute_vectorized(plans: list[RunPlan], keys: list[str]) -> list[RunResult]
     # Written on this thread: HDF5 must never be entered by two threads at once.
     writers = [NetCDFWriter(p.output, _layout(p, sc.dtype), provenance(p, backend),
                             overwrite=True) for p in plans]
+    batch = _Batch(plans, backend, build, values, writers)
     step, dt = 0, first.dt
     try:
-        _capture_batch(first, backend, build, fields, values, writers, step, 0.0, sc.steps == 0)
-        while step < sc.steps:
+        batch.check(fields, 0, fields, 0, dt)
+        batch.capture(fields, 0, fields, 0, dt, sc.steps == 0)
+        while step < sc.steps and batch.alive.any():
             targets = [s.schedule.next_step(step) for s in first.streams] + [sc.steps]
-            target = min(t for t in targets if t is not None)
+            if sc.check_finite:
+                targets.append(step + sc.check_finite)
+            target = min(t for t in targets if t is not None and t > step)
+            before = fields
             fields = backend.batched_advance(build["step"], fields, values, target - step, dt,
                                              step, step * dt)
+            batch.check(before, step, fields, target, dt)
+            batch.capture(before, step, fields, target, dt, target == sc.steps)
             step = target
-            _capture_batch(first, backend, build, fields, values, writers, step, step * dt,
-                           step == sc.steps)
         host = backend.to_host(fields)
-        results = []
-        for m, writer in enumerate(writers):
+        for m in np.flatnonzero(batch.alive):
             state = {name: np.array(value[m]) for name, value in host.items()}
-            writer.write_final(step, step * dt, state)
-            path = writer.close({schema.ATTR_FINISHED: _now()})
-            results.append(RunResult(path=path, state=state, step=step, time=step * dt))
+            writers[m].write_final(step, step * dt, state)
+            path = writers[m].close({schema.ATTR_FINISHED: _now()})
+            batch.results[m] = RunResult(path=path, state=state, step=step, time=step * dt)
     except BaseException:
-        for writer in writers:
-            writer.abort({schema.ATTR_FINISHED: _now()})
+        for m in np.flatnonzero(batch.alive):
+            writers[m].abort({schema.ATTR_FINISHED: _now()})
         raise
-    return results
+    return batch.results
 
 
 _BATCHED: dict[tuple, dict[str, Any]] = {}
@@ -567,8 +766,8 @@ _BATCHED: dict[tuple, dict[str, Any]] = {}
 
 def _batched_builders(cls: Any, params_json: str, names: tuple, seed: int, solver_for: Any
                       ) -> dict[str, Any]:
-    """The per-member step and diagnostics functions of a batched run, kept so a second run of
-    the same ensemble reuses what JAX compiled."""
+    """The per-member step, diagnostics and finiteness functions of a batched run, kept so a
+    second run of the same ensemble reuses what JAX compiled."""
     key = (cls, params_json, names, seed)
     if key not in _BATCHED:
         def step(fields, row, dt, index, time):
@@ -577,27 +776,72 @@ def _batched_builders(cls: Any, params_json: str, names: tuple, seed: int, solve
         def diagnostics(fields, row):
             return {d.name: d.fn(fields) for d in solver_for(row).diagnostics()}
 
-        _BATCHED[key] = {"step": step, "diagnostics": diagnostics}
+        def finite(fields, row):
+            xp = array_namespace(*fields.values())
+            return xp.stack([xp.all(xp.isfinite(value)) for value in fields.values()])
+
+        _BATCHED[key] = {"step": step, "diagnostics": diagnostics, "finite": finite}
     return _BATCHED[key]
 
 
-def _capture_batch(plan: RunPlan, backend: Any, build: dict, fields: dict, values: Any,
-                   writers: list[NetCDFWriter], step: int, time: float, final: bool) -> None:
-    streams = [s for s in plan.streams
-               if s.schedule.fires(step, time) or (final and s.schedule.at_end)]
-    if not streams:
-        return
-    names = {name for s in streams for name in s.fields}
-    device = {name: fields[name] for name in names}
-    if any(s.diagnostics for s in streams):
-        device.update(backend.batched_call(build["diagnostics"], fields, values))
-    host = backend.to_host(device)
-    for name, value in host.items():
-        bad = np.flatnonzero(~np.isfinite(value.reshape(len(writers), -1)).all(axis=1))
-        if bad.size:
-            raise NonFiniteError(f"member {int(bad[0])}: non-finite value in {name!r} at or "
-                                 f"before step {step}")
-    for m, writer in enumerate(writers):
-        for stream in streams:
-            writer.write_capture(stream.name, step, time,
-                                 {name: host[name][m] for name in stream.fields + stream.diagnostics})
+class _Batch:
+    """The members of a batched run: which are still going, their files, and how each ended."""
+
+    def __init__(self, plans: list[RunPlan], backend: Any, build: dict, values: Any,
+                 writers: list[NetCDFWriter]) -> None:
+        self.plans, self.backend, self.build, self.values = plans, backend, build, values
+        self.writers = writers
+        self.alive = np.ones(len(plans), dtype=bool)
+        self.results: list[RunResult | NonFiniteError] = [None] * len(plans)  # type: ignore[list-item]
+
+    def stop(self, m: int, what: str, before: dict, good_step: int, dt: float) -> None:
+        """End member ``m`` alone: its last good state becomes its final state."""
+        error = NonFiniteError(
+            f"non-finite value in {what}; the last good state, step {good_step}, is kept as the "
+            f"final state of {self.writers[m].partial_path}")
+        state = {name: np.array(value[m]) for name, value in self.backend.to_host(before).items()}
+        self.writers[m].write_final(good_step, good_step * dt, state)
+        self.writers[m].abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: "non-finite"})
+        self.alive[m] = False
+        self.results[m] = error
+        logger.error("%s", error)
+
+    def check(self, before: dict, start: int, fields: dict, step: int, dt: float) -> None:
+        """Stop the members whose state is not finite at ``step`` (``before`` holds the state
+        at ``start``, the last one checked)."""
+        flags = np.asarray(self.backend.batched_call(self.build["finite"], fields, self.values))
+        names = list(fields)
+        where = "the initial state" if step == start else f"steps {start + 1} to {step}"
+        for m in np.flatnonzero(self.alive & ~flags.all(axis=1)):
+            bad = names[int(np.flatnonzero(~flags[m])[0])]
+            self.stop(int(m), f"field {bad!r} within {where}", before, start, dt)
+
+    def capture(self, before: dict, start: int, fields: dict, step: int, dt: float,
+                final: bool) -> None:
+        """Write the due captures at ``step`` of every member still going; a member with a
+        non-finite captured value stops instead (last good state: ``before``, at ``start``),
+        with nothing of this capture written."""
+        plan, time = self.plans[0], step * dt
+        streams = [s for s in plan.streams
+                   if s.schedule.fires(step, time) or (final and s.schedule.at_end)]
+        if not streams or not self.alive.any():
+            return
+        names = {name for s in streams for name in s.fields}
+        device = {name: fields[name] for name in names}
+        if any(s.diagnostics for s in streams):
+            device.update(self.backend.batched_call(self.build["diagnostics"], fields,
+                                                    self.values))
+        host = self.backend.to_host(device)
+        sizes = {c.name: len(c.values) for c in plan.solver.coordinates()}
+        for diagnostic in plan.solver.diagnostics():
+            if any(diagnostic.name in s.diagnostics for s in streams):
+                _check_shape(plan.solver, diagnostic, host[diagnostic.name].shape[1:], sizes)
+        for m in np.flatnonzero(self.alive):
+            bad = [name for name, value in host.items() if not np.isfinite(value[m]).all()]
+            if bad:
+                self.stop(int(m), f"captured {bad[0]!r} at step {step}", before, start, dt)
+                continue
+            for stream in streams:
+                self.writers[m].write_capture(
+                    stream.name, step, time,
+                    {name: host[name][m] for name in stream.fields + stream.diagnostics})

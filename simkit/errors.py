@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -71,6 +72,26 @@ class DiskFullError(SimkitError, OSError):
     """The output disk ran out of space."""
 
     exit_code = EXIT_DISK_FULL
+
+
+class RunComplete(ScenarioError):
+    """``resume`` of a run that already finished: there is nothing left to run."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C, SIGTERM or SIGHUP after a clean stop (queued captures written,
+    the file closed and marked interrupted).
+
+    Args:
+        reason: the signal's name, e.g. ``SIGTERM``.
+        path: the file holding the run so far (``simkit resume`` continues it), or None when
+            nothing was written.
+    """
+
+    def __init__(self, reason: str, path: Path | None) -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(reason)
 
 
 def did_you_mean(given: object, choices: Iterable[str]) -> str:

@@ -3,6 +3,7 @@ line over time. Built on xarray's and matplotlib's plotting."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 from simkit.errors import ScenarioError
 
 MAX_PANELS = 9
+#: More panels than this make a figure too large to be of use (and to hold in memory).
+PANELS_LIMIT = 100
 _FORMATS = (".png", ".pdf", ".svg", ".gif", ".mp4")
 
 
@@ -46,12 +49,21 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
     A diagnostic (one value per capture) becomes a line over simulated time; a 2D field becomes a
     grid of up to ``panels`` panels at evenly spread captured steps, or an animation of every
     captured step when ``output`` ends in .gif or .mp4.
+
+    Raises:
+        ScenarioError: no such stream or field, no captures, a bad output name or panel count.
     """
+    if isinstance(panels, bool) or not isinstance(panels, numbers.Integral) or \
+            not 1 <= panels <= PANELS_LIMIT:
+        raise ScenarioError(f"expected a whole number of panels from 1 to {PANELS_LIMIT}, given "
+                            f"{panels!r}", key="--panels")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import xarray as xr
+
+    from simkit.io import xarray_lock
 
     source = str(path)
     output = Path(output) if output else Path(path).with_name(f"{Path(path).stem}_{field}.png")
@@ -61,7 +73,7 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
     if output.suffix == ".mp4" and shutil.which("ffmpeg") is None:
         raise ScenarioError("expected ffmpeg on PATH to write .mp4, given none; use .gif",
                             key="-o")
-    with xr.open_datatree(path) as tree:
+    with xarray_lock(), xr.open_datatree(path) as tree:  # runs may write in other threads
         name, da = _find(tree, field, stream, source)
         da = da.load()
     if da.sizes.get("step", 0) == 0:

@@ -7,9 +7,12 @@ expected and what was given.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,15 +20,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simkit.errors import ScenarioError, did_you_mean
-from simkit.schedule import AbstractSchedule, WallTime, When, members, parse_schedule
+from simkit.schedule import (
+    MAX_STEP,
+    AbstractSchedule,
+    At,
+    Every,
+    First,
+    LogSpaced,
+    SimTime,
+    WallTime,
+    When,
+    members,
+    parse_schedule,
+)
 from simkit.solver import AbstractSolver, SolverModel, load_solver
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
+#: Deeper YAML is refused before anything recurses into it (no scenario needs more than a few).
+MAX_DEPTH = 32
+#: Seeds are hashed as 32-bit words by the counter-based generators: larger ones would collide.
+MAX_SEED = 2**32 - 1
+#: Bytes of one path component: the temporary name beside the output adds up to about 90 bytes
+#: (host, process, sequence) and a file name may have 255.
+MAX_NAME_BYTES = 160
+MAX_PATH_BYTES = 4000
 STREAM_KEYS = ("fields", "diagnostics", "stage")
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULT_OUTPUT_DIR = "runs"
@@ -43,10 +67,10 @@ class Scenario(BaseModel):
     device: Literal["cpu", "gpu", "auto"] = "cpu"
     dtype: Literal["float32", "float64"] = "float64"
     compile: bool | None = Field(None, description="compile the loop (default: backend decides)")
-    steps: int | None = Field(None, ge=0, description="number of steps")
+    steps: int | None = Field(None, ge=0, le=MAX_STEP, description="number of steps")
     until: float | None = Field(None, gt=0, description="simulated end time")
     dt: float | None = Field(None, gt=0, description="time step (default: solver's stable one)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     stop_when: dict[str, Any] | None = Field(
         None, description="end the run early when a diagnostic crosses a value, e.g. "
         "{diagnostic: change, below: 1e-6} (steps or until stays the limit)")
@@ -100,12 +124,22 @@ class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader; keys are checked for duplicates while lines are recorded."""
 
 
+# YAML 1.1 reads `1e-3` (no dot) as a string; YAML 1.2 and every user read it as a number.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[int],
           source: str | None) -> None:
     budget[0] -= 1
     if budget[0] < 0:
         raise ScenarioError(f"expected at most {MAX_NODES} YAML nodes (aliases expanded), given "
                             "more (an alias bomb?)", source=source, line=node.start_mark.line + 1)
+    if len(path) > MAX_DEPTH:
+        raise ScenarioError(f"expected at most {MAX_DEPTH} levels of nesting, given more",
+                            source=source, line=node.start_mark.line + 1)
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -142,6 +176,10 @@ def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, in
                             source=source, line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as error:
         raise ScenarioError(f"expected valid YAML, given: {error}", source=source) from None
+    except RecursionError:
+        # PyYAML composes nested collections recursively, before _walk can count the depth.
+        raise ScenarioError(f"expected at most {MAX_DEPTH} levels of nesting, given far more",
+                            source=source) from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -175,6 +213,32 @@ def read_scenario_file(path: str | os.PathLike) -> tuple[str, Any, dict[tuple, i
 # ---------------------------------------------------------------- overrides
 
 
+#: Integers that YAML 1.1 reads differently from how they look: `010` as octal (8), `1:20` in
+#: base 60 (80).
+_SURPRISING_INT = re.compile(r"^[-+]?(?:0[0-9_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+)$")
+
+
+def _check_override_integers(raw: str, source: str, key: str) -> None:
+    """Refuse a ``--set`` integer that YAML 1.1 would silently read as another number."""
+    try:
+        root = yaml.compose(raw, Loader=_Loader)
+    except yaml.YAMLError:
+        return  # load_yaml reports it
+    nodes = [root] if root is not None else []
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, yaml.MappingNode):
+            nodes.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            nodes.extend(node.value)
+        elif node.tag == "tag:yaml.org,2002:int" and _SURPRISING_INT.match(node.value):
+            read = yaml.safe_load(node.value)
+            how = "base 60" if ":" in node.value else "octal"
+            raise ScenarioError(f"expected a decimal integer without leading zeros, given "
+                                f"{node.value!r}, which YAML 1.1 reads as {read} ({how}); write "
+                                f"the number you mean in plain decimal", source=source, key=key)
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply ``KEY.PATH=VALUE`` (VALUE parsed as YAML) to ``data`` in place."""
     source = f"--set {assignment}"
@@ -182,6 +246,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not sep or not key.strip():
         raise ScenarioError(f"expected KEY=VALUE, given {assignment!r}", source="--set")
     parts = key.strip().split(".")
+    _check_override_integers(raw, source, key.strip())
     value, _ = load_yaml(raw, source)
     target = data
     for depth, part in enumerate(parts[:-1]):
@@ -273,6 +338,15 @@ def _names(value: Any, valid: Sequence[str], key: str, what: str) -> tuple[str, 
     return tuple(dict.fromkeys(value))
 
 
+def _check_scalar(solver: AbstractSolver, diagnostic: str, key: str) -> None:
+    """A condition compares one value with a threshold: refuse a vector diagnostic."""
+    dims = {d.name: d.dims for d in solver.diagnostics()}
+    if dims[diagnostic]:
+        scalars = [name for name, d in dims.items() if not d]
+        raise ScenarioError(f"expected a scalar diagnostic ({', '.join(scalars)}), given "
+                            f"{diagnostic!r} with dimensions {dims[diagnostic]}", key=key)
+
+
 def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
     key = f"outputs.{name}"
     if not isinstance(name, str) or not _STREAM_NAME.match(name):
@@ -313,6 +387,8 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
             raise ScenarioError(f"unknown diagnostic{did_you_mean(member.diagnostic, diag_names)};"
                                 f" expected one of {', '.join(diag_names)}, given "
                                 f"{member.diagnostic!r}", key=f"{key}.when.diagnostic")
+        if isinstance(member, When):
+            _check_scalar(solver, member.diagnostic, f"{key}.when.diagnostic")
         if stage is not None and isinstance(member, (When, WallTime)):
             raise ScenarioError("expected a step or sim_time schedule for a stage capture, given "
                                 f"{type(member).__name__.lower()}", key=f"{key}.stage")
@@ -362,41 +438,125 @@ class SimkitWarning(UserWarning):
 LARGE_STREAM_BYTES = 1 << 30
 
 
-def _count_captures(schedule: AbstractSchedule, steps: int) -> int:
-    count, step = 0, -1
-    while True:
-        step = schedule.next_step(step)
-        if step is None or step > steps:
-            return count + int(schedule.at_end)
-        count += 1
+#: Captures one stream may make in a run: each is a row of the file and a call into the writer.
+MAX_CAPTURES = 2**40
+
+
+def _count_member(schedule: AbstractSchedule, steps: int, end_time: float) -> int:
+    """Captures of one schedule member within ``steps`` steps, in closed form (a loop over
+    10**11 steps would hang ``validate``); 0 for conditions the driver decides."""
+    if isinstance(schedule, Every):
+        return 0 if steps < schedule.offset else (steps - schedule.offset) // schedule.every + 1
+    if isinstance(schedule, (At, LogSpaced)):
+        return bisect.bisect_right(schedule.steps, steps)
+    if isinstance(schedule, First):
+        return 1
+    if isinstance(schedule, SimTime):
+        span = end_time * (1 + 1e-12) - schedule.start
+        return 0 if span < 0 else math.floor(span / schedule.interval) + 1
+    return 0
+
+
+def _count_captures(schedule: AbstractSchedule, steps: int, end_time: float) -> int:
+    """Captures of ``schedule`` within ``steps`` steps (a union counts each step once at most,
+    an upper bound where its members overlap)."""
+    parts = members(schedule)
+    by_step = sum(_count_member(m, steps, end_time) for m in parts if not isinstance(m, SimTime))
+    by_time = sum(_count_member(m, steps, end_time) for m in parts if isinstance(m, SimTime))
+    return min(by_step, steps + 1) + by_time + int(schedule.at_end)
+
+
+def _check_capture_count(stream: StreamPlan, scenario: Scenario, steps: int, dt: float) -> None:
+    end_time = scenario.until if scenario.until is not None else steps * dt
+    count = _count_captures(stream.schedule, steps, end_time)
+    if count > MAX_CAPTURES:
+        raise ScenarioError(f"expected at most {MAX_CAPTURES} captures in one stream, given a "
+                            f"schedule making about {count:.3g}", key=f"outputs.{stream.name}")
+    if scenario.steps is None:
+        return
+    # Explicit steps past the end are dropped: say so, a shortened run (--set steps=...) is
+    # legal but a typo in `at` should not pass unnoticed.
+    beyond = sorted({s for m in members(stream.schedule) if isinstance(m, (At, LogSpaced))
+                     for s in m.steps if s > steps})
+    if beyond:
+        shown = ", ".join(map(str, beyond[:5])) + (", ..." if len(beyond) > 5 else "")
+        warnings.warn(f"outputs.{stream.name}: steps {shown} come after the run's last step "
+                      f"({steps}) and will not be captured", SimkitWarning, stacklevel=4)
 
 
 def _warn_questionable(scenario: Scenario, solver: AbstractSolver, streams: tuple[StreamPlan, ...],
-                       dt: float) -> None:
-    steps = scenario.steps if scenario.steps is not None else math.ceil(scenario.until / dt)
+                       dt: float, steps: int) -> None:
     end = scenario.until if scenario.until is not None else steps * dt
     if scenario.dtype == "float32" and end > 0 and dt / end < 1e-6:
         warnings.warn(f"dt = {dt:g} is below 1e-6 of the run's length ({end:g}) in float32: "
                       "increments may vanish in round-off; consider float64", SimkitWarning,
-                      stacklevel=3)
+                      stacklevel=4)
     sizes = {c.name: len(c.values) for c in solver.coordinates()}
     itemsize = 4 if scenario.dtype == "float32" else 8
     field_bytes = {f.name: math.prod(sizes[d] for d in f.dims) * itemsize
                    for f in solver.fields()}
     for stream in streams:
         per_capture = sum(field_bytes.get(name, 0) for name in stream.fields)
-        total = per_capture * _count_captures(stream.schedule, steps)
+        total = per_capture * _count_captures(stream.schedule, steps, end)
         if total > LARGE_STREAM_BYTES:
             warnings.warn(f"outputs.{stream.name} will write about {total / 2**30:.1f} GiB; "
                           "capture less often or fewer fields if that is not intended",
-                          SimkitWarning, stacklevel=3)
+                          SimkitWarning, stacklevel=4)
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists():
-        if path.is_dir():
+def _check_output_text(text: str) -> None:
+    """Refuse paths that the C libraries would read differently from Python (a NUL ends a C
+    string, so ``victim\\0.nc`` would write ``victim``), or that cannot name a file."""
+    if not text.strip():
+        raise ScenarioError(f"expected a file path, given {text!r}", key="output")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ScenarioError(f"expected a path without control characters (NUL, newline, ...), "
+                            f"given {text!r}", key="output")
+    try:
+        encoded = os.fsencode(text)
+    except UnicodeError:
+        raise ScenarioError(f"expected a path of characters the file system can encode, given "
+                            f"{text!r}", key="output") from None
+    name = os.path.basename(text)
+    if text.endswith(("/", os.sep)) or name in ("", ".", ".."):
+        raise ScenarioError(f"expected a file path, given the directory {text!r}", key="output")
+    longest = max(len(os.fsencode(part)) for part in Path(text).parts)
+    if len(encoded) > MAX_PATH_BYTES or longest > MAX_NAME_BYTES:
+        raise ScenarioError(f"expected a path of at most {MAX_PATH_BYTES} bytes with names of at "
+                            f"most {MAX_NAME_BYTES}, given one of {len(encoded)} bytes with a name "
+                            f"of {longest}", key="output")
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_output(path: Path, overwrite: bool, inputs: Mapping[str, str]) -> None:
+    """Refuse an output that exists and is not a regular file, is one of the run's own inputs
+    (``inputs``: what it is -> path), or exists without ``overwrite``; probe that it is writable."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        info = None
+        if os.path.lexists(path):
+            raise ScenarioError(f"expected a new file or a regular one, given {str(path)!r}, a "
+                                "symbolic link to nothing", key="output") from None
+    except OSError as error:
+        raise ScenarioError(f"expected a writable location, given {str(path)!r} "
+                            f"({error.strerror})", key="output") from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
             raise ScenarioError(f"expected a file path, given the directory {str(path)!r}",
                                 key="output")
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+            raise ScenarioError(f"expected a regular file or a new path, given {str(path)!r}, "
+                                f"which is {kind}", key="output")
+        for what, other in inputs.items():
+            with contextlib.suppress(OSError):
+                if os.path.samefile(path, other):
+                    raise ScenarioError(f"expected an output other than the run's inputs, given "
+                                        f"{str(path)!r}, which is the {what}", key="output")
         if not overwrite:
             raise ScenarioError(f"expected a new file (or --overwrite), given {str(path)!r} "
                                 "which exists", key="output")
@@ -441,6 +601,7 @@ def plan_run(
     sets: Sequence[str] = (),
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    allow_import: bool | None = None,
 ) -> RunPlan:
     """Load, override and validate a scenario; nothing is computed or written.
 
@@ -449,6 +610,9 @@ def plan_run(
         sets: ``KEY.PATH=VALUE`` overrides, as on the command line.
         overrides: keyword overrides, merged deeply (e.g. ``{"params": {"diffusivity": 0.5}}``).
         overwrite: allow replacing an existing output file.
+        allow_import: allow ``solver: module:Class``, which imports (runs) that module, searched
+            first beside the scenario file; None reads the ``SIMKIT_ALLOW_IMPORT`` environment
+            variable. Registered solver names never need it.
 
     Raises:
         ScenarioError: for any bad input, naming file, line, key path, expected and given.
@@ -458,18 +622,26 @@ def plan_run(
     if isinstance(scenario, Scenario):
         data = scenario.model_dump(exclude_none=True)
     elif isinstance(scenario, Mapping):
-        data = _plain(scenario)
+        try:
+            data = _plain(scenario)
+        except RecursionError:
+            raise ScenarioError(f"expected at most {MAX_DEPTH} levels of nesting, given far "
+                                "more", source="<scenario>") from None
     else:
         source = str(scenario)
         _, data, lines = read_scenario_file(scenario)
         if not isinstance(data, dict):
             raise ScenarioError(f"expected a mapping of scenario keys, given {data!r}",
                                 source=source, line=1)
-    for assignment in sets:
-        apply_override(data, assignment)
-    merge_overrides(data, overrides or {})
     try:
-        return _plan(data, source, overwrite)
+        for assignment in sets:
+            apply_override(data, assignment)
+        merge_overrides(data, overrides or {})
+        return _plan(data, source, overwrite, allow_import)
+    except RecursionError:
+        # Python-side data has no YAML loader to bound its depth.
+        raise ScenarioError(f"expected at most {MAX_DEPTH} levels of nesting, given far more",
+                            source=source or "<scenario>") from None
     except ScenarioError as error:
         if error.source:
             raise
@@ -487,27 +659,80 @@ def plan_run(
         raise error.located(where, line) from None
 
 
-def _plan(data: dict[str, Any], source: str | None, overwrite: bool) -> RunPlan:
+def _run_length(scenario: Scenario, dt: float) -> int:
+    """The run's step limit (``until`` converted at the nominal ``dt``), bounded."""
+    if scenario.steps is not None:
+        return scenario.steps
+    steps = scenario.until / dt
+    if steps > MAX_STEP:
+        raise ScenarioError(f"expected at most {MAX_STEP} steps (until / dt), given until "
+                            f"{scenario.until:g} with dt {dt:g}: {steps:.3g} steps", key="until")
+    return math.ceil(steps)
+
+
+def _check_initial(solver: AbstractSolver, initial: SolverModel, seed: int) -> None:
+    """Build the initial state once, so a bad initial condition (a ``.npy`` of the wrong shape or
+    type, say) is reported as bad input by ``validate`` and before any file is written."""
+    try:
+        with warnings.catch_warnings():
+            # Casting complex values to float drops their imaginary part: an error here.
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            state = solver.initial_state(initial, np.random.default_rng(seed))
+    except ScenarioError:
+        raise
+    except (ValueError, TypeError, OSError, EOFError, np.exceptions.ComplexWarning) as error:
+        text = " ".join(str(error).split())
+        raise ScenarioError(f"expected an initial condition {solver.name} can build, given one "
+                            f"that fails: {type(error).__name__}: {text}", key="initial") from None
+    sizes = {c.name: len(c.values) for c in solver.coordinates()}
+    for spec in solver.fields():
+        value = state.get(spec.name) if isinstance(state, Mapping) else None
+        shape = tuple(sizes[d] for d in spec.dims)
+        if not isinstance(value, np.ndarray) or value.shape != shape \
+                or value.dtype.kind not in "fiu":
+            given = (f"{value.dtype} array of shape {list(value.shape)}"
+                     if isinstance(value, np.ndarray) else type(value).__name__)
+            raise ScenarioError(f"expected initial field {spec.name!r} as a real array of shape "
+                                f"{list(shape)}, given a {given}", key="initial")
+
+
+def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
+          allow_import: bool | None = None) -> RunPlan:
     scenario: Scenario = validate_model(Scenario, data)
-    solver_cls = load_solver(scenario.solver)
+    if scenario.output is not None:
+        _check_output_text(scenario.output)
+    search = (Path(source).parent,) if source else ()
+    solver_cls = load_solver(scenario.solver, allow_import=allow_import, search=search)
     params = validate_model(solver_cls.Params, scenario.params, ("params",))
     initial = validate_model(solver_cls.Initial, scenario.initial, ("initial",))
-    solver = solver_cls(params)
+    try:
+        solver = solver_cls(params)
+        _check_memory(solver, scenario.dtype)
+    except ScenarioError:
+        raise
+    except (MemoryError, OverflowError, ValueError) as error:
+        # Sizes pydantic let through can still be too large to lay out (10**12 trajectories).
+        raise ScenarioError(f"expected params {solver_cls.name} can lay out in memory, given ones "
+                            f"that fail ({type(error).__name__})", key="params") from None
     limit = solver.max_stable_dt()
     dt = scenario.dt if scenario.dt is not None else solver.default_dt()
     if limit is not None and dt > limit:
         raise ScenarioError(f"expected at most {limit:g}, the stable limit of {solver.name} for "
                             f"these params, given {dt:g}", key="dt")
-    _check_memory(solver, scenario.dtype)
+    steps = _run_length(scenario, dt)
     streams = tuple(_stream(name, spec, solver) for name, spec in scenario.outputs.items())
     for stream in streams:
         _check_stream_fires(stream, scenario, dt)
+        _check_capture_count(stream, scenario, steps, dt)
     if scenario.output is not None:
         output = Path(scenario.output)
     else:
         stem = Path(source).stem if source else scenario.solver
         output = Path(_DEFAULT_OUTPUT_DIR) / f"{stem}.nc"
-    _check_output(output, overwrite)
+    inputs = {"scenario file": source} if source else {}
+    if isinstance(getattr(initial, "path", None), str):
+        inputs["initial condition file"] = initial.path
+    _check_output(output, overwrite, inputs)
     stop_when = None
     if scenario.stop_when is not None:
         stop_when = parse_schedule({"when": scenario.stop_when}, "stop_when")
@@ -516,7 +741,9 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool) -> RunPlan:
             raise ScenarioError(f"unknown diagnostic{did_you_mean(stop_when.diagnostic, diag_names)}"
                                 f"; expected one of {', '.join(diag_names)}, given "
                                 f"{stop_when.diagnostic!r}", key="stop_when.diagnostic")
-    _warn_questionable(scenario, solver, streams, dt)
+        _check_scalar(solver, stop_when.diagnostic, "stop_when.diagnostic")
+    _check_initial(solver, initial, scenario.seed)
+    _warn_questionable(scenario, solver, streams, dt, steps)
     text = yaml.safe_dump(scenario.model_dump(exclude_none=True), sort_keys=False)
     return RunPlan(scenario=scenario, solver=solver, initial=initial, dt=dt, streams=streams,
                    output=output, overwrite=overwrite, text=text, source=source,

@@ -4,10 +4,11 @@ dataset along a ``member`` dimension with the swept parameters as coordinates.""
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,8 @@ from simkit.scenario import apply_override, read_scenario_file, validate_model
 
 logger = logging.getLogger(__name__)
 COMBINED = "combined.nc"
+#: Root attribute of a combined file: what could not be combined across members, and why.
+ATTR_NOT_COMBINED = "simkit_not_combined"
 
 
 class SweepFile(BaseModel):
@@ -50,6 +53,7 @@ class SweepResult:
     done: list[Member]
     skipped: list[Member]
     failed: dict[int, str]
+    not_combined: list[str] = field(default_factory=list)
 
 
 def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
@@ -157,8 +161,7 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
         if cluster is not None:
             cluster.close()
     done = [m for m in members if m.index not in failed]
-    combined = combine(done, Path(sweep.output) / COMBINED) if done else None
-    return SweepResult(combined, done, skipped, failed)
+    return _result(sweep, done, skipped, failed)
 
 
 def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:
@@ -168,12 +171,24 @@ def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
     skipped = [m for m in members if _is_complete(m)]
     todo = [m for m in members if m not in skipped]
+    failed: dict[int, str] = {}
     if todo:
-        execute_vectorized([plan_run(m.data, overwrite=True) for m in todo],
-                           list(sweep.parameters))
+        outcomes = execute_vectorized([plan_run(m.data, overwrite=True) for m in todo],
+                                      list(sweep.parameters))
         logger.info("%d members run as one batch", len(todo))
-    combined = combine(members, Path(sweep.output) / COMBINED)
-    return SweepResult(combined, members, skipped, {})
+        for member, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # stopped alone; the others went on
+                failed[member.index] = f"{type(outcome).__name__}: {outcome}"
+    done = [m for m in members if m.index not in failed]
+    return _result(sweep, done, skipped, failed)
+
+
+def _result(sweep: SweepFile, done: list[Member], skipped: list[Member], failed: dict[int, str]
+            ) -> SweepResult:
+    if not done:
+        return SweepResult(None, done, skipped, failed)
+    combined, not_combined = combine(done, Path(sweep.output) / COMBINED)
+    return SweepResult(combined, done, skipped, failed, not_combined)
 
 
 def _coordinate_names(keys: list[str]) -> dict[str, str]:
@@ -183,28 +198,113 @@ def _coordinate_names(keys: list[str]) -> dict[str, str]:
     return short
 
 
-def combine(members: list[Member], output: Path) -> Path:
+def _holding_hdf5_lock(function):
+    """Run ``function`` holding simkit's HDF5 lock: xarray does not lock every netCDF4 call, and
+    runs in other threads of this process must not write meanwhile."""
+    @functools.wraps(function)
+    def locked(*args, **kwargs):
+        from simkit.io import xarray_lock
+
+        with xarray_lock():
+            return function(*args, **kwargs)
+    return locked
+
+
+@_holding_hdf5_lock
+def combine(members: list[Member], output: Path) -> tuple[Path, list[str]]:
     """One file with every member along ``member``, swept values as coordinates, each stream a
-    group as in the member files."""
+    group as in the member files.
+
+    Only what shares coordinates is combined: a variable on a grid dimension whose coordinate
+    differs between members (a sweep over ``params.spacing`` or ``params.shape``) stays in the
+    member files only, never padded with NaN. Streams are aligned on ``step``: a member with no
+    capture at a step (it ran fewer steps, or stopped early) reads as missing there.
+
+    Returns:
+        The combined file, and one line per group saying what was not combined and why (also
+        kept in the file's ``simkit_not_combined`` attribute).
+    """
     import xarray as xr
+
+    from simkit.io import schema
 
     names = _coordinate_names(list(members[0].values))
     trees = [xr.open_datatree(m.path) for m in members]
+    left_out: dict[str, list[str]] = {}  # why -> variables
     try:
         groups = {}
         for path in ["/"] + [f"/{name}" for name in trees[0].children]:
-            parts = [t[path].to_dataset().drop_vars("simkit_crc32", errors="ignore")
+            parts = [t[path].to_dataset().drop_vars(schema.CHECKSUM, errors="ignore")
                      for t in trees]
+            parts, dropped, why = _shared_grid(parts, members)
+            if dropped:
+                left_out.setdefault(why, []).extend(
+                    name if path == "/" else f"{path.lstrip('/')}/{name}" for name in dropped)
             ds = xr.concat(parts, dim="member", join="outer", combine_attrs="drop_conflicts")
             ds = ds.assign_coords(member=[m.index for m in members])
             for key, name in names.items():
                 ds = ds.assign_coords({name: ("member", [m.values[key] for m in members])})
                 ds[name].attrs["long_name"] = f"swept scenario key {key}"
             groups[path] = ds
+        lines = [f"{', '.join(names)}: {why}; read them from the member files"
+                 for why, names in left_out.items()]
+        if lines:
+            groups["/"].attrs[ATTR_NOT_COMBINED] = "\n".join(lines)
         tmp = output.with_name(f".{output.name}.tmp")
         xr.DataTree.from_dict(groups).to_netcdf(tmp)
         os.replace(tmp, output)
     finally:
         for tree in trees:
             tree.close()
-    return output
+    for line in lines:
+        logger.info("not combined: %s", line)
+    return output, lines
+
+
+def _axis(ds: Any, dim: str) -> Any:
+    """What places a dimension: its coordinate values, or its length where it has none."""
+    return ds[dim].values if dim in ds.variables else ds.sizes.get(dim)
+
+
+def _describe(axis: Any) -> str:
+    import numpy as np
+
+    if axis is None:
+        return "absent"
+    if isinstance(axis, int):
+        return f"length {axis}"
+    values = np.asarray(axis)
+    if values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.number):
+        return f"{values.size} values"
+    return f"{values.size} values from {values[0]:g} to {values[-1]:g}"
+
+
+def _shared_grid(parts: list[Any], members: list[Member]) -> tuple[list[Any], list[str], str]:
+    """The members' datasets of one group without the variables on grid dimensions whose
+    coordinates differ between members; the data variables so left out, and why."""
+    import numpy as np
+
+    from simkit.io import schema
+
+    dims = dict.fromkeys(dim for part in parts for dim in part.dims if dim != schema.STEP_DIM)
+    differing = {}
+    for dim in dims:
+        first = _axis(parts[0], dim)
+        for member, part in zip(members[1:], parts[1:], strict=True):
+            axis = _axis(part, dim)
+            same = (first is None) == (axis is None) and (
+                isinstance(first, int) and first == axis
+                or not isinstance(first, int) and not isinstance(axis, int)
+                and np.array_equal(first, axis))
+            if not same:
+                differing[dim] = (f"{dim} ({_describe(first)} in member {members[0].index}, "
+                                  f"{_describe(axis)} in member {member.index})")
+                break
+    if not differing:
+        return parts, [], ""
+    dropped = [name for name in dict.fromkeys(n for part in parts for n in part.variables)
+               if any(set(part[name].dims) & set(differing)
+                      for part in parts if name in part.variables)]
+    data = [name for name in dropped if any(name in part.data_vars for part in parts)]
+    why = f"grid coordinates differ between members: {'; '.join(differing.values())}"
+    return [part.drop_vars(dropped, errors="ignore") for part in parts], data, why

@@ -3,6 +3,11 @@
 Stages: ``collide`` (BGK relaxation towards equilibrium), ``stream`` (populations move one link),
 ``boundaries`` (half-way bounce-back on the walls, Ladd's momentum term on the moving lid).
 Lattice units: the cavity is ``size`` cells wide, the lid moves at ``lid_speed`` cells per step.
+
+Steady state: the lattice carries a weakly damped period-two oscillation (the velocity alternates
+between two values from one step to the next, by up to 3e-4 of the lid speed at Re = 1000 on
+64^2), so a one-step change never settles at high Re. The ``settling`` diagnostic compares the
+velocity two steps apart, relative to the flow's own size, and falls to round-off at every Re.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class Cavity(AbstractSolver):
     """Incompressible flow in a unit square driven by its top wall, at Reynolds number Re."""
 
     name = "cavity_lbm"
-    version = "1"
+    version = "2"
     description = "lid-driven cavity, lattice Boltzmann D2Q9 (stages: collide, stream, boundaries)"
     Params = CavityParams
     Initial = CavityInitial
@@ -69,7 +74,9 @@ class Cavity(AbstractSolver):
     def fields(self):
         return [FieldSpec("f", ("q", "y", "x"), "1", "D2Q9 populations"),
                 FieldSpec("ux", ("y", "x"), "1", "x velocity at the start of the step"),
-                FieldSpec("uy", ("y", "x"), "1", "y velocity at the start of the step")]
+                FieldSpec("uy", ("y", "x"), "1", "y velocity at the start of the step"),
+                FieldSpec("ux_prev", ("y", "x"), "1", "x velocity at the start of the step before"),
+                FieldSpec("uy_prev", ("y", "x"), "1", "y velocity at the start of the step before")]
 
     def coordinates(self):
         n = self.params.size
@@ -81,7 +88,9 @@ class Cavity(AbstractSolver):
     def initial_state(self, initial: CavityInitial, rng: np.random.Generator):
         n = self.params.size
         f = initial.density * np.broadcast_to(W[:, None, None], (9, n, n)).copy()
-        return {"f": f, "ux": np.zeros((n, n)), "uy": np.zeros((n, n))}
+        rest = np.zeros((n, n))
+        return {"f": f, "ux": rest, "uy": rest.copy(), "ux_prev": rest.copy(),
+                "uy_prev": rest.copy()}
 
     def _moments(self, f):
         xp = array_namespace(f)
@@ -100,7 +109,8 @@ class Cavity(AbstractSolver):
             rho, ux, uy = self._moments(f)
             cu = c["cx"] * ux + c["cy"] * uy
             feq = c["w"] * rho * (1 + 3 * cu + 4.5 * cu * cu - 1.5 * (ux * ux + uy * uy))
-            return {**state, "post": f - (f - feq) / tau, "rho": rho, "ux": ux, "uy": uy}
+            return {**state, "post": f - (f - feq) / tau, "rho": rho, "ux": ux, "uy": uy,
+                    "ux_prev": state["ux"], "uy_prev": state["uy"]}
 
         def stream(state, dt):
             post = state["post"]
@@ -127,6 +137,17 @@ class Cavity(AbstractSolver):
             xp = array_namespace(ux)
             return xp.max(xp.abs(ux - state["ux"]) + xp.abs(uy - state["uy"])) / lid
 
+        def settling(state):
+            # Two steps apart, the lattice's period-two oscillation cancels (module docstring).
+            _, ux, uy = self._moments(state["f"])
+            xp = array_namespace(ux)
+            dx, dy = ux - state["ux_prev"], uy - state["uy_prev"]
+            moved = xp.sqrt(xp.sum(dx * dx + dy * dy))
+            size = xp.sqrt(xp.sum(ux * ux + uy * uy))
+            at_rest = size == 0
+            return xp.where(at_rest, xp.ones_like(size),
+                            moved / (2 * xp.where(at_rest, xp.ones_like(size), size)))
+
         def mass(state):
             f = state["f"]
             return array_namespace(f).sum(f)
@@ -136,6 +157,8 @@ class Cavity(AbstractSolver):
             return 0.5 * array_namespace(rho).sum(rho * (ux * ux + uy * uy))
 
         return [Diagnostic("change", change, "1", "largest velocity change of a step / lid speed"),
+                Diagnostic("settling", settling, "1", "per-step change of the velocity field "
+                           "over two steps, relative to its L2 norm (1 at rest)"),
                 Diagnostic("mass", mass, "1", "total mass (conserved)"),
                 Diagnostic("kinetic", kinetic, "1", "kinetic energy")]
 

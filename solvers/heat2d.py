@@ -99,7 +99,12 @@ class Heat2D(AbstractSolver):
         elif initial.kind == "noise":
             u = initial.amplitude * rng.standard_normal(xx.shape)
         else:
-            u = np.load(initial.path, allow_pickle=False).astype(np.float64)
+            u = np.load(initial.path, allow_pickle=False)
+            if not isinstance(u, np.ndarray) or u.dtype.kind not in "biuf":
+                kind = f"a {u.dtype} array" if isinstance(u, np.ndarray) else "an .npz archive"
+                raise ValueError(f"initial.path: expected a .npy array of real numbers, given "
+                                 f"{kind} in {initial.path}")
+            u = u.astype(np.float64)
             if u.shape != xx.shape:
                 raise ValueError(f"initial.path: expected an array of shape {list(xx.shape)}, "
                                  f"given {list(u.shape)} in {initial.path}")

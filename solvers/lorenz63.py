@@ -1,13 +1,16 @@
 """Lorenz-63 system, classic fourth-order Runge-Kutta; the four RK stages are the stages.
 
-Any number of trajectories are advanced together along the ``trajectory`` dimension.
+Any number of trajectories are advanced together along the ``trajectory`` dimension, from one
+starting point (``kind: point``, optionally spread) or from one given point each (``kind: points``).
 """
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
 from array_api_compat import array_namespace
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simkit.solver import (
     AbstractSolver,
@@ -27,10 +30,25 @@ class Lorenz63Params(SolverModel):
 
 
 class Lorenz63Initial(SolverModel):
-    x: float = 1.0
-    y: float = 1.0
-    z: float = 1.0
+    kind: Literal["point", "points"] = "point"
+    x: float = Field(1.0, description="point: starting x of every trajectory")
+    y: float = Field(1.0, description="point: starting y of every trajectory")
+    z: float = Field(1.0, description="point: starting z of every trajectory")
+    points: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
+        None, min_length=1, description="points: [x, y, z] of each trajectory")
     spread: float = Field(0.0, ge=0, description="std of a gaussian perturbation per trajectory")
+
+    @model_validator(mode="after")
+    def _points_with_kind(self) -> Lorenz63Initial:
+        if self.kind == "points" and self.points is None:
+            raise ValueError("expected points: [[x, y, z], ...] with kind: points, given none")
+        if self.kind == "point" and self.points is not None:
+            raise ValueError("expected points only with kind: points, given kind: point")
+        single = sorted(self.model_fields_set & {"x", "y", "z"})
+        if self.kind == "points" and single:
+            raise ValueError(f"expected {', '.join(single)} only with kind: point, given kind: "
+                             f"points")
+        return self
 
 
 class Lorenz63(AbstractSolver):
@@ -55,7 +73,14 @@ class Lorenz63(AbstractSolver):
 
     def initial_state(self, initial: Lorenz63Initial, rng: np.random.Generator) -> dict[str, np.ndarray]:
         n = self.params.trajectories
-        start = {"x": initial.x, "y": initial.y, "z": initial.z}
+        if initial.kind == "points":
+            if len(initial.points) != n:
+                raise ValueError(f"initial.points: expected {n} points (params.trajectories), "
+                                 f"given {len(initial.points)}")
+            columns = np.array(initial.points, dtype=float).T
+            start = {name: columns[i] for i, name in enumerate("xyz")}
+        else:
+            start = {"x": initial.x, "y": initial.y, "z": initial.z}
         return {name: value + initial.spread * rng.standard_normal(n) for name, value in start.items()}
 
     def _rhs(self, x, y, z):

@@ -7,11 +7,11 @@ Stages: ``kick1`` (half kick), ``drift``, ``kick2`` (half kick). Positions ``x``
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from array_api_compat import array_namespace
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from simkit.solver import (
     AbstractSolver,
@@ -30,13 +30,68 @@ class NBodyParams(SolverModel):
     softening: float = Field(0.01, ge=0, description="Plummer softening length")
 
 
+_BODY_KEYS = ("positions", "velocities", "masses")
+
+
 class NBodyInitial(SolverModel):
-    kind: Literal["plummer", "kepler"] = "plummer"
+    kind: Literal["plummer", "kepler", "bodies"] = "plummer"
     radius: float = Field(1.0, gt=0, description="Plummer scale radius")
     total_mass: float = Field(1.0, gt=0)
     semi_major_axis: float = Field(1.0, gt=0, description="kepler: a of the relative orbit")
     eccentricity: float = Field(0.5, ge=0, lt=1, description="kepler: e of the relative orbit")
     mass_ratio: float = Field(0.5, gt=0, le=1, description="kepler: m2 / m1")
+    positions: list[list[float]] | None = Field(
+        None, description="bodies: [x, y] or [x, y, z] of each body (z = 0 when left out)")
+    velocities: list[list[float]] | None = Field(
+        None, description="bodies: velocity of each body, as many components as positions")
+    masses: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="bodies: mass of each body")
+
+    @field_validator("positions")
+    @classmethod
+    def _points(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("expected at least one body, given an empty list")
+        dims = sorted({len(point) for point in value})
+        if dims not in ([2], [3]):
+            raise ValueError(f"expected every body as [x, y] or every body as [x, y, z], given "
+                             f"bodies with {' and '.join(map(str, dims))} components")
+        return value
+
+    @field_validator("velocities", "masses")
+    @classmethod
+    def _like_positions(cls, value: list | None, info: ValidationInfo) -> list | None:
+        positions = info.data.get("positions")
+        if value is None or positions is None:
+            return value
+        if len(value) != len(positions):
+            raise ValueError(f"expected one entry per body ({len(positions)}, as positions), "
+                             f"given {len(value)}")
+        if info.field_name == "velocities":
+            dims = len(positions[0])
+            wrong = [i for i, v in enumerate(value) if len(v) != dims]
+            if wrong:
+                raise ValueError(f"expected {dims} components per body, as positions, given "
+                                 f"{len(value[wrong[0]])} for body {wrong[0]}")
+        return value
+
+    @model_validator(mode="after")
+    def _bodies_with_kind(self) -> NBodyInitial:
+        given = [key for key in _BODY_KEYS if getattr(self, key) is not None]
+        if self.kind == "bodies" and len(given) < len(_BODY_KEYS):
+            missing = [key for key in _BODY_KEYS if key not in given]
+            raise ValueError(f"expected {', '.join(_BODY_KEYS)} with kind: bodies, given no "
+                             f"{' or '.join(missing)}")
+        if self.kind != "bodies" and given:
+            raise ValueError(f"expected {', '.join(given)} only with kind: bodies, given kind: "
+                             f"{self.kind}")
+        other = sorted(self.model_fields_set - {"kind", *_BODY_KEYS})
+        if self.kind == "bodies" and other:
+            raise ValueError(f"expected only {', '.join(_BODY_KEYS)} with kind: bodies, given "
+                             f"{', '.join(other)} too")
+        return self
 
 
 class NBody(AbstractSolver):
@@ -64,6 +119,14 @@ class NBody(AbstractSolver):
 
     def initial_state(self, initial: NBodyInitial, rng: np.random.Generator):
         n, g = self.params.bodies, self.params.gravity
+        if initial.kind == "bodies":
+            if len(initial.positions) != n:
+                raise ValueError(f"initial.positions: expected {n} bodies (params.bodies), given "
+                                 f"{len(initial.positions)}")
+            pad = 3 - len(initial.positions[0])  # bodies in a plane move in z = 0
+            x = np.pad(np.array(initial.positions, dtype=float), ((0, 0), (0, pad)))
+            v = np.pad(np.array(initial.velocities, dtype=float), ((0, 0), (0, pad)))
+            return {"x": x, "v": v, "mass": np.array(initial.masses, dtype=float)}
         if initial.kind == "kepler":
             if n != 2:
                 raise ValueError(f"initial.kind: expected 2 bodies for kepler, given {n}")

@@ -18,6 +18,9 @@ BACKENDS = ("numpy", "jax", "torch")
 REQUIRE_BACKENDS = os.environ.get("SIMKIT_REQUIRE_BACKENDS") == "1"
 # Strict dtype promotion in tests: JAX raises on implicit promotions inside solver code.
 os.environ.setdefault("JAX_NUMPY_DTYPE_PROMOTION", "strict")
+# The tests' own solvers are named `fixture_solvers:Name`, an import a user must allow; the
+# refusal itself is tested with this variable removed (tests/test_fix_input.py).
+os.environ.setdefault("SIMKIT_ALLOW_IMPORT", "1")
 
 
 def require_backend(name: str) -> None:

@@ -107,3 +107,72 @@ class Doubling(_Decay):
     def stages(self):
         return [Stage("scale", lambda s, dt: {**s, "v": s["u"] * 2.0}),
                 Stage("double", lambda s, dt: {**s, "u": s["v"] * 1.0})]
+
+
+class HistogramParams(SolverModel):
+    size: int = 8
+    bins: int = 4
+    rate: float = 0.9
+    #: Which declaration the "bad" diagnostic breaks: "none" (no bad diagnostic), "flat" (declared
+    #: scalar, returns a vector) or "scalar" (declared with a bin dimension, returns a scalar).
+    bad: str = "none"
+
+
+class Histogram(_Decay):
+    """u *= rate every step; ``hist`` is a vector diagnostic along a ``bin`` dimension."""
+
+    name = "histogram"
+    description = "vector-valued diagnostics"
+    Params = HistogramParams
+
+    def coordinates(self):
+        return [Coordinate("i", np.arange(self.params.size), "1", "index"),
+                Coordinate("bin", np.arange(self.params.bins), "1", "bin index")]
+
+    def diagnostics(self):
+        bins = self.params.bins
+
+        def hist(s):
+            xp = array_namespace(s["u"])
+            total = xp.sum(s["u"])
+            return xp.stack([total * (k + 1) for k in range(bins)])
+
+        found = [Diagnostic("total", lambda s: array_namespace(s["u"]).sum(s["u"]), "1", "sum"),
+                 Diagnostic("hist", hist, "1", "sum times bin number", dims=("bin",))]
+        if self.params.bad == "flat":
+            found.append(Diagnostic("flat", hist, "1", "declared scalar, is a vector"))
+        if self.params.bad == "scalar":
+            found.append(Diagnostic("vec", found[0].fn, "1", "declared a vector, is a scalar",
+                                    dims=("bin",)))
+        return found
+
+    def stages(self):
+        rate = self.params.rate
+        return [Stage("decay", lambda s, dt: {**s, "u": s["u"] * rate})]
+
+
+class SquareThenShift(_Decay):
+    """Stage ``square`` adds the probe ``sq = u * u``; stage ``shift`` then updates ``sq`` and
+    ``u`` in place (numpy and torch): a capture after ``square`` must not see those updates."""
+
+    name = "square_then_shift"
+    description = "in-place updates after a captured stage"
+
+    def stages(self):
+        def square(state, dt):
+            return {**state, "sq": state["u"] * state["u"]}
+
+        def shift(state, dt):
+            sq, u = state["sq"], state["u"]
+            if hasattr(u, "mul_"):
+                sq.add_(5.0)
+                u.mul_(0.5)
+                return state
+            if isinstance(u, np.ndarray):
+                sq += 5.0
+                u *= 0.5
+                return state
+            return {**state, "sq": sq + 5.0, "u": u * 0.5}  # immutable arrays (JAX)
+
+        probe = FieldSpec("sq", ("i",), "1", "u squared")
+        return [Stage("square", square, probes=(probe,)), Stage("shift", shift)]

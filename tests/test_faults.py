@@ -96,20 +96,65 @@ def _kill_after(directory, seconds, args):
     return proc.returncode
 
 
+# A run or resume that prints, between segments, how many captures it has written (synced to the
+# file): what a killed process reported is what the file must still hold.
+_REPORTING = """\
+import sys
+import simkit
+
+def report(step, time, written, total):
+    print(written, flush=True)
+
+if sys.argv[1] == "run":
+    simkit.run("s.yaml", progress=report)
+else:
+    simkit.resume("run.nc", progress=report)
+"""
+
+
+def _kill_reporting_after(directory, seconds, what):
+    """SIGKILL a reporting ``run`` or ``resume`` after ``seconds``; the captures it reported."""
+    proc = subprocess.Popen([sys.executable, "-c", _REPORTING, what], cwd=directory,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    lines = out.split("\n")[:-1]  # a line cut by the kill has no newline: not a report
+    return int(lines[-1]) if lines else 0
+
+
+def _captures(path):
+    """Captures per stream in a (recovered) file."""
+    with netCDF4.Dataset(path) as ds:
+        return {name: list(ds.groups[name].variables["step"][:]) for name in STREAMS}
+
+
+def _kept_by_resume(path):
+    """Captures a resume keeps: those up to the last checkpoint (it rewrites the rest)."""
+    steps = _captures(path)
+    cut = max(steps["checkpoint"], default=-1)
+    return sum(1 for name in STREAMS for step in steps[name] if step <= cut)
+
+
 @pytest.mark.parametrize("batch", range(BATCHES))
 def test_random_sigkills_then_resume_bit_for_bit(reference, tmp_path, batch):
     ref, duration = reference
     rng = random.Random(1000 + batch)
     kills = [KILLS // BATCHES + (1 if i < KILLS % BATCHES else 0) for i in range(BATCHES)][batch]
-    lost = 0
+    lost = 0  # captures a killed process reported written that its file no longer holds
     for attempt in range(kills):
         directory = tmp_path / f"k{attempt}"
         directory.mkdir()
         (directory / "s.yaml").write_text(SCENARIO)
-        _kill_after(directory, rng.uniform(0.0, duration * 1.1), ["run", "s.yaml", "-q"])
+        if attempt % 2:
+            _kill_after(directory, rng.uniform(0.0, duration * 1.1), ["run", "s.yaml", "-q"])
+            reported = 0
+        else:
+            reported = _kill_reporting_after(directory, rng.uniform(0.0, duration * 1.1), "run")
         path = directory / "run.nc"
         if not path.exists():  # killed before the file was laid out: nothing to resume
             assert not list(directory.glob("run.nc*"))
+            lost += reported
             code, _, err = _simkit("run", "s.yaml", "-q", cwd=directory)
             assert code == 0, err
             _assert_same_run(_load(path), ref)
@@ -117,10 +162,14 @@ def test_random_sigkills_then_resume_bit_for_bit(reference, tmp_path, batch):
         code, _, err = _simkit("recover", "run.nc", cwd=directory)
         assert code == 0, err
         _assert_prefix_of(_load(path), ref)
+        lost += max(0, reported - sum(map(len, _captures(path).values())))
         if attempt % 3 == 2:  # a chain: the resume is killed too
-            _kill_after(directory, rng.uniform(0.0, duration), ["resume", "run.nc", "-q"])
+            kept = _kept_by_resume(path)
+            reported = _kill_reporting_after(directory, rng.uniform(0.0, duration), "resume")
             assert _simkit("recover", "run.nc", cwd=directory)[0] == 0
             _assert_prefix_of(_load(path), ref)
+            if reported:
+                lost += max(0, kept + reported - sum(map(len, _captures(path).values())))
         with netCDF4.Dataset(path) as ds:
             complete = ds.getncattr("simkit_status") == "complete"
         if not complete:
@@ -151,8 +200,9 @@ def test_torn_and_corrupt_last_captures_are_dropped_not_trusted(reference, tmp_p
         diag = ds.groups["diag"]
         m = len(diag.dimensions["step"])
         diag.variables["time"][m] = 1.0  # a torn record: written, but never its step
-    assert recover(path) == {"snaps": n - 1, "diag": m, "checkpoint": 31}
-    assert recover(path) == {"snaps": n - 1, "diag": m, "checkpoint": 31}  # idempotent
+    checkpoints = ref["checkpoint"].sizes["step"]  # untouched: every one kept
+    assert recover(path) == {"snaps": n - 1, "diag": m, "checkpoint": checkpoints}
+    assert recover(path) == {"snaps": n - 1, "diag": m, "checkpoint": checkpoints}  # idempotent
     with xr.open_dataset(path, group="snaps") as snaps:
         assert snaps.sizes["step"] == n - 1 and 42.0 not in snaps.u.values
     result = simkit.resume(path)

@@ -83,5 +83,5 @@ def test_overwrite_keeps_the_old_file_until_the_run_finishes(in_tmp, monkeypatch
     monkeypatch.undo()
     second = simkit.run(heat_scenario(seed=9), overwrite=True)
     assert second.path == first.path and second.path.read_bytes() != before
-    # The failed run's partial file is kept beside it, hidden, not lost.
-    assert len(list(in_tmp.glob(".out.nc.*.tmp"))) == 1
+    # The failed run's partial file is kept beside it under a visible name, not lost.
+    assert (in_tmp / "out.partial.nc").exists() and not list(in_tmp.glob(".out.nc.*.tmp"))

@@ -1,13 +1,31 @@
 """The backend protocol: the few things that truly differ per array library.
 
-Device placement, the compiled loop, the host copy. Everything else is written once against the
-Array API.
+Device placement, the compiled loop, the host copy, and the types a step function is called with.
+Everything else is written once against the Array API.
+
+The type contract (the same on every backend and every path: the compiled loop, an eager run, a
+step that captures after a stage, the non-finite replay): a step function is called as
+``step_fn(fields, dt, step, time)`` and its stages find ``state["step"]`` and ``state["time"]``,
+where
+
+- ``step`` is an int64 0-d array, the index of the step being taken (0 for the first);
+- ``time`` is a float64 0-d array, the simulated time at the step's start, whatever the run's
+  dtype (float32 time would lose steps after a few million);
+- ``dt`` is a 0-d array of the run's dtype: float64 in a float64 run. A float32 run gets a float32
+  ``dt`` because a float64 0-d array would promote float32 fields to float64 under NumPy's and
+  JAX's promotion rules (PyTorch's would not; the contract is one for all);
+- all three live in the fields' namespace and on their device (``AbstractBackend.scalars``
+  makes them), so a compiled step never specialises on their values.
+
+A stage that mixes ``time`` with float32 fields casts it where it uses it. ``state["seed"]`` is
+the run's seed, a Python int (a constant of the run).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +35,8 @@ from simkit.errors import ScenarioError
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "gpu", "auto")
+#: Dtypes of the step index and of the simulated time that stages see (see the module docstring).
+STEP_DTYPE, TIME_DTYPE = "int64", "float64"
 
 
 class AbstractBackend(abc.ABC):
@@ -49,8 +69,22 @@ class AbstractBackend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def scalars(self, dt: float, step: int, time: float) -> tuple[Array, Array, Array]:
+        """``dt``, ``step`` and ``time`` as the 0-d arrays a step function is called with: ``dt``
+        in the run's dtype, ``step`` int64, ``time`` float64, on this backend's device."""
+
+    @abc.abstractmethod
     def call(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` once, compiled where the library allows (partial steps, diagnostics)."""
+        """``fn(*args)`` once, compiled where the library allows (partial steps, diagnostics).
+
+        What is compiled for ``fn`` is kept as long as ``fn`` lives, and no longer: the caller
+        keeps the functions it wants reused."""
+
+    def call_step(self, step_fn: Any, fields: Mapping[str, Array], dt: float, step: int,
+                  time: float) -> Any:
+        """One step (or a step that also returns a stage's state) outside the loop, called with
+        the same types as inside it."""
+        return self.call(step_fn, dict(fields), *self.scalars(dt, step, time))
 
     @abc.abstractmethod
     def synchronize(self, arrays: Any) -> None:
@@ -66,12 +100,25 @@ class AbstractBackend(abc.ABC):
 
 
 def eager_loop(step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float, step0: int,
-               time0: float) -> dict[str, Array]:
-    """The plain loop, for backends without a loop compiler."""
+               time0: float, scalars: Callable[[float, int, float], tuple]) -> dict[str, Array]:
+    """The plain loop, for backends without a loop compiler; ``scalars`` is the backend's."""
     out = dict(fields)
     for i in range(n):
-        out = step_fn(out, dt, step0 + i, time0 + i * dt)
+        out = step_fn(out, *scalars(dt, step0 + i, time0 + i * dt))
     return out
+
+
+def weakly(fn: Callable) -> Callable:
+    """``fn`` called through a weak reference, for what a backend compiles from ``fn``: a
+    compiled function holds what it wraps, so in a cache keyed weakly on ``fn`` it would keep its
+    own key alive for ever (one leaked compilation per run); through this, both go together."""
+    ref = weakref.ref(fn)
+
+    def call(*args: Any) -> Any:
+        return ref()(*args)
+
+    call.__name__ = getattr(fn, "__name__", "fn")
+    return call
 
 
 def check_options(backend: str, device: str, dtype: str) -> None:

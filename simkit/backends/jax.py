@@ -12,9 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from simkit._types import StepFn, WatchFn
-from simkit.backends._base import AbstractBackend, check_options, eager_loop, host_copy, no_gpu
+from simkit.backends._base import (
+    STEP_DTYPE,
+    TIME_DTYPE,
+    AbstractBackend,
+    check_options,
+    eager_loop,
+    host_copy,
+    no_gpu,
+    weakly,
+)
 
-# float64 needs x64; float32 states stay float32 because scalars are weakly typed.
+# float64 needs x64 (and the contract's int64 step and float64 time, whatever the state's dtype).
 jax.config.update("jax_enable_x64", True)
 
 
@@ -25,30 +34,34 @@ def _gpu_devices() -> list[jax.Device]:
         return []
 
 
-def _time_at(time0, i, dt):
-    # Simulated time is float64 whatever the state's dtype (stages cast it where they use it).
-    return time0 + jnp.asarray(i, dtype=jnp.float64) * dt
+def _time_at(time0, i, dt64):
+    # Simulated time is float64 whatever the state's dtype, computed as the host computes it.
+    return time0 + jnp.asarray(i, dtype=jnp.float64) * dt64
 
 
-def _plain_loop(step_fn: StepFn):
-    def run(fields, n, dt, step0, time0):
+def _plain_loop(step_fn: StepFn, dtype: Any):
+    def run(fields, n, dt64, step0, time0):
+        dt = dt64.astype(dtype)
+
         def body(i, f):
-            return step_fn(f, dt, step0 + i, _time_at(time0, i, dt))
+            return step_fn(f, dt, step0 + i, _time_at(time0, i, dt64))
 
-        return jax.lax.fori_loop(0, n, body, fields)
+        return jax.lax.fori_loop(jnp.zeros((), jnp.int64), n, body, fields)
 
     return jax.jit(run)
 
 
-def _watched_loop(step_fn: StepFn, watch: WatchFn):
-    def run(fields, n, dt, step0, time0, enabled):
+def _watched_loop(step_fn: StepFn, watch: WatchFn, dtype: Any):
+    def run(fields, n, dt64, step0, time0, enabled):
+        dt = dt64.astype(dtype)
+
         def cond(carry):
             i, _, fired, _ = carry
             return (i < n) & ~jnp.any(fired)
 
         def body(carry):
             i, f, _, prev = carry
-            f = step_fn(f, dt, step0 + i, _time_at(time0, i, dt))
+            f = step_fn(f, dt, step0 + i, _time_at(time0, i, dt64))
             now = watch(f)
             return i + 1, f, now & ~prev & enabled, now
 
@@ -82,25 +95,42 @@ class JaxBackend(AbstractBackend):
     def asarray(self, host: np.ndarray) -> jax.Array:
         return jax.device_put(np.asarray(host, dtype=self.dtype), self._device)
 
+    def scalars(self, dt: float, step: int, time: float) -> tuple[jax.Array, ...]:
+        return tuple(jax.device_put(np.asarray(value, dtype=dtype), self._device)
+                     for value, dtype in ((dt, self.dtype), (step, STEP_DTYPE),
+                                          (time, TIME_DTYPE)))
+
+    def _table(self, fn: Any) -> dict[str, Any]:
+        # What was compiled for ``fn``: dropped with ``fn`` (every entry calls it through
+        # ``weakly``, so nothing here keeps its own key alive).
+        return self._compiled.setdefault(fn, {})
+
     def compiled_loop(self, step_fn: StepFn, watch: WatchFn | None = None):
-        """The jitted loop for ``step_fn`` (and ``watch``), built once per backend."""
-        table = self._compiled.setdefault(step_fn, {})
-        if watch not in table:
-            table[watch] = _plain_loop(step_fn) if watch is None else _watched_loop(step_fn, watch)
-        return table[watch]
+        """The jitted loop for ``step_fn`` (and ``watch``), built once per backend and kept as
+        long as both functions live."""
+        table = self._table(step_fn)
+        if watch is None:
+            if "loop" not in table:
+                table["loop"] = _plain_loop(weakly(step_fn), self.dtype)
+            return table["loop"]
+        watched = table.setdefault("watched", weakref.WeakKeyDictionary())
+        if watch not in watched:
+            watched[watch] = _watched_loop(weakly(step_fn), weakly(watch), self.dtype)
+        return watched[watch]
 
     def advance(self, step_fn: StepFn, fields: Mapping[str, jax.Array], n: int, dt: float,
                 step0: int, time0: float, watch: WatchFn | None = None,
                 enabled: np.ndarray | None = None) -> tuple[dict[str, jax.Array], int, Any]:
+        # NumPy scalars of fixed dtypes: one trace serves every segment, and the loop hands the
+        # stages dt, step and time with the types of the backend contract.
+        args = (dict(fields), np.int64(n), np.float64(dt), np.int64(step0), np.float64(time0))
         if not self.compile:
             with jax.disable_jit():
                 if watch is None:
-                    return eager_loop(step_fn, fields, n, dt, step0, time0), n, None
-                f, i, fired = _watched_loop(step_fn, watch)(
-                    dict(fields), n, dt, step0, time0, jnp.asarray(enabled))
+                    return eager_loop(step_fn, fields, n, dt, step0, time0, self.scalars), n, None
+                f, i, fired = _watched_loop(step_fn, watch, self.dtype)(
+                    *args, jnp.asarray(enabled, dtype=bool))
                 return f, int(i), np.asarray(fired)
-        # Python scalars are weakly typed: a float32 state stays float32 and one trace serves all.
-        args = (dict(fields), int(n), float(dt), int(step0), float(time0))
         if watch is None:
             return self.compiled_loop(step_fn)(*args), n, None
         f, i, fired = self.compiled_loop(step_fn, watch)(*args, np.asarray(enabled, dtype=bool))
@@ -110,33 +140,38 @@ class JaxBackend(AbstractBackend):
                         n: int, dt: float, step0: int, time0: float) -> dict[str, jax.Array]:
         """Advance a batch of states, member ``m`` with ``step_fn(f, values[m], dt, i, t)``, as
         one vmapped compiled loop (ensembles over scalar parameters)."""
-        table = self._compiled.setdefault(step_fn, {})
+        table = self._table(step_fn)
         if "batched" not in table:
-            def run(fields, values, n, dt, step0, time0):
+            step, dtype = weakly(step_fn), self.dtype
+
+            def run(fields, values, n, dt64, step0, time0):
+                dt = dt64.astype(dtype)
+
                 def one(f, row):
                     def body(i, g):
-                        return step_fn(g, row, dt, step0 + i, _time_at(time0, i, dt))
+                        return step(g, row, dt, step0 + i, _time_at(time0, i, dt64))
 
-                    return jax.lax.fori_loop(0, n, body, f)
+                    return jax.lax.fori_loop(jnp.zeros((), jnp.int64), n, body, f)
 
                 return jax.vmap(one)(fields, values)
 
             table["batched"] = jax.jit(run)
-        return table["batched"](dict(fields), values, int(n), float(dt), int(step0), float(time0))
+        return table["batched"](dict(fields), values, np.int64(n), np.float64(dt),
+                                np.int64(step0), np.float64(time0))
 
     def batched_call(self, fn: Any, fields: Mapping[str, jax.Array], values: jax.Array) -> Any:
         """``fn(fields[m], values[m])`` for every member, vmapped and compiled."""
-        table = self._compiled.setdefault(fn, {})
+        table = self._table(fn)
         if "batched_call" not in table:
-            table["batched_call"] = jax.jit(jax.vmap(fn))
+            table["batched_call"] = jax.jit(jax.vmap(weakly(fn)))
         return table["batched_call"](dict(fields), values)
 
     def call(self, fn: Any, *args: Any) -> Any:
         if not self.compile:
             return fn(*args)
-        table = self._compiled.setdefault(fn, {})
+        table = self._table(fn)
         if "call" not in table:
-            table["call"] = jax.jit(fn)
+            table["call"] = jax.jit(weakly(fn))
         return table["call"](*args)
 
     def synchronize(self, arrays: Any) -> None:

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from simkit._types import StepFn, WatchFn
-from simkit.backends._base import AbstractBackend, check_options, no_gpu
+from simkit.backends._base import AbstractBackend, check_options, no_gpu, weakly
 
 #: With a watched condition, the loop looks at the device's stop flag once per this many steps.
 WATCH_SYNC_EVERY = 32
@@ -30,7 +31,8 @@ class TorchBackend(AbstractBackend):
         self._device = torch.device("cuda" if has_gpu and device in ("gpu", "auto") else "cpu")
         self.dtype = getattr(torch, dtype)
         self.compile = compile if compile is not None else self._device.type == "cuda"
-        self._compiled: dict[int, Any] = {}
+        # Compiled steps, kept as long as the step function lives (see weakly).
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pinned: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -40,29 +42,40 @@ class TorchBackend(AbstractBackend):
     def asarray(self, host: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.asarray(host), dtype=self.dtype, device=self._device)
 
-    def _compiled_fn(self, fn: Any) -> Any:
+    def scalars(self, dt: float, step: int, time: float) -> tuple[torch.Tensor, ...]:
+        return (torch.tensor(dt, dtype=self.dtype, device=self._device),
+                torch.tensor(step, dtype=torch.int64, device=self._device),
+                torch.tensor(time, dtype=torch.float64, device=self._device))
+
+    def _loop_scalars(self, dt: float, step0: int, time0: float) -> Callable[[int], tuple]:
+        """The scalars of step ``i`` of a loop: made on the device from the loop's first ones, so
+        there is no host-to-device copy per step; ``time0 + i * dt`` rounds as the host's does."""
+        dt_0, step_0, time_0 = self.scalars(dt, step0, time0)
+        return lambda i: (dt_0, step_0 + i, time_0 + i * dt)
+
+    def _compiled_fn(self, fn: StepFn, fields: Mapping[str, torch.Tensor], scalars: tuple
+                     ) -> Any:
         if not self.compile:
             return fn
-        if id(fn) not in self._compiled:
-            self._compiled[id(fn)] = (fn, torch.compile(fn, dynamic=False))
-        return self._compiled[id(fn)][1]
-
-    def _scalars(self, dt: float, step0: int, time0: float, i: int) -> tuple:
-        if not self.compile:
-            return dt, step0 + i, time0 + i * dt
-        # Tensors, so a compiled step never specialises on their values.
-        return tuple(torch.tensor(v, device=self._device)
-                     for v in (dt, step0 + i, time0 + i * dt))
+        compiled = self._compiled.get(fn)
+        if compiled is None:
+            # One eager step first, on copies (a stage may update in place), builds what stages
+            # make once per device and dtype (Constants.like): the compiled graph then only reads
+            # them, where building them from NumPy inside the graph fails.
+            fn({name: value.clone() for name, value in fields.items()}, *scalars)
+            compiled = self._compiled[fn] = torch.compile(weakly(fn), dynamic=False)
+        return compiled
 
     def advance(self, step_fn: StepFn, fields: Mapping[str, torch.Tensor], n: int, dt: float,
                 step0: int, time0: float, watch: WatchFn | None = None,
                 enabled: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], int, Any]:
-        step = self._compiled_fn(step_fn)
         out = dict(fields)
         with torch.inference_mode():
+            scalars = self._loop_scalars(dt, step0, time0)
+            step = self._compiled_fn(step_fn, out, scalars(0)) if n else step_fn
             if watch is None:
                 for i in range(n):
-                    out = step(out, *self._scalars(dt, step0, time0, i))
+                    out = step(out, *scalars(i))
                 return out, n, None
             # Steps after the condition fires are computed but discarded (torch.where), so the
             # device decides when to stop; the host looks at the flag every WATCH_SYNC_EVERY steps.
@@ -72,7 +85,7 @@ class TorchBackend(AbstractBackend):
             fired = torch.zeros_like(prev)
             taken = torch.zeros((), dtype=torch.int64, device=self._device)
             for i in range(n):
-                new = step(out, *self._scalars(dt, step0, time0, i))
+                new = step(out, *scalars(i))
                 out = {k: torch.where(stopped, out[k], new[k]) for k in out}
                 now = watch(out)
                 fire = now & ~prev & mask & ~stopped

@@ -20,7 +20,8 @@ class BackgroundWriter:
     """Runs a ``NetCDFWriter``'s writes on one thread, in order.
 
     An error on the writer thread is raised in the caller at the next ``capture``, ``final`` or
-    ``close``.
+    ``close``; from the first error on, the thread writes nothing more (what is still queued is
+    dropped), so a stream never has a capture missing before one that was written.
 
     Args:
         writer: the file writer; only the writer thread touches it after this.
@@ -36,7 +37,8 @@ class BackgroundWriter:
         self.written = 0
         self._on_written = on_written
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # to raise in the caller, once
+        self._failure: BaseException | None = None  # the first error; stays
         self._thread = threading.Thread(target=self._run, name="simkit-writer", daemon=True)
         self._thread.start()
 
@@ -54,10 +56,14 @@ class BackgroundWriter:
             self._write(batch[:-1] if stop else batch)
 
     def _write(self, batch: list) -> None:
-        if self._error is not None or not batch:
+        if self._failure is not None or not batch:
             return  # after an error: drain, so producers never block on a dead writer
         done = []
         try:
+            # The whole batch must fit before any of it is written: a full disk then leaves
+            # nothing half-written behind the captures already synced.
+            self.writer.check_space(args[0] for method, args in batch
+                                    if method == self.writer.write_capture)
             for method, args in batch:
                 if method == self.writer.write_capture:
                     method(*args, sync=False)
@@ -67,7 +73,7 @@ class BackgroundWriter:
             if done:
                 self.writer.sync()
         except BaseException as error:  # noqa: BLE001 - handed to the caller
-            self._error = error
+            self._error = self._failure = error
             return
         self.written += len(done)
         if self._on_written is not None:
@@ -90,6 +96,11 @@ class BackgroundWriter:
         self._raise_pending()
         self._queue.put((self.writer.write_final, (step, time, arrays)))
 
+    @property
+    def partial_path(self) -> Path:
+        """The file that holds the run if it stops unfinished."""
+        return self.writer.partial_path
+
     def _join(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
@@ -97,11 +108,10 @@ class BackgroundWriter:
     def close(self, attrs: Mapping[str, Any] | None = None) -> Path:
         """Wait for every queued write, then finish the file."""
         self._join()
-        try:
-            self._raise_pending()
-        except BaseException:
+        if self._failure is not None:
+            self._error = None
             self.writer.abort(attrs)
-            raise
+            raise self._failure
         return self.writer.close(attrs)
 
     def abort(self, attrs: Mapping[str, Any] | None = None) -> Path:

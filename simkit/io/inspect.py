@@ -9,6 +9,8 @@ import netCDF4
 import numpy as np
 
 from simkit.io import schema
+from simkit.io._lock import hdf5_lock
+from simkit.io.recover import require_run_file
 
 
 def summarize_steps(steps: list[int]) -> str:
@@ -28,19 +30,25 @@ def summarize_steps(steps: list[int]) -> str:
 
 
 def describe(path: str | os.PathLike) -> str:
-    """A text summary of a run file."""
+    """A text summary of a run file.
+
+    An unfinished run (killed, stopped or still running) has no final state yet: its root group
+    holds only the grid, and the summary says so.
+    """
+    require_run_file(path)
     lines: list[str] = []
-    with netCDF4.Dataset(path, "r") as ds:
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
         lines.append(f"{path}: {attrs.get(schema.ATTR_SOLVER, '?')} on "
                      f"{attrs.get(schema.ATTR_BACKEND, '?')} ({attrs.get(schema.ATTR_DEVICE, '?')},"
                      f" {attrs.get(schema.ATTR_DTYPE, '?')}), status "
                      f"{attrs.get(schema.ATTR_STATUS, '?')}")
-        step = ds.variables[schema.STEP][...]
-        time = ds.variables[schema.TIME]
+        step = ds.variables[schema.STEP][...] if schema.STEP in ds.variables else np.ma.masked
+        time = ds.variables.get(schema.TIME)
         final = [v for v in ds.variables if ds.variables[v].dimensions and v not in ds.dimensions]
         if np.ma.is_masked(step):
-            lines.append("final state: not written (the run did not finish)")
+            lines.append("final state: not written (the run did not finish; "
+                         "the root group holds no state until it does)")
         else:
             lines.append(f"final state: step {int(step)}, time {float(time[...]):g} "
                          f"{time.units}; fields {', '.join(final)}")

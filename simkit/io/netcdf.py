@@ -2,7 +2,9 @@
 
 Each capture is appended along its stream's unlimited ``step`` dimension with a CRC32 of its
 contents, synced to the file and fsync'ed, so a run that dies keeps every capture written before;
-a capture counts once its ``step`` (written last) is on disk and its checksum matches.
+a capture counts once its ``step`` (written last) is on disk and its checksum matches. After the
+first failed write nothing more is written, so a full disk leaves no holes. Every call into
+netCDF4 holds the process-wide HDF5 lock (``simkit.io._lock``).
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ import os
 import resource
 import shutil
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import netCDF4
 import numpy as np
 
-from simkit.errors import DiskFullError
+from simkit._version import __version__
+from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import schema
+from simkit.io._lock import hdf5_lock
+from simkit.io._temporaries import partial_path, remove_stale_temporaries, temporary_path
 
 #: Free space kept in reserve beyond the capture about to be written.
 DISK_MARGIN_BYTES = 16 << 20
@@ -30,12 +36,16 @@ DISK_MARGIN_BYTES = 16 << 20
 def _create_variables(group: netCDF4.Dataset, variables: tuple[schema.VariableSpec, ...],
                       leading: tuple[str, ...]) -> None:
     for var in variables:
-        nc = group.createVariable(var.name, np.dtype(var.dtype), leading + var.dims)
+        dtype = np.dtype(var.dtype)
+        # The final state is written only when the run ends: until then it must read as missing.
+        fill = netCDF4.default_fillvals[dtype.str[1:]] if not leading and dtype.kind == "f" \
+            else None
+        nc = group.createVariable(var.name, dtype, leading + var.dims, fill_value=fill)
         nc.units = var.units
         nc.long_name = var.long_name
-        # CF: step and time are (auxiliary) coordinates of every variable.
-        nc.coordinates = (f"{schema.STEP} {schema.TIME}" if not leading
-                          else f"{schema.TIME} {schema.CHECKSUM}")
+        # CF: step and time are (auxiliary) coordinates of every variable; the checksum is not
+        # (CF tools reject it there), it is named in the group's own `coordinates` instead.
+        nc.coordinates = f"{schema.STEP} {schema.TIME}" if not leading else schema.TIME
 
 
 def _create_coordinates(group: netCDF4.Dataset, layout: schema.RunLayout) -> None:
@@ -76,13 +86,16 @@ class NetCDFWriter:
 
     A new file is first built under a temporary name beside ``path`` and moved into place once its
     layout is on disk, so a crash never leaves a half-created file at ``path``. When ``path``
-    already exists (``overwrite=True``), the old file stays until the run finishes. With
-    ``append=True`` an existing run file is continued (resume).
+    already exists (``overwrite=True``), the old file stays until the run finishes; a run that
+    fails meanwhile is kept as ``partial_path`` (``X.partial.nc``). With ``append=True`` an
+    existing run file is continued (resume). The final state (root ``step``, ``time`` and fields)
+    is written when the run ends: until then those variables are absent.
 
     Args:
         path: where the file goes.
         layout: coordinates, final-state fields and streams.
-        attrs: provenance attributes of the root group.
+        attrs: provenance attributes of the root group (a ``source`` or ``institution`` given
+            here is kept as given).
         overwrite: replace an existing file when the run finishes.
         append: continue the existing file at ``path``.
     """
@@ -91,36 +104,63 @@ class NetCDFWriter:
                  attrs: Mapping[str, Any], overwrite: bool = False, append: bool = False) -> None:
         self.path = Path(path)
         self.layout = layout
-        self._names = {s.name: tuple(v.name for v in s.variables) for s in layout.streams}
+        self._names = {s.name: tuple(v.name for v in s.variables)
+                       + ((schema.SCHEDULE_STATE,) if s.state_slots else ())
+                       for s in layout.streams}
         self._bytes = {s.name: sum(_nbytes(v, layout) for v in s.variables)
                        for s in layout.streams}
+        self._failed: Exception | None = None
+        self._closed: Path | None = None
         if append:
             self._replace_at_close = False
-            self._tmp = self.path
-            self._ds = netCDF4.Dataset(self.path, "a")
-            for key, value in attrs.items():
-                self._ds.setncattr(key, value)
-            self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
-            self._counts = {s.name: len(self._ds.groups[s.name].dimensions[schema.STEP_DIM])
-                            for s in layout.streams}
-            self._ds.sync()
+            self._tmp = self.partial_path = self.path
+            with hdf5_lock():
+                self._ds = netCDF4.Dataset(self.path, "a")
+                try:
+                    for key, value in attrs.items():
+                        self._ds.setncattr(key, value)
+                    self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
+                    _add_history(self._ds, "resume", attrs.get(schema.ATTR_RESUMED))
+                    self._counts = {s.name: len(self._ds.groups[s.name]
+                                                .dimensions[schema.STEP_DIM])
+                                    for s in layout.streams}
+                    self._ds.sync()
+                except BaseException:
+                    self._ds.close()
+                    raise
+            self._committed = dict(self._counts)
             return
         self._counts = {stream.name: 0 for stream in layout.streams}
+        self._committed = dict(self._counts)
         self._replace_at_close = self.path.exists()
         if self._replace_at_close and not overwrite:
-            raise FileExistsError(self.path)
+            raise _output_taken(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
+        remove_stale_temporaries(self.path)
+        self._tmp = temporary_path(self.path)
+        self.partial_path = partial_path(self.path) if self._replace_at_close else self.path
         try:
-            self._define(attrs)
-            self._ds.sync()
+            with hdf5_lock():
+                self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
+                try:
+                    self._define(attrs)
+                    self._ds.sync()
+                except BaseException:
+                    self._ds.close()
+                    raise
             fsync_path(self._tmp)
             if not self._replace_at_close:
-                os.link(self._tmp, self.path)  # no-clobber: fails if the path appeared meanwhile
+                try:
+                    os.link(self._tmp, self.path)  # no-clobber: fails if the path appeared
+                except BaseException:
+                    with hdf5_lock():
+                        self._ds.close()
+                    raise
                 self._tmp.unlink()
+        except FileExistsError:
+            self._tmp.unlink(missing_ok=True)
+            raise _output_taken(self.path) from None
         except BaseException:
-            self._ds.close()
             self._tmp.unlink(missing_ok=True)
             raise
 
@@ -136,17 +176,15 @@ class NetCDFWriter:
     def _define(self, attrs: Mapping[str, Any]) -> None:
         ds, layout = self._ds, self.layout
         ds.setncattr(schema.ATTR_CONVENTIONS, schema.CONVENTIONS)
+        ds.setncattr(schema.ATTR_SOURCE, _source(attrs))
         for key, value in attrs.items():
             ds.setncattr(key, value)
+        scenario = attrs.get(schema.ATTR_SCENARIO_FILE) or "a scenario"
+        _add_history(ds, f"run of {attrs.get(schema.ATTR_SOLVER, '?')} from {scenario}",
+                     attrs.get(schema.ATTR_STARTED))
         ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
         ds.setncattr(schema.ATTR_STREAMS, " ".join(s.name for s in layout.streams))
         _create_coordinates(ds, layout)
-        for name, attrs_ in ((schema.STEP, schema.STEP_ATTRS),
-                             (schema.TIME, {"long_name": schema.TIME_LONG_NAME,
-                                            "units": layout.time_units})):
-            var = ds.createVariable(name, "i8" if name == schema.STEP else "f8", ())
-            var.setncatts(attrs_)
-        _create_variables(ds, layout.fields, ())
         for stream in layout.streams:
             group = ds.createGroup(stream.name)
             _create_coordinates(group, layout)
@@ -154,41 +192,69 @@ class NetCDFWriter:
             step = group.createVariable(schema.STEP, "i8", (schema.STEP_DIM,))
             step.setncatts(schema.STEP_ATTRS)
             time = group.createVariable(schema.TIME, "f8", (schema.STEP_DIM,))
-            time.setncatts({"long_name": schema.TIME_LONG_NAME, "units": layout.time_units})
+            time.setncatts(_time_attrs(layout))
             crc = group.createVariable(schema.CHECKSUM, "u4", (schema.STEP_DIM,))
-            crc.long_name = schema.CHECKSUM_LONG_NAME
+            crc.setncatts(schema.CHECKSUM_ATTRS)
             _create_variables(group, stream.variables, (schema.STEP_DIM,))
             group.setncattr(schema.ATTR_STREAM_FIELDS, " ".join(v.name for v in stream.fields))
             group.setncattr(schema.ATTR_STREAM_DIAGNOSTICS,
                             " ".join(v.name for v in stream.diagnostics))
+            # xarray reads a group's `coordinates` too: the checksum stays out of data_vars.
+            group.setncattr("coordinates", schema.CHECKSUM)
+            _define_stream_extras(group, stream)
 
-    def _check_space(self, stream: str) -> None:
-        # Stop before the disk (or the file size limit) is reached: HDF5 cannot close a file
-        # cleanly once its writes fail, so the margin keeps room for the metadata.
-        needed = self._bytes[stream] + DISK_MARGIN_BYTES
-        free = shutil.disk_usage(self.working_path.parent).free
-        limit = _file_size_limit()
-        if free < needed or (limit is not None
-                             and self.working_path.stat().st_size + needed > limit):
-            raise self._disk_full(free)
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Refuse to write after a failed write, and remember the first failure."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            yield
+        except Exception as error:
+            self._failed = error
+            raise
+
+    def check_space(self, streams: Iterable[str]) -> None:
+        """Raise ``DiskFullError`` unless captures of ``streams`` (one each, repeats counted) fit.
+
+        Stops before the disk (or the file size limit) is reached: HDF5 cannot close a file
+        cleanly once its writes fail, so the margin keeps room for the metadata.
+        """
+        with self._writing():
+            needed = sum(self._bytes[s] for s in streams) + DISK_MARGIN_BYTES
+            free = shutil.disk_usage(self.working_path.parent).free
+            limit = _file_size_limit()
+            if free < needed or (limit is not None
+                                 and self.working_path.stat().st_size + needed > limit):
+                raise self._disk_full(free)
 
     def _disk_full(self, free: int) -> DiskFullError:
-        intact = ", ".join(f"{name}: {n}" for name, n in self._counts.items()) or "none"
+        # Only synced captures count: what was written since may not be on disk.
+        intact = ", ".join(f"{name}: {n}" for name, n in self._committed.items()) or "none"
         limit = _file_size_limit()
         margin = max(self._bytes.values(), default=0) + DISK_MARGIN_BYTES
         why = (f"file size limit of {limit} bytes reached" if limit is not None and
                self.working_path.stat().st_size + margin > limit
                else f"{free / 2**20:.1f} MiB free")
+        kept = "" if self.partial_path == self.working_path else \
+            f"; the run so far is kept as {self.partial_path}"
         return DiskFullError(f"disk full writing {self.working_path} ({why}); captures intact: "
-                             f"{intact}; free space, then `simkit resume {self.path}`")
+                             f"{intact}{kept}; free space, then "
+                             f"`simkit resume {self.partial_path}`")
 
     def write_capture(self, stream: str, step: int, time: float,
                       arrays: Mapping[str, np.ndarray], sync: bool = True) -> None:
-        """Append one capture to ``stream`` (synced to the file unless ``sync=False``)."""
-        self._check_space(stream)
-        group = self._ds.groups[stream]
-        i = self._counts[stream]
-        with self._space_errors():
+        """Append one capture to ``stream``.
+
+        With ``sync=False`` the caller writes a batch: it has called ``check_space`` for the
+        whole batch and calls ``sync`` after it, so a full disk stops the batch before any of it
+        is written and the captures reported intact are exactly those in the file.
+        """
+        if sync:
+            self.check_space((stream,))
+        with self._writing(), self._space_errors(), hdf5_lock():
+            group = self._ds.groups[stream]
+            i = self._counts[stream]
             for name, value in arrays.items():
                 group.variables[name][i, ...] = value
             group.variables[schema.TIME][i] = time
@@ -196,16 +262,18 @@ class NetCDFWriter:
                                                                   self._names[stream])
             # The step is written last: a capture counts once its step is on disk.
             group.variables[schema.STEP][i] = step
-            if sync:
-                self.sync()
-        self._counts[stream] = i + 1
+            self._counts[stream] = i + 1
+        if sync:
+            self.sync()
 
     @contextlib.contextmanager
-    def _space_errors(self):
+    def _space_errors(self) -> Iterator[None]:
         """Turn the libraries' vague errors on a full disk into a DiskFullError."""
         try:
             yield
         except (RuntimeError, OSError) as error:
+            if isinstance(error, DiskFullError):
+                raise
             margin = 2 * max(self._bytes.values(), default=0) + (1 << 20)
             if _is_space_error(error, self.working_path, margin):
                 raise self._disk_full(shutil.disk_usage(self.working_path.parent).free) from error
@@ -213,42 +281,119 @@ class NetCDFWriter:
 
     def sync(self) -> None:
         """Flush what was written to the file and fsync it."""
-        with self._space_errors():
-            self._ds.sync()
-            fsync_path(self.working_path)
+        with self._writing(), self._space_errors():
+            with hdf5_lock():
+                self._ds.sync()
+            fsync_path(self.working_path)  # outside the lock: other runs' writes go on
+        self._committed = dict(self._counts)
 
     def write_final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write the final state to the root group."""
-        for name, value in arrays.items():
-            self._ds.variables[name][...] = value
-        self._ds.variables[schema.STEP].assignValue(step)
-        self._ds.variables[schema.TIME].assignValue(time)
+        """Write the final state to the root group (created now, so that an unfinished run has
+        none rather than fill values that read as data)."""
+        with self._writing(), self._space_errors(), hdf5_lock():
+            ds = self._ds
+            if schema.STEP not in ds.variables:
+                ds.createVariable(schema.STEP, "i8", ()).setncatts(schema.STEP_ATTRS)
+                time_var = ds.createVariable(schema.TIME, "f8", (),
+                                             fill_value=netCDF4.default_fillvals["f8"])
+                # No standard_name: CF wants a reference date with it, and a date would make
+                # xarray decode the simulated time into calendar dates.
+                time_var.setncatts({"long_name": schema.TIME_LONG_NAME,
+                                    "units": self.layout.time_units})
+                _create_variables(ds, tuple(f for f in self.layout.fields
+                                            if f.name not in ds.variables), ())
+            for name, value in arrays.items():
+                ds.variables[name][...] = value
+            ds.variables[schema.TIME].assignValue(time)
+            ds.variables[schema.STEP].assignValue(step)  # last, as for captures
 
     def close(self, attrs: Mapping[str, Any] | None = None, complete: bool = True) -> Path:
-        """Finish the file (status, end attributes), fsync it and move it into place."""
-        if attrs:
-            for key, value in attrs.items():
-                self._ds.setncattr(key, value)
-        if complete:
-            self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_COMPLETE)
-        self._ds.close()
+        """Finish the file (status, end attributes), fsync it and move it into place.
+
+        After a failed write nothing more is written: the file is only closed, and it counts as
+        unfinished. Returns the file that holds the run: ``path``, or ``partial_path`` for an
+        unfinished run that was to replace an existing file.
+        """
+        if self._closed is not None:
+            return self._closed
+        complete = complete and self._failed is None
         working = self.working_path
+        with hdf5_lock():
+            try:
+                if self._failed is None:
+                    for key, value in (attrs or {}).items():
+                        self._ds.setncattr(key, value)
+                    if complete:
+                        self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_COMPLETE)
+            finally:
+                self._closed = working
+                self._ds.close()
         fsync_path(working)
-        if self._replace_at_close and complete:
-            os.replace(self._tmp, self.path)
-            return self.path
-        return working
+        if self._replace_at_close:
+            self._closed = self.path if complete else self.partial_path
+            os.replace(self._tmp, self._closed)
+        return self._closed
 
     def abort(self, attrs: Mapping[str, Any] | None = None) -> Path:
-        """Close after a failure, keeping what was written."""
+        """Close after a failure, keeping what was written; returns the file that holds it."""
         with contextlib.suppress(Exception):
             return self.close(attrs, complete=False)
+        if self._replace_at_close and self._tmp.exists():
+            with contextlib.suppress(OSError):
+                os.replace(self._tmp, self.partial_path)
+                return self.partial_path
         return self.working_path
+
+
+def _time_attrs(layout: schema.RunLayout) -> dict[str, str]:
+    return {"standard_name": "time", "axis": "T", "long_name": schema.TIME_LONG_NAME,
+            "units": layout.time_units}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _source(attrs: Mapping[str, Any]) -> str:
+    if schema.ATTR_SOURCE in attrs:
+        return str(attrs[schema.ATTR_SOURCE])
+    solver = attrs.get(schema.ATTR_SOLVER, "?")
+    return (f"simkit {__version__}, solver {solver} version "
+            f"{attrs.get(schema.ATTR_SOLVER_VERSION, '?')}, backend "
+            f"{attrs.get(schema.ATTR_BACKEND, '?')}")
+
+
+def _add_history(ds: netCDF4.Dataset, action: str, when: object) -> None:
+    """Append a CF ``history`` line: a time stamp, then what was done."""
+    earlier = ds.getncattr(schema.ATTR_HISTORY) if schema.ATTR_HISTORY in ds.ncattrs() else ""
+    line = f"{when or _now()}: simkit {__version__} {action}"
+    ds.setncattr(schema.ATTR_HISTORY, f"{earlier}\n{line}" if earlier else line)
+
+
+def _define_stream_extras(group: netCDF4.Dataset, stream: schema.StreamSpec) -> None:
+    """The stage a stream captures after, and where its checkpoints keep the schedules' state
+    (after the stream's variables: the checksum covers it, in file order)."""
+    if stream.stage is not None:
+        group.setncattr(schema.ATTR_STREAM_STAGE, stream.stage)
+    if stream.state_slots:
+        group.createDimension(schema.SCHEDULE_SLOT_DIM, len(stream.state_slots))
+        var = group.createVariable(schema.SCHEDULE_STATE, "f8",
+                                   (schema.STEP_DIM, schema.SCHEDULE_SLOT_DIM))
+        var.setncatts({"long_name": schema.SCHEDULE_STATE_LONG_NAME, "units": "1",
+                       schema.ATTR_SCHEDULE_SLOTS: " ".join(stream.state_slots)})
+        # Bookkeeping for resume, not data: a coordinate, like the checksum.
+        group.setncattr("coordinates", f"{schema.CHECKSUM} {schema.SCHEDULE_STATE}")
 
 
 def _nbytes(var: schema.VariableSpec, layout: schema.RunLayout) -> int:
     sizes = {c.name: len(c.values) for c in layout.coordinates}
     return int(np.prod([sizes[d] for d in var.dims], dtype=np.int64)) * np.dtype(var.dtype).itemsize
+
+
+def _output_taken(path: Path) -> ScenarioError:
+    """Another run created ``path`` after this one was planned (two runs on one new path)."""
+    return ScenarioError(f"expected a new file (or --overwrite), given {str(path)!r}, which "
+                         "another run created meanwhile", key="output")
 
 
 def _is_space_error(error: BaseException, path: Path, margin: int) -> bool:

@@ -4,6 +4,7 @@ and rewriting the file with only whole captures (``simkit recover``, and before 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,16 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
+from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import schema
-from simkit.io.netcdf import capture_checksum, fsync_path
+from simkit.io._lock import hdf5_lock
+from simkit.io.netcdf import (
+    DISK_MARGIN_BYTES,
+    _file_size_limit,
+    _is_space_error,
+    capture_checksum,
+    fsync_path,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,8 @@ class Checkpoint:
     step: int
     time: float
     fields: dict[str, np.ndarray]
+    #: The schedules' own state at that step, by slot name (None: the file holds none).
+    schedules: dict[str, float] | None = None
 
 
 def _record_ok(group: netCDF4.Dataset, i: int) -> bool:
@@ -48,33 +59,55 @@ def _record_ok(group: netCDF4.Dataset, i: int) -> bool:
 def whole_captures(ds: netCDF4.Dataset) -> dict[str, int]:
     """Per stream, how many leading captures are whole (written to the end, checksum right).
 
-    Only the tail is checked: captures before the last whole one were fsync'ed before it.
+    The steps are checked all along (a missing or out-of-order step ends the whole prefix, so a
+    hole is never bridged); the data only at the tail: captures before the last whole one were
+    fsync'ed before it.
     """
     counts = {}
-    for name in ds.getncattr(schema.ATTR_STREAMS).split():
-        group = ds.groups[name]
-        n = len(group.dimensions[schema.STEP_DIM])
-        while n > 0 and not _record_ok(group, n - 1):
-            n -= 1
-        counts[name] = n
+    with hdf5_lock():
+        for name in ds.getncattr(schema.ATTR_STREAMS).split():
+            group = ds.groups[name]
+            n = _ordered_steps(group)
+            while n > 0 and not _record_ok(group, n - 1):
+                n -= 1
+            counts[name] = n
     return counts
+
+
+def _ordered_steps(group: netCDF4.Dataset) -> int:
+    """Length of the leading run of written, increasing steps."""
+    steps = np.ma.masked_invalid(np.ma.atleast_1d(group.variables[schema.STEP][:]))
+    bad = np.ma.getmaskarray(steps).copy()
+    bad[1:] |= np.diff(np.ma.getdata(steps)) <= 0
+    return int(np.argmax(bad)) if bad.any() else len(steps)
 
 
 def latest_checkpoint(path: str | os.PathLike, field_names: Sequence[str],
                       counts: Mapping[str, int]) -> Checkpoint | None:
-    """The latest whole capture holding every field in ``field_names``, if any."""
+    """The latest whole checkpoint: an end-of-step capture holding every field in
+    ``field_names`` (a stream that captures after a stage holds mid-step states), if any."""
     best: Checkpoint | None = None
-    with netCDF4.Dataset(path, "r") as ds:
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         for name, n in counts.items():
             group = ds.groups[name]
-            if n == 0 or not all(f in group.variables for f in field_names):
+            if (n == 0 or schema.ATTR_STREAM_STAGE in group.ncattrs()
+                    or not all(f in group.variables for f in field_names)):
                 continue
             step = int(group.variables[schema.STEP][n - 1])
             if best is None or step > best.step:
                 fields = {f: np.ma.getdata(group.variables[f][n - 1, ...]).copy()
                           for f in field_names}
-                best = Checkpoint(name, step, float(group.variables[schema.TIME][n - 1]), fields)
+                best = Checkpoint(name, step, float(group.variables[schema.TIME][n - 1]), fields,
+                                  _schedule_state(group, n - 1))
     return best
+
+
+def _schedule_state(group: netCDF4.Dataset, i: int) -> dict[str, float] | None:
+    if schema.SCHEDULE_STATE not in group.variables:
+        return None
+    var = group.variables[schema.SCHEDULE_STATE]
+    slots = str(var.getncattr(schema.ATTR_SCHEDULE_SLOTS)).split()
+    return dict(zip(slots, np.ma.getdata(var[i, :]).tolist(), strict=True))
 
 
 def _copy_group(src: netCDF4.Dataset, dst: netCDF4.Dataset, keep: Mapping[str, int],
@@ -108,14 +141,76 @@ def rewrite(path: str | os.PathLike, keep: Mapping[str, int]) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.recover.tmp")
+    # The copy needs about the file's size again: refuse up front rather than let HDF5 fail
+    # with a bare "HDF error" halfway.
+    needed = path.stat().st_size + DISK_MARGIN_BYTES
+    free = shutil.disk_usage(path.parent).free
+    limit = _file_size_limit()
+    if free < needed or (limit is not None and path.stat().st_size > limit):
+        raise _copy_disk_full(path, tmp, free, limit)
     try:
-        with netCDF4.Dataset(path, "r") as src, \
+        with hdf5_lock(), netCDF4.Dataset(path, "r") as src, \
                 netCDF4.Dataset(tmp, "w", format=schema.FORMAT) as dst:
             _copy_group(src, dst, keep, None)
         fsync_path(tmp)
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as error:
+        if _is_space_error(error, tmp, path.stat().st_size):
+            raise _copy_disk_full(path, tmp, shutil.disk_usage(path.parent).free,
+                                  limit) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _copy_disk_full(path: Path, tmp: Path, free: int, limit: int | None) -> DiskFullError:
+    size = path.stat().st_size
+    why = (f"file size limit of {limit} bytes, the file has {size}"
+           if limit is not None and size + DISK_MARGIN_BYTES > limit
+           else f"{free / 2**20:.1f} MiB free, the copy needs about {size / 2**20:.1f} MiB")
+    return DiskFullError(f"disk full writing {tmp} ({why}); {path} is unchanged; free space, "
+                         "then run the command again")
+
+
+def require_run_file(path: str | os.PathLike) -> None:
+    """Refuse, with one line, a file that is not a run file simkit wrote (a NetCDF file from
+    elsewhere would otherwise fail deep inside with a KeyError).
+
+    Raises:
+        ScenarioError: naming the file and what it lacks.
+    """
+    source = str(path)
+    try:
+        with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
+            missing = _missing_parts(ds)
+    except FileNotFoundError:
+        raise ScenarioError("expected an existing run file, given a path that does not exist",
+                            source=source) from None
+    except OSError as error:
+        raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
+                            f"read ({error})", source=source) from None
+    if missing:
+        raise ScenarioError(f"expected a NetCDF file written by simkit, given one without "
+                            f"{missing}", source=source)
+
+
+def _missing_parts(ds: netCDF4.Dataset) -> str | None:
+    """What a run file should hold and ``ds`` does not, or None."""
+    for attr in (schema.ATTR_STREAMS, schema.ATTR_SCENARIO):
+        if attr not in ds.ncattrs():
+            return f"the attribute {attr!r}"
+    # No root step/time check: an unfinished run has no final state yet (they come at the end).
+    for name in str(ds.getncattr(schema.ATTR_STREAMS)).split():
+        if name not in ds.groups:
+            return f"the group {name!r} its streams name"
+        group = ds.groups[name]
+        if schema.STEP_DIM not in group.dimensions:
+            return f"the dimension {schema.STEP_DIM!r} in group {name!r}"
+        for var in (schema.STEP, schema.TIME, schema.CHECKSUM):
+            if var not in group.variables or \
+                    group.variables[var].dimensions[:1] != (schema.STEP_DIM,):
+                return f"the variable {name}/{var} along {schema.STEP_DIM!r}"
+    return None
 
 
 def recover(path: str | os.PathLike) -> dict[str, int]:
@@ -123,7 +218,8 @@ def recover(path: str | os.PathLike) -> dict[str, int]:
 
     Safe to run twice. Returns the captures kept per stream.
     """
-    with netCDF4.Dataset(path, "r") as ds:
+    require_run_file(path)
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         counts = whole_captures(ds)
         lengths = {name: len(ds.groups[name].dimensions[schema.STEP_DIM]) for name in counts}
     if counts != lengths:
@@ -133,12 +229,12 @@ def recover(path: str | os.PathLike) -> dict[str, int]:
 
 def read_attrs(path: str | os.PathLike) -> dict[str, object]:
     """The root attributes (provenance) of a run file."""
-    with netCDF4.Dataset(path, "r") as ds:
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         return {k: ds.getncattr(k) for k in ds.ncattrs()}
 
 
 def captured_steps(path: str | os.PathLike, counts: Mapping[str, int]) -> dict[str, list[int]]:
     """The steps of the first ``counts[name]`` captures of each stream."""
-    with netCDF4.Dataset(path, "r") as ds:
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         return {name: [int(s) for s in ds.groups[name].variables[schema.STEP][:n]]
                 for name, n in counts.items()}

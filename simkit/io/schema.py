@@ -20,6 +20,7 @@ TIME = "time"
 
 CHECKSUM = "simkit_crc32"
 CHECKSUM_LONG_NAME = "CRC32 of the capture (step, time, variables in file order)"
+CHECKSUM_ATTRS = {"long_name": CHECKSUM_LONG_NAME, "units": "1"}
 
 STEP_ATTRS = {"long_name": "number of steps taken", "units": "1"}
 TIME_LONG_NAME = "simulated time"
@@ -27,6 +28,9 @@ TIME_LONG_NAME = "simulated time"
 # Root attributes (provenance).
 ATTR_TITLE = "title"
 ATTR_CONVENTIONS = "Conventions"
+ATTR_HISTORY = "history"  # CF: one time-stamped line per run, resume and export
+ATTR_SOURCE = "source"  # CF: simkit version, solver and backend unless given
+ATTR_INSTITUTION = "institution"  # CF: written only when given
 ATTR_SOLVER = "simkit_solver"
 ATTR_SOLVER_VERSION = "simkit_solver_version"
 ATTR_BACKEND = "simkit_backend"
@@ -44,9 +48,20 @@ ATTR_RESUMED = "simkit_resumed_at"
 ATTR_STREAMS = "simkit_streams"
 ATTR_STREAM_FIELDS = "simkit_fields"
 ATTR_STREAM_DIAGNOSTICS = "simkit_diagnostics"
+#: On a stream group that captures after a stage: that stage (its captures are mid-step states,
+#: never checkpoints).
+ATTR_STREAM_STAGE = "simkit_stage"
+
+#: In streams whose captures are checkpoints (end of step, every field): the schedules' own
+#: state at each capture, one number per slot; the slots' names are in ATTR_SCHEDULE_SLOTS.
+SCHEDULE_STATE = "simkit_schedule_state"
+SCHEDULE_SLOT_DIM = "simkit_schedule_slot"
+ATTR_SCHEDULE_SLOTS = "simkit_slots"
+SCHEDULE_STATE_LONG_NAME = "state of the run's schedules (cooldowns, deadlines) at the capture"
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
+STATUS_INTERRUPTED = "interrupted"  # stopped by Ctrl-C, SIGTERM or SIGHUP; resumable
 
 PROVENANCE_ATTRS = (
     ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_DTYPE, ATTR_SEED, ATTR_DT,
@@ -77,11 +92,15 @@ class CoordinateSpec:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """One output stream: its name and the fields and diagnostics each capture holds."""
+    """One output stream: its name and the fields and diagnostics each capture holds, the stage
+    it captures after (None: the end of the step), and the names of the schedule-state slots its
+    captures hold (only checkpoints hold them)."""
 
     name: str
     fields: tuple[VariableSpec, ...]
     diagnostics: tuple[VariableSpec, ...]
+    stage: str | None = None
+    state_slots: tuple[str, ...] = ()
 
     @property
     def variables(self) -> tuple[VariableSpec, ...]:

@@ -7,6 +7,7 @@ loop exactly that far.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,26 @@ class AbstractSchedule(abc.ABC):
     def __or__(self, other: AbstractSchedule) -> AnyOf:
         return AnyOf((self, other))
 
+    # A schedule owns what it remembers between steps (a cooldown, a wall-clock deadline), so a
+    # checkpoint can hold it and a resumed run capture exactly what an uninterrupted one would.
+    # Stateless schedules remember nothing; the stateful kinds override these three.
+
+    def save(self) -> dict[str, float]:
+        """The schedule's state now: a flat mapping of names to numbers (JSON-serialisable),
+        with the same names whatever the values, so every checkpoint stores it the same way."""
+        return {}
+
+    def restore(self, state: Mapping[str, float]) -> None:
+        """Take back a state from ``save`` (of a schedule equal to this one).
+
+        Raises:
+            ValueError: ``state`` does not hold exactly the names ``save`` gives.
+        """
+        check_state_names(self, state)
+
+    def reset(self) -> None:  # noqa: B027 - stateless schedules have nothing to forget
+        """Forget what happened: the state at the start of a run."""
+
 
 @dataclass(frozen=True)
 class AnyOf(AbstractSchedule):
@@ -70,10 +91,34 @@ class AnyOf(AbstractSchedule):
     def at_end(self) -> bool:
         return any(m.at_end for m in self.members)
 
+    def save(self) -> dict[str, float]:
+        # Each member's names, prefixed by its place in the union.
+        return {f"{i}.{name}": value for i, m in enumerate(self.members)
+                for name, value in m.save().items()}
+
+    def restore(self, state: Mapping[str, float]) -> None:
+        check_state_names(self, state)
+        for i, m in enumerate(self.members):
+            prefix = f"{i}."
+            m.restore({name.removeprefix(prefix): value for name, value in state.items()
+                       if name.startswith(prefix)})
+
+    def reset(self) -> None:
+        for m in self.members:
+            m.reset()
+
 
 def _min_or_none(values: Any) -> Any:
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+def check_state_names(schedule: AbstractSchedule, state: Mapping[str, float]) -> None:
+    """Refuse a saved state whose names are not those ``schedule.save()`` gives."""
+    expected, given = sorted(schedule.save()), sorted(state)
+    if expected != given:
+        raise ValueError(f"{type(schedule).__name__}.restore: expected the saved state "
+                         f"{expected}, given {given}")
 
 
 def members(schedule: AbstractSchedule) -> tuple[AbstractSchedule, ...]:

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from simkit.errors import ScenarioError
-from simkit.schedule._base import TIME_RTOL, AbstractSchedule
+from simkit.schedule._base import TIME_RTOL, AbstractSchedule, check_state_names
+
+#: The largest step a schedule may name: steps stay exact as float64 and fit int64.
+MAX_STEP = 2**53
+#: The most steps a log-spaced schedule may list (each is held in memory).
+MAX_LOGSPACE_NUM = 100_000
 
 
 def _is_int(value: object) -> bool:
@@ -83,6 +90,7 @@ class LogSpaced(_StepSchedule):
     start: int
     stop: int
     num: int
+    steps: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _is_int(self.start) or self.start < 1:
@@ -91,23 +99,28 @@ class LogSpaced(_StepSchedule):
         if not _is_int(self.stop) or self.stop < self.start:
             raise ScenarioError(f"expected an integer >= start ({self.start}), given {self.stop!r}",
                                 key="logspace.stop")
-        if not _is_int(self.num) or self.num < 1:
-            raise ScenarioError(f"expected an integer >= 1, given {self.num!r}", key="logspace.num")
-
-    @property
-    def steps(self) -> tuple[int, ...]:
+        if self.stop > MAX_STEP:
+            raise ScenarioError(f"expected an integer <= {MAX_STEP}, given {self.stop!r}",
+                                key="logspace.stop")
+        if not _is_int(self.num) or not 1 <= self.num <= MAX_LOGSPACE_NUM:
+            raise ScenarioError(f"expected an integer from 1 to {MAX_LOGSPACE_NUM}, given "
+                                f"{self.num!r}", key="logspace.num")
+        # Computed once: the driver asks for the next step at every capture.
         if self.num == 1:
-            return (self.start,)
-        ratio = math.log(self.stop / self.start) / (self.num - 1)
-        return tuple(sorted({round(self.start * math.exp(i * ratio)) for i in range(self.num)}))
+            steps: tuple[int, ...] = (self.start,)
+        else:
+            ratio = math.log(self.stop / self.start) / (self.num - 1)
+            steps = tuple(sorted({round(self.start * math.exp(i * ratio))
+                                  for i in range(self.num)}))
+        object.__setattr__(self, "steps", steps)
 
     def next_step(self, after: int) -> int | None:
-        steps = self.steps
-        i = bisect.bisect_right(steps, after)
-        return steps[i] if i < len(steps) else None
+        i = bisect.bisect_right(self.steps, after)
+        return self.steps[i] if i < len(self.steps) else None
 
     def fires(self, step: int, time: float) -> bool:
-        return step in self.steps
+        i = bisect.bisect_left(self.steps, step)
+        return i < len(self.steps) and self.steps[i] == step
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,35 @@ class When(_DriverDecided):
         """The condition on a host value (the device evaluates the same comparison)."""
         return value > self.above if self.above is not None else value < self.below
 
+    # The edge memory (was the condition true at the step before?) is the condition on the state
+    # the run stands at: the loop evaluates it from the state itself, so a run resumed from a
+    # checkpointed state sees the same edges. The cooldown is history, so it is kept here.
+    _state: dict[str, int] = field(default_factory=lambda: {"cooldown_until": 0}, init=False,
+                                   repr=False, compare=False)
+
+    @property
+    def resumes_at(self) -> int:
+        """The first step at which the condition may fire again (0 before any firing)."""
+        return self._state["cooldown_until"]
+
+    def may_fire(self, step: int) -> bool:
+        """Whether a rising edge at ``step`` fires (its cooldown has passed)."""
+        return step >= self._state["cooldown_until"]
+
+    def fired(self, step: int) -> None:
+        """Record a firing at ``step``: the next ``cooldown`` steps are ignored."""
+        self._state["cooldown_until"] = step + self.cooldown + 1
+
+    def save(self) -> dict[str, float]:
+        return dict(self._state)
+
+    def restore(self, state: Mapping[str, float]) -> None:
+        check_state_names(self, state)
+        self._state["cooldown_until"] = int(state["cooldown_until"])
+
+    def reset(self) -> None:
+        self._state["cooldown_until"] = 0
+
 
 @dataclass(frozen=True)
 class WallTime(_DriverDecided):
@@ -235,8 +277,40 @@ class WallTime(_DriverDecided):
     sizes compiled segments from the measured step rate so it needs no per-step host sync."""
 
     seconds: float
+    #: Seconds from some fixed point; a fake clock in tests.
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
+    # The clock reading at which it fires next (None: not started). Saved as the seconds left, so
+    # a resumed run's first capture comes as long after the checkpoint as it would have.
+    _state: dict[str, float | None] = field(default_factory=lambda: {"deadline": None},
+                                            init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _is_number(self.seconds) or self.seconds <= 0:
             raise ScenarioError(f"expected a finite number of seconds > 0, given "
                                 f"{self.seconds!r}", key="wall_time")
+
+    def seconds_left(self) -> float:
+        """Wall-clock seconds until it fires next (negative once overdue)."""
+        deadline = self._state["deadline"]
+        if deadline is None:
+            self.reset()
+            return self.seconds
+        return deadline - self.clock()
+
+    def due(self) -> bool:
+        """Whether the interval since the start (or the last firing) has passed."""
+        return self.seconds_left() <= 0
+
+    def fired(self) -> None:
+        """Record a firing now: the next one comes ``seconds`` later."""
+        self._state["deadline"] = self.clock() + self.seconds
+
+    def save(self) -> dict[str, float]:
+        return {"seconds_left": max(0.0, self.seconds_left())}
+
+    def restore(self, state: Mapping[str, float]) -> None:
+        check_state_names(self, state)
+        self._state["deadline"] = self.clock() + float(state["seconds_left"])
+
+    def reset(self) -> None:
+        self._state["deadline"] = self.clock() + self.seconds

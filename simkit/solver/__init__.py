@@ -15,7 +15,13 @@ from simkit.solver._base import (
 from simkit.solver._constants import Constants
 from simkit.solver._loops import repeat
 from simkit.solver._random import counter_uniform, hash32
-from simkit.solver._registry import ENTRY_POINT_GROUP, available_solvers, load_solver
+from simkit.solver._registry import (
+    ALLOW_IMPORT_ENV,
+    ENTRY_POINT_GROUP,
+    available_solvers,
+    import_allowed,
+    load_solver,
+)
 
 __all__ = [
     "AbstractSolver",
@@ -32,7 +38,9 @@ __all__ = [
     "SEED_KEY",
     "STEP_KEY",
     "TIME_KEY",
+    "ALLOW_IMPORT_ENV",
     "ENTRY_POINT_GROUP",
+    "import_allowed",
     "available_solvers",
     "load_solver",
 ]

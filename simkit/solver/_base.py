@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from array_api_compat import array_namespace, is_array_api_obj
 from pydantic import BaseModel, ConfigDict
 
 from simkit._types import Array, StageFn, State, StepFn
@@ -58,12 +59,17 @@ class Stage:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """A cheap scalar reduction of the state, e.g. energy."""
+    """A cheap reduction of the state, e.g. energy: a scalar, or a short vector (a histogram, a
+    spectrum) whose ``dims`` name grid coordinates of the solver, as a field's do.
+
+    A stream stores it as ``(step, *dims)``; a value of any other shape stops the run.
+    """
 
     name: str
     fn: Callable[[State], Array]
     units: str
     long_name: str
+    dims: tuple[str, ...] = ()
 
 
 class AbstractSolver(abc.ABC):
@@ -114,31 +120,41 @@ class AbstractSolver(abc.ABC):
 STEP_KEY, TIME_KEY, SEED_KEY = "step", "time", "seed"
 
 
-def make_step(solver: AbstractSolver, seed: int = 0, *, until_stage: str | None = None
+def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[str] = ()
               ) -> StepFn:
     """One step of ``solver``: all its stages in order, returning only the prognostic fields.
 
     Args:
         solver: the solver.
         seed: the run's seed, found by stages under ``state["seed"]``.
-        until_stage: when given, the step also returns, second, the whole state right after that
-            stage (fields and the stage's probes), for stage-level captures.
+        capture_after: stage names; when given, the step also returns, second, a mapping from
+            each of them to the whole state right after that stage (fields and the stage's
+            probes), for stage-level captures. Those arrays are copies taken then: later stages
+            may update their inputs in place.
     """
     stages = tuple(solver.stages())
     names = tuple(f.name for f in solver.fields())
-    if until_stage is not None and until_stage not in [s.name for s in stages]:
-        raise ValueError(f"until_stage: expected one of {[s.name for s in stages]}, "
-                         f"given {until_stage!r}")
+    stage_names = [s.name for s in stages]
+    unknown = [name for name in capture_after if name not in stage_names]
+    if unknown:
+        raise ValueError(f"capture_after: expected some of {stage_names}, given {unknown[0]!r}")
+    wanted = frozenset(capture_after)
 
     def step(fields: State, dt: Any, index: Any, time: Any) -> Any:
         state: Mapping[str, Array] = {**fields, STEP_KEY: index, TIME_KEY: time, SEED_KEY: seed}
-        seen = None
+        seen = {}
         for stage in stages:
             state = stage.fn(state, dt)
-            if stage.name == until_stage:
-                seen = {k: v for k, v in state.items() if k not in (STEP_KEY, TIME_KEY, SEED_KEY)}
+            if stage.name in wanted:
+                seen[stage.name] = _copies(state)
         out = {name: state[name] for name in names}
-        return out if until_stage is None else (out, seen)
+        return (out, seen) if wanted else out
 
     step.__name__ = f"{solver.name}_step"
     return step
+
+
+def _copies(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The arrays of ``state`` (not its step, time and seed), copied on their device."""
+    return {k: array_namespace(v).asarray(v, copy=True) if is_array_api_obj(v) else v
+            for k, v in state.items() if k not in (STEP_KEY, TIME_KEY, SEED_KEY)}

@@ -28,23 +28,32 @@ class Constants:
 
     def like(self, array) -> dict:
         """The constants in ``array``'s namespace, on its device, floats in its dtype (complex
-        when ``array`` is complex, so products need no mixed-kind promotion)."""
-        xp = array_namespace(array)
-        key = (xp.__name__, str(device(array)), str(array.dtype))
+        when ``array`` is complex, so products need no mixed-kind promotion).
+
+        A compiled loop (``torch.compile``) may only read constants made before it was compiled:
+        the backends run one eager step first, and the look-up below uses nothing but the array's
+        type, dtype and device, which a graph tracer folds to constants.
+        """
+        if _is_traced(array):
+            # Under jax.jit the constants become literals of the program: nothing to cache.
+            return self._make(array)
+        key = (type(array), str(array.dtype), str(array.device))
         found = self._cache.get(key)
         if found is None:
-            if self._host is None:
-                self._host = self._build()
-            found = {}
-            for name, value in self._host.items():
-                dtype = array.dtype if np.issubdtype(value.dtype, np.floating) else None
-                found[name] = xp.asarray(value, dtype=dtype, device=device(array))
-            if not _is_traced(array):
-                self._cache[key] = found
+            found = self._cache[key] = self._make(array)
+        return found
+
+    def _make(self, array) -> dict:
+        xp = array_namespace(array)
+        if self._host is None:
+            self._host = self._build()
+        found = {}
+        for name, value in self._host.items():
+            dtype = array.dtype if np.issubdtype(value.dtype, np.floating) else None
+            found[name] = xp.asarray(value, dtype=dtype, device=device(array))
         return found
 
 
 def _is_traced(array) -> bool:
-    # Under jax.jit the state is a tracer; constants made from NumPy are concrete, but a tracer's
-    # device cannot be asked for, so nothing is cached from inside a trace.
+    # A JAX tracer has no concrete device to key a cache on.
     return type(array).__name__.endswith("Tracer")

@@ -1,14 +1,28 @@
-"""Finding solvers by name through the ``simkit.solvers`` entry-point group."""
+"""Finding solvers by name through the ``simkit.solvers`` entry-point group, or, when the user
+allows it, by importing ``module:Class``."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
+
+from pydantic import BaseModel
 
 from simkit.errors import ScenarioError, did_you_mean
 from simkit.solver._base import AbstractSolver
 
 ENTRY_POINT_GROUP = "simkit.solvers"
+#: Set to 1 to let scenarios name solvers as ``module:Class`` (imports and runs that module).
+ALLOW_IMPORT_ENV = "SIMKIT_ALLOW_IMPORT"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_IMPORT_PATH = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*$")
+_CLASS_ATTRS = ("name", "version", "description", "time_units", "Params", "Initial")
 
 
 def available_solvers() -> list[str]:
@@ -16,28 +30,85 @@ def available_solvers() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
-def _import_path(path: str) -> type:
+def import_allowed(allow_import: bool | None = None) -> bool:
+    """Whether ``module:Class`` solvers may be imported: ``allow_import`` when given, else the
+    ``SIMKIT_ALLOW_IMPORT`` environment variable (1, true or yes)."""
+    if allow_import is not None:
+        return allow_import
+    return os.environ.get(ALLOW_IMPORT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _import_path(path: str, search: Sequence[str | os.PathLike]) -> object:
     module_name, _, attr = path.partition(":")
+    # Modules beside the scenario file come first, without the user setting PYTHONPATH; the
+    # search path is restored afterwards so nothing else resolves differently.
+    added = [str(Path(d).resolve()) for d in search]
+    added = [d for d in dict.fromkeys(added) if d not in sys.path]
+    sys.path[:0] = added
     try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as error:
-        raise ScenarioError(f"expected an importable 'module:Class', given {path!r} ({error})",
-                            key="solver") from None
+        importlib.invalidate_caches()
+        target: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+        return target
+    except Exception as error:  # noqa: BLE001 - user code may raise anything while importing
+        text = " ".join(str(error).split())
+        raise ScenarioError(f"expected an importable 'module:Class', given {path!r} "
+                            f"({type(error).__name__}: {text})", key="solver") from None
+    finally:
+        for directory in added:
+            if directory in sys.path:
+                sys.path.remove(directory)
 
 
-def load_solver(name: str) -> type[AbstractSolver]:
+def _check_class(cls: object, name: str) -> type[AbstractSolver]:
+    if not (isinstance(cls, type) and issubclass(cls, AbstractSolver)):
+        raise ScenarioError(f"expected a subclass of simkit.solver.AbstractSolver, given "
+                            f"{name!r}", key="solver")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise ScenarioError(f"expected a concrete solver class, given {name!r}, which is "
+                            f"abstract (no {missing})", key="solver")
+    missing = [a for a in _CLASS_ATTRS if not hasattr(cls, a)]
+    if missing:
+        raise ScenarioError(f"expected a solver class that sets {', '.join(_CLASS_ATTRS)}, given "
+                            f"{name!r} without {', '.join(missing)}", key="solver")
+    for attr in ("Params", "Initial"):
+        model = getattr(cls, attr)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ScenarioError(f"expected {attr} of {name!r} to be a SolverModel class, given "
+                                f"{model!r}", key="solver")
+    return cls
+
+
+def load_solver(name: str, *, allow_import: bool | None = None,
+                search: Sequence[str | os.PathLike] = ()) -> type[AbstractSolver]:
     """The solver class registered under ``name``, or named by ``module:Class``.
 
+    Registered names only load installed code. ``module:Class`` imports (and so runs) that module,
+    which a scenario from elsewhere must not do unasked: it needs ``allow_import`` (or the
+    ``SIMKIT_ALLOW_IMPORT`` environment variable).
+
+    Args:
+        name: a registered solver name, or ``module:Class``.
+        allow_import: allow ``module:Class``; None reads ``SIMKIT_ALLOW_IMPORT``.
+        search: directories searched first for the module (e.g. the scenario file's).
+
     Raises:
-        ScenarioError: when no solver has that name, listing the installed ones.
+        ScenarioError: when no solver has that name (listing the installed ones), when an import
+            is not allowed, or when what it names is not a concrete solver class.
     """
     if ":" in name:
-        cls = _import_path(name)
-        if not (isinstance(cls, type) and issubclass(cls, AbstractSolver)):
-            raise ScenarioError(f"expected a subclass of simkit.solver.AbstractSolver, given "
-                                f"{name!r}", key="solver")
-        return cls
+        if not _IMPORT_PATH.match(name):
+            raise ScenarioError(f"expected a registered solver name or 'module:Class' (dotted "
+                                f"Python names), given {name!r}", key="solver")
+        if not import_allowed(allow_import):
+            raise ScenarioError(
+                f"expected a registered solver name ({', '.join(available_solvers())}), given "
+                f"{name!r}, which imports and runs module {name.partition(':')[0]!r}; allow that "
+                f"with --allow-import (allow_import=True in Python, or {ALLOW_IMPORT_ENV}=1)",
+                key="solver")
+        return _check_class(_import_path(name, search), name)
     found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
     if not found:
         names = available_solvers()

@@ -1,0 +1,138 @@
+"""A block on JAX: one jitted program runs every capture point of a block (a while loop over the
+points, an inner loop over each gap's steps) and stores captures into device buffers.
+
+Gaps, time steps, due masks and the number of points are data: one trace serves a whole run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simkit.backends._block import STEP, TIME, BlockPlan, BlockProgram, BlockResult, slot_values
+
+
+def _all_finite(values: dict[str, Any]) -> Any:
+    flags = [jnp.all(jnp.isfinite(v)) for v in values.values()
+             if jnp.issubdtype(jnp.asarray(v).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
+def compile_block(program: BlockProgram) -> Any:
+    """The jitted block function of ``program``: ``(fields, plan arrays...) -> results``."""
+    slots = program.slots
+    watch, levels = program.watch, program.levels
+
+    def last_step(f, dt, step, time):
+        if program.staged is None:
+            return program.step(f, dt, step, time), None
+        return program.staged(f, dt, step, time)
+
+    def run(fields, counts, dts, last_dts, steps, times, due, used, enabled):
+        buffers = []
+        for slot in slots:
+            b = {name: jnp.zeros((slot.capacity, *program.shapes[name][0]),
+                                 program.shapes[name][1])
+                 for name in slot.fields + slot.diagnostics}
+            b[STEP] = jnp.zeros(slot.capacity, jnp.int64)
+            b[TIME] = jnp.zeros(slot.capacity, jnp.float64)
+            buffers.append(b)
+        no_flags = jnp.zeros(0, bool)
+        prev0 = watch(fields) if watch is not None else no_flags
+        false = jnp.asarray(False)
+
+        def point(carry):
+            k, f, bufs, idx, ok, stopped, prev, fired, taken = carry
+            n, dt, last = counts[k], dts[k], last_dts[k]
+            s0, t0 = steps[k], times[k]
+
+            def time_at(i):
+                return t0 + jnp.asarray(i, jnp.float64) * dt
+
+            if watch is None:
+                f = jax.lax.fori_loop(0, n - 1, lambda i, g: program.step(g, dt, s0 + i,
+                                                                          time_at(i)), f)
+                taken = taken + n - 1
+                completed = true_ = jnp.asarray(True)
+            else:
+                def cond(c):
+                    i, _, stop, _, _ = c
+                    return (i < n - 1) & ~stop
+
+                def body(c):
+                    i, g, _, p, _ = c
+                    g = program.step(g, dt, s0 + i, time_at(i))
+                    now = watch(g)
+                    turned = now & ~p & enabled
+                    return i + 1, g, jnp.any(turned), now, turned
+
+                i, f, stop, prev, turned = jax.lax.while_loop(
+                    cond, body, (jnp.asarray(0, jnp.int64), f, false, prev, fired))
+                fired = jnp.where(stop, turned, fired)
+                stopped = stop
+                taken = taken + i
+                completed = ~stop
+                true_ = completed
+
+            if watch is None:
+                f, seen = last_step(f, last, s0 + n - 1, time_at(n - 1))
+            else:  # the last step only if no condition stopped the gap before it
+                shapes = jax.eval_shape(last_step, f, last, s0 + n - 1, time_at(n - 1))
+                skipped = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+                f, seen = jax.lax.cond(
+                    completed, lambda g: last_step(g, last, s0 + n - 1, time_at(n - 1)),
+                    lambda g: (g, skipped[1]), f)
+            taken = taken + completed.astype(jnp.int64)
+            if watch is not None:
+                now = watch(f)
+                turned = now & ~prev & enabled & completed
+                fired = jnp.where(jnp.any(turned), turned, fired)
+                stopped = stopped | jnp.any(turned)
+                prev = jnp.where(completed, now, prev)
+            level_flags = levels(f) if levels is not None else None
+            new_bufs, new_idx = [], []
+            for s, slot in enumerate(slots):
+                do = due[k, s] & true_
+                if slot.level is not None:
+                    do = do & level_flags[slot.level]
+
+                def write(operand, slot=slot):
+                    b, i = operand
+                    values = slot_values(program, slot, f, seen)
+                    good = _all_finite(values)
+                    values[STEP] = s0 + n
+                    values[TIME] = time_at(n - 1) + last
+                    out = {name: jax.lax.dynamic_update_index_in_dim(
+                        b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
+                    return out, good
+
+                b, good = jax.lax.cond(do, write, lambda operand: (operand[0], jnp.asarray(True)),
+                                       (bufs[s], idx[s]))
+                ok = ok & good
+                new_bufs.append(b)
+                new_idx.append(idx[s] + do.astype(jnp.int64))
+            idx = jnp.stack(new_idx) if new_idx else idx
+            return k + 1, f, new_bufs, idx, ok, stopped, prev, fired, taken
+
+        def more(carry):
+            return (carry[0] < used) & ~carry[5]
+
+        start = (jnp.asarray(0, jnp.int64), dict(fields), buffers,
+                 jnp.zeros(len(slots), jnp.int64), jnp.asarray(True), false, prev0,
+                 jnp.zeros_like(prev0), jnp.asarray(0, jnp.int64))
+        k, f, bufs, idx, ok, _, _, fired, taken = jax.lax.while_loop(more, point, start)
+        ok = ok & _all_finite(f)
+        return f, bufs, idx, k, taken, fired, ok
+
+    return jax.jit(run)
+
+
+def run_block(compiled: Any, fields: dict[str, Any], plan: BlockPlan) -> BlockResult:
+    """Dispatch one block (asynchronously: nothing here waits for the device)."""
+    f, bufs, idx, k, taken, fired, ok = compiled(
+        dict(fields), plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times, plan.due,
+        np.int64(plan.used), plan.enabled)
+    return BlockResult(f, bufs, idx, k, taken, fired, ok)

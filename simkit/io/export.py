@@ -1,0 +1,151 @@
+"""One stream of a run file as a flat, CF-clean NetCDF file with a single group, for tools that do
+not read NetCDF4 groups (cdo, older viewers): ``simkit export FILE --stream NAME -o flat.nc``."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+
+from simkit._version import __version__
+from simkit.errors import ScenarioError
+from simkit.io import schema
+from simkit.io._lock import hdf5_lock
+from simkit.io._temporaries import temporary_path
+from simkit.io.netcdf import fsync_path
+from simkit.io.recover import whole_captures
+
+#: Captures are copied in pieces of about this many bytes, so memory stays bounded.
+COPY_BYTES = 64 << 20
+
+#: The made-up date at which a simulation's time 0 is put in the exported file (CF time needs one).
+REFERENCE_DATE = "1970-01-01 00:00:00"
+_TIME_UNITS = ("s", "second", "seconds", "min", "minutes", "h", "hour", "hours", "d", "day",
+               "days")
+
+# Root attributes that describe the run file's own layout, not the data.
+_DROPPED_ATTRS = (schema.ATTR_STREAMS, "coordinates")
+
+
+def _stream_group(ds: netCDF4.Dataset, stream: str, source: str) -> netCDF4.Dataset:
+    names = ds.getncattr(schema.ATTR_STREAMS).split() \
+        if schema.ATTR_STREAMS in ds.ncattrs() else []
+    if stream not in names or stream not in ds.groups:
+        raise ScenarioError(f"expected one of the file's streams ({', '.join(names) or 'none'})"
+                            f", given {stream!r}", source=source, key="--stream")
+    return ds.groups[stream]
+
+
+def _open_run(path: str | os.PathLike) -> netCDF4.Dataset:
+    try:
+        return netCDF4.Dataset(path, "r")
+    except OSError as error:
+        raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot "
+                            f"be read ({error})", source=str(path)) from None
+
+
+def _attrs(var: netCDF4.Variable) -> dict[str, object]:
+    return {k: var.getncattr(k) for k in var.ncattrs() if k not in ("_FillValue", "coordinates")}
+
+
+def _time_attrs(var: netCDF4.Variable) -> dict[str, object]:
+    """CF time coordinate attributes: a time unit needs a reference date, so the elapsed
+    simulated time is told as time since an arbitrary one; a dimensionless time stays a plain
+    T axis (it is no calendar time)."""
+    attrs = _attrs(var)
+    units = str(attrs.get("units", ""))
+    if units in _TIME_UNITS:
+        attrs["units"] = f"{units} since {REFERENCE_DATE}"
+        attrs["calendar"] = "proleptic_gregorian"
+        attrs["long_name"] = f"{attrs.get('long_name', 'time')} (since the start, which is " \
+                             f"dated {REFERENCE_DATE} for the calendar's sake)"
+    else:
+        attrs.pop("standard_name", None)
+    attrs["axis"] = "T"
+    return attrs
+
+
+def export_stream(path: str | os.PathLike, stream: str, output: str | os.PathLike,
+                  overwrite: bool = False) -> Path:
+    """Write the whole captures of ``stream`` to ``output`` as one flat group.
+
+    The stream's ``step`` dimension becomes ``time`` (a CF time coordinate with ``axis: T``),
+    ``step`` stays as an auxiliary coordinate, the checksum is left out (only captures that
+    pass it are copied), and the run's provenance and a ``history`` line come along.
+
+    Args:
+        path: a run file.
+        stream: the stream to export.
+        output: the flat file to write.
+        overwrite: replace ``output`` if it exists.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ScenarioError: no such stream, a file simkit did not write, or ``output`` exists.
+    """
+    source, output = str(path), Path(output)
+    if output.exists() and not overwrite:
+        raise ScenarioError(f"expected a new output file, given {str(output)!r} that exists; "
+                            "pass --overwrite to replace it", key="-o")
+    if output.resolve() == Path(path).resolve():
+        raise ScenarioError("expected an output other than the run file, given the run file",
+                            source=source, key="-o")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(output)
+    try:
+        with hdf5_lock(), _open_run(path) as src:
+            if schema.ATTR_STREAMS not in src.ncattrs():
+                raise ScenarioError("expected a run file written by simkit, given one without "
+                                    "streams", source=source)
+            group = _stream_group(src, stream, source)
+            count = whole_captures(src)[stream]
+            with netCDF4.Dataset(tmp, "w", format=schema.FORMAT) as dst:
+                _write_flat(src, group, stream, count, dst)
+        fsync_path(tmp)
+        if overwrite:
+            os.replace(tmp, output)
+        else:
+            os.link(tmp, output)  # no-clobber: fails if the path appeared meanwhile
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output
+
+
+def _write_flat(root: netCDF4.Dataset, group: netCDF4.Dataset, stream: str, count: int,
+                dst: netCDF4.Dataset) -> None:
+    attrs = {k: root.getncattr(k) for k in root.ncattrs() if k not in _DROPPED_ATTRS}
+    attrs.update({k: group.getncattr(k) for k in group.ncattrs() if k not in _DROPPED_ATTRS})
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    line = f"{when}: simkit {__version__} export of stream {stream}"
+    history = str(attrs.get(schema.ATTR_HISTORY, ""))
+    attrs[schema.ATTR_HISTORY] = f"{history}\n{line}" if history else line
+    attrs["simkit_stream"] = stream
+    dst.setncatts(attrs)
+    dst.createDimension(schema.TIME, count)
+    for name, dim in group.dimensions.items():
+        if name != schema.STEP_DIM:
+            dst.createDimension(name, len(dim))
+    captured = [name for name, var in group.variables.items()
+                if schema.STEP_DIM in var.dimensions and name != schema.CHECKSUM]
+    for name, var in group.variables.items():
+        if name == schema.CHECKSUM:
+            continue
+        dims = tuple(schema.TIME if d == schema.STEP_DIM else d for d in var.dimensions)
+        out = dst.createVariable(name, var.dtype, dims)
+        out.setncatts(_attrs(var) if name != schema.TIME else _time_attrs(var))
+        if name not in captured:
+            out[...] = var[...]
+        elif name not in (schema.STEP, schema.TIME):
+            out.coordinates = schema.STEP
+    for name in captured:
+        var, out = group.variables[name], dst.variables[name]
+        per_capture = max(1, int(np.prod(var.shape[1:], dtype=np.int64)) * var.dtype.itemsize)
+        piece = max(1, COPY_BYTES // per_capture)
+        for start in range(0, count, piece):
+            stop = min(count, start + piece)
+            out[start:stop, ...] = np.ma.getdata(var[start:stop, ...])
