@@ -362,7 +362,9 @@ class _Run:
             self.last_capture = dict(resume.last_capture)
         restore_schedules(plan, saved)
         self.watch = self._make_watch() if self.whens else None
-        self.wall_started = _time.perf_counter()
+        # The step rate that sizes segments before a wall-clock capture counts this process's
+        # steps only (a resumed run starts at its checkpoint's step).
+        self.wall_started, self.wall_start_step = _time.perf_counter(), self.step
         self.checked_at = self.step
 
     def _make_watch(self):
@@ -607,7 +609,8 @@ def _plan_segment(run: _Run, chunk: int | None) -> _Segment:
         step_targets.append(run.checked_at + sc.check_finite)
     if run.walls:
         elapsed = max(_time.perf_counter() - run.wall_started, 1e-9)
-        rate = run.step / elapsed if run.step else 0.0
+        taken = run.step - run.wall_start_step
+        rate = taken / elapsed if taken else 0.0
         left = min(wall.seconds_left() for _, wall in run.walls)
         step_targets.append(run.step + max(1, int(rate * left)))
     n_step = min((t for t in step_targets if t is not None and t > run.step), default=None)

@@ -116,14 +116,14 @@ class Cavity(AbstractSolver):
             post = state["post"]
             xp = array_namespace(post)
             moved = [xp.roll(post[i], (int(cy), int(cx)), axis=(0, 1))
-                     for i, (cx, cy) in enumerate(C)]
+                     for i, (cx, cy) in enumerate(C.tolist())]  # Python ints: no NumPy in a graph
             return {**state, "streamed": xp.stack(moved, axis=0)}
 
         def boundaries(state, dt):
             post, streamed = state["post"], state["streamed"]
             xp = array_namespace(post)
             c = self.constants.like(post)
-            bounced = xp.stack([post[j] for j in OPPOSITE], axis=0) + c["moving"] * state["rho"]
+            bounced = xp.stack([post[j] for j in OPPOSITE.tolist()], axis=0) + c["moving"] * state["rho"]
             return {**state, "f": xp.where(c["wall"], bounced, streamed)}
 
         return [Stage("collide", collide), Stage("stream", stream),

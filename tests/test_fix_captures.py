@@ -5,6 +5,7 @@ their own state (cooldowns, deadlines) through a resume."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import netCDF4
 import numpy as np
@@ -233,6 +234,23 @@ def test_when_fires_at_a_step_taken_stage_by_stage(backend, in_tmp):
         "output": "o.nc"})
     # sin(0.1 k) > 0.9 turns true at 12, 75, 137 and 200; 12 and 200 are stage-capture steps.
     assert list(_stream(result.path, "peaks").step.values) == [12, 75, 137, 200]
+
+
+def test_resumed_run_keeps_capturing_by_wall_clock(in_tmp):
+    outputs = {"wall": {"wall_time": 0.01, "fields": ["u"]},
+               "ckpt": {"every": 3000, "fields": "all"}}
+    # No finiteness checks: nothing but the wall clock cuts the stretch from 3000 to 6000.
+    path = simkit.run(heat_scenario(steps=6000, params={"shape": [64, 64]}, outputs=outputs,
+                                    check_finite=0, output="w.nc")).path
+    _cut(path, 3000)
+    start = time.perf_counter()
+    simkit.resume(path)
+    took = time.perf_counter() - start
+    steps = [int(s) for s in _stream(path, "wall").step.values]
+    assert steps == sorted(set(steps))
+    # The rate that sizes segments counts the resumed process's own steps, not the checkpoint's
+    # (which made the first segment run to the end).
+    assert len([s for s in steps if 3000 < s < 6000]) >= min(3, int(took / 0.01) // 4)
 
 
 def _oscillator(backend, output):

@@ -63,8 +63,9 @@ def test_a_diverging_member_stops_alone_and_the_others_are_combined(in_tmp, caps
             assert 0 < last_good < 200 and last_good == int(ds["diag"]["step"][-1])
             assert all(np.isfinite(ds[name][...]).all() for name in "xyz")
         assert f"the last good state, step {last_good}, is kept" in captured.err
-    assert main(args) == 1  # a rerun skips the complete members and retries the failed one
-    assert "members: 2 complete (2 already were), 1 failed" in capsys.readouterr().out
+        # A rerun skips the complete members and retries the failed one.
+        assert main(args) == 1
+        assert "members: 2 complete (2 already were), 1 failed" in capsys.readouterr().out
 
 
 def test_combine_keeps_only_what_shares_a_grid(in_tmp, capsys):
