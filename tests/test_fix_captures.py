@@ -16,7 +16,7 @@ import simkit
 import simkit.errors
 from conftest import assert_bitwise, heat_scenario, require_backend
 from simkit.driver import execute_vectorized
-from simkit.io import rewrite, schema
+from simkit.io import export_stream, rewrite, schema
 from simkit.scenario import plan_run
 from simkit.schedule import AnyOf, Every, WallTime, When, parse_schedule
 
@@ -271,6 +271,10 @@ def test_resumed_run_captures_exactly_what_an_uninterrupted_one_does(backend, in
         at_200 = dict(zip(slots, var[4, :].tolist(), strict=True))
         assert schema.SCHEDULE_STATE not in ds.groups["peaks"].variables  # not a full state
     assert at_200 == {"outputs.peaks.1.cooldown_until": 208.0}
+    flat = export_stream(reference, "ckpt", in_tmp / "flat.nc")  # for tools: data only
+    with netCDF4.Dataset(flat) as ds:
+        assert schema.SCHEDULE_STATE not in ds.variables and "u" in ds.variables
+        assert schema.SCHEDULE_SLOT_DIM not in ds.dimensions
     for cut in (230, 140):  # a kill, then a kill of the resumed run
         path = in_tmp / "cut.nc"
         if cut == 230:

@@ -127,13 +127,15 @@ def _write_flat(root: netCDF4.Dataset, group: netCDF4.Dataset, stream: str, coun
     attrs["simkit_stream"] = stream
     dst.setncatts(attrs)
     dst.createDimension(schema.TIME, count)
+    # The checksum and the schedules' state are the run's bookkeeping, not data.
+    left_out = (schema.CHECKSUM, schema.SCHEDULE_STATE)
     for name, dim in group.dimensions.items():
-        if name != schema.STEP_DIM:
+        if name not in (schema.STEP_DIM, schema.SCHEDULE_SLOT_DIM):
             dst.createDimension(name, len(dim))
     captured = [name for name, var in group.variables.items()
-                if schema.STEP_DIM in var.dimensions and name != schema.CHECKSUM]
+                if schema.STEP_DIM in var.dimensions and name not in left_out]
     for name, var in group.variables.items():
-        if name == schema.CHECKSUM:
+        if name in left_out:
             continue
         dims = tuple(schema.TIME if d == schema.STEP_DIM else d for d in var.dimensions)
         out = dst.createVariable(name, var.dtype, dims)
