@@ -178,7 +178,8 @@ def _arrays(value: Any) -> list[Any]:
     Python numbers (the seed) are no data."""
     if isinstance(value, (tuple, list)):
         return [array for item in value for array in _arrays(item)]
-    return [] if isinstance(value, (bool, int, float, complex)) or value is None else [value]
+    # type(), not isinstance: NumPy's float64 scalars (what a reduction returns) are floats.
+    return [] if type(value) in (bool, int, float, complex) or value is None else [value]
 
 
 def _all_finite(fields: Mapping[str, Any]) -> Any:

@@ -49,6 +49,10 @@ class Member:
 
 @dataclass(frozen=True)
 class SweepResult:
+    """What a sweep left: the combined file (None when no member completed), the members
+    complete (``skipped``: already before this run), failures by member index with their error,
+    and one line per kind of variable that could not be combined, saying why."""
+
     combined: Path | None
     done: list[Member]
     skipped: list[Member]

@@ -102,6 +102,9 @@ class Cavity(AbstractSolver):
 
     def stages(self):
         tau = self.tau
+        # Python ints, taken here: a compiled graph (torch.compile) cannot hold NumPy arrays.
+        shifts = [(int(cy), int(cx)) for cx, cy in C]
+        opposite = [int(j) for j in OPPOSITE]
 
         def collide(state, dt):
             f = state["f"]
@@ -115,15 +118,14 @@ class Cavity(AbstractSolver):
         def stream(state, dt):
             post = state["post"]
             xp = array_namespace(post)
-            moved = [xp.roll(post[i], (int(cy), int(cx)), axis=(0, 1))
-                     for i, (cx, cy) in enumerate(C.tolist())]  # Python ints: no NumPy in a graph
+            moved = [xp.roll(post[i], shift, axis=(0, 1)) for i, shift in enumerate(shifts)]
             return {**state, "streamed": xp.stack(moved, axis=0)}
 
         def boundaries(state, dt):
             post, streamed = state["post"], state["streamed"]
             xp = array_namespace(post)
             c = self.constants.like(post)
-            bounced = xp.stack([post[j] for j in OPPOSITE.tolist()], axis=0) + c["moving"] * state["rho"]
+            bounced = xp.stack([post[j] for j in opposite], axis=0) + c["moving"] * state["rho"]
             return {**state, "f": xp.where(c["wall"], bounced, streamed)}
 
         return [Stage("collide", collide), Stage("stream", stream),
