@@ -76,6 +76,8 @@ class Scenario(BaseModel):
         "{diagnostic: change, below: 1e-6} (steps or until stays the limit)")
     check_finite: int = Field(1000, ge=0, description="steps between on-device finiteness "
                               "checks (also at every capture); 0: never")
+    flush_seconds: float = Field(2.0, gt=0, le=3600, description="durability lag: a capture is "
+                                 "on disk at most about this many seconds after it is computed")
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
 

@@ -74,7 +74,10 @@ class Heat2DCN(Heat2D):
             if periodic:
                 b_hat = xp.fft.rfftn(rhs)
                 lam = self.constants.like(b_hat)["lam"]
-                return {**state, "u": xp.fft.irfftn(b_hat / (1 - a * lam), s=u.shape, axes=(0, 1))}
+                # a is a real 0-d array: cast it, as real-complex array promotion is the
+                # library's choice (JAX's strict mode refuses it).
+                a_lam = xp.astype(a, lam.dtype) * lam
+                return {**state, "u": xp.fft.irfftn(b_hat / (1 - a_lam), s=u.shape, axes=(0, 1))}
 
             def operator(v):
                 return v - a * interior_laplacian(v)

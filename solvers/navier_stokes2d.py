@@ -116,20 +116,27 @@ class NavierStokes2D(AbstractSolver):
             w = xp.fft.rfftn(omega)
             return {**state, "w": w, "k1": rhs(w, omega.shape)}
 
+        def complex_like(value, w):
+            # dt is a real 0-d array: real times complex arrays is mixed-kind promotion, which
+            # the Array API leaves to each library (JAX's strict mode refuses it), so cast first.
+            return array_namespace(w).astype(value, w.dtype)
+
         def k2(state, dt):
-            return {**state, "k2": rhs(state["w"] + (0.5 * dt) * state["k1"],
+            w = state["w"]
+            return {**state, "k2": rhs(w + complex_like(0.5 * dt, w) * state["k1"],
                                        state["omega"].shape)}
 
         def k3(state, dt):
-            return {**state, "k3": rhs(state["w"] + (0.5 * dt) * state["k2"],
+            w = state["w"]
+            return {**state, "k3": rhs(w + complex_like(0.5 * dt, w) * state["k2"],
                                        state["omega"].shape)}
 
         def k4(state, dt):
             shape = state["omega"].shape
             w, a, b, c = state["w"], state["k1"], state["k2"], state["k3"]
-            d = rhs(w + dt * c, shape)
+            d = rhs(w + complex_like(dt, w) * c, shape)
             xp = array_namespace(w)
-            w_new = w + (dt / 6.0) * (a + 2 * b + 2 * c + d)
+            w_new = w + complex_like(dt / 6.0, w) * (a + 2 * b + 2 * c + d)
             return {**state, "omega": xp.fft.irfftn(w_new, s=shape, axes=(0, 1))}
 
         return [Stage("k1", k1), Stage("k2", k2), Stage("k3", k3), Stage("k4", k4)]

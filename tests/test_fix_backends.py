@@ -216,7 +216,7 @@ def test_backend_caches_let_dropped_functions_go(name):
 
     fn = make()
     fields = {"u": backend.asarray(np.ones(3))}
-    backend.call(fn, fields, *backend.scalars(0.1, 0, 0.0))
+    backend.call(fn, fields, 0.1, 0, 0.0)
     backend.advance(fn, fields, 2, 0.1, 0, 0.0)
     ref = weakref.ref(fn)
     del fn
@@ -259,3 +259,24 @@ def test_jax_memory_stays_flat_over_200_runs(tmp_path):
     warm, end = map(float, proc.stdout.split()[-2:])
     # Before: ~4 MiB per run (diagnostics and watched loops recompiled, never freed).
     assert end - warm < 20, (warm, end)
+
+
+def test_torch_compiles_every_step_function_of_a_process():
+    require_backend("torch")
+    import torch._dynamo
+
+    limit = 2  # dynamo's default is 8: lowered so the test is quick
+    backend = get_backend("torch", compile=True)
+    fields = {"u": backend.asarray(np.ones(3))}
+    kept = []
+    for k in range(limit + 2):
+        def scale(fields, dt, step, time, k=k):
+            return {"u": fields["u"] * (k + 1)}
+
+        kept.append(scale)
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            out, _, _ = backend.advance(scale, fields, 1, 0.1, 0, 0.0)
+        # Past the recompile limit of a shared code object, dynamo would run it eagerly.
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > before, k
+        np.testing.assert_array_equal(backend.to_host(out)["u"], np.full(3, k + 1.0))

@@ -14,18 +14,23 @@ from simkit.cli import main
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch", "torch-compiled"])
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_runs_from_the_cli(in_tmp, path, backend, capsys):
-    require_backend(backend)
+    """``torch-compiled`` is PyTorch with ``compile: true`` on the CPU (the GPU's default):
+    every solver must trace under ``torch.compile``, constants and inner loops included."""
+    name = backend.removesuffix("-compiled")
+    require_backend(name)
     data = yaml.safe_load(path.read_text())
     data.pop("until", None)
     data.pop("stop_when", None)
     data["steps"] = 3
+    if backend.endswith("-compiled"):
+        data["compile"] = True
     (in_tmp / path.name).write_text(yaml.safe_dump(data))
-    code = main(["run", path.name, "--backend", backend, "-o", "out.nc", "-q"])
+    code = main(["run", path.name, "--backend", name, "-o", "out.nc", "-q"])
     assert code == 0, capsys.readouterr().err
     with xr.open_datatree(in_tmp / "out.nc") as tree:
-        assert tree.attrs["simkit_backend"] == backend
+        assert tree.attrs["simkit_backend"] == name
         assert int(tree.to_dataset().step) == 3
         assert set(tree.children) == set(data["outputs"])

@@ -24,6 +24,7 @@ the run's seed, a Python int (a constant of the run).
 from __future__ import annotations
 
 import abc
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -31,6 +32,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from simkit._types import Array, StepFn, WatchFn
+from simkit.backends._block import (
+    BlockPlan,
+    BlockProgram,
+    BlockResult,
+    EagerBlockOps,
+    run_block_eager,
+)
 from simkit.errors import ScenarioError
 
 DTYPES = ("float32", "float64")
@@ -99,6 +107,43 @@ class AbstractBackend(abc.ABC):
         """
 
 
+    # ------------------------------------------------------------ blocks (DESIGN D4)
+
+    def block_runner(self, program: BlockProgram) -> Any:
+        """What runs the blocks of ``program``: compiled once per run where the library compiles
+        (the eager backends run the program itself)."""
+        return program
+
+    def block_ops(self) -> EagerBlockOps:
+        """The array operations of the eager block loop on this backend."""
+        return EagerBlockOps(self.scalars)
+
+    def run_block(self, runner: Any, fields: Mapping[str, Array], plan: BlockPlan
+                  ) -> BlockResult:
+        """Run every capture point of ``plan`` as one call, captures stored on the device."""
+        return run_block_eager(runner, fields, plan, self.block_ops())
+
+    def block_to_host(self, result: BlockResult) -> dict[str, Any]:
+        """The block's captures as host arrays (each slot's buffers cut to its count), its step
+        count, fired conditions and finite flag: the one wait for the device per block."""
+        small = {"counts": result.counts, "steps": result.steps, "finite": result.finite}
+        if result.fired is not None:
+            small["fired"] = result.fired
+        host = {name: _host_value(self, value) for name, value in small.items()}
+        host.setdefault("fired", None)
+        host["buffers"] = [
+            self.to_host({name: buffer[:int(count)] for name, buffer in buffers.items()})
+            if int(count) else {}
+            for buffers, count in zip(result.buffers, host["counts"], strict=True)]
+        return host
+
+
+def _host_value(backend: AbstractBackend, value: Any) -> np.ndarray:
+    if isinstance(value, (bool, int, float, np.ndarray, np.generic)):
+        return np.asarray(value)
+    return backend.to_host({"value": value})["value"]
+
+
 def eager_loop(step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float, step0: int,
                time0: float, scalars: Callable[[float, int, float], tuple]) -> dict[str, Array]:
     """The plain loop, for backends without a loop compiler; ``scalars`` is the backend's."""
@@ -111,14 +156,20 @@ def eager_loop(step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float, 
 def weakly(fn: Callable) -> Callable:
     """``fn`` called through a weak reference, for what a backend compiles from ``fn``: a
     compiled function holds what it wraps, so in a cache keyed weakly on ``fn`` it would keep its
-    own key alive for ever (one leaked compilation per run); through this, both go together."""
+    own key alive for ever (one leaked compilation per run); through this, both go together.
+
+    Each wrapper has a code object of its own: ``torch.compile`` keeps its compilations per code
+    object and, past a few, silently runs a function eagerly, which one shared wrapper (or the one
+    ``step`` of every ``make_step``) would reach after a few solvers in one process.
+    """
     ref = weakref.ref(fn)
 
     def call(*args: Any) -> Any:
         return ref()(*args)
 
-    call.__name__ = getattr(fn, "__name__", "fn")
-    return call
+    name = getattr(fn, "__name__", "fn")
+    return types.FunctionType(call.__code__.replace(co_name=name), call.__globals__, name, None,
+                              call.__closure__)
 
 
 def check_options(backend: str, device: str, dtype: str) -> None:

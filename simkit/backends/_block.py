@@ -130,10 +130,14 @@ def slot_values(program: BlockProgram, slot: Slot, fields: State,
 
 
 class EagerBlockOps:
-    """What the eager block loop needs from an array library: NumPy's forms (host arrays)."""
+    """What the eager block loop needs from an array library: NumPy's forms (host arrays).
 
-    def scalars(self, dt: float, step: int, time: float) -> tuple:
-        return dt, step, time
+    Args:
+        scalars: the backend's ``(dt, step, time) -> 0-d arrays`` of the step contract.
+    """
+
+    def __init__(self, scalars: Callable[[float, int, float], tuple]) -> None:
+        self.scalars = scalars
 
     def buffer(self, shape: tuple[int, ...], dtype: str) -> Any:
         return np.empty(shape, dtype=dtype)

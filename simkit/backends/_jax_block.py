@@ -21,7 +21,7 @@ def _all_finite(values: dict[str, Any]) -> Any:
     return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
 
 
-def compile_block(program: BlockProgram) -> Any:
+def compile_block(program: BlockProgram, dtype: Any) -> Any:
     """The jitted block function of ``program``: ``(fields, plan arrays...) -> results``."""
     slots = program.slots
     watch, levels = program.watch, program.levels
@@ -46,11 +46,13 @@ def compile_block(program: BlockProgram) -> Any:
 
         def point(carry):
             k, f, bufs, idx, ok, stopped, prev, fired, taken = carry
-            n, dt, last = counts[k], dts[k], last_dts[k]
+            n, dt64, last64 = counts[k], dts[k], last_dts[k]
+            dt, last = dt64.astype(dtype), last64.astype(dtype)
             s0, t0 = steps[k], times[k]
 
             def time_at(i):
-                return t0 + jnp.asarray(i, jnp.float64) * dt
+                # As the host computes it: float64 whatever the state's dtype.
+                return t0 + jnp.asarray(i, jnp.float64) * dt64
 
             if watch is None:
                 f = jax.lax.fori_loop(0, n - 1, lambda i, g: program.step(g, dt, s0 + i,
@@ -104,7 +106,7 @@ def compile_block(program: BlockProgram) -> Any:
                     values = slot_values(program, slot, f, seen)
                     good = _all_finite(values)
                     values[STEP] = s0 + n
-                    values[TIME] = time_at(n - 1) + last
+                    values[TIME] = time_at(n - 1) + last64
                     out = {name: jax.lax.dynamic_update_index_in_dim(
                         b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
                     return out, good

@@ -15,11 +15,8 @@ from simkit.backends._block import EagerBlockOps
 
 class TorchBlockOps(EagerBlockOps):
     def __init__(self, device: torch.device, scalars: Any) -> None:
+        super().__init__(scalars)
         self.device = device
-        self._scalars = scalars
-
-    def scalars(self, dt: float, step: int, time: float) -> tuple:
-        return self._scalars(dt, step, time)
 
     def buffer(self, shape: tuple[int, ...], dtype: str) -> torch.Tensor:
         return torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)

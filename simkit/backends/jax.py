@@ -22,6 +22,8 @@ from simkit.backends._base import (
     no_gpu,
     weakly,
 )
+from simkit.backends._block import BlockPlan, BlockProgram
+from simkit.backends._jax_block import compile_block, run_block
 
 # float64 needs x64 (and the contract's int64 step and float64 time, whatever the state's dtype).
 jax.config.update("jax_enable_x64", True)
@@ -165,6 +167,17 @@ class JaxBackend(AbstractBackend):
         if "batched_call" not in table:
             table["batched_call"] = jax.jit(jax.vmap(weakly(fn)))
         return table["batched_call"](dict(fields), values)
+
+    def block_runner(self, program: BlockProgram) -> Any:
+        if not self.compile:
+            return program
+        return compile_block(program, self.dtype)
+
+    def run_block(self, runner: Any, fields: Mapping[str, jax.Array], plan: BlockPlan) -> Any:
+        if isinstance(runner, BlockProgram):  # compile=False: the eager loop, for debugging
+            with jax.disable_jit():
+                return super().run_block(runner, fields, plan)
+        return run_block(runner, fields, plan)
 
     def call(self, fn: Any, *args: Any) -> Any:
         if not self.compile:

@@ -12,6 +12,7 @@ import torch
 
 from simkit._types import StepFn, WatchFn
 from simkit.backends._base import AbstractBackend, check_options, no_gpu, weakly
+from simkit.backends._torch_block import TorchBlockOps
 
 #: With a watched condition, the loop looks at the device's stop flag once per this many steps.
 WATCH_SYNC_EVERY = 32
@@ -96,6 +97,13 @@ class TorchBackend(AbstractBackend):
                 if i % WATCH_SYNC_EVERY == WATCH_SYNC_EVERY - 1 and bool(stopped):
                     break
             return out, int(taken), fired.cpu().numpy()
+
+    def block_ops(self) -> TorchBlockOps:
+        return TorchBlockOps(self._device, self.scalars)
+
+    def run_block(self, runner: Any, fields: Mapping[str, torch.Tensor], plan: Any) -> Any:
+        with torch.inference_mode():
+            return super().run_block(runner, fields, plan)
 
     def call(self, fn: Any, *args: Any) -> Any:
         with torch.inference_mode():

@@ -62,12 +62,18 @@ class BackgroundWriter:
         try:
             # The whole batch must fit before any of it is written: a full disk then leaves
             # nothing half-written behind the captures already synced.
-            self.writer.check_space(args[0] for method, args in batch
-                                    if method == self.writer.write_capture)
+            self.writer.check_space(
+                [args[0] for method, args in batch if method == self.writer.write_capture]
+                + [args[0] for method, args in batch if method == self.writer.write_block
+                   for _ in args[1]])
             for method, args in batch:
                 if method == self.writer.write_capture:
                     method(*args, sync=False)
                     done.append(args)
+                elif method == self.writer.write_block:
+                    method(*args)
+                    done.append((args[0], args[1][-1] if args[1] else None, None, args[3],
+                                 len(args[1])))
                 else:
                     method(*args)
             if done:
@@ -75,7 +81,7 @@ class BackgroundWriter:
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             self._error = self._failure = error
             return
-        self.written += len(done)
+        self.written += sum(args[4] if len(args) == 5 else 1 for args in done)
         if self._on_written is not None:
             for args in done:
                 self._on_written(args[0], args[1], args[3])
@@ -90,6 +96,13 @@ class BackgroundWriter:
         """Queue one capture (host copies the caller no longer touches)."""
         self._raise_pending()
         self._queue.put((self.writer.write_capture, (stream, step, time, arrays)))
+
+    def capture_block(self, stream: str, steps: list[int], times: list[float],
+                      arrays: Mapping[str, np.ndarray]) -> None:
+        """Queue a block's captures of one stream (arrays along their first axis, host copies
+        the caller no longer touches); written with one sync for the whole batch."""
+        self._raise_pending()
+        self._queue.put((self.writer.write_block, (stream, steps, times, arrays)))
 
     def final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
         """Queue the final state."""

@@ -15,7 +15,7 @@ import os
 import resource
 import shutil
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,30 @@ class NetCDFWriter:
             self._counts[stream] = i + 1
         if sync:
             self.sync()
+
+    def write_block(self, stream: str, steps: Sequence[int], times: Sequence[float],
+                    arrays: Mapping[str, np.ndarray]) -> None:
+        """Append ``len(steps)`` captures of ``stream`` at once: ``arrays`` hold them along their
+        first axis. One write per variable; each capture keeps its own checksum, and the steps
+        are written last, so a capture counts only once all of it is in the file. Not synced:
+        the caller has checked the space and syncs after the batch."""
+        n = len(steps)
+        if not n:
+            return
+        with self._writing(), self._space_errors(), hdf5_lock():
+            group = self._ds.groups[stream]
+            i = self._counts[stream]
+            names = self._names[stream]
+            for name, value in arrays.items():
+                group.variables[name][i:i + n, ...] = value
+            group.variables[schema.TIME][i:i + n] = np.asarray(times, dtype=np.float64)
+            group.variables[schema.CHECKSUM][i:i + n] = np.array(
+                [capture_checksum(step, time, {name: arrays[name][j] for name in names}, names)
+                 for j, (step, time) in enumerate(zip(steps, times, strict=True))],
+                dtype=np.uint32)
+            # The steps are written last: a capture counts once its step is on disk.
+            group.variables[schema.STEP][i:i + n] = np.asarray(steps, dtype=np.int64)
+            self._counts[stream] = i + n
 
     @contextlib.contextmanager
     def _space_errors(self) -> Iterator[None]:

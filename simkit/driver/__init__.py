@@ -24,6 +24,7 @@ from array_api_compat import array_namespace
 
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
+from simkit.driver._blocks import BlockLoop, _is_final, build_program
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
@@ -162,17 +163,6 @@ def restore_schedules(plan: RunPlan, state: Mapping[str, float] | None) -> None:
                           if name.startswith(prefix)})
 
 
-def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:
-    """Steps needed to go from ``time`` to ``target`` with step ``dt``, and the length of the last
-    one (shortened so the run lands exactly on ``target``)."""
-    remaining = target - time
-    k = max(1, math.ceil(remaining / dt - TIME_RTOL))
-    last = remaining - (k - 1) * dt
-    if abs(last - dt) <= TIME_RTOL * dt:
-        last = dt
-    return k, last
-
-
 def _arrays(value: Any) -> list[Any]:
     """The arrays in a state entry: an array, or (as a stage may store) tuples and lists of them;
     Python numbers (the seed) are no data."""
@@ -305,17 +295,6 @@ class ResumePoint:
     schedules: dict[str, float] | None = None
 
 
-@dataclass
-class _Segment:
-    """What the next stretch of steps does: ``pieces`` of (count, dt), ending at ``step``/``time``
-    unless a watched condition stops it early; ``staged`` streams capture inside its last step."""
-
-    pieces: list[tuple[int, float]]
-    step: int
-    time: float
-    staged: list[StreamPlan]
-
-
 class _Run:
     """The state of one run as it advances."""
 
@@ -431,54 +410,6 @@ class _Run:
 
     # -------------------------------------------------------------- stepping
 
-    def run_pieces(self, segment: _Segment) -> np.ndarray | None:
-        """Advance through ``segment``; returns the watched conditions that fired, if any."""
-        # The loop may fire a condition at the steps after this one.
-        enabled = np.array([when.may_fire(self.step + 1) for _, when in self.whens], dtype=bool)
-        watch = self.watch if enabled.any() else None
-        last_index = len(segment.pieces) - 1
-        for index, (count, dt) in enumerate(segment.pieces):
-            if count == 0:
-                continue
-            staged_step = index == last_index and segment.staged
-            n = count - 1 if staged_step else count
-            if n:
-                self.fields, taken, fired = self.backend.advance(
-                    self.step_fn, self.fields, n, dt, self.step, self.time, watch, enabled)
-                self.step += taken
-                self.time = self.time + taken * dt
-                if fired is not None and fired.any():
-                    return fired
-            if staged_step:
-                # The step taken stage by stage is watched too: an edge there is an edge.
-                before = self._watch_host(watch)
-                self.staged_step(segment.staged, dt, segment)
-                if watch is not None:
-                    fired = self._watch_host(watch) & ~before & enabled
-                    if fired.any():
-                        return fired
-        self.time = segment.time
-        return None
-
-    def _watch_host(self, watch: Any) -> Any:
-        """The watched conditions on the current fields, as a host bool array (None: none)."""
-        if watch is None:
-            return None
-        flags = self.backend.call(watch, self.fields)
-        return np.asarray(self.backend.to_host({"flags": flags})["flags"], dtype=bool)
-
-    def staged_step(self, streams: list[StreamPlan], dt: float, segment: _Segment) -> None:
-        """One step that also captures the state after the streams' stages (one step function
-        for all of them: a step taken twice would apply a solver's in-place updates twice)."""
-        stages = tuple(dict.fromkeys(s.stage for s in streams))
-        step_fn = _step_for(self.plan.solver, self.plan.scenario.seed, stages)
-        self.fields, seen = self.backend.call_step(step_fn, self.fields, dt, self.step,
-                                                   self.time)
-        self.step += 1
-        self.time = segment.time
-        for stream in streams:
-            self.capture([stream], seen[stream.stage])
-
     def check_finite(self, start: dict[str, Any], start_step: int, start_time: float,
                      pieces: list[tuple[int, float]]) -> None:
         """Stop with NonFiniteError naming step, stage and field if the state is not finite."""
@@ -516,6 +447,14 @@ class _Run:
                 break
         return (f"non-finite value in {where}; the last good state, step {step}, is kept as the "
                 f"final state of {self.writer.partial_path}")
+
+    def check_diagnostic_shapes(self, names: set[str]) -> None:
+        """Refuse a diagnostic whose value has another shape than its dims declare, before any
+        block stores it (evaluated once, on the state the run starts from)."""
+        for name in sorted(names):
+            value = self.backend.call(self.diagnostics[name].fn, self.fields)
+            _check_shape(self.plan.solver, self.diagnostics[name], getattr(value, "shape", ()),
+                         self.sizes)
 
     def check_start(self) -> None:
         """Stop with NonFiniteError when the state the run starts from (its initial condition or
@@ -594,62 +533,25 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     return RunResult(path=path, state=host, step=run.step, time=run.time)
 
 
-def _plan_segment(run: _Run, chunk: int | None) -> _Segment:
-    """The next stretch of steps: up to the nearest capture, time target, cooldown end, check or
-    progress update."""
-    plan, sc, dt = run.plan, run.plan.scenario, run.plan.dt
-    schedules = [s.schedule for s in plan.streams]
-    step_targets = [s.next_step(run.step) for s in schedules]
-    # A cooling-down condition is watched again from the segment that can reach its first step.
-    step_targets += [when.resumes_at - 1 for _, when in run.whens]
-    if sc.steps is not None:
-        step_targets.append(sc.steps)
-    if chunk is not None:
-        step_targets.append(run.step + chunk)
-    if sc.check_finite:
-        step_targets.append(run.checked_at + sc.check_finite)
-    if run.walls:
-        elapsed = max(_time.perf_counter() - run.wall_started, 1e-9)
-        taken = run.step - run.wall_start_step
-        rate = taken / elapsed if taken else 0.0
-        left = min(wall.seconds_left() for _, wall in run.walls)
-        step_targets.append(run.step + max(1, int(rate * left)))
-    n_step = min((t for t in step_targets if t is not None and t > run.step), default=None)
-    time_targets = [s.next_time(run.time) for s in schedules] + [sc.until]
-    target_time = min((t for t in time_targets if t is not None), default=None)
-    k, last = steps_to_time(run.time, target_time, dt) if target_time is not None else (0, dt)
-    if target_time is not None and (n_step is None or run.step + k <= n_step):
-        segment = _Segment([(k - 1, dt), (1, last)], run.step + k, target_time, [])
-    else:
-        n = n_step - run.step
-        segment = _Segment([(n, dt)], n_step, run.time + n * dt, [])
-    final = _is_final(sc, segment.step, segment.time)
-    segment.staged = run.due(run.staged, segment.step, segment.time, final)
-    return segment
-
-
-def _is_final(sc: Any, step: int, time: float) -> bool:
-    return ((sc.steps is not None and step >= sc.steps)
-            or (sc.until is not None and time >= sc.until))
-
-
 def _loop(run: _Run, progress: ProgressFn | None) -> None:
+    """Run blocks until the run ends: each block is one call of the backend, capturing on the
+    device; only what happens between blocks (a condition that fired, a wall-clock capture)
+    takes the host path."""
     sc, dt = run.plan.scenario, run.plan.dt
     expected = sc.steps if sc.steps is not None else math.ceil(sc.until / dt - TIME_RTOL)
     chunk = max(1, expected // _PROGRESS_UPDATES) if progress else None
     if sc.check_finite:
         run.check_start()
     run.capture(run.due(run.plain, run.step, run.time, final=_is_final(sc, run.step, run.time)))
+    program = build_program(run, _step_for)
+    blocks = BlockLoop(run, program, sc.flush_seconds, chunk)
     while not (run.stopped or _is_final(sc, run.step, run.time)):
-        segment = _plan_segment(run, chunk)
-        start, start_step, start_time = run.fields, run.step, run.time
-        fired = run.run_pieces(segment)
-        run.flush()  # the previous capture's host copy, while this segment computes
+        fired = blocks.run_block()
+        streams: list[StreamPlan] = []
         if fired is not None:
             run.stopped = any(run.whens[j][0] is None for j in np.flatnonzero(fired))
-        final = run.stopped or _is_final(sc, run.step, run.time)
-        streams = run.due(run.plain, run.step, run.time, final)
-        if fired is not None:
+            final = run.stopped or _is_final(sc, run.step, run.time)
+            streams = run.due(run.plain, run.step, run.time, final)
             for j in np.flatnonzero(fired):
                 stream, when = run.whens[j]
                 when.fired(run.step)
@@ -657,21 +559,12 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
                         and run.last_capture.get(stream.name) != run.step):
                     streams.append(stream)
         if run.walls:
-            run.backend.synchronize(run.fields)
             for stream, wall in run.walls:
                 if wall.due():
                     wall.fired()
-                    if stream not in streams:
+                    if stream not in streams and run.last_capture.get(stream.name) != run.step:
                         streams.append(stream)
-        if sc.check_finite and (streams or final or run.step - run.checked_at >= sc.check_finite):
-            done = [(c, d) for c, d in segment.pieces]
-            if fired is not None:  # stopped early: replay only the steps taken
-                done, left = [], run.step - start_step
-                for count, d in segment.pieces:
-                    done.append((min(count, left), d))
-                    left -= done[-1][0]
-            run.check_finite(start, start_step, start_time, done)
-        run.capture(streams, defer=True)
+        run.capture(streams)
         if progress:
             progress(run.step, run.time, run.writer.written, expected)
     run.flush()

@@ -1,0 +1,266 @@
+"""The run loop in blocks: the host plans the next capture points, the backend runs them as one
+compiled call storing every due capture on the device, and the writer gets each stream's captures
+of the block at once.
+
+A block ends when its buffers are full, when its planned steps would take longer than the run's
+durability lag, at a progress update, a cooldown's end or a wall-clock capture, when a watched
+condition fires, or at the end of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time as _time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simkit.backends._block import STEP, BlockPlan, BlockProgram, Slot
+from simkit.errors import NonFiniteError
+from simkit.io import schema
+from simkit.scenario import StreamPlan
+from simkit.schedule import TIME_RTOL
+
+logger = logging.getLogger(__name__)
+
+#: The most capture points in one block (the length of the block's plan arrays).
+BLOCK_POINTS = 1024
+#: Device memory the block buffers of one run may take.
+BLOCK_BYTES = 256 << 20
+
+
+@dataclass
+class _Point:
+    count: int
+    dt: float
+    last: float
+    step: int  # step index where its gap starts
+    time: float  # simulated time where its gap starts
+    end_step: int
+    end_time: float
+    due: list[StreamPlan]
+
+
+def build_program(run: Any, step_for: Any) -> BlockProgram:
+    """The static block program of ``run``: its step, stage captures, diagnostics and slots."""
+    plan = run.plan
+    streams = list(plan.streams)
+    stages = tuple(dict.fromkeys(s.stage for s in streams if s.stage is not None))
+    seed = plan.scenario.seed
+    staged = step_for(plan.solver, seed, stages) if stages else None
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    sizes = run.sizes
+    specs = list(plan.solver.fields()) + [p for st in plan.solver.stages() for p in st.probes]
+    for spec in specs:
+        shapes[spec.name] = (tuple(sizes[d] for d in spec.dims), plan.scenario.dtype)
+    for diag in run.diagnostics.values():
+        shapes[diag.name] = (tuple(sizes[d] for d in diag.dims), "float64")
+    points = BLOCK_POINTS
+    per_capture = [sum(int(np.prod(shapes[n][0], dtype=np.int64)) * np.dtype(shapes[n][1]).itemsize
+                       for n in s.fields + s.diagnostics) + 16 for s in streams]
+    budget = BLOCK_BYTES // max(1, len(streams))
+    slots = tuple(Slot(s.name, s.stage, s.fields, s.diagnostics,
+                       capacity=max(1, min(points, budget // per)))
+                  for s, per in zip(streams, per_capture, strict=True))
+    diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
+    run.check_diagnostic_shapes({n for s in streams if s.stage is None for n in s.diagnostics})
+    return BlockProgram(run.step_fn, staged, diagnostics, slots, points, run.watch, None, shapes)
+
+
+class BlockLoop:
+    """Plans, runs and commits the blocks of one run."""
+
+    def __init__(self, run: Any, program: BlockProgram, flush_seconds: float,
+                 chunk: int | None) -> None:
+        self.run = run
+        self.program = program
+        self.flush_seconds = flush_seconds
+        self.chunk = chunk
+        self.rate: float | None = None  # steps per second, measured on the blocks so far
+        self.index = {s.name: i for i, s in enumerate(run.plan.streams)}
+        self.compiled = run.backend.block_runner(program)
+
+    # -------------------------------------------------------------- planning
+
+    def _next_point(self, step: int, time: float, last: dict[str, int]) -> tuple[_Point, bool]:
+        """The next capture point after (step, time), and whether a block must end there."""
+        run, sc, dt = self.run, self.run.plan.scenario, self.run.plan.dt
+        schedules = [s.schedule for s in run.plan.streams]
+        targets = [s.next_step(step) for s in schedules]
+        boundary = [when.resumes_at - 1 for _, when in run.whens]
+        if sc.steps is not None:
+            targets.append(sc.steps)
+        if self.chunk is not None:
+            boundary.append(run.step + self.chunk)
+        if sc.check_finite:
+            boundary.append(run.step + sc.check_finite)
+        if run.walls:
+            boundary.append(run.step + self._wall_steps())
+        boundary = [b for b in boundary if b is not None and b > step]
+        n_step = min([t for t in targets if t is not None and t > step] + boundary,
+                     default=None)
+        time_targets = [s.next_time(time) for s in schedules] + [sc.until]
+        target_time = min((t for t in time_targets if t is not None), default=None)
+        k, last_dt = (steps_to_time(time, target_time, dt) if target_time is not None
+                      else (0, dt))
+        if target_time is not None and (n_step is None or step + k <= n_step):
+            point = _Point(k, dt, last_dt, step, time, step + k, target_time, [])
+        else:
+            n = n_step - step
+            point = _Point(n, dt, dt, step, time, n_step, time + n * dt, [])
+        final = _is_final(sc, point.end_step, point.end_time)
+        point.due = [s for s in run.plan.streams if last.get(s.name) != point.end_step
+                     and (s.schedule.fires(point.end_step, point.end_time)
+                          or (final and s.schedule.at_end))]
+        ends = final or point.end_step in boundary
+        return point, ends
+
+    def _wall_steps(self) -> int:
+        run = self.run
+        left = min(wall.seconds_left() for _, wall in run.walls)
+        return max(1, int((self.rate or 0.0) * left))
+
+    def plan_block(self) -> tuple[BlockPlan, list[_Point]]:
+        run, program = self.run, self.program
+        plan = BlockPlan.empty(program.points, len(program.slots), len(run.whens))
+        plan.enabled = np.array([when.may_fire(run.step + 1) for _, when in run.whens],
+                                dtype=bool)
+        budget = (max(1, int(self.rate * self.flush_seconds)) if self.rate
+                  else 64)  # the first block is short: it measures the rate
+        step, time = run.step, run.time
+        last = dict(run.last_capture)
+        counts = [0] * len(program.slots)
+        points: list[_Point] = []
+        while len(points) < program.points:
+            point, ends = self._next_point(step, time, last)
+            slots = [self.index[s.name] for s in point.due]
+            if any(counts[i] + 1 > program.slots[i].capacity for i in slots):
+                break
+            k = len(points)
+            plan.counts[k], plan.dts[k], plan.last_dts[k] = point.count, point.dt, point.last
+            plan.steps[k], plan.times[k] = point.step, point.time
+            for i in slots:
+                plan.due[k, i] = True
+                counts[i] += 1
+            for s in point.due:
+                last[s.name] = point.end_step
+            points.append(point)
+            step, time = point.end_step, point.end_time
+            if ends or step - run.step >= budget:
+                break
+        plan.used = len(points)
+        return plan, points
+
+    # -------------------------------------------------------------- running
+
+    def run_block(self) -> np.ndarray | None:
+        """Plan, run and commit one block; returns the conditions that fired, if any."""
+        run = self.run
+        plan, points = self.plan_block()
+        start, start_step, start_time = run.fields, run.step, run.time
+        started = _time.perf_counter()
+        result = run.backend.run_block(self.compiled, run.fields, plan)
+        host = run.backend.block_to_host(result)
+        seconds = _time.perf_counter() - started
+        taken = int(host["steps"])
+        if taken:
+            rate = taken / max(seconds, 1e-6)
+            self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
+        # Where the block stopped: a point's end, or inside a gap when a condition fired there.
+        step, time, done = start_step, start_time, 0
+        pieces: list[tuple[int, float]] = []
+        for point in points:
+            if done + point.count <= taken:
+                pieces += [(point.count - 1, point.dt), (1, point.last)]
+                done += point.count
+                step, time = point.end_step, point.end_time
+                continue
+            inside = taken - done
+            if inside:
+                pieces.append((inside, point.dt))
+                step, time = point.step + inside, point.time + inside * point.dt
+            break
+        times = {p.end_step: p.end_time for p in points}
+        if not bool(host["finite"]):
+            self._non_finite(start, start_step, start_time, pieces, host, times)
+        run.fields, run.step, run.time = result.fields, step, time
+        self._commit(host, times)
+        fired = host["fired"]
+        return fired if fired is not None and fired.size and fired.any() else None
+
+    def _commit(self, host: dict[str, Any], times: dict[int, float], upto: int | None = None
+                ) -> None:
+        """Hand every stream's captures of the block to the writer (those up to ``upto``)."""
+        run = self.run
+        schedules = None
+        for slot, buffers, count in zip(self.program.slots, host["buffers"], host["counts"],
+                                        strict=True):
+            count = int(count)
+            if not count:
+                continue
+            steps = buffers[STEP][:count]
+            if upto is not None:
+                count = int(np.searchsorted(steps, upto, side="right"))
+                steps = steps[:count]
+                if not count:
+                    continue
+            arrays = {name: buffers[name][:count] for name in slot.fields + slot.diagnostics}
+            if slot.stream in run.checkpoints and run.state_slots:
+                if schedules is None:
+                    from simkit.driver import save_schedules
+
+                    saved = save_schedules(run.plan)
+                    schedules = np.array([saved[s] for s in run.state_slots], dtype=np.float64)
+                arrays[schema.SCHEDULE_STATE] = np.broadcast_to(
+                    schedules, (count, len(schedules))).copy()
+            step_list = [int(s) for s in steps]
+            run.writer.capture_block(slot.stream, step_list, [times[s] for s in step_list],
+                                     arrays)
+            run.last_capture[slot.stream] = step_list[-1]
+
+    def _non_finite(self, start: Any, start_step: int, start_time: float,
+                    pieces: list[tuple[int, float]], host: dict[str, Any],
+                    times: dict[int, float]) -> None:
+        """Replay the block to name the step, stage and field; commit the good captures."""
+        run = self.run
+        try:
+            run.check_finite(start, start_step, start_time, pieces)
+        except NonFiniteError:
+            self._commit(host, times, upto=run.step)
+            raise
+        # The state stayed finite: a captured value (a diagnostic's reduction) overflowed.
+        bad_step, bad_name = None, None
+        for slot, buffers, count in zip(self.program.slots, host["buffers"], host["counts"],
+                                        strict=True):
+            for i in range(int(count)):
+                for name in slot.fields + slot.diagnostics:
+                    if not np.all(np.isfinite(buffers[name][i])):
+                        step = int(buffers[STEP][i])
+                        if bad_step is None or step < bad_step:
+                            bad_step, bad_name = step, name
+                        break
+        if bad_step is None:
+            return
+        self._commit(host, times, upto=bad_step - 1)
+        run.step, run.time = bad_step, times[bad_step]
+        raise NonFiniteError(
+            f"non-finite value in {bad_name!r} captured at step {bad_step}; the captures before "
+            f"it are kept in {run.writer.partial_path}")
+
+
+def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:
+    """Steps needed to go from ``time`` to ``target`` with step ``dt``, and the length of the last
+    one (shortened so the run lands exactly on ``target``)."""
+    remaining = target - time
+    k = max(1, math.ceil(remaining / dt - TIME_RTOL))
+    last = remaining - (k - 1) * dt
+    if abs(last - dt) <= TIME_RTOL * dt:
+        last = dt
+    return k, last
+
+
+def _is_final(sc: Any, step: int, time: float) -> bool:
+    return ((sc.steps is not None and step >= sc.steps)
+            or (sc.until is not None and time >= sc.until))
