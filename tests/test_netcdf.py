@@ -71,12 +71,12 @@ def test_file_opens_with_plain_xarray_without_simkit(in_tmp):
 def test_overwrite_keeps_the_old_file_until_the_run_finishes(in_tmp, monkeypatch):
     first = simkit.run(heat_scenario())
     before = first.path.read_bytes()
-    from simkit import driver
+    from simkit.driver import _blocks
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(driver._Run, "run_pieces", explode)
+    monkeypatch.setattr(_blocks.BlockLoop, "run_block", explode)
     with pytest.raises(RuntimeError, match="boom"):
         simkit.run(heat_scenario(seed=9), overwrite=True)
     assert first.path.read_bytes() == before

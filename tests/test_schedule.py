@@ -75,7 +75,7 @@ def test_first_and_last():
 
 def land(schedule, dt, until):
     """Drive simulated time as the driver does: land on every target exactly."""
-    from simkit.driver import steps_to_time
+    from simkit.driver._blocks import steps_to_time
 
     time, landed = 0.0, [0.0] if schedule.fires(0, 0.0) else []
     while True:

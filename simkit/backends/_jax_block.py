@@ -54,46 +54,61 @@ def compile_block(program: BlockProgram, dtype: Any) -> Any:
                 # As the host computes it: float64 whatever the state's dtype.
                 return t0 + jnp.asarray(i, jnp.float64) * dt64
 
+            # With stage captures the point's last step is the staged step; otherwise every step
+            # of the gap is the one step function (traced once), the last one with its own dt.
+            plain = n - 1 if program.staged is not None else n
+
+            def dt_of(i):
+                return jnp.where(i == n - 1, last, dt)
+
+            def time_of(i):
+                return time_at(i)
+
+            seen = None
             if watch is None:
-                f = jax.lax.fori_loop(0, n - 1, lambda i, g: program.step(g, dt, s0 + i,
-                                                                          time_at(i)), f)
-                taken = taken + n - 1
-                completed = true_ = jnp.asarray(True)
+                f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), plain, lambda i, g: program.step(
+                    g, dt_of(i), s0 + i, time_of(i)), f)
+                taken = taken + plain
+                completed = jnp.asarray(True)
             else:
                 def cond(c):
                     i, _, stop, _, _ = c
-                    return (i < n - 1) & ~stop
+                    return (i < plain) & ~stop
 
                 def body(c):
                     i, g, _, p, _ = c
-                    g = program.step(g, dt, s0 + i, time_at(i))
+                    g = program.step(g, dt_of(i), s0 + i, time_of(i))
                     now = watch(g)
                     turned = now & ~p & enabled
                     return i + 1, g, jnp.any(turned), now, turned
 
                 i, f, stop, prev, turned = jax.lax.while_loop(
-                    cond, body, (jnp.asarray(0, jnp.int64), f, false, prev, fired))
+                    cond, body, (jnp.zeros((), jnp.int64), f, false, prev, fired))
                 fired = jnp.where(stop, turned, fired)
                 stopped = stop
                 taken = taken + i
-                completed = ~stop
-                true_ = completed
-
-            if watch is None:
-                f, seen = last_step(f, last, s0 + n - 1, time_at(n - 1))
-            else:  # the last step only if no condition stopped the gap before it
-                shapes = jax.eval_shape(last_step, f, last, s0 + n - 1, time_at(n - 1))
-                skipped = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-                f, seen = jax.lax.cond(
-                    completed, lambda g: last_step(g, last, s0 + n - 1, time_at(n - 1)),
-                    lambda g: (g, skipped[1]), f)
-            taken = taken + completed.astype(jnp.int64)
-            if watch is not None:
-                now = watch(f)
-                turned = now & ~prev & enabled & completed
-                fired = jnp.where(jnp.any(turned), turned, fired)
-                stopped = stopped | jnp.any(turned)
-                prev = jnp.where(completed, now, prev)
+                completed = i == plain  # a condition may fire at the gap's very last step
+            if program.staged is not None:
+                args = (last, s0 + n - 1, time_at(n - 1))
+                if watch is None:
+                    f, seen = last_step(f, *args)
+                else:  # the last step only if no condition stopped the gap before it
+                    shapes = jax.eval_shape(last_step, f, *args)
+                    skipped = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                     shapes)
+                    f, seen = jax.lax.cond(completed & ~stopped,
+                                           lambda g: last_step(g, *args),
+                                           lambda g: (g, skipped[1]), f)
+                    now = watch(f)
+                    turned = now & ~prev & enabled & completed & ~stopped
+                    fired = jnp.where(jnp.any(turned), turned, fired)
+                    taken = taken + (completed & ~stopped).astype(jnp.int64)
+                    completed = completed & ~stopped
+                    stopped = stopped | jnp.any(turned)
+                    prev = jnp.where(completed, now, prev)
+                if watch is None:
+                    taken = taken + 1
+            true_ = completed
             level_flags = levels(f) if levels is not None else None
             new_bufs, new_idx = [], []
             for s, slot in enumerate(slots):

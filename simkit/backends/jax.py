@@ -193,6 +193,7 @@ class JaxBackend(AbstractBackend):
     def to_host(self, arrays: Mapping[str, jax.Array],
                 out: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         for value in arrays.values():
-            value.copy_to_host_async()
+            if isinstance(value, jax.Array):  # (the eager loop's buffers are NumPy already)
+                value.copy_to_host_async()
         out = out or {}
         return {name: host_copy(value, out.get(name)) for name, value in arrays.items()}

@@ -183,9 +183,9 @@ class BlockLoop:
                 step, time = point.step + inside, point.time + inside * point.dt
             break
         times = {p.end_step: p.end_time for p in points}
-        if not bool(host["finite"]):
-            self._non_finite(start, start_step, start_time, pieces, host, times)
         run.fields, run.step, run.time = result.fields, step, time
+        if run.plan.scenario.check_finite and not bool(host["finite"]):
+            self._non_finite(start, start_step, start_time, pieces, host, times)
         self._commit(host, times)
         fired = host["fired"]
         return fired if fired is not None and fired.size and fired.any() else None
@@ -244,7 +244,16 @@ class BlockLoop:
         if bad_step is None:
             return
         self._commit(host, times, upto=bad_step - 1)
-        run.step, run.time = bad_step, times[bad_step]
+        # The state the bad value came from becomes the final state: replayed up to its step.
+        fields, step, time = start, start_step, start_time
+        for count, dt in pieces:
+            for i in range(count):
+                if step == bad_step:
+                    break
+                fields = run.backend.call_step(run.step_fn, fields, dt, step, time + i * dt)
+                step += 1
+            time = time + count * dt
+        run.fields, run.step, run.time = fields, bad_step, times[bad_step]
         raise NonFiniteError(
             f"non-finite value in {bad_name!r} captured at step {bad_step}; the captures before "
             f"it are kept in {run.writer.partial_path}")
