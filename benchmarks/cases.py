@@ -198,6 +198,53 @@ def capture_overhead(quick: bool = False) -> dict:
     return out
 
 
+def _hand_jax_diagnostics(n: int, steps: int) -> dict:
+    """The same heat stencil and the same three reductions every step, in a hand-written
+    ``lax.scan`` that stores them: what the diagnostics cost the hardware, framework aside."""
+    import jax
+    import jax.numpy as jnp
+
+    u0 = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)))
+    coef = 0.2
+
+    def step(u, _):
+        lap = (jnp.roll(u, 1, 0) + jnp.roll(u, -1, 0) + jnp.roll(u, 1, 1) + jnp.roll(u, -1, 1)
+               - 4 * u)
+        u = u + coef * lap
+        return u, (0.5 * jnp.sum(u * u), jnp.sum(u), jnp.max(jnp.abs(u)))
+
+    def plain(u, _):
+        return step(u, None)[0], None
+
+    with_diags = jax.jit(lambda u: jax.lax.scan(step, u, None, length=steps))
+    without = jax.jit(lambda u: jax.lax.scan(plain, u, None, length=steps))
+    return {"diagnostics": lambda: jax.block_until_ready(with_diags(u0)),
+            "none": lambda: jax.block_until_ready(without(u0))}
+
+
+def diagnostics_every_step(quick: bool = False) -> dict:
+    """heat2d: 3 scalar diagnostics every step against no captures, on every backend (blocks)."""
+    sizes, steps, repeats = ((256,), 2000, 3) if quick else ((256, 512), 10_000, 3)
+    out: dict = {"steps": steps}
+    tmp = tempfile.mkdtemp()
+    diags = {"d": {"every": 1, "diagnostics": ["energy", "heat", "max_abs"]}}
+    for n in sizes:
+        for backend in ("jax", "torch", "numpy"):
+            b_steps = steps if backend == "jax" else steps // 2
+            base = _heat(n, b_steps, backend, {}, f"{tmp}/{backend}_none.nc")
+            dense = _heat(n, b_steps, backend, diags, f"{tmp}/{backend}_diag.nc")
+            times = interleaved({"none": lambda b=base: _run(b), "diag": lambda d=dense: _run(d)},
+                                repeats)
+            key = f"{n}^2 {backend} ({b_steps} steps)"
+            out[f"{key} none s"] = times["none"]
+            out[f"{key} 3 diagnostics every step s"] = times["diag"]
+            _target(out, f"{key} diagnostics / none", times["diag"] / times["none"], 1.10)
+        hand = interleaved(_hand_jax_diagnostics(n, steps), repeats)
+        out[f"{n}^2 hand-written jax scan: diagnostics / none"] = \
+            hand["diagnostics"] / hand["none"]
+    return out
+
+
 def _write_alone(n: int, captures: int, path: str) -> float:
     from simkit.io import BackgroundWriter, NetCDFWriter, schema
 
@@ -367,5 +414,5 @@ def nbody_pairs(quick: bool = False) -> dict:
     return out
 
 
-BENCHMARKS = [framework_overhead, capture_overhead, peer_pypde, peer_diffrax,
+BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, peer_pypde, peer_diffrax,
               memory_vs_captures, bandwidth, nbody_pairs]

@@ -35,6 +35,7 @@ from simkit.schedule import (
     SimTime,
     WallTime,
     When,
+    While,
     members,
     parse_schedule,
 )
@@ -385,12 +386,13 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
                             key=key)
     schedule = parse_schedule(schedule_spec, key)
     for member in members(schedule):
-        if isinstance(member, When) and member.diagnostic not in diag_names:
+        form = "while" if isinstance(member, While) else "when"
+        if isinstance(member, (When, While)) and member.diagnostic not in diag_names:
             raise ScenarioError(f"unknown diagnostic{did_you_mean(member.diagnostic, diag_names)};"
                                 f" expected one of {', '.join(diag_names)}, given "
-                                f"{member.diagnostic!r}", key=f"{key}.when.diagnostic")
-        if isinstance(member, When):
-            _check_scalar(solver, member.diagnostic, f"{key}.when.diagnostic")
+                                f"{member.diagnostic!r}", key=f"{key}.{form}.diagnostic")
+        if isinstance(member, (When, While)):
+            _check_scalar(solver, member.diagnostic, f"{key}.{form}.diagnostic")
         if stage is not None and isinstance(member, (When, WallTime)):
             raise ScenarioError("expected a step or sim_time schedule for a stage capture, given "
                                 f"{type(member).__name__.lower()}", key=f"{key}.stage")

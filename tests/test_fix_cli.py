@@ -111,14 +111,16 @@ def test_run_in_a_terminal_shows_the_bar_and_finishes(in_tmp):
 
 
 def test_resume_in_a_terminal_shows_the_bar_and_finishes(in_tmp):
-    stopped = _interrupted(LONG, at_step=600)
+    # Long enough that the resumed part outlasts the bar's one-second delay.
+    longer = {**LONG, "steps": 12_000}
+    stopped = _interrupted(longer, at_step=600)
     assert stopped.path == Path("long.nc") and _status(in_tmp / "long.nc") == "interrupted"
     code, out = _in_terminal(["resume", "long.nc"], in_tmp)
     assert code == 0, out
     assert "error" not in out and "steps/s" in out, out
     assert _status(in_tmp / "long.nc") == "complete"
     with xr.open_dataset(in_tmp / "long.nc") as ds:
-        assert int(ds.step) == LONG["steps"]
+        assert int(ds.step) == longer["steps"]
 
 
 def test_sweep_in_a_terminal_finishes(in_tmp):

@@ -201,7 +201,7 @@ def test_full_disk_message_counts_what_the_file_keeps_and_no_holes(in_tmp, disk,
 
     def filling(self, streams):
         calls["n"] += 1
-        if calls["n"] == 25:
+        if calls["n"] == 6:
             disk.free = 0
         try:
             check(self, streams)
@@ -209,6 +209,9 @@ def test_full_disk_message_counts_what_the_file_keeps_and_no_holes(in_tmp, disk,
             disk.free = 1 << 40  # space comes back at once: nothing may be written after
 
     monkeypatch.setattr(NetCDFWriter, "check_space", filling)
+    from simkit.driver import _blocks
+
+    monkeypatch.setattr(_blocks, "BLOCK_POINTS", 8)  # many blocks, so many batches
     with pytest.raises(DiskFullError) as caught:
         simkit.run(heat_scenario(steps=200, outputs={
             "diag": {"every": 1, "diagnostics": ["energy"]},

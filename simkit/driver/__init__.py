@@ -28,7 +28,7 @@ from simkit.driver._blocks import BlockLoop, _is_final, build_program
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
-from simkit.schedule import TIME_RTOL, AbstractSchedule, WallTime, When, members
+from simkit.schedule import TIME_RTOL, AbstractSchedule, WallTime, When, While, members
 from simkit.solver import make_step
 
 logger = logging.getLogger(__name__)
@@ -405,8 +405,15 @@ class _Run:
 
     def due(self, streams: list[StreamPlan], step: int, time: float, final: bool
             ) -> list[StreamPlan]:
+        """The streams that capture the current state (at ``step``) on the host path; a
+        level-triggered stream only while its condition holds."""
         return [s for s in streams if self.last_capture.get(s.name) != step
-                and (s.schedule.fires(step, time) or (final and s.schedule.at_end))]
+                and (s.schedule.fires(step, time) or (final and s.schedule.at_end))
+                and (not isinstance(s.schedule, While) or self._holds(s.schedule))]
+
+    def _holds(self, condition: While) -> bool:
+        value = self.backend.call(self.diagnostics[condition.diagnostic].fn, self.fields)
+        return condition.holds(float(self.backend.to_host({"v": value})["v"]))
 
     # -------------------------------------------------------------- stepping
 
@@ -543,8 +550,8 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
     if sc.check_finite:
         run.check_start()
     run.capture(run.due(run.plain, run.step, run.time, final=_is_final(sc, run.step, run.time)))
-    program = build_program(run, _step_for)
-    blocks = BlockLoop(run, program, sc.flush_seconds, chunk)
+    program, runner = build_program(run, _step_for, _watch_for, _solver_cached)
+    blocks = BlockLoop(run, program, runner, sc.flush_seconds, chunk)
     while not (run.stopped or _is_final(sc, run.step, run.time)):
         fired = blocks.run_block()
         streams: list[StreamPlan] = []

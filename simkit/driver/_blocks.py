@@ -21,7 +21,7 @@ from simkit.backends._block import STEP, BlockPlan, BlockProgram, Slot
 from simkit.errors import NonFiniteError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
-from simkit.schedule import TIME_RTOL
+from simkit.schedule import TIME_RTOL, While
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,10 @@ class _Point:
     due: list[StreamPlan]
 
 
-def build_program(run: Any, step_for: Any) -> BlockProgram:
-    """The static block program of ``run``: its step, stage captures, diagnostics and slots."""
+def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[BlockProgram, Any]:
+    """The static block program of ``run`` (its step, stage captures, diagnostics and slots) and
+    what the backend runs it with: both kept in the solver cache, so a process that runs the
+    same solver and outputs again compiles nothing new (and memory stays flat over many runs)."""
     plan = run.plan
     streams = list(plan.streams)
     stages = tuple(dict.fromkeys(s.stage for s in streams if s.stage is not None))
@@ -61,18 +63,35 @@ def build_program(run: Any, step_for: Any) -> BlockProgram:
     per_capture = [sum(int(np.prod(shapes[n][0], dtype=np.int64)) * np.dtype(shapes[n][1]).itemsize
                        for n in s.fields + s.diagnostics) + 16 for s in streams]
     budget = BLOCK_BYTES // max(1, len(streams))
+    levels = [(s.name, s.schedule) for s in streams if isinstance(s.schedule, While)]
+    level_index = {name: i for i, (name, _) in enumerate(levels)}
     slots = tuple(Slot(s.name, s.stage, s.fields, s.diagnostics,
-                       capacity=max(1, min(points, budget // per)))
+                       capacity=max(1, min(points, budget // per)),
+                       level=level_index.get(s.name))
                   for s, per in zip(streams, per_capture, strict=True))
+    level_fn = (watch_for(plan.solver, tuple((w.diagnostic, w.above, w.below)
+                                             for _, w in levels)) if levels else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
     run.check_diagnostic_shapes({n for s in streams if s.stage is None for n in s.diagnostics})
-    return BlockProgram(run.step_fn, staged, diagnostics, slots, points, run.watch, None, shapes)
+    backend = run.backend
+    key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
+           getattr(backend, "compile", None), stages, slots, points,
+           tuple((m.diagnostic, m.above, m.below) for _, m in run.whens),
+           tuple((w.diagnostic, w.above, w.below) for _, w in levels),
+           tuple(sorted(shapes.items())))
+
+    def make() -> tuple[BlockProgram, Any]:
+        program = BlockProgram(run.step_fn, staged, diagnostics, slots, points, run.watch,
+                               level_fn, shapes)
+        return program, backend.block_runner(program)
+
+    return cache(plan.solver, key, make)
 
 
 class BlockLoop:
     """Plans, runs and commits the blocks of one run."""
 
-    def __init__(self, run: Any, program: BlockProgram, flush_seconds: float,
+    def __init__(self, run: Any, program: BlockProgram, runner: Any, flush_seconds: float,
                  chunk: int | None) -> None:
         self.run = run
         self.program = program
@@ -80,7 +99,7 @@ class BlockLoop:
         self.chunk = chunk
         self.rate: float | None = None  # steps per second, measured on the blocks so far
         self.index = {s.name: i for i, s in enumerate(run.plan.streams)}
-        self.compiled = run.backend.block_runner(program)
+        self.compiled = runner
 
     # -------------------------------------------------------------- planning
 

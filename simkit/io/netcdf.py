@@ -226,13 +226,14 @@ class NetCDFWriter:
             limit = _file_size_limit()
             if free < needed or (limit is not None
                                  and self.working_path.stat().st_size + needed > limit):
-                raise self._disk_full(free)
+                raise self._disk_full(free, needed)
 
-    def _disk_full(self, free: int) -> DiskFullError:
+    def _disk_full(self, free: int, needed: int | None = None) -> DiskFullError:
         # Only synced captures count: what was written since may not be on disk.
         intact = ", ".join(f"{name}: {n}" for name, n in self._committed.items()) or "none"
         limit = _file_size_limit()
-        margin = max(self._bytes.values(), default=0) + DISK_MARGIN_BYTES
+        margin = (needed if needed is not None
+                  else max(self._bytes.values(), default=0) + DISK_MARGIN_BYTES)
         why = (f"file size limit of {limit} bytes reached" if limit is not None and
                self.working_path.stat().st_size + margin > limit
                else f"{free / 2**20:.1f} MiB free")

@@ -11,6 +11,7 @@ from simkit.schedule._kinds import (
     SimTime,
     WallTime,
     When,
+    While,
 )
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_schedule
 
@@ -27,6 +28,7 @@ __all__ = [
     "SimTime",
     "WallTime",
     "When",
+    "While",
     "members",
     "SCHEDULE_KEYS",
     "VALID_FORMS",

@@ -208,6 +208,38 @@ class _DriverDecided(AbstractSchedule):
 
 
 @dataclass(frozen=True)
+class While(Every):
+    """Level-triggered: fires at steps ``every, 2 * every, ...`` (and the initial state) at which a
+    diagnostic is above (or below) a threshold, evaluated on the device inside the block.
+
+    The step numbers are the candidates; the condition decides on the device which of them are
+    captured, so a run captures every step (thinned by ``every``) *while* the condition holds.
+    """
+
+    diagnostic: str = ""
+    above: float | None = None
+    below: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.diagnostic, str) or not self.diagnostic:
+            raise ScenarioError(f"expected a diagnostic name, given {self.diagnostic!r}",
+                                key="while.diagnostic")
+        if (self.above is None) == (self.below is None):
+            raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
+                                f"{self.above!r}, below={self.below!r}", key="while")
+        for name in ("above", "below"):
+            value = getattr(self, name)
+            if value is not None and not _is_number(value):
+                raise ScenarioError(f"expected a finite number, given {value!r}",
+                                    key=f"while.{name}")
+
+    def holds(self, value: float) -> bool:
+        """The condition on a host value (the device evaluates the same comparison)."""
+        return value > self.above if self.above is not None else value < self.below
+
+
+@dataclass(frozen=True)
 class When(_DriverDecided):
     """Fires at the first step where a diagnostic rises above (or falls below) a threshold.
 

@@ -7,7 +7,17 @@ from typing import Any
 
 from simkit.errors import ScenarioError, did_you_mean
 from simkit.schedule._base import AbstractSchedule, AnyOf
-from simkit.schedule._kinds import At, Every, First, Last, LogSpaced, SimTime, WallTime, When
+from simkit.schedule._kinds import (
+    At,
+    Every,
+    First,
+    Last,
+    LogSpaced,
+    SimTime,
+    WallTime,
+    When,
+    While,
+)
 
 VALID_FORMS = (
     "every: N [offset: K]",
@@ -18,11 +28,13 @@ VALID_FORMS = (
     "last: true",
     "wall_time: SECONDS",
     "when: {diagnostic: D, above|below: X [, cooldown: N]}",
+    "while: {diagnostic: D, above|below: X [, every: N]}",
     "any: [<schedule>, ...]",
 )
 SCHEDULE_KEYS = ("every", "offset", "at", "logspace", "sim_time", "start", "first", "last",
-                 "wall_time", "when", "any")
+                 "wall_time", "when", "while", "any")
 _WHEN_KEYS = ("diagnostic", "above", "below", "cooldown")
+_WHILE_KEYS = ("diagnostic", "above", "below", "every")
 _MODIFIERS = {"offset": "every", "start": "sim_time"}
 
 
@@ -66,6 +78,10 @@ def parse_schedule(spec: Any, key: str = "schedule") -> AbstractSchedule:
         if error.key and error.key != key and not error.key.startswith(key + "."):
             raise ScenarioError(error.message, key=f"{key}.{error.key}") from None
         raise
+    if any(isinstance(m, While) for m in members) and len(members) > 1:
+        raise ScenarioError("expected 'while' alone in its stream (its condition gates every "
+                            "capture of the stream): put the other schedules in a stream of "
+                            f"their own, given {', '.join(map(str, spec))}", key=key)
     if not members:
         raise ScenarioError(f"expected a schedule that captures something ({_forms()}), "
                             f"given {dict(spec)!r}", key=key)
@@ -108,6 +124,16 @@ def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractS
                                     f"one of {', '.join(_WHEN_KEYS)}, given {item!r}",
                                     key=f"{key}.{item}")
         return [When(**value)]
+    if name == "while":
+        if not isinstance(value, Mapping):
+            raise ScenarioError(f"expected {{diagnostic: D, above|below: X [, every: N]}}, given "
+                                f"{value!r}", key=key)
+        for item in value:
+            if item not in _WHILE_KEYS:
+                raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHILE_KEYS)}; expected "
+                                    f"one of {', '.join(_WHILE_KEYS)}, given {item!r}",
+                                    key=f"{key}.{item}")
+        return [While(**{"every": 1, **value})]
     if name == "any":
         if not isinstance(value, (list, tuple)) or not value:
             raise ScenarioError(f"expected a non-empty list of schedules, given {value!r}", key=key)

@@ -1,0 +1,123 @@
+"""Captures inside the compiled loop: blocks of capture points run as one backend call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import heat_scenario, require_backend
+
+import simkit
+from simkit.driver import _blocks
+from simkit.errors import ScenarioError
+
+
+def _group(path, name):
+    with xr.open_dataset(path, group=name) as ds:
+        return ds.load()
+
+
+def _streams(path, names):
+    return {name: _group(path, name) for name in names}
+
+
+def test_block_size_does_not_change_a_single_value(backend, in_tmp, monkeypatch):
+    """Blocks cut anywhere (buffers of 3 points, or of 1024) give the same file contents."""
+    scenario = heat_scenario(backend=backend, steps=40, until=None, outputs={
+        "snap": {"every": 7, "fields": ["u"]}, "early": {"at": [2, 5, 8], "fields": ["u"]},
+        "diag": {"every": 1, "diagnostics": ["energy", "heat", "max_abs"]},
+        "lap": {"every": 5, "stage": "laplacian", "fields": ["laplacian"]}})
+    big = simkit.run({**scenario, "output": "big.nc"})
+    monkeypatch.setattr(_blocks, "BLOCK_POINTS", 3)
+    small = simkit.run({**scenario, "output": "small.nc"})
+    np.testing.assert_array_equal(big.state["u"], small.state["u"])
+    names = ["snap", "early", "diag", "lap"]
+    a, b = _streams(big.path, names), _streams(small.path, names)
+    for name in names:
+        xr.testing.assert_identical(a[name], b[name])
+    assert list(a["diag"].step.values) == list(range(41))
+    assert list(a["lap"].step.values) == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_diagnostics_every_step_equal_the_diagnostics_of_the_captured_fields(backend, in_tmp):
+    """Each stored diagnostic is computed from the state of its own step (not of the block's end)."""
+    result = simkit.run(heat_scenario(backend=backend, steps=30, outputs={
+        "all": {"every": 1, "fields": ["u"], "diagnostics": ["heat", "max_abs"]}}))
+    ds = _group(result.path, "all")
+    u = ds.u.values
+    np.testing.assert_allclose(ds.heat.values, u.sum(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(ds.max_abs.values, np.abs(u).max(axis=(1, 2)), rtol=1e-15)
+    np.testing.assert_array_equal(u[-1], result.state["u"])
+
+
+def test_sim_time_captures_land_exactly_inside_blocks(backend, in_tmp):
+    result = simkit.run(heat_scenario(backend=backend, steps=None, until=3.0, dt=0.2,
+                                      outputs={"t": {"sim_time": 0.7, "diagnostics": ["heat"]}}))
+    ds = _group(result.path, "t")
+    np.testing.assert_allclose(ds.time.values, [0.0, 0.7, 1.4, 2.1, 2.8, 3.0][:len(ds.time)],
+                               rtol=0, atol=1e-12)
+    assert result.time == pytest.approx(3.0, abs=1e-12)
+
+
+def _level_expected(backend, threshold, every):
+    ref = simkit.run(heat_scenario(backend=backend, steps=60, output="ref.nc", outputs={
+        "d": {"every": 1, "diagnostics": ["max_abs"]}}))
+    values = _group(ref.path, "d").max_abs.values
+    return [s for s in range(0, 61, every) if values[s] > threshold]
+
+
+def test_while_captures_exactly_the_candidate_steps_where_the_condition_holds(backend, in_tmp):
+    """Level-triggered: every `every` steps while max |u| is above a threshold, decided on the
+    device inside the block (the initial state on the host path, the same comparison)."""
+    threshold = 0.9
+    expected = _level_expected(backend, threshold, 4)
+    assert 0 < len(expected) < 16  # the condition holds for a while, then stops holding
+    result = simkit.run(heat_scenario(backend=backend, steps=60, outputs={
+        "hot": {"while": {"diagnostic": "max_abs", "above": threshold, "every": 4},
+                "fields": ["u"], "diagnostics": ["max_abs"]}}))
+    ds = _group(result.path, "hot")
+    assert list(ds.step.values) == expected
+    assert (ds.max_abs.values > threshold).all()
+
+
+def test_while_is_alone_in_its_stream(in_tmp):
+    with pytest.raises(ScenarioError, match="'while' alone in its stream"):
+        simkit.run(heat_scenario(outputs={"hot": {"every": 10, "while": {
+            "diagnostic": "max_abs", "above": 0.5}, "fields": ["u"]}}))
+    with pytest.raises(ScenarioError, match="outputs.hot.while.diagnostic: unknown diagnostic"):
+        simkit.run(heat_scenario(outputs={"hot": {"while": {
+            "diagnostic": "max_abss", "above": 0.5}, "fields": ["u"]}}))
+
+
+def test_when_inside_blocks_stops_at_the_edge_and_keeps_the_block_captures(backend, in_tmp):
+    """A condition that fires mid-gap ends the block there; the captures before it are kept and
+    the run goes on from that step (heat decays: max |u| falls below 0.7 once)."""
+    expected = _level_expected(backend, 0.7, 1)
+    cross = max(expected) + 1  # the first step at or below 0.7 (candidates every step)
+    result = simkit.run(heat_scenario(backend=backend, steps=60, outputs={
+        "d": {"every": 1, "diagnostics": ["max_abs"]},
+        "cross": {"when": {"diagnostic": "max_abs", "below": 0.7}, "fields": ["u"]}}))
+    assert list(_group(result.path, "cross").step.values) == [cross]
+    assert list(_group(result.path, "d").step.values) == list(range(61))
+
+
+def test_flush_seconds_is_validated(in_tmp):
+    with pytest.raises(ScenarioError, match="flush_seconds"):
+        simkit.run(heat_scenario(flush_seconds=0))
+
+
+def test_jax_traces_once_with_every_kind_of_capture_inside_blocks(in_tmp):
+    require_backend("jax")
+    from fixture_solvers import TRACES
+
+    TRACES["count"] = 0
+    simkit.run({
+        "solver": "fixture_solvers:CountingDecay", "backend": "jax", "until": 30.0, "dt": 0.3,
+        "outputs": {"a": {"every": 1, "diagnostics": ["total"]},
+                    "b": {"sim_time": 0.7, "fields": ["u"]},
+                    "c": {"while": {"diagnostic": "total", "above": 0.1, "every": 3},
+                          "fields": ["u"]},
+                    "d": {"when": {"diagnostic": "total", "below": 0.5}, "fields": ["u"]}},
+        "output": "count.nc",
+    })
+    assert TRACES["count"] == 1
