@@ -123,6 +123,19 @@ class AbstractBackend(abc.ABC):
         """Run every capture point of ``plan`` as one call, captures stored on the device."""
         return run_block_eager(runner, fields, plan, self.block_ops())
 
+    def ensemble_runner(self, program_for: Callable[[Array], BlockProgram]) -> Any | None:
+        """What runs the blocks of an ensemble as one call: member ``m`` along a leading
+        ``member`` axis with ``program_for(values[m])`` (its parameter row), one plan for all;
+        None where the library cannot map a program over members (no vectorized ensembles)."""
+        return None
+
+    def run_ensemble_block(self, runner: Any, fields: Mapping[str, Array], values: Array,
+                           plan: BlockPlan) -> BlockResult:
+        """Run every capture point of ``plan`` for every member as one call (``fields`` and
+        ``values`` with a leading member axis, and so every entry of the result)."""
+        raise NotImplementedError(f"backend {self.name}: expected a backend with an "
+                                  f"ensemble_runner, given one without")
+
     def block_to_host(self, result: BlockResult) -> dict[str, Any]:
         """The block's captures as host arrays (each slot's buffers cut to its count), its step
         count, fired conditions and finite flag: the one wait for the device per block."""

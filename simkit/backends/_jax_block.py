@@ -6,6 +6,7 @@ Gaps, time steps, due masks and the number of points are data: one trace serves 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,6 +24,25 @@ def _all_finite(values: dict[str, Any]) -> Any:
 
 def compile_block(program: BlockProgram, dtype: Any) -> Any:
     """The jitted block function of ``program``: ``(fields, plan arrays...) -> results``."""
+    return jax.jit(block_function(program, dtype))
+
+
+def compile_ensemble_block(program_for: Callable[[Any], BlockProgram], dtype: Any) -> Any:
+    """The jitted block function of an ensemble: the block of ``program_for(row)`` mapped
+    (``jax.vmap``) over a leading member axis of the fields and of the parameter rows, with one
+    plan for every member: ``(fields, values, plan arrays...) -> results`` with a leading member
+    axis on each. The plan's loop bounds stay unbatched, so no member runs steps of another."""
+    def run(fields, values, *plan):
+        def one(f, row, *plan):
+            return block_function(program_for(row), dtype)(f, *plan)
+
+        return jax.vmap(one, in_axes=(0, 0) + (None,) * len(plan))(fields, values, *plan)
+
+    return jax.jit(run)
+
+
+def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
+    """The traceable (not yet jitted) block of ``program``."""
     slots = program.slots
     watch, levels = program.watch, program.levels
 
@@ -144,7 +164,7 @@ def compile_block(program: BlockProgram, dtype: Any) -> Any:
         ok = ok & _all_finite(f)
         return f, bufs, idx, k, taken, fired, ok
 
-    return jax.jit(run)
+    return run
 
 
 def run_block(compiled: Any, fields: dict[str, Any], plan: BlockPlan) -> BlockResult:
@@ -152,4 +172,14 @@ def run_block(compiled: Any, fields: dict[str, Any], plan: BlockPlan) -> BlockRe
     f, bufs, idx, k, taken, fired, ok = compiled(
         dict(fields), plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times, plan.due,
         np.int64(plan.used), plan.enabled)
+    return BlockResult(f, bufs, idx, k, taken, fired, ok)
+
+
+def run_ensemble_block(compiled: Any, fields: dict[str, Any], values: Any, plan: BlockPlan
+                       ) -> BlockResult:
+    """Dispatch one block of every member (asynchronously); each entry of the result has a
+    leading member axis (``counts`` (M, S), ``finite`` (M,))."""
+    f, bufs, idx, k, taken, fired, ok = compiled(
+        dict(fields), values, plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times,
+        plan.due, np.int64(plan.used), plan.enabled)
     return BlockResult(f, bufs, idx, k, taken, fired, ok)

@@ -4,7 +4,7 @@ segment length (trip count, time step, start step and time are passed as data)."
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -22,8 +22,13 @@ from simkit.backends._base import (
     no_gpu,
     weakly,
 )
-from simkit.backends._block import BlockPlan, BlockProgram
-from simkit.backends._jax_block import compile_block, run_block
+from simkit.backends._block import BlockPlan, BlockProgram, BlockResult
+from simkit.backends._jax_block import (
+    compile_block,
+    compile_ensemble_block,
+    run_block,
+    run_ensemble_block,
+)
 
 # float64 needs x64 (and the contract's int64 step and float64 time, whatever the state's dtype).
 jax.config.update("jax_enable_x64", True)
@@ -138,35 +143,12 @@ class JaxBackend(AbstractBackend):
         f, i, fired = self.compiled_loop(step_fn, watch)(*args, np.asarray(enabled, dtype=bool))
         return f, int(i), np.array(fired)
 
-    def batched_advance(self, step_fn: Any, fields: Mapping[str, jax.Array], values: jax.Array,
-                        n: int, dt: float, step0: int, time0: float) -> dict[str, jax.Array]:
-        """Advance a batch of states, member ``m`` with ``step_fn(f, values[m], dt, i, t)``, as
-        one vmapped compiled loop (ensembles over scalar parameters)."""
-        table = self._table(step_fn)
-        if "batched" not in table:
-            step, dtype = weakly(step_fn), self.dtype
+    def ensemble_runner(self, program_for: Callable[[jax.Array], BlockProgram]) -> Any:
+        return compile_ensemble_block(program_for, self.dtype)
 
-            def run(fields, values, n, dt64, step0, time0):
-                dt = dt64.astype(dtype)
-
-                def one(f, row):
-                    def body(i, g):
-                        return step(g, row, dt, step0 + i, _time_at(time0, i, dt64))
-
-                    return jax.lax.fori_loop(jnp.zeros((), jnp.int64), n, body, f)
-
-                return jax.vmap(one)(fields, values)
-
-            table["batched"] = jax.jit(run)
-        return table["batched"](dict(fields), values, np.int64(n), np.float64(dt),
-                                np.int64(step0), np.float64(time0))
-
-    def batched_call(self, fn: Any, fields: Mapping[str, jax.Array], values: jax.Array) -> Any:
-        """``fn(fields[m], values[m])`` for every member, vmapped and compiled."""
-        table = self._table(fn)
-        if "batched_call" not in table:
-            table["batched_call"] = jax.jit(jax.vmap(weakly(fn)))
-        return table["batched_call"](dict(fields), values)
+    def run_ensemble_block(self, runner: Any, fields: Mapping[str, jax.Array],
+                           values: jax.Array, plan: BlockPlan) -> BlockResult:
+        return run_ensemble_block(runner, dict(fields), values, plan)
 
     def block_runner(self, program: BlockProgram) -> Any:
         if not self.compile:

@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: The most capture points in one block (the length of the block's plan arrays).
 BLOCK_POINTS = 1024
-#: Device memory the block buffers of one run may take.
-BLOCK_BYTES = 256 << 20
+#: Device memory the block buffers of one run may take (they are made anew for every block, so
+#: a larger budget costs a larger fill per block; 16 MiB holds thousands of scalar captures).
+BLOCK_BYTES = 16 << 20
 
 
 @dataclass

@@ -22,6 +22,7 @@ from simkit.solver._registry import (
     import_allowed,
     load_solver,
 )
+from simkit.solver._scratch import ScratchPool
 
 __all__ = [
     "AbstractSolver",
@@ -29,6 +30,7 @@ __all__ = [
     "Coordinate",
     "Diagnostic",
     "FieldSpec",
+    "ScratchPool",
     "SolverModel",
     "Stage",
     "make_step",

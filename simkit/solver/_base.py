@@ -6,15 +6,27 @@ Stage code is written once against the Array API, so one solver runs on every ba
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_obj
+from array_api_compat import (
+    array_namespace,
+    is_array_api_obj,
+    is_jax_array,
+    is_numpy_array,
+    is_torch_array,
+)
 from pydantic import BaseModel, ConfigDict
 
 from simkit._types import Array, StageFn, State, StepFn
+
+#: Array libraries a stage may carry a kernel for, as ``Stage.kernels`` keys.
+KERNEL_BACKENDS = ("numpy", "jax", "torch")
+#: Set to 0 to run every stage by its Array API ``fn`` (e.g. to rule out a kernel as a cause).
+KERNELS_ENV = "SIMKIT_KERNELS"
 
 
 class SolverModel(BaseModel):
@@ -50,11 +62,27 @@ class Stage:
     A stage may add intermediate arrays to the state (e.g. a Laplacian) for later stages of the
     same step; only the prognostic fields are carried to the next step. Intermediates declared as
     ``probes`` can be captured by a stream that names this stage.
+
+    ``fn``, written against the Array API, is the specification. ``kernels`` may add faster forms
+    of the same function for one array library each (keys ``numpy``, ``jax``, ``torch``); a step
+    uses the kernel of its state's library when there is one, and ``tests/test_kernels.py`` holds
+    every kernel to ``fn`` within rounding. A kernel keeps the contract: it returns a new state
+    and never writes into the arrays of the one it is given (a NumPy kernel reuses only scratch
+    arrays of its own that no one else holds, see ``ScratchPool``).
     """
 
     name: str
     fn: StageFn
     probes: tuple[FieldSpec, ...] = ()
+    kernels: Mapping[str, StageFn] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kernels) - set(KERNEL_BACKENDS))
+        if unknown:
+            raise ValueError(f"Stage {self.name!r} kernels: expected keys among "
+                             f"{', '.join(KERNEL_BACKENDS)}, given {unknown[0]!r}")
+        # A copy of its own: the caller's later edits must not reach a step already built.
+        object.__setattr__(self, "kernels", dict(self.kernels))
 
 
 @dataclass(frozen=True)
@@ -120,8 +148,8 @@ class AbstractSolver(abc.ABC):
 STEP_KEY, TIME_KEY, SEED_KEY = "step", "time", "seed"
 
 
-def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[str] = ()
-              ) -> StepFn:
+def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[str] = (),
+              kernels: bool | None = None) -> StepFn:
     """One step of ``solver``: all its stages in order, returning only the prognostic fields.
 
     Args:
@@ -131,6 +159,9 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
             each of them to the whole state right after that stage (fields and the stage's
             probes), for stage-level captures. Those arrays are copies taken then: later stages
             may update their inputs in place.
+        kernels: use the stages' kernels for the state's array library (see ``Stage``); False
+            runs every stage by its ``fn``. Default: True unless the environment variable
+            ``SIMKIT_KERNELS`` is ``0``.
     """
     stages = tuple(solver.stages())
     names = tuple(f.name for f in solver.fields())
@@ -139,12 +170,27 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
     if unknown:
         raise ValueError(f"capture_after: expected some of {stage_names}, given {unknown[0]!r}")
     wanted = frozenset(capture_after)
+    if kernels is None:
+        kernels = os.environ.get(KERNELS_ENV, "1").strip() != "0"
+    plain = tuple(stage.fn for stage in stages)
+    choose = kernels and any(stage.kernels for stage in stages)
+    chosen: dict[type, tuple[StageFn, ...]] = {}
+
+    def stage_fns(fields: State) -> tuple[StageFn, ...]:
+        if not choose:
+            return plain
+        # Chosen once per array type: a JAX step is traced once, an eager one pays a dict lookup.
+        first = next(iter(fields.values()), None)
+        fns = chosen.get(type(first))
+        if fns is None:
+            fns = chosen.setdefault(type(first), _choose(stages, first))
+        return fns
 
     def step(fields: State, dt: Any, index: Any, time: Any) -> Any:
         state: Mapping[str, Array] = {**fields, STEP_KEY: index, TIME_KEY: time, SEED_KEY: seed}
         seen = {}
-        for stage in stages:
-            state = stage.fn(state, dt)
+        for stage, fn in zip(stages, stage_fns(fields), strict=True):
+            state = fn(state, dt)
             if stage.name in wanted:
                 seen[stage.name] = _copies(state)
         out = {name: state[name] for name in names}
@@ -152,6 +198,13 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
 
     step.__name__ = f"{solver.name}_step"
     return step
+
+
+def _choose(stages: Sequence[Stage], array: Any) -> tuple[StageFn, ...]:
+    """Each stage's kernel for the library of ``array`` where it has one, else its ``fn``."""
+    kind = ("numpy" if is_numpy_array(array) else "jax" if is_jax_array(array)
+            else "torch" if is_torch_array(array) else None)
+    return tuple(stage.kernels.get(kind, stage.fn) if kind else stage.fn for stage in stages)
 
 
 def _copies(state: Mapping[str, Any]) -> dict[str, Any]:
