@@ -133,19 +133,11 @@ def _without_output(text: str) -> Any:
 
 def _run_attrs(path: str | os.PathLike) -> dict[str, object]:
     """The root attributes of a run file simkit wrote, or a ScenarioError naming the file."""
-    source = str(path)
-    try:
-        attrs = read_attrs(path)
-    except FileNotFoundError:
-        raise ScenarioError("expected an existing run file, given a path that does not exist",
-                            source=source) from None
-    except OSError as error:
-        raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
-                            f"read ({error})", source=source) from None
+    require_run_file(path)  # exists, reads as NetCDF, has a run file's parts
+    attrs = read_attrs(path)
     if schema.ATTR_SCENARIO not in attrs:
         raise ScenarioError("expected a run file written by simkit, given one without a recorded "
-                            "scenario", source=source)
-    require_run_file(path)
+                            "scenario", source=str(path))
     return attrs
 
 

@@ -131,8 +131,8 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
     """Run every member of a sweep on Dask (a LocalCluster unless ``scheduler`` is given), skip
     members already complete, report failures, and combine what completed.
 
-    With ``vectorize`` (JAX, members differing only in scalar ``params.*``), the members run as
-    one batched compiled loop on one device instead of on Dask.
+    With ``vectorize`` (JAX, members differing only in real-valued ``params.*``), the members
+    run on one device as one block loop with a leading ``member`` axis instead of on Dask.
 
     Raises:
         ScenarioError: bad sweep file, Dask not installed, or members that cannot be batched.
@@ -169,7 +169,7 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
 
 
 def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:
-    from simkit.driver import execute_vectorized
+    from simkit.driver import execute_ensemble
     from simkit.scenario import plan_run
 
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
@@ -177,9 +177,9 @@ def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:
     todo = [m for m in members if m not in skipped]
     failed: dict[int, str] = {}
     if todo:
-        outcomes = execute_vectorized([plan_run(m.data, overwrite=True) for m in todo],
-                                      list(sweep.parameters))
-        logger.info("%d members run as one batch", len(todo))
+        outcomes = execute_ensemble([plan_run(m.data, overwrite=True) for m in todo],
+                                    list(sweep.parameters))
+        logger.info("%d members run as one ensemble", len(todo))
         for member, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, Exception):  # stopped alone; the others went on
                 failed[member.index] = f"{type(outcome).__name__}: {outcome}"

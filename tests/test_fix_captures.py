@@ -15,7 +15,7 @@ import xarray as xr
 import simkit
 import simkit.errors
 from conftest import assert_bitwise, heat_scenario, require_backend
-from simkit.driver import execute_vectorized
+from simkit.driver import execute_ensemble
 from simkit.io import export_stream, rewrite, schema
 from simkit.scenario import plan_run
 from simkit.schedule import AnyOf, Every, WallTime, When, parse_schedule
@@ -74,7 +74,7 @@ def test_vector_diagnostic_of_a_vectorized_ensemble_keeps_its_dimension(in_tmp):
                        "params": {"rate": rate}, "output": f"m{i}.nc",
                        "outputs": {"d": {"every": 1, "diagnostics": ["hist"]}}})
              for i, rate in enumerate(rates)]
-    results = execute_vectorized(plans, ["params.rate"])
+    results = execute_ensemble(plans, ["params.rate"])
     for rate, result in zip(rates, results, strict=True):
         d = _stream(result.path, "d")
         assert d.hist.dims == ("step", "bin")

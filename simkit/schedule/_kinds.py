@@ -207,6 +207,20 @@ class _DriverDecided(AbstractSchedule):
         return False
 
 
+def _check_condition(condition: When | While, form: str) -> None:
+    """A condition names a diagnostic and exactly one finite threshold."""
+    if not isinstance(condition.diagnostic, str) or not condition.diagnostic:
+        raise ScenarioError(f"expected a diagnostic name, given {condition.diagnostic!r}",
+                            key=f"{form}.diagnostic")
+    if (condition.above is None) == (condition.below is None):
+        raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
+                            f"{condition.above!r}, below={condition.below!r}", key=form)
+    for name in ("above", "below"):
+        value = getattr(condition, name)
+        if value is not None and not _is_number(value):
+            raise ScenarioError(f"expected a finite number, given {value!r}", key=f"{form}.{name}")
+
+
 @dataclass(frozen=True)
 class While(Every):
     """Level-triggered: fires at steps ``every, 2 * every, ...`` (and the initial state) at which a
@@ -222,17 +236,7 @@ class While(Every):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.diagnostic, str) or not self.diagnostic:
-            raise ScenarioError(f"expected a diagnostic name, given {self.diagnostic!r}",
-                                key="while.diagnostic")
-        if (self.above is None) == (self.below is None):
-            raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
-                                f"{self.above!r}, below={self.below!r}", key="while")
-        for name in ("above", "below"):
-            value = getattr(self, name)
-            if value is not None and not _is_number(value):
-                raise ScenarioError(f"expected a finite number, given {value!r}",
-                                    key=f"while.{name}")
+        _check_condition(self, "while")
 
     def holds(self, value: float) -> bool:
         """The condition on a host value (the device evaluates the same comparison)."""
@@ -254,17 +258,7 @@ class When(_DriverDecided):
     cooldown: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.diagnostic, str) or not self.diagnostic:
-            raise ScenarioError(f"expected a diagnostic name, given {self.diagnostic!r}",
-                                key="when.diagnostic")
-        if (self.above is None) == (self.below is None):
-            raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
-                                f"{self.above!r}, below={self.below!r}", key="when")
-        for name in ("above", "below"):
-            value = getattr(self, name)
-            if value is not None and not _is_number(value):
-                raise ScenarioError(f"expected a finite number, given {value!r}",
-                                    key=f"when.{name}")
+        _check_condition(self, "when")
         if not _is_int(self.cooldown) or self.cooldown < 0:
             raise ScenarioError(f"expected an integer >= 0, given {self.cooldown!r}",
                                 key="when.cooldown")

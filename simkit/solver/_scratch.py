@@ -38,7 +38,7 @@ class ScratchPool:
             new state needs two per field).
     """
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 8) -> None:
         self.size = size
         self._arrays: dict[tuple, list[np.ndarray]] = {}
         # Two threads stepping runs of one solver object must never be handed the same array.
