@@ -39,13 +39,17 @@ def laplacian_numpy(u: np.ndarray, inv_h2: float, pool: ScratchPool, *, periodic
         np.add(u[:-2], u[2:], out=lap[1:-1])
         np.add(u[-1], u[1], out=lap[0])
         np.add(u[-2], u[0], out=lap[-1])
-        # Left neighbours everywhere before right ones: the specification's order of the sum.
-        lap[:, 1:-1] += u[:, :-2]
-        lap[:, 0] += u[:, -1]
-        lap[:, -1] += u[:, -2]
-        lap[:, 1:-1] += u[:, 2:]
-        lap[:, 0] += u[:, 1]
-        lap[:, -1] += u[:, 0]
+        # Column neighbours as one contiguous shift of the flat array (NumPy's fast path; a 2-D
+        # strided slice goes through 192 KiB of iterator buffers per call), then the one edge
+        # column that took its neighbour from the wrong row is redone from a saved copy. Left
+        # neighbours everywhere before right ones: the specification's order of the sum.
+        flat_lap, flat_u, edge = lap.reshape(-1), u.reshape(-1), pool.take(u[:, 0])
+        np.copyto(edge, lap[:, 0])
+        flat_lap[1:] += flat_u[:-1]
+        np.add(edge, u[:, -1], out=lap[:, 0])
+        np.copyto(edge, lap[:, -1])
+        flat_lap[:-1] += flat_u[1:]
+        np.add(edge, u[:, 0], out=lap[:, -1])
         np.multiply(u, 4, out=four_u)
         lap -= four_u
         lap *= inv_h2

@@ -144,8 +144,9 @@ class AbstractBackend(abc.ABC):
             small["fired"] = result.fired
         host = {name: _host_value(self, value) for name, value in small.items()}
         host.setdefault("fired", None)
+        # Whole buffers, cut on the host: a device slice of each new length would compile anew.
         host["buffers"] = [
-            self.to_host({name: buffer[:int(count)] for name, buffer in buffers.items()})
+            {name: value[:int(count)] for name, value in self.to_host(buffers).items()}
             if int(count) else {}
             for buffers, count in zip(result.buffers, host["counts"], strict=True)]
         return host

@@ -569,6 +569,7 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
             for stream, wall in run.walls:
                 if wall.due():
                     wall.fired()
+                    blocks.drop_plan()
                     if stream not in streams and run.last_capture.get(stream.name) != run.step:
                         streams.append(stream)
         run.capture(streams)

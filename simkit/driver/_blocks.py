@@ -101,11 +101,15 @@ class BlockLoop:
         self.rate: float | None = None  # steps per second, measured on the blocks so far
         self.index = {s.name: i for i, s in enumerate(run.plan.streams)}
         self.compiled = runner
+        #: The next block, planned while the device computes the current one, with its start.
+        self._next: tuple | None = None
 
     # -------------------------------------------------------------- planning
 
-    def _next_point(self, step: int, time: float, last: dict[str, int]) -> tuple[_Point, bool]:
-        """The next capture point after (step, time), and whether a block must end there."""
+    def _next_point(self, step: int, time: float, last: dict[str, int], start: int
+                    ) -> tuple[_Point, bool]:
+        """The next capture point after (step, time) in a block that starts at step ``start``,
+        and whether the block must end there."""
         run, sc, dt = self.run, self.run.plan.scenario, self.run.plan.dt
         schedules = [s.schedule for s in run.plan.streams]
         targets = [s.next_step(step) for s in schedules]
@@ -113,11 +117,11 @@ class BlockLoop:
         if sc.steps is not None:
             targets.append(sc.steps)
         if self.chunk is not None:
-            boundary.append(run.step + self.chunk)
+            boundary.append(start + self.chunk)
         if sc.check_finite:
-            boundary.append(run.step + sc.check_finite)
+            boundary.append(start + sc.check_finite)
         if run.walls:
-            boundary.append(run.step + self._wall_steps())
+            boundary.append(start + self._wall_steps())
         boundary = [b for b in boundary if b is not None and b > step]
         n_step = min([t for t in targets if t is not None and t > step] + boundary,
                      default=None)
@@ -142,19 +146,21 @@ class BlockLoop:
         left = min(wall.seconds_left() for _, wall in run.walls)
         return max(1, int((self.rate or 0.0) * left))
 
-    def plan_block(self) -> tuple[BlockPlan, list[_Point]]:
+    def plan_block(self, start: int, start_time: float, last: dict[str, int]
+                   ) -> tuple[BlockPlan, list[_Point]]:
+        """The block that starts at step ``start`` (``last``: each stream's last captured step,
+        updated with the block's captures)."""
         run, program = self.run, self.program
         plan = BlockPlan.empty(program.points, len(program.slots), len(run.whens))
-        plan.enabled = np.array([when.may_fire(run.step + 1) for _, when in run.whens],
+        plan.enabled = np.array([when.may_fire(start + 1) for _, when in run.whens],
                                 dtype=bool)
         budget = (max(1, int(self.rate * self.flush_seconds)) if self.rate
                   else 64)  # the first block is short: it measures the rate
-        step, time = run.step, run.time
-        last = dict(run.last_capture)
+        step, time = start, start_time
         counts = [0] * len(program.slots)
         points: list[_Point] = []
         while len(points) < program.points:
-            point, ends = self._next_point(step, time, last)
+            point, ends = self._next_point(step, time, last, start)
             slots = [self.index[s.name] for s in point.due]
             if any(counts[i] + 1 > program.slots[i].capacity for i in slots):
                 break
@@ -168,20 +174,36 @@ class BlockLoop:
                 last[s.name] = point.end_step
             points.append(point)
             step, time = point.end_step, point.end_time
-            if ends or step - run.step >= budget:
+            if ends or step - start >= budget:
                 break
         plan.used = len(points)
         return plan, points
+
+    def drop_plan(self) -> None:
+        """Forget the block planned ahead (a schedule's state changed between blocks)."""
+        self._next = None
 
     # -------------------------------------------------------------- running
 
     def run_block(self) -> np.ndarray | None:
         """Plan, run and commit one block; returns the conditions that fired, if any."""
         run = self.run
-        plan, points = self.plan_block()
+        planned, self._next = self._next, None
+        if planned is None or planned[0] != (run.step, run.time):
+            planned = (run.step, run.time), self.plan_block(run.step, run.time,
+                                                            dict(run.last_capture))
+        plan, points = planned[1]
         start, start_step, start_time = run.fields, run.step, run.time
         started = _time.perf_counter()
         result = run.backend.run_block(self.compiled, run.fields, plan)
+        # While the device computes, the host plans the next block as if this one ends as
+        # planned (a fired condition or a non-finite state drops that plan).
+        if points and not _is_final(run.plan.scenario, points[-1].end_step, points[-1].end_time):
+            last = dict(run.last_capture)
+            for point in points:
+                last.update({s.name: point.end_step for s in point.due})
+            end = (points[-1].end_step, points[-1].end_time)
+            self._next = end, self.plan_block(*end, last)
         host = run.backend.block_to_host(result)
         seconds = _time.perf_counter() - started
         taken = int(host["steps"])
@@ -208,7 +230,10 @@ class BlockLoop:
             self._non_finite(start, start_step, start_time, pieces, host, times)
         self._commit(host, times)
         fired = host["fired"]
-        return fired if fired is not None and fired.size and fired.any() else None
+        if fired is not None and fired.size and fired.any():
+            self._next = None  # the schedules' state changes with the firing
+            return fired
+        return None
 
     def _commit(self, host: dict[str, Any], times: dict[int, float], upto: int | None = None
                 ) -> None:

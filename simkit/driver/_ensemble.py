@@ -223,8 +223,12 @@ class _Ensemble:
             plan, points = self._initial_block()
             if points[0].due:
                 self._block(plan, points)
-            while self.alive.any() and not _is_final(sc, self.lead.step, self.lead.time):
-                self._block(*self.planner.plan_block())
+            lead, planned = self.lead, None
+            while self.alive.any() and not _is_final(sc, lead.step, lead.time):
+                if planned is None:
+                    planned = self.planner.plan_block(lead.step, lead.time,
+                                                      dict(lead.last_capture))
+                planned = self._block(*planned)
             self._finish()
         except KeyboardInterrupt:
             self._abort(schema.STATUS_INTERRUPTED)
@@ -248,13 +252,26 @@ class _Ensemble:
             plan.due[0, index[stream.name]] = True
         return plan, [_Point(0, 0.0, 0.0, lead.step, lead.time, lead.step, lead.time, due)]
 
-    def _block(self, plan: BlockPlan, points: list[_Point]) -> None:
+    def _block(self, plan: BlockPlan, points: list[_Point]
+               ) -> tuple[BlockPlan, list[_Point]] | None:
         """Run one block for every member, then commit each member's captures to its file (or
-        stop a member whose state turned non-finite in it)."""
+        stop a member whose state turned non-finite in it).
+
+        Returns:
+            The next block, planned while the device computed this one (None at the end):
+            without conditions every block ends as planned.
+        """
         lead, sc = self.lead, self.lead.plan.scenario
         start, start_step, start_time = self.fields, lead.step, lead.time
         started = _time.perf_counter()
         result = self.backend.run_ensemble_block(self.runner, self.fields, self.values, plan)
+        end = points[-1]
+        planned = None
+        if not _is_final(sc, end.end_step, end.end_time):
+            last = dict(lead.last_capture)
+            for point in points:
+                last.update({s.name: point.end_step for s in point.due})
+            planned = self.planner.plan_block(end.end_step, end.end_time, last)
         hosts = self._to_host(result)
         seconds = _time.perf_counter() - started
         taken = sum(p.count for p in points)  # no conditions: every point is completed
@@ -283,17 +300,16 @@ class _Ensemble:
                     continue
                 run.fields = {}
             self.loops[m]._commit(host, times)
+        return planned
 
     def _to_host(self, result: Any) -> list[dict[str, Any]]:
         """Each member's part of a block, as ``BlockLoop`` commits it: one device-to-host copy
-        for the whole ensemble, each slot cut to the most captures any member stored."""
+        for the whole ensemble, cut on the host (a device slice of each new length would compile
+        anew)."""
         small = self.backend.to_host({"counts": result.counts, "finite": result.finite})
         counts = small["counts"].reshape(len(self.runs), len(self.program.slots))
-        buffers = []
-        for s, slot_buffers in enumerate(result.buffers):
-            top = int(counts[:, s].max(initial=0))
-            buffers.append(self.backend.to_host({name: b[:, :top] for name, b in
-                                                 slot_buffers.items()}) if top else {})
+        buffers = [self.backend.to_host(slot_buffers) if counts[:, s].any() else {}
+                   for s, slot_buffers in enumerate(result.buffers)]
         return [{"counts": counts[m], "finite": small["finite"][m], "fired": None,
                  "steps": None,
                  "buffers": [{name: b[m, :counts[m, s]] for name, b in slot.items()}
