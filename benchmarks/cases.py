@@ -414,5 +414,85 @@ def nbody_pairs(quick: bool = False) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- stage kernels
+
+
+def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float) -> np.ndarray:
+    """heat2d FTCS as one would write it by hand in NumPy: in place, one scratch array."""
+    u = u0.copy()
+    lap = np.empty_like(u)
+    for _ in range(steps):
+        np.multiply(u, -4.0, out=lap)
+        lap[1:] += u[:-1]
+        lap[:1] += u[-1:]
+        lap[:-1] += u[1:]
+        lap[-1:] += u[:1]
+        lap[:, 1:] += u[:, :-1]
+        lap[:, :1] += u[:, -1:]
+        lap[:, :-1] += u[:, 1:]
+        lap[:, -1:] += u[:, :1]
+        lap *= dt_d
+        u += lap
+    return u
+
+
+def heat_kernels(quick: bool = False) -> dict:
+    """heat2d 512^2 and 2048^2, ms/step of whole runs: simkit jax and numpy with the stages'
+    kernels and without (``SIMKIT_KERNELS=0``: the Array API specification), against a
+    hand-written in-place NumPy loop, and JAX against a STREAM-style copy in the same run."""
+    import os
+
+    import simkit.driver
+
+    repeats = 3 if quick else 5
+    # steps per run: long enough that a run's setup is small beside its steps
+    steps = {(512, "jax"): 1000 if quick else 4000, (512, "numpy"): 100 if quick else 400,
+             (2048, "jax"): 40 if quick else 150, (2048, "numpy"): 8 if quick else 30}
+    tmp = tempfile.mkdtemp()
+    out: dict = {"repeats": repeats}
+    a = np.random.default_rng(0).random(2048 * 2048)  # 32 MiB: past the caches
+    b = np.empty_like(a)
+    copy_s, _ = median_seconds(lambda: np.copyto(b, a), 20)
+    stream = 2 * a.nbytes / copy_s
+    out["STREAM copy GB/s"] = stream / 1e9
+    for n in (512, 2048):
+        per_step: dict[str, float] = {}
+        for backend in ("jax", "numpy"):
+            k = steps[n, backend]
+            for label, flag in (("kernels", "1"), ("specification", "0")):
+                # The driver keeps built steps per solver and parameters: forget them so the
+                # flag takes effect, then one warm-up run (JAX compiles) before the timed ones.
+                simkit.driver._STEPS.clear()
+                os.environ["SIMKIT_KERNELS"] = flag
+                try:
+                    scenario = _heat(n, k, backend, {}, f"{tmp}/{backend}{n}{flag}.nc")
+                    seconds, _ = median_seconds(lambda s=scenario: _run(s), repeats)
+                finally:
+                    os.environ.pop("SIMKIT_KERNELS", None)
+                    simkit.driver._STEPS.clear()
+                per_step[f"{backend} {label}"] = seconds / k
+        k = steps[n, "numpy"]
+        u0 = np.random.default_rng(0).standard_normal((n, n))
+        seconds, _ = median_seconds(lambda u=u0, k=k: _hand_numpy_heat(u, k, 0.2), repeats)
+        per_step["numpy hand-written in place"] = seconds / k
+        for name, value in per_step.items():
+            out[f"{n}^2 {name} ms/step"] = value * 1e3
+        out[f"{n}^2 jax kernels / specification"] = per_step["jax kernels"] / per_step[
+            "jax specification"]
+        out[f"{n}^2 numpy kernels / specification"] = per_step["numpy kernels"] / per_step[
+            "numpy specification"]
+        ratio = per_step["numpy kernels"] / per_step["numpy hand-written in place"]
+        out[f"{n}^2 numpy kernels / hand-written"] = ratio
+        out[f"{n}^2 numpy specification / hand-written"] = per_step["numpy specification"] / \
+            per_step["numpy hand-written in place"]
+        effective = 2 * n * n * 8 / per_step["jax kernels"]  # read u, write u
+        out[f"{n}^2 jax kernels effective GB/s"] = effective / 1e9
+        _target(out, f"{n}^2 numpy kernels / hand-written", ratio, 1.2)
+        if n == 2048:
+            _target(out, f"{n}^2 jax kernels / STREAM copy", effective / stream, 0.5,
+                    below=False)
+    return out
+
+
 BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, peer_pypde, peer_diffrax,
-              memory_vs_captures, bandwidth, nbody_pairs]
+              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels]
