@@ -86,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: a local cluster)")
     sweep.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
     sweep.add_argument("--vectorize", action="store_true",
-                       help="JAX: run all members as one batched compiled loop (vmap) on one "
-                            "device; members may differ only in scalar params")
+                       help="JAX: run all members through one block loop with a leading member "
+                            "axis (vmap) on one device; members may differ only in real params")
 
     inspect = sub.add_parser("inspect", help="show what a run file holds")
     inspect.add_argument("file", help="NetCDF file written by simkit run")
