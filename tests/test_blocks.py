@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import heat_scenario, require_backend
 
 import simkit
+from conftest import heat_scenario, require_backend
 from simkit.driver import _blocks
 from simkit.errors import ScenarioError
 

@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
 import threading
 import time as _time
 from collections import OrderedDict
@@ -29,7 +30,7 @@ from simkit.errors import NonFiniteError, RunInterrupted
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import TIME_RTOL, AbstractSchedule, WallTime, When, While, members
-from simkit.solver import make_step
+from simkit.solver import KERNELS_ENV, make_step
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ def _solver_cached(solver: Any, what: tuple, make: Callable[[], Any]) -> Any:
     params = getattr(solver, "params", None)
     if params is None or not hasattr(params, "model_dump_json"):
         return make()
-    key = (type(solver), params.model_dump_json(), *what)
+    # The kernel switch changes what a step is made of: part of the key.
+    key = (type(solver), params.model_dump_json(), os.environ.get(KERNELS_ENV, ""), *what)
     found = _STEPS.get(key)
     if found is None:
         found = _STEPS[key] = make()

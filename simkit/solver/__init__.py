@@ -1,6 +1,7 @@
 """The solver protocol: what a staged, backend-neutral solver declares."""
 
 from simkit.solver._base import (
+    KERNELS_ENV,
     SEED_KEY,
     STEP_KEY,
     TIME_KEY,
@@ -25,6 +26,7 @@ from simkit.solver._registry import (
 from simkit.solver._scratch import ScratchPool
 
 __all__ = [
+    "KERNELS_ENV",
     "AbstractSolver",
     "Constants",
     "Coordinate",
