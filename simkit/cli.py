@@ -156,7 +156,7 @@ class _ProgressBar:
                 console=Console(stderr=True), transient=True)
             self._task = self._bar.add_task("run", total=total, completed=step, **fields)
             self._bar.start()
-        self._bar.update(self._task, completed=step, **fields)
+        self._bar.update(self._task, completed=step, total=total, **fields)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 
 import simkit
-from conftest import heat_scenario, require_backend
+from conftest import heat_scenario, lorenz_scenario, require_backend
 from simkit.driver import _blocks
-from simkit.errors import ScenarioError
+from simkit.errors import NonFiniteError, ScenarioError
 
 
 def _group(path, name):
@@ -121,3 +121,101 @@ def test_jax_traces_once_with_every_kind_of_capture_inside_blocks(in_tmp):
         "output": "count.nc",
     })
     assert TRACES["count"] == 1
+
+
+# ---------------------------------------------------------------- review of the block loop
+
+
+def test_a_non_finite_captured_value_is_never_committed(backend, in_tmp):
+    """Lorenz-63 with dt 0.3 blows up within a few steps: energy overflows to infinity (from a
+    state still finite) before the state itself does. The run stops at the first non-finite
+    captured value, keeps only the finite captures before it, and NumPy prints no warnings."""
+    import warnings
+
+    import netCDF4
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(NonFiniteError,
+                           match=r"non-finite value in 'energy' captured at step 4"):
+            simkit.run(lorenz_scenario(backend=backend, dt=0.3, steps=2000, seed=42,
+                                       params={"trajectories": 64},
+                                       initial={"x": 1.0, "y": 1.0, "z": 1.0, "spread": 0.001},
+                                       outputs={"d": {"every": 1, "diagnostics": ["energy"]}}))
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    d = _group("lorenz.nc", "d")
+    assert list(d.step.values) == [0, 1, 2, 3]
+    assert np.isfinite(d.energy.values).all()
+    with netCDF4.Dataset("lorenz.nc") as ds:
+        assert ds.getncattr("simkit_status") == "non-finite"
+        assert int(ds.variables["step"][...]) == 4
+
+
+def test_block_boundaries_inside_a_sim_time_gap_change_no_bit(backend, in_tmp, monkeypatch):
+    """A block boundary (a finiteness check every step, a progress update, a tiny durability
+    lag) that cuts the gap toward a sim_time capture gives the same times, the same shortened
+    last step and so the same file as the gap run whole (the oscillator stores sin(time))."""
+    monkeypatch.setenv("SIMKIT_ALLOW_IMPORT", "1")
+    base = {"solver": "fixture_solvers:Oscillator", "backend": backend, "until": 7.0,
+            "dt": 0.013, "check_finite": 0,
+            "outputs": {"t": {"sim_time": 0.7, "fields": ["u"]},
+                        "n": {"every": 37, "fields": ["u"]}}}
+    whole = simkit.run({**base, "output": "whole.nc"})
+    cut = simkit.run({**base, "check_finite": 1, "flush_seconds": 1e-6, "output": "cut.nc"})
+    chunked = simkit.run({**base, "output": "chunked.nc"},
+                         progress=lambda *args: None)
+    for other in (cut, chunked):
+        assert other.step == whole.step
+        assert other.time == whole.time
+        np.testing.assert_array_equal(other.state["u"], whole.state["u"])
+        for name in ("t", "n"):
+            xr.testing.assert_identical(_group(other.path, name), _group(whole.path, name))
+    t = _group(whole.path, "t")
+    np.testing.assert_allclose(t.u.values[1:, 0], np.sin(t.time.values[1:]), rtol=0,
+                               atol=1e-6 if backend == "torch" else 1e-12)
+
+
+def test_stage_stream_last_capture_when_stop_when_ends_the_run(backend, in_tmp):
+    """A stage stream with ``last: true`` captures the last step also when a condition ends the
+    run inside a block, with what the same step gives in a run that stops there by count."""
+    stage = {"stage": "laplacian", "every": 1000, "last": True, "fields": ["laplacian"]}
+    stopped = simkit.run(heat_scenario(backend=backend, steps=500, output="stop.nc",
+                                       stop_when={"diagnostic": "max_abs", "below": 0.7},
+                                       outputs={"lap": stage}))
+    assert 0 < stopped.step < 500
+    counted = simkit.run(heat_scenario(backend=backend, steps=stopped.step, output="count.nc",
+                                       outputs={"lap": stage}))
+    a, b = _group(stopped.path, "lap"), _group(counted.path, "lap")
+    assert list(a.step.values) == list(b.step.values) == [stopped.step]
+    np.testing.assert_allclose(a.laplacian.values, b.laplacian.values, rtol=1e-12, atol=1e-15)
+
+
+def test_a_stage_diagnostic_of_another_shape_is_refused_and_the_file_says_failed(backend,
+                                                                                 in_tmp,
+                                                                                 monkeypatch):
+    import netCDF4
+
+    monkeypatch.setenv("SIMKIT_ALLOW_IMPORT", "1")
+    with pytest.raises(ValueError, match=r"diagnostic 'flat': expected shape \(\) from its "
+                                         r"dims \(\), given \(4,\)"):
+        simkit.run({"solver": "fixture_solvers:Histogram", "params": {"bad": "flat"},
+                    "steps": 3, "backend": backend, "output": "h.nc",
+                    "outputs": {"d": {"every": 1, "stage": "decay",
+                                      "diagnostics": ["total", "flat"]}}})
+    with netCDF4.Dataset("h.nc") as ds:
+        assert ds.getncattr("simkit_status") == "failed"
+        assert ds.getncattr("simkit_error").startswith("ValueError: solver histogram: "
+                                                       "diagnostic 'flat'")
+
+
+def test_progress_total_counts_the_shortened_steps_of_sim_time_captures(in_tmp):
+    """until 3.0 with dt 0.2 and captures every 0.7: 15 plain steps plus one shortened step per
+    capture time off the step grid; the total the progress callback gets ends equal to the
+    steps taken."""
+    calls = []
+    result = simkit.run(heat_scenario(steps=None, until=3.0, dt=0.2, outputs={
+        "t": {"sim_time": 0.7, "diagnostics": ["heat"]}}),
+        progress=lambda step, time, written, total: calls.append((step, total)))
+    assert result.step > 15
+    assert calls[-1] == (result.step, result.step)
+    assert all(step <= total for step, total in calls)

@@ -103,7 +103,8 @@ def _interrupted(data: dict, at_step: int) -> RunInterrupted:
 
 
 def test_run_in_a_terminal_shows_the_bar_and_finishes(in_tmp):
-    _write(in_tmp / "s.yaml", LONG)
+    # Long enough to outlast the bar's one-second delay with the fast NumPy kernels.
+    _write(in_tmp / "s.yaml", {**LONG, "steps": 20_000})
     code, out = _in_terminal(["run", "s.yaml"], in_tmp)
     assert code == 0, out
     assert "error" not in out and "steps/s" in out, out  # the bar was drawn
@@ -112,7 +113,7 @@ def test_run_in_a_terminal_shows_the_bar_and_finishes(in_tmp):
 
 def test_resume_in_a_terminal_shows_the_bar_and_finishes(in_tmp):
     # Long enough that the resumed part outlasts the bar's one-second delay.
-    longer = {**LONG, "steps": 12_000}
+    longer = {**LONG, "steps": 24_000}
     stopped = _interrupted(longer, at_step=600)
     assert stopped.path == Path("long.nc") and _status(in_tmp / "long.nc") == "interrupted"
     code, out = _in_terminal(["resume", "long.nc"], in_tmp)

@@ -16,8 +16,9 @@ import numpy as np
 
 from simkit._types import Array, State, StepFn, WatchFn
 
-#: Per-slot keys of the step index and simulated time of each capture in a block's buffers.
-STEP, TIME = "step", "time"
+#: Per-slot key of the step index of each capture in a block's buffers (the host knows their
+#: times: it planned them).
+STEP = "step"
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ class BlockPlan:
     are padding).
 
     Point ``k`` takes ``counts[k]`` steps: ``counts[k] - 1`` of length ``dts[k]`` then one of
-    ``last_dts[k]``, from step index ``steps[k]`` at simulated time ``times[k]``; then each slot
-    ``s`` with ``due[k, s]`` captures.
+    ``last_dts[k]``, from step index ``steps[k]``; then each slot ``s`` with ``due[k, s]``
+    captures. Its ``i``-th step starts at simulated time ``times[k] + (offsets[k] + i) * dts[k]``:
+    ``times[k]`` is where the point's gap began and ``offsets[k]`` the steps of the gap already
+    taken, so a gap cut by a block boundary gives the same times as a gap run whole.
     """
 
     counts: np.ndarray
@@ -85,6 +88,7 @@ class BlockPlan:
     last_dts: np.ndarray
     steps: np.ndarray
     times: np.ndarray
+    offsets: np.ndarray
     due: np.ndarray
     used: int
     enabled: np.ndarray
@@ -93,7 +97,8 @@ class BlockPlan:
     def empty(cls, points: int, slots: int, watched: int) -> BlockPlan:
         return cls(np.zeros(points, np.int64), np.zeros(points, np.float64),
                    np.zeros(points, np.float64), np.zeros(points, np.int64),
-                   np.zeros(points, np.float64), np.zeros((points, slots), bool), 0,
+                   np.zeros(points, np.float64), np.zeros(points, np.int64),
+                   np.zeros((points, slots), bool), 0,
                    np.ones(watched, bool))
 
 
@@ -103,7 +108,7 @@ class BlockResult:
 
     Args:
         fields: the state after the last step taken.
-        buffers: per slot, name -> (capacity, ...) device arrays, with ``STEP`` and ``TIME``.
+        buffers: per slot, name -> (capacity, ...) device arrays, with ``STEP``.
         counts: captures stored per slot (device or host int array (S,)).
         points: points completed.
         steps: steps taken.
@@ -179,10 +184,11 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
     k = 0
     while k < plan.used:
         n, dt, last = int(plan.counts[k]), float(plan.dts[k]), float(plan.last_dts[k])
-        step0, time0 = int(plan.steps[k]), float(plan.times[k])
+        step0, time0, offset = int(plan.steps[k]), float(plan.times[k]), int(plan.offsets[k])
         seen, stopped_early = None, False
         for i in range(n):
-            scalars = ops.scalars(last if i == n - 1 else dt, step0 + i, time0 + i * dt)
+            scalars = ops.scalars(last if i == n - 1 else dt, step0 + i,
+                                  time0 + (offset + i) * dt)
             if i == n - 1 and program.staged is not None and plan.due[k].any():
                 out, seen = program.staged(out, *scalars)
             else:
@@ -208,7 +214,6 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
             for name, value in values.items():
                 ops.store(buffers[s][name], indices[s], value)
             ops.store(buffers[s][STEP], indices[s], step0 + n)
-            ops.store(buffers[s][TIME], indices[s], time0 + (n - 1) * dt + last)
             indices[s] += 1
         k += 1
         if fired is not None:
@@ -225,5 +230,4 @@ def _slot_buffers(program: BlockProgram, slot: Slot, ops: EagerBlockOps) -> dict
         shape, dtype = program.shapes[name]
         buffers[name] = ops.buffer((slot.capacity, *shape), dtype)
     buffers[STEP] = ops.buffer((slot.capacity,), "int64")
-    buffers[TIME] = ops.buffer((slot.capacity,), "float64")
     return buffers

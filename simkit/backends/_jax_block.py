@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simkit.backends._block import STEP, TIME, BlockPlan, BlockProgram, BlockResult, slot_values
+from simkit.backends._block import STEP, BlockPlan, BlockProgram, BlockResult, slot_values
 
 
 def _all_finite(values: dict[str, Any]) -> Any:
@@ -51,14 +51,13 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
             return program.step(f, dt, step, time), None
         return program.staged(f, dt, step, time)
 
-    def run(fields, counts, dts, last_dts, steps, times, due, used, enabled):
+    def run(fields, counts, dts, last_dts, steps, times, offsets, due, used, enabled):
         buffers = []
         for slot in slots:
             b = {name: jnp.zeros((slot.capacity, *program.shapes[name][0]),
                                  program.shapes[name][1])
                  for name in slot.fields + slot.diagnostics}
             b[STEP] = jnp.zeros(slot.capacity, jnp.int64)
-            b[TIME] = jnp.zeros(slot.capacity, jnp.float64)
             buffers.append(b)
         no_flags = jnp.zeros(0, bool)
         prev0 = watch(fields) if watch is not None else no_flags
@@ -68,11 +67,12 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
             k, f, bufs, idx, ok, stopped, prev, fired, taken = carry
             n, dt64, last64 = counts[k], dts[k], last_dts[k]
             dt, last = dt64.astype(dtype), last64.astype(dtype)
-            s0, t0 = steps[k], times[k]
+            s0, t0, o = steps[k], times[k], offsets[k]
 
             def time_at(i):
-                # As the host computes it: float64 whatever the state's dtype.
-                return t0 + jnp.asarray(i, jnp.float64) * dt64
+                # As the host computes it: float64 whatever the state's dtype, counted from the
+                # start of the gap.
+                return t0 + jnp.asarray(o + i, jnp.float64) * dt64
 
             # With stage captures the point's last step is the staged step; otherwise every step
             # of the gap is the one step function (traced once), the last one with its own dt.
@@ -81,13 +81,10 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
             def dt_of(i):
                 return jnp.where(i == n - 1, last, dt)
 
-            def time_of(i):
-                return time_at(i)
-
             seen = None
             if watch is None:
                 f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), plain, lambda i, g: program.step(
-                    g, dt_of(i), s0 + i, time_of(i)), f)
+                    g, dt_of(i), s0 + i, time_at(i)), f)
                 taken = taken + plain
                 completed = jnp.asarray(True)
             else:
@@ -97,7 +94,7 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
 
                 def body(c):
                     i, g, _, p, _ = c
-                    g = program.step(g, dt_of(i), s0 + i, time_of(i))
+                    g = program.step(g, dt_of(i), s0 + i, time_at(i))
                     now = watch(g)
                     turned = now & ~p & enabled
                     return i + 1, g, jnp.any(turned), now, turned
@@ -141,7 +138,6 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                     values = slot_values(program, slot, f, seen)
                     good = _all_finite(values)
                     values[STEP] = s0 + n
-                    values[TIME] = time_at(n - 1) + last64
                     out = {name: jax.lax.dynamic_update_index_in_dim(
                         b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
                     return out, good
@@ -170,8 +166,8 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
 def run_block(compiled: Any, fields: dict[str, Any], plan: BlockPlan) -> BlockResult:
     """Dispatch one block (asynchronously: nothing here waits for the device)."""
     f, bufs, idx, k, taken, fired, ok = compiled(
-        dict(fields), plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times, plan.due,
-        np.int64(plan.used), plan.enabled)
+        dict(fields), plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times, plan.offsets,
+        plan.due, np.int64(plan.used), plan.enabled)
     return BlockResult(f, bufs, idx, k, taken, fired, ok)
 
 
@@ -181,5 +177,5 @@ def run_ensemble_block(compiled: Any, fields: dict[str, Any], values: Any, plan:
     leading member axis (``counts`` (M, S), ``finite`` (M,))."""
     f, bufs, idx, k, taken, fired, ok = compiled(
         dict(fields), values, plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times,
-        plan.due, np.int64(plan.used), plan.enabled)
+        plan.offsets, plan.due, np.int64(plan.used), plan.enabled)
     return BlockResult(f, bufs, idx, k, taken, fired, ok)

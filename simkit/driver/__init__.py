@@ -419,26 +419,24 @@ class _Run:
 
     # -------------------------------------------------------------- stepping
 
-    def check_finite(self, start: dict[str, Any], start_step: int, start_time: float,
-                     pieces: list[tuple[int, float]]) -> None:
+    def check_finite(self, start: dict[str, Any], start_step: int, pieces: list[Any]) -> None:
         """Stop with NonFiniteError naming step, stage and field if the state is not finite."""
         self.checked_at = self.step
         if bool(self.backend.call(_all_finite, self.fields)):
             return
-        # Replay from the segment's start one step at a time with the run's own step function
+        # Replay from the block's start one step at a time with the run's own step function
         # (compiled once, as every function below), then stage by stage at the first step whose
-        # result is not finite. Times are computed as the loop computes them.
-        fields, step, time = start, start_step, start_time
-        for count, dt in pieces:
-            time0 = time
-            for i in range(count):
-                time = time0 + i * dt
-                new = self.backend.call_step(self.step_fn, fields, dt, step, time)
+        # result is not finite. Times are computed as the block computed them (``pieces``:
+        # ``simkit.driver._blocks.Piece``).
+        fields, step = start, start_step
+        for piece in pieces:
+            for i in range(piece.count):
+                time = piece.time(i)
+                new = self.backend.call_step(self.step_fn, fields, piece.dt, step, time)
                 if not bool(self.backend.call(_all_finite, new)):
                     self.fields, self.step, self.time = fields, step, time
-                    raise NonFiniteError(self._locate(fields, dt, step, time))
+                    raise NonFiniteError(self._locate(fields, piece.dt, step, time))
                 fields, step = new, step + 1
-            time = time0 + count * dt
         raise NonFiniteError(f"non-finite value at step {self.step}; the stage could not be "
                              "found by replay")
 
@@ -457,11 +455,13 @@ class _Run:
         return (f"non-finite value in {where}; the last good state, step {step}, is kept as the "
                 f"final state of {self.writer.partial_path}")
 
-    def check_diagnostic_shapes(self, names: set[str]) -> None:
+    def check_diagnostic_shapes(self, names: set[str], state: Mapping[str, Any] | None = None
+                                ) -> None:
         """Refuse a diagnostic whose value has another shape than its dims declare, before any
-        block stores it (evaluated once, on the state the run starts from)."""
+        block stores it (evaluated once, on the state the run starts from or ``state``)."""
         for name in sorted(names):
-            value = self.backend.call(self.diagnostics[name].fn, self.fields)
+            value = self.backend.call(self.diagnostics[name].fn,
+                                      self.fields if state is None else state)
             _check_shape(self.plan.solver, self.diagnostics[name], getattr(value, "shape", ()),
                          self.sizes)
 
@@ -530,16 +530,23 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
                     writer.written)
     except NonFiniteError:
         writer.final(run.step, run.time, backend.to_host(run.fields))
-        writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: "non-finite"})
+        writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: schema.STATUS_NON_FINITE})
         raise
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI
         kept = writer.abort({schema.ATTR_FINISHED: _now(),
                              schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
         raise RunInterrupted(str(error) or "SIGINT", kept) from error
-    except BaseException:
-        writer.abort({schema.ATTR_FINISHED: _now()})
+    except BaseException as error:
+        writer.abort(failed(error))
         raise
     return RunResult(path=path, state=host, step=run.step, time=run.time)
+
+
+def failed(error: BaseException) -> dict[str, str]:
+    """The attributes that close the file of a run stopped by ``error``."""
+    message = " ".join(f"{type(error).__name__}: {error}".split())
+    return {schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: schema.STATUS_FAILED,
+            schema.ATTR_ERROR: message}
 
 
 def _loop(run: _Run, progress: ProgressFn | None) -> None:
@@ -575,9 +582,26 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
                     if stream not in streams and run.last_capture.get(stream.name) != run.step:
                         streams.append(stream)
         run.capture(streams)
+        if run.stopped:
+            _capture_last_stages(run, blocks)
         if progress:
+            if sc.until is not None:  # shortened steps onto capture times add to the count
+                expected = run.step + max(0, math.ceil((sc.until - run.time) / dt - TIME_RTOL))
             progress(run.step, run.time, run.writer.written, expected)
     run.flush()
+
+
+def _capture_last_stages(run: _Run, blocks: BlockLoop) -> None:
+    """The last captures of stage streams (``last: true``) when a condition ended the run at a
+    step no block planned as the last: that step is retaken stage by stage."""
+    streams = [s for s in run.staged if s.schedule.at_end
+               and run.last_capture.get(s.name) != run.step]
+    if not streams:
+        return
+    stages = tuple(dict.fromkeys(s.stage for s in streams))
+    seen = blocks.last_step_stages(_step_for(run.plan.solver, run.plan.scenario.seed, stages))
+    for stage in stages:
+        run.capture([s for s in streams if s.stage == stage], source=seen[stage])
 
 
 # The ensemble loop builds on the run loop above, so it is imported after it.

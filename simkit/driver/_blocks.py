@@ -13,7 +13,7 @@ import logging
 import math
 import time as _time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,16 +32,54 @@ BLOCK_POINTS = 1024
 BLOCK_BYTES = 16 << 20
 
 
+class Piece(NamedTuple):
+    """Steps a block took, as a replay retakes them: ``count`` steps of length ``dt``, the
+    ``i``-th starting at simulated time ``origin + (offset + i) * spacing``."""
+
+    count: int
+    dt: float
+    origin: float
+    offset: int
+    spacing: float
+
+    def time(self, i: int) -> float:
+        return self.origin + (self.offset + i) * self.spacing
+
+
 @dataclass
 class _Point:
+    """One capture point of a block: the steps up to it and the streams due there.
+
+    A gap between two capture points may be cut by a block boundary (a progress update, a
+    finiteness check, the durability lag); its pieces keep the gap's origin, so the times of its
+    steps (``time + (offset + i) * dt``) and its shortened last step are those of the whole gap.
+    """
+
     count: int
     dt: float
     last: float
-    step: int  # step index where its gap starts
-    time: float  # simulated time where its gap starts
+    step: int  # step index of the point's first step
+    time: float  # simulated time where the point's gap began
+    offset: int  # steps of the gap taken before this point
     end_step: int
     end_time: float
     due: list[StreamPlan]
+    cut: bool = False  # ends at a block boundary only: the next point continues the gap
+
+    def origin(self) -> tuple[int, float]:
+        """The gap origin ``(step, time)`` of the point after this one."""
+        if self.cut:
+            return self.step - self.offset, self.time
+        return self.end_step, self.end_time
+
+    def pieces(self, taken: int | None = None) -> list[Piece]:
+        """The steps of this point (its first ``taken`` only, when given) as replay pieces."""
+        if taken is not None and taken < self.count:
+            return [Piece(taken, self.dt, self.time, self.offset, self.dt)] if taken else []
+        if not self.count:
+            return []
+        return [Piece(self.count - 1, self.dt, self.time, self.offset, self.dt),
+                Piece(1, self.last, self.time, self.offset + self.count - 1, self.dt)]
 
 
 def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[BlockProgram, Any]:
@@ -74,6 +112,16 @@ def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[
                                              for _, w in levels)) if levels else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
     run.check_diagnostic_shapes({n for s in streams if s.stage is None for n in s.diagnostics})
+    at_stages: dict[str, set[str]] = {}
+    for s in streams:
+        if s.stage is not None and s.diagnostics:
+            at_stages.setdefault(s.stage, set()).update(s.diagnostics)
+    if at_stages:  # evaluated on a stage's state: one step taken aside, from a copy
+        copy = {name: run.backend.asarray(value)
+                for name, value in run.backend.to_host(run.fields).items()}
+        _, seen = run.backend.call_step(staged, copy, plan.dt, run.step, run.time)
+        for stage, names in at_stages.items():
+            run.check_diagnostic_shapes(names, seen[stage])
     backend = run.backend
     key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
            getattr(backend, "compile", None), stages, slots, points,
@@ -103,13 +151,18 @@ class BlockLoop:
         self.compiled = runner
         #: The next block, planned while the device computes the current one, with its start.
         self._next: tuple | None = None
+        #: ``(step, origin)``: the run stands at ``step`` inside a gap cut by a block boundary,
+        #: which began at ``origin = (step, time)``.
+        self._gap: tuple[int, tuple[int, float]] | None = None
+        #: The last block's start state, start step and the steps it took.
+        self._taken: tuple[Any, int, list[Piece]] | None = None
 
     # -------------------------------------------------------------- planning
 
-    def _next_point(self, step: int, time: float, last: dict[str, int], start: int
-                    ) -> tuple[_Point, bool]:
-        """The next capture point after (step, time) in a block that starts at step ``start``,
-        and whether the block must end there."""
+    def _next_point(self, step: int, time: float, last: dict[str, int], start: int,
+                    origin: tuple[int, float]) -> tuple[_Point, bool]:
+        """The next capture point after (step, time) in a block that starts at step ``start``
+        (``origin``: where the current gap began), and whether the block must end there."""
         run, sc, dt = self.run, self.run.plan.scenario, self.run.plan.dt
         schedules = [s.schedule for s in run.plan.streams]
         targets = [s.next_step(step) for s in schedules]
@@ -123,17 +176,22 @@ class BlockLoop:
         if run.walls:
             boundary.append(start + self._wall_steps())
         boundary = [b for b in boundary if b is not None and b > step]
-        n_step = min([t for t in targets if t is not None and t > step] + boundary,
-                     default=None)
-        time_targets = [s.next_time(time) for s in schedules] + [sc.until]
+        targets = [t for t in targets if t is not None and t > step]
+        n_step = min(targets + boundary, default=None)
+        origin_step, origin_time = origin
+        offset = step - origin_step
+        time_targets = [s.next_time(origin_time) for s in schedules] + [sc.until]
         target_time = min((t for t in time_targets if t is not None), default=None)
-        k, last_dt = (steps_to_time(time, target_time, dt) if target_time is not None
-                      else (0, dt))
+        k, last_dt = (steps_to_time(origin_time, target_time, dt) if target_time is not None
+                      else (offset, dt))
+        k -= offset
         if target_time is not None and (n_step is None or step + k <= n_step):
-            point = _Point(k, dt, last_dt, step, time, step + k, target_time, [])
+            point = _Point(k, dt, last_dt, step, origin_time, offset, step + k, target_time, [])
         else:
             n = n_step - step
-            point = _Point(n, dt, dt, step, time, n_step, time + n * dt, [])
+            point = _Point(n, dt, dt, step, origin_time, offset, n_step,
+                           origin_time + (offset + n) * dt, [],
+                           cut=n_step not in targets)
         final = _is_final(sc, point.end_step, point.end_time)
         point.due = [s for s in run.plan.streams if last.get(s.name) != point.end_step
                      and (s.schedule.fires(point.end_step, point.end_time)
@@ -146,10 +204,11 @@ class BlockLoop:
         left = min(wall.seconds_left() for _, wall in run.walls)
         return max(1, int((self.rate or 0.0) * left))
 
-    def plan_block(self, start: int, start_time: float, last: dict[str, int]
-                   ) -> tuple[BlockPlan, list[_Point]]:
+    def plan_block(self, start: int, start_time: float, last: dict[str, int],
+                   origin: tuple[int, float] | None = None) -> tuple[BlockPlan, list[_Point]]:
         """The block that starts at step ``start`` (``last``: each stream's last captured step,
-        updated with the block's captures)."""
+        updated with the block's captures; ``origin``: where the gap the block starts in began,
+        when a block boundary cut it)."""
         run, program = self.run, self.program
         plan = BlockPlan.empty(program.points, len(program.slots), len(run.whens))
         plan.enabled = np.array([when.may_fire(start + 1) for _, when in run.whens],
@@ -157,23 +216,24 @@ class BlockLoop:
         budget = (max(1, int(self.rate * self.flush_seconds)) if self.rate
                   else 64)  # the first block is short: it measures the rate
         step, time = start, start_time
+        origin = origin or (start, start_time)
         counts = [0] * len(program.slots)
         points: list[_Point] = []
         while len(points) < program.points:
-            point, ends = self._next_point(step, time, last, start)
+            point, ends = self._next_point(step, time, last, start, origin)
             slots = [self.index[s.name] for s in point.due]
             if any(counts[i] + 1 > program.slots[i].capacity for i in slots):
                 break
             k = len(points)
             plan.counts[k], plan.dts[k], plan.last_dts[k] = point.count, point.dt, point.last
-            plan.steps[k], plan.times[k] = point.step, point.time
+            plan.steps[k], plan.times[k], plan.offsets[k] = point.step, point.time, point.offset
             for i in slots:
                 plan.due[k, i] = True
                 counts[i] += 1
             for s in point.due:
                 last[s.name] = point.end_step
             points.append(point)
-            step, time = point.end_step, point.end_time
+            step, time, origin = point.end_step, point.end_time, point.origin()
             if ends or step - start >= budget:
                 break
         plan.used = len(points)
@@ -187,11 +247,20 @@ class BlockLoop:
 
     def run_block(self) -> np.ndarray | None:
         """Plan, run and commit one block; returns the conditions that fired, if any."""
+        if not self.run.plan.scenario.check_finite:
+            return self._run_block()
+        # The finiteness check names the step, stage and field of an overflow: NumPy's own
+        # warnings about it would only come first and say less.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run_block()
+
+    def _run_block(self) -> np.ndarray | None:
         run = self.run
         planned, self._next = self._next, None
         if planned is None or planned[0] != (run.step, run.time):
+            gap = self._gap[1] if self._gap is not None and self._gap[0] == run.step else None
             planned = (run.step, run.time), self.plan_block(run.step, run.time,
-                                                            dict(run.last_capture))
+                                                            dict(run.last_capture), gap)
         plan, points = planned[1]
         start, start_step, start_time = run.fields, run.step, run.time
         started = _time.perf_counter()
@@ -203,7 +272,7 @@ class BlockLoop:
             for point in points:
                 last.update({s.name: point.end_step for s in point.due})
             end = (points[-1].end_step, points[-1].end_time)
-            self._next = end, self.plan_block(*end, last)
+            self._next = end, self.plan_block(*end, last, points[-1].origin())
         host = run.backend.block_to_host(result)
         seconds = _time.perf_counter() - started
         taken = int(host["steps"])
@@ -212,20 +281,22 @@ class BlockLoop:
             self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
         # Where the block stopped: a point's end, or inside a gap when a condition fired there.
         step, time, done = start_step, start_time, 0
-        pieces: list[tuple[int, float]] = []
+        pieces: list[Piece] = []
+        self._gap = None
         for point in points:
+            pieces += point.pieces(taken - done)
             if done + point.count <= taken:
-                pieces += [(point.count - 1, point.dt), (1, point.last)]
                 done += point.count
                 step, time = point.end_step, point.end_time
+                self._gap = (step, point.origin()) if point.cut else None
                 continue
             inside = taken - done
-            if inside:
-                pieces.append((inside, point.dt))
-                step, time = point.step + inside, point.time + inside * point.dt
+            if inside:  # a condition fired inside the gap: a capture there ends the gap
+                step, time = point.step + inside, point.time + (point.offset + inside) * point.dt
             break
         times = {p.end_step: p.end_time for p in points}
         run.fields, run.step, run.time = result.fields, step, time
+        self._taken = (start, start_step, pieces)
         if run.plan.scenario.check_finite and not bool(host["finite"]):
             self._non_finite(start, start_step, start_time, pieces, host, times)
         self._commit(host, times)
@@ -234,6 +305,19 @@ class BlockLoop:
             self._next = None  # the schedules' state changes with the firing
             return fired
         return None
+
+    def last_step_stages(self, staged: Any) -> dict[str, Any]:
+        """The states right after the stages of the run's last step, retaken from the last
+        block's start with ``staged`` (a step that also returns them): for captures a block
+        could not plan, as a stage stream's last capture when a condition ends the run."""
+        run = self.run
+        fields, step, pieces = self._taken
+        flat = [(piece.dt, piece.time(i)) for piece in pieces for i in range(piece.count)]
+        for dt, time in flat[:-1]:
+            fields = run.backend.call_step(run.step_fn, fields, dt, step, time)
+            step += 1
+        dt, time = flat[-1]
+        return run.backend.call_step(staged, fields, dt, step, time)[1]
 
     def _commit(self, host: dict[str, Any], times: dict[int, float], upto: int | None = None
                 ) -> None:
@@ -266,42 +350,56 @@ class BlockLoop:
             run.last_capture[slot.stream] = step_list[-1]
 
     def _non_finite(self, start: Any, start_step: int, start_time: float,
-                    pieces: list[tuple[int, float]], host: dict[str, Any],
+                    pieces: list[Piece], host: dict[str, Any],
                     times: dict[int, float]) -> None:
-        """Replay the block to name the step, stage and field; commit the good captures."""
+        """Name the step, stage and field (or the captured value) where the block first went
+        non-finite, commit the good captures before it, and raise NonFiniteError.
+
+        A finite state may still give a non-finite captured value (a reduction that overflows);
+        whichever comes first ends the run, with the state it came from as the final state."""
         run = self.run
+        bad_step, bad_name = _first_bad_capture(self.program, host)
         try:
-            run.check_finite(start, start_step, start_time, pieces)
+            run.check_finite(start, start_step, pieces)
         except NonFiniteError:
-            self._commit(host, times, upto=run.step)
-            raise
-        # The state stayed finite: a captured value (a diagnostic's reduction) overflowed.
-        bad_step, bad_name = None, None
-        for slot, buffers, count in zip(self.program.slots, host["buffers"], host["counts"],
-                                        strict=True):
-            for i in range(int(count)):
-                for name in slot.fields + slot.diagnostics:
-                    if not np.all(np.isfinite(buffers[name][i])):
-                        step = int(buffers[STEP][i])
-                        if bad_step is None or step < bad_step:
-                            bad_step, bad_name = step, name
-                        break
+            # run.step: the last good state, kept as the final state.
+            if bad_step is None or bad_step > run.step:
+                self._commit(host, times, upto=run.step)
+                raise
         if bad_step is None:
             return
         self._commit(host, times, upto=bad_step - 1)
         # The state the bad value came from becomes the final state: replayed up to its step.
-        fields, step, time = start, start_step, start_time
-        for count, dt in pieces:
-            for i in range(count):
+        fields, step = start, start_step
+        for piece in pieces:
+            for i in range(piece.count):
                 if step == bad_step:
                     break
-                fields = run.backend.call_step(run.step_fn, fields, dt, step, time + i * dt)
+                fields = run.backend.call_step(run.step_fn, fields, piece.dt, step, piece.time(i))
                 step += 1
-            time = time + count * dt
         run.fields, run.step, run.time = fields, bad_step, times[bad_step]
         raise NonFiniteError(
             f"non-finite value in {bad_name!r} captured at step {bad_step}; the captures before "
             f"it are kept in {run.writer.partial_path}")
+
+
+def _first_bad_capture(program: BlockProgram, host: dict[str, Any]
+                       ) -> tuple[int | None, str | None]:
+    """The first step at which a block captured a non-finite value, and the value's name."""
+    bad_step, bad_name = None, None
+    for slot, buffers, count in zip(program.slots, host["buffers"], host["counts"], strict=True):
+        if not int(count):
+            continue  # nothing stored (and nothing copied to the host)
+        for name in slot.fields + slot.diagnostics:
+            values = np.asarray(buffers[name][:int(count)])
+            if not np.issubdtype(values.dtype, np.inexact):
+                continue
+            rows = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if rows.any():
+                step = int(buffers[STEP][int(np.argmax(rows))])
+                if bad_step is None or step < bad_step:
+                    bad_step, bad_name = step, name
+    return bad_step, bad_name
 
 
 def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:

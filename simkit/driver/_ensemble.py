@@ -31,6 +31,7 @@ from simkit.driver import (
     _Run,
     _step_for,
     _watch_for,
+    failed,
     provenance,
 )
 from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, _is_final, _Point, build_program
@@ -231,10 +232,11 @@ class _Ensemble:
                 planned = self._block(*planned)
             self._finish()
         except KeyboardInterrupt:
-            self._abort(schema.STATUS_INTERRUPTED)
+            self._abort({schema.ATTR_FINISHED: _now(),
+                         schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
             raise
-        except BaseException:
-            self._abort(None)
+        except BaseException as error:
+            self._abort(failed(error))
             raise
         return self.results  # type: ignore[return-value]
 
@@ -250,7 +252,7 @@ class _Ensemble:
         plan.steps[0], plan.times[0], plan.used = lead.step, lead.time, 1
         for stream in due:
             plan.due[0, index[stream.name]] = True
-        return plan, [_Point(0, 0.0, 0.0, lead.step, lead.time, lead.step, lead.time, due)]
+        return plan, [_Point(0, 0.0, 0.0, lead.step, lead.time, 0, lead.step, lead.time, due)]
 
     def _block(self, plan: BlockPlan, points: list[_Point]
                ) -> tuple[BlockPlan, list[_Point]] | None:
@@ -271,7 +273,7 @@ class _Ensemble:
             last = dict(lead.last_capture)
             for point in points:
                 last.update({s.name: point.end_step for s in point.due})
-            planned = self.planner.plan_block(end.end_step, end.end_time, last)
+            planned = self.planner.plan_block(end.end_step, end.end_time, last, end.origin())
         hosts = self._to_host(result)
         seconds = _time.perf_counter() - started
         taken = sum(p.count for p in points)  # no conditions: every point is completed
@@ -279,8 +281,7 @@ class _Ensemble:
             rate = taken / max(seconds, 1e-6)
             rates = self.planner.rate
             self.planner.rate = rate if rates is None else 0.5 * (rates + rate)
-        pieces = [piece for p in points if p.count
-                  for piece in ((p.count - 1, p.dt), (1, p.last))]
+        pieces = [piece for p in points for piece in p.pieces()]
         times = {p.end_step: p.end_time for p in points}
         self.fields = result.fields
         lead.step, lead.time = points[-1].end_step, points[-1].end_time
@@ -326,7 +327,7 @@ class _Ensemble:
         state becomes its final state and its file is marked non-finite."""
         run = self.runs[m]
         run.writer.final(run.step, run.time, self.backend.to_host(run.fields))
-        run.writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: "non-finite"})
+        run.writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: schema.STATUS_NON_FINITE})
         run.fields = {}
         self.alive[m] = False
         self.results[m] = error
@@ -344,10 +345,7 @@ class _Ensemble:
             self.results[m] = RunResult(path=path, state=state, step=lead.step, time=lead.time)
         logger.info("ensemble finished at step %d, time %g", lead.step, lead.time)
 
-    def _abort(self, status: str | None) -> None:
-        attrs = {schema.ATTR_FINISHED: _now()}
-        if status is not None:
-            attrs[schema.ATTR_STATUS] = status
+    def _abort(self, attrs: dict[str, str]) -> None:
         for m in np.flatnonzero(self.alive):
             self.runs[m].writer.abort(attrs)
             self.alive[m] = False

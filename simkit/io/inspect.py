@@ -43,6 +43,8 @@ def describe(path: str | os.PathLike) -> str:
                      f"{attrs.get(schema.ATTR_BACKEND, '?')} ({attrs.get(schema.ATTR_DEVICE, '?')},"
                      f" {attrs.get(schema.ATTR_DTYPE, '?')}), status "
                      f"{attrs.get(schema.ATTR_STATUS, '?')}")
+        if schema.ATTR_ERROR in attrs:
+            lines.append(f"error: {attrs[schema.ATTR_ERROR]}")
         step = ds.variables[schema.STEP][...] if schema.STEP in ds.variables else np.ma.masked
         time = ds.variables.get(schema.TIME)
         final = [v for v in ds.variables if ds.variables[v].dimensions and v not in ds.dimensions]

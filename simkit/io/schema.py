@@ -44,6 +44,8 @@ ATTR_VERSIONS = "simkit_versions"
 ATTR_STARTED = "simkit_started_at"
 ATTR_FINISHED = "simkit_finished_at"
 ATTR_STATUS = "simkit_status"
+#: On a run that failed with an error: its type and message, one line.
+ATTR_ERROR = "simkit_error"
 ATTR_RESUMED = "simkit_resumed_at"
 ATTR_STREAMS = "simkit_streams"
 ATTR_STREAM_FIELDS = "simkit_fields"
@@ -62,10 +64,13 @@ SCHEDULE_STATE_LONG_NAME = "state of the run's schedules (cooldowns, deadlines) 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_INTERRUPTED = "interrupted"  # stopped by Ctrl-C, SIGTERM or SIGHUP; resumable
+STATUS_NON_FINITE = "non-finite"  # stopped on a NaN or infinity; the last good state is final
+STATUS_FAILED = "failed"  # stopped by an error (ATTR_ERROR says which); resumable once fixed
 
 PROVENANCE_ATTRS = (
     ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_DTYPE, ATTR_SEED, ATTR_DT,
-    ATTR_VERSIONS, ATTR_STARTED, ATTR_RESUMED, ATTR_FINISHED, ATTR_STATUS, ATTR_SCENARIO_FILE,
+    ATTR_VERSIONS, ATTR_STARTED, ATTR_RESUMED, ATTR_FINISHED, ATTR_STATUS, ATTR_ERROR,
+    ATTR_SCENARIO_FILE,
 )
 
 
