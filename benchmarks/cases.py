@@ -245,6 +245,29 @@ def diagnostics_every_step(quick: bool = False) -> dict:
     return out
 
 
+def summaries_every_step(quick: bool = False) -> dict:
+    """heat2d 256^2: summaries of u every step (mean, std, max, a 32-bin histogram; quantiles
+    apart, they sort the field) against 3 scalar diagnostics every step, on every backend."""
+    steps, repeats = (400, 2) if quick else (2000, 3)
+    out: dict = {"steps": steps}
+    tmp = tempfile.mkdtemp()
+    streams = {
+        "diagnostics": {"d": {"every": 1, "diagnostics": ["energy", "heat", "max_abs"]}},
+        "summaries": {"s": {"every": 1, "summaries": {"u": [
+            "mean", "std", "max", {"histogram": {"bins": 32, "range": [-1, 1]}}]}}},
+        "quantiles": {"q": {"every": 1, "summaries": {"u": [{"quantiles": [0.1, 0.5, 0.9]}]}}},
+    }
+    for backend in ("jax", "numpy", "torch"):
+        runs = {name: _heat(256, steps, backend, outputs, f"{tmp}/{backend}_{name}.nc")
+                for name, outputs in streams.items()}
+        times = interleaved({name: (lambda r=r: _run(r)) for name, r in runs.items()}, repeats)
+        for name, seconds in times.items():
+            out[f"{backend} {name} every step ms/step"] = seconds / steps * 1e3
+        _target(out, f"{backend} summaries / diagnostics", times["summaries"]
+                / times["diagnostics"], 3.0)
+    return out
+
+
 def _write_alone(n: int, captures: int, path: str) -> float:
     from simkit.io import BackgroundWriter, NetCDFWriter, schema
 
@@ -298,6 +321,22 @@ def peer_pypde(quick: bool = False) -> dict:
     return out
 
 
+def _diffrax_rk4(diffrax):
+    """Classic RK4 as a diffrax solver class: the same method as simkit's lorenz63."""
+
+    class RK4(diffrax.AbstractERK):
+        tableau = diffrax.ButcherTableau(
+            c=np.array([0.5, 0.5, 1.0]), b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+            b_error=np.zeros(4),
+            a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])))
+        interpolation_cls = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+
+        def order(self, terms):
+            return 4
+
+    return RK4
+
+
 def peer_diffrax(quick: bool = False) -> dict:
     """Lorenz-63, 1000 trajectories, fixed-step RK4, saves every 100 steps: diffrax vs simkit."""
     try:
@@ -308,19 +347,7 @@ def peer_diffrax(quick: bool = False) -> dict:
     import jax.numpy as jnp
 
     batch, steps, every, dt = (1000, 10_000, 100, 0.001) if quick else (1000, 100_000, 100, 0.001)
-
-    class RK4(diffrax.AbstractERK):
-        """Classic RK4 as a diffrax tableau: the same method as simkit's lorenz63."""
-
-        tableau = diffrax.ButcherTableau(
-            c=np.array([0.5, 0.5, 1.0]), b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
-            b_error=np.zeros(4),
-            a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])))
-        interpolation_cls = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
-
-        def order(self, terms):
-            return 4
-
+    RK4 = _diffrax_rk4(diffrax)
     rng = np.random.default_rng(0)
     y0 = jnp.asarray(np.stack([1 + 0.1 * rng.standard_normal(batch) for _ in range(3)]))
 
@@ -401,16 +428,65 @@ def bandwidth(quick: bool = False) -> dict:
 # ---------------------------------------------------------------- N-body
 
 
+def _seconds_per_step(scenario_for, k: int, repeats: int, kernels: bool = True,
+                      env: dict | None = None) -> float:
+    """Seconds per step of a simkit run, with the stages' kernels or by their specification
+    (``SIMKIT_KERNELS=0``), under the environment variables ``env`` besides: runs of k and 2k
+    steps, interleaved, the difference of their medians over k, so that what a run costs once
+    (initial state, file, compile) drops out."""
+    import os
+
+    import simkit.driver
+
+    # The driver keeps built steps per solver and parameters: forget them so the flags count.
+    simkit.driver._STEPS.clear()
+    variables = {"SIMKIT_KERNELS": "1" if kernels else "0", **(env or {})}
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        short, long = scenario_for(k), scenario_for(2 * k)
+        medians = interleaved({"short": lambda: _run(short), "long": lambda: _run(long)},
+                              repeats)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        simkit.driver._STEPS.clear()
+    return (medians["long"] - medians["short"]) / k
+
+
 def nbody_pairs(quick: bool = False) -> dict:
-    """Direct-sum N-body, N = 4096, JAX: pair interactions per second."""
-    n, steps = (2048, 3) if quick else (4096, 5)
+    """Direct-sum N-body, N = 4096: pair interactions per second on every backend, with the
+    tiled kernels and (JAX) by the Array API specification, in the same run."""
+    n, repeats = (2048, 3) if quick else (4096, 3)
+    steps = {"jax": 10, "torch": 1, "numpy": 2}
     tmp = tempfile.mkdtemp()
-    scenario = {"solver": "nbody", "backend": "jax", "params": {"bodies": n}, "steps": steps,
-                "outputs": {}, "output": f"{tmp}/nb.nc", "check_finite": 0}
-    seconds, _ = median_seconds(lambda: _run(scenario), 3)
-    pairs = 2 * n * n * steps / seconds  # two force evaluations (kicks) per step
-    out = {"bodies": n, "s/step": seconds / steps, "pairs/s": pairs}
-    _target(out, "pair interactions per second", pairs, 1e9, below=False)
+    out: dict = {"bodies": n, "repeats": repeats}
+
+    def scenario_for(backend: str):
+        return lambda k: {"solver": "nbody", "backend": backend, "params": {"bodies": n},
+                          "steps": k, "outputs": {}, "output": f"{tmp}/nb_{backend}_{k}.nc",
+                          "check_finite": 0}
+
+    rates = {}
+    runs = [(b, True) for b in ("jax", "torch", "numpy")] + [("jax", False)]
+    for backend, kernels in runs:
+        k = steps[backend] if kernels else 1
+        try:
+            seconds = _seconds_per_step(scenario_for(backend), k, repeats, kernels)
+        except ImportError as missing:
+            out[f"{backend} skipped"] = str(missing)
+            continue
+        label = f"{backend} {'kernels' if kernels else 'specification'}"
+        rates[label] = 2 * n * n / seconds  # two force evaluations (kicks) per step
+        out[f"{label} ms/step"] = seconds * 1e3
+        out[f"{label} pairs/s"] = rates[label]
+    if "jax specification" in rates:
+        out["jax kernels / specification (speed-up)"] = \
+            rates["jax kernels"] / rates["jax specification"]
+    _target(out, "jax pair interactions per second", rates["jax kernels"], 1e9, below=False)
     return out
 
 
@@ -436,18 +512,68 @@ def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float) -> np.ndarray:
     return u
 
 
+def _hand_torch_heat(u0: np.ndarray, steps: int, dt_d: float):
+    """heat2d FTCS by hand in torch: in place, one scratch tensor (``_hand_numpy_heat``)."""
+    import torch
+
+    with torch.inference_mode():
+        u = torch.tensor(u0)
+        lap = torch.empty_like(u)
+        for _ in range(steps):
+            torch.mul(u, -4.0, out=lap)
+            lap[1:] += u[:-1]
+            lap[:1] += u[-1:]
+            lap[:-1] += u[1:]
+            lap[-1:] += u[:1]
+            lap[:, 1:] += u[:, :-1]
+            lap[:, :1] += u[:, -1:]
+            lap[:, :-1] += u[:, 1:]
+            lap[:, -1:] += u[:, :1]
+            u.add_(lap, alpha=dt_d)
+    return u
+
+
+def _hand_numba_heat():
+    """heat2d FTCS by hand in numba: one fused parallel pass a step (read u, write the other
+    array), no scratch; None without numba."""
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    @numba.njit(parallel=True)
+    def sweep(u, out, c):
+        ny, nx = u.shape
+        for i in numba.prange(ny):
+            up, down, row, new = u[(i - 1) % ny], u[(i + 1) % ny], u[i], out[i]
+            new[0] = row[0] + c * (up[0] + down[0] + row[nx - 1] + row[1] - 4 * row[0])
+            for j in range(1, nx - 1):
+                new[j] = row[j] + c * (up[j] + down[j] + row[j - 1] + row[j + 1] - 4 * row[j])
+            new[nx - 1] = row[nx - 1] + c * (up[nx - 1] + down[nx - 1] + row[nx - 2] + row[0]
+                                             - 4 * row[nx - 1])
+
+    def run(u0: np.ndarray, steps: int, dt_d: float) -> np.ndarray:
+        u, other = u0.copy(), np.empty_like(u0)
+        for _ in range(steps):
+            sweep(u, other, dt_d)
+            u, other = other, u
+        return u
+
+    return run
+
+
 def heat_kernels(quick: bool = False) -> dict:
-    """heat2d 512^2 and 2048^2, ms/step (runs of 2k minus runs of k steps): simkit jax and numpy
-    with the stages' kernels and without (``SIMKIT_KERNELS=0``: the Array API specification), against a
-    hand-written in-place NumPy loop, and JAX against a STREAM-style copy in the same run."""
-    import os
-
-    import simkit.driver
-
+    """heat2d 512^2 and 2048^2, ms/step (runs of 2k minus runs of k steps): simkit jax, numpy and
+    torch with the stages' kernels and without (``SIMKIT_KERNELS=0``: the Array API
+    specification), against hand-written in-place NumPy and torch loops; the NumPy kernels with
+    the numba extra against a hand-written numba loop; JAX against a STREAM-style copy; all in
+    the same run."""
     repeats = 3 if quick else 5
     # steps per run: long enough that a run's setup is small beside its steps
     steps = {(512, "jax"): 1000 if quick else 4000, (512, "numpy"): 100 if quick else 400,
-             (2048, "jax"): 40 if quick else 150, (2048, "numpy"): 8 if quick else 30}
+             (512, "torch"): 100 if quick else 400,
+             (2048, "jax"): 40 if quick else 150, (2048, "numpy"): 8 if quick else 30,
+             (2048, "torch"): 8 if quick else 30}
     tmp = tempfile.mkdtemp()
     out: dict = {"repeats": repeats}
     a = np.random.default_rng(0).random(2048 * 2048)  # 32 MiB: past the caches
@@ -455,49 +581,208 @@ def heat_kernels(quick: bool = False) -> dict:
     copy_s, _ = median_seconds(lambda: np.copyto(b, a), 20)
     stream = 2 * a.nbytes / copy_s
     out["STREAM copy GB/s"] = stream / 1e9
+    hand_numba = _hand_numba_heat()
     for n in (512, 2048):
         per_step: dict[str, float] = {}
-        for backend in ("jax", "numpy"):
+        for backend in ("jax", "numpy", "torch"):
             k = steps[n, backend]
-            for label, flag in (("kernels", "1"), ("specification", "0")):
-                # The driver keeps built steps per solver and parameters: forget them so the
-                # flag takes effect, then one warm-up run (JAX compiles) before the timed ones.
-                simkit.driver._STEPS.clear()
-                os.environ["SIMKIT_KERNELS"] = flag
-                try:
-                    # Runs of k and 2k steps: their difference is k steps without what a run
-                    # costs once (initial state, file, final write), which would swamp the
-                    # few steps of a 2048^2 NumPy run.
-                    short, long = (_heat(n, m, backend, {}, f"{tmp}/{backend}{n}{flag}{m}.nc")
-                                   for m in (k, 2 * k))
-                    medians = interleaved({"short": lambda s=short: _run(s),
-                                           "long": lambda s=long: _run(s)}, repeats)
-                finally:
-                    os.environ.pop("SIMKIT_KERNELS", None)
-                    simkit.driver._STEPS.clear()
-                per_step[f"{backend} {label}"] = (medians["long"] - medians["short"]) / k
-        k = steps[n, "numpy"]
+            for label, kernels in (("kernels", True), ("specification", False)):
+                per_step[f"{backend} {label}"] = _seconds_per_step(
+                    lambda m, b=backend, f=kernels, n=n: _heat(n, m, b, {},
+                                                               f"{tmp}/{b}{n}{f}{m}.nc"),
+                    k, repeats, kernels, env={"SIMKIT_NUMBA": "0"})
+        if hand_numba is not None:
+            per_step["numpy kernels with numba"] = _seconds_per_step(
+                lambda m, n=n: _heat(n, m, "numpy", {}, f"{tmp}/numba{n}{m}.nc"),
+                steps[n, "jax"] // 4, repeats, True, env={"SIMKIT_NUMBA": "1"})
+            k = steps[n, "jax"] // 4
+            hand_numba(np.zeros((n, n)), 1, 0.2)  # compiles
+            u0 = np.random.default_rng(0).standard_normal((n, n))
+            seconds, _ = median_seconds(lambda k=k, u=u0: hand_numba(u, k, 0.2), repeats)
+            per_step["numba hand-written"] = seconds / k
         u0 = np.random.default_rng(0).standard_normal((n, n))
-        seconds, _ = median_seconds(lambda u=u0, k=k: _hand_numpy_heat(u, k, 0.2), repeats)
-        per_step["numpy hand-written in place"] = seconds / k
+        for backend, hand in (("numpy", _hand_numpy_heat), ("torch", _hand_torch_heat)):
+            k = steps[n, backend]
+            seconds, _ = median_seconds(lambda u=u0, k=k, h=hand: h(u, k, 0.2), repeats)
+            per_step[f"{backend} hand-written in place"] = seconds / k
         for name, value in per_step.items():
             out[f"{n}^2 {name} ms/step"] = value * 1e3
-        out[f"{n}^2 jax kernels / specification"] = per_step["jax kernels"] / per_step[
-            "jax specification"]
-        out[f"{n}^2 numpy kernels / specification"] = per_step["numpy kernels"] / per_step[
-            "numpy specification"]
-        ratio = per_step["numpy kernels"] / per_step["numpy hand-written in place"]
-        out[f"{n}^2 numpy kernels / hand-written"] = ratio
-        out[f"{n}^2 numpy specification / hand-written"] = per_step["numpy specification"] / \
-            per_step["numpy hand-written in place"]
+        for backend in ("jax", "numpy", "torch"):
+            out[f"{n}^2 {backend} kernels / specification"] = \
+                per_step[f"{backend} kernels"] / per_step[f"{backend} specification"]
+        for backend in ("numpy", "torch"):
+            hand = per_step[f"{backend} hand-written in place"]
+            ratio = per_step[f"{backend} kernels"] / hand
+            out[f"{n}^2 {backend} kernels / hand-written"] = ratio
+            out[f"{n}^2 {backend} specification / hand-written"] = \
+                per_step[f"{backend} specification"] / hand
+            _target(out, f"{n}^2 {backend} kernels / hand-written", ratio, 1.2)
+        if hand_numba is not None:
+            ratio = per_step["numpy kernels with numba"] / per_step["numba hand-written"]
+            out[f"{n}^2 numpy kernels with numba / hand-written numba"] = ratio
+            _target(out, f"{n}^2 numpy kernels with numba / hand-written numba", ratio, 1.5)
         effective = 2 * n * n * 8 / per_step["jax kernels"]  # read u, write u
         out[f"{n}^2 jax kernels effective GB/s"] = effective / 1e9
-        _target(out, f"{n}^2 numpy kernels / hand-written", ratio, 1.2)
         if n == 2048:
             _target(out, f"{n}^2 jax kernels / STREAM copy", effective / stream, 0.5,
                     below=False)
     return out
 
 
-BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, peer_pypde, peer_diffrax,
-              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels]
+# ---------------------------------------------------------------- gradients (DESIGN D10)
+
+
+def _compiled_bytes(fn, *args) -> float | None:
+    """What XLA plans to hold for one call of ``fn`` beyond its inputs (temporaries and
+    outputs), in bytes; None where the backend does not say."""
+    stats = fn.lower(*args).compile().memory_analysis()
+    if stats is None:
+        return None
+    return float(stats.temp_size_in_bytes + stats.output_size_in_bytes)
+
+
+def gradient_checkpointing(quick: bool = False) -> dict:
+    """Gradient of a heat2d 256^2 run of 10^4 steps (JAX, sqrt checkpointing) against the run."""
+    import jax
+    import jax.numpy as jnp
+
+    from simkit.autodiff import Checkpointing, run_function
+
+    n, steps, repeats = (64, 400, 3) if quick else (256, 10_000, 3)
+    tmp = tempfile.mkdtemp()
+    scenario = _heat(n, steps, "jax", {}, f"{tmp}/g.nc")
+    run = run_function(scenario, backend="jax", checkpoint="sqrt")
+    p0, f0 = run.initial_params(), run.initial_fields()
+
+    def loss(p, f):
+        return jnp.sum(run(p, f)[0]["u"] ** 2)
+
+    forward = jax.jit(loss)
+    gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    start = time.perf_counter()
+    jax.block_until_ready(gradient(p0, f0))
+    compile_s = time.perf_counter() - start
+    times = interleaved({
+        "run": lambda: _run(scenario),
+        "forward": lambda: jax.block_until_ready(forward(p0, f0)),
+        "gradient": lambda: jax.block_until_ready(gradient(p0, f0)),
+    }, repeats)
+    state = n * n * 8
+    held = {name: _compiled_bytes(fn, p0, f0) for name, fn in
+            (("forward", forward), ("gradient", gradient))}
+    policy = Checkpointing.parse("sqrt")
+    out: dict = {"grid": f"{n}x{n}", "steps": steps, "simkit.run s": times["run"],
+                 "forward function s": times["forward"], "gradient s": times["gradient"],
+                 "gradient compile s": compile_s,
+                 "states held by policy": policy.states_held(steps),
+                 "store-everything states": steps + 1,
+                 "store-everything MiB": (steps + 1) * state / 2**20}
+    out["gradient time / simkit.run time"] = times["gradient"] / times["run"]
+    # Gated on the forward function (the same steps, no file): simkit.run's file set-up would
+    # flatter the ratio of a short run.
+    _target(out, "gradient time / forward time", times["gradient"] / times["forward"], 4.0)
+    if held["gradient"] is not None:
+        extra = (held["gradient"] - held["forward"]) / state
+        out["forward planned MiB"] = held["forward"] / 2**20
+        out["gradient planned MiB"] = held["gradient"] / 2**20
+        out["extra states held (measured)"] = extra
+        _target(out, "extra states held / (2 sqrt n + 8)", extra / (2 * steps**0.5 + 8), 1.0)
+    return out
+
+
+def peer_diffrax_gradient(quick: bool = False) -> dict:
+    """Batched Lorenz-63 gradient: diffrax RecursiveCheckpointAdjoint against simkit (JAX)."""
+    try:
+        import diffrax
+    except ImportError as error:
+        raise Skip(f"diffrax not installed ({error}); pip install diffrax") from None
+    import jax
+    import jax.numpy as jnp
+
+    from simkit.autodiff import run_function
+
+    batch, steps, dt = (1000, 1000, 0.001) if quick else (1000, 10_000, 0.001)
+    tmp = tempfile.mkdtemp()
+    run = run_function({"solver": "lorenz63", "backend": "jax",
+                        "params": {"trajectories": batch}, "initial": {"spread": 0.1},
+                        "steps": steps, "dt": dt, "output": f"{tmp}/l.nc"}, backend="jax")
+    p0, f0 = run.initial_params(), run.initial_fields()
+
+    def ours(rho, f):
+        final = run({**p0, "rho": rho}, f)[0]
+        return sum(jnp.sum(final[k] ** 2) for k in ("x", "y", "z"))
+
+    rk4 = _diffrax_rk4(diffrax)
+
+    def field(t, y, rho):
+        x, yy, z = y
+        return jnp.stack([10.0 * (yy - x), x * (rho - z) - yy, x * yy - 8.0 / 3.0 * z])
+
+    def theirs(rho, f):
+        y0 = jnp.stack([f["x"], f["y"], f["z"]])
+
+        def one(y):
+            return diffrax.diffeqsolve(
+                diffrax.ODETerm(field), rk4(), 0.0, steps * dt, dt, y, args=rho,
+                saveat=diffrax.SaveAt(t1=True), max_steps=steps + 10,
+                adjoint=diffrax.RecursiveCheckpointAdjoint()).ys[-1]
+
+        return jnp.sum(jax.vmap(one, in_axes=1, out_axes=1)(y0) ** 2)
+
+    fns = {name: jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+           for name, fn in (("simkit", ours), ("diffrax", theirs))}
+    rho = p0["rho"]
+    values = {name: fn(rho, f0) for name, fn in fns.items()}
+    times = interleaved({name: (lambda fn=fn: jax.block_until_ready(fn(rho, f0)))
+                         for name, fn in fns.items()}, 3, warmup=0)
+    out: dict = {"trajectories": batch, "steps": steps,
+                 "simkit gradient s": times["simkit"], "diffrax gradient s": times["diffrax"],
+                 "d/drho relative difference": abs(float(values["simkit"][1][0])
+                                                   - float(values["diffrax"][1][0]))
+                 / abs(float(values["diffrax"][1][0]))}
+    for name, fn in fns.items():
+        held = _compiled_bytes(fn, rho, f0)
+        if held is not None:
+            out[f"{name} planned MiB"] = held / 2**20
+    _target(out, "simkit gradient speed-up over diffrax", times["diffrax"] / times["simkit"],
+            1.0, below=False)
+    return out
+
+
+# ---------------------------------------------------------------- sharded runs
+
+
+def sharded_runs(quick: bool = False) -> dict:
+    """A run split over 4 forced CPU devices (2 x 2 mesh): what one step exchanges (from the
+    compiled HLO's collectives) and the same-run capture cost with and without the split. On 2
+    cores forced devices say nothing about speed; this measures communication and capture cost."""
+    import json
+    import os
+
+    script = Path(__file__).resolve().parent.parent / "tests" / "sharded_runs.py"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    tmp = tempfile.mkdtemp()
+    out: dict = {}
+
+    def child(*args: str) -> dict:
+        proc = subprocess.run([sys.executable, str(script), *args, tmp], capture_output=True,
+                              text=True, env=env, check=True)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    for name, found in child("bench_communication").items():
+        out[f"{name} collectives per step"] = found["collectives"]
+        out[f"{name} KiB received per device per step"] = (
+            found["bytes received per device per step"] / 1024)
+        out[f"{name} part per device"] = found["shards"][0]
+    times = child("bench_capture_cost")
+    one = times["1 devices with captures"] / times["1 devices without captures"]
+    four = times["4 devices with captures"] / times["4 devices without captures"]
+    out.update({"capture cost ratio, 1 device": one, "capture cost ratio, 4 devices": four})
+    _target(out, "4-device capture ratio over 1-device capture ratio", four / one, 1.5)
+    return out
+
+
+BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, summaries_every_step,
+              peer_pypde, peer_diffrax,
+              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels, sharded_runs,
+              gradient_checkpointing, peer_diffrax_gradient]

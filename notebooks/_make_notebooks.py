@@ -110,6 +110,187 @@ NOTEBOOKS = {
         ("code", "tree = xr.open_datatree(result.combined)\nstats = tree['stats'].to_dataset()\n"
                  "print(stats)\nstats.covered.sel(step=1500).to_series()"),
     ],
+    "05_inverse.ipynb": [
+        ("md", "# Inverse problems\nRecover parameters from the captures of a reference run: "
+               "a heat diffusivity, then a Gray-Scott (feed, kill) pair. `simkit.value_and_grad` "
+               "differentiates the run (reverse mode, O(sqrt n) states held) and "
+               "`simkit.misfit` compares its captures with the reference file's; SciPy's "
+               "L-BFGS-B does the rest."),
+        ("code", "import tempfile\nfrom pathlib import Path\n\nimport numpy as np\n"
+                 "import xarray as xr\nfrom scipy.optimize import minimize\n\nimport simkit\n\n"
+                 "work = Path(tempfile.mkdtemp())"),
+        ("md", "## A heat diffusivity\nThe reference run (the 'observations') has D = 0.7; the "
+               "fit starts from 0.3. `dt` is fixed so that only D changes between runs."),
+        ("code", "heat = {'solver': 'heat2d', 'params': {'diffusivity': 0.7, 'shape': [24, 24]},\n"
+                 "        'initial': {'kind': 'gaussian', 'width': 3.0}, 'steps': 40, 'dt': 0.2,\n"
+                 "        'outputs': {'obs': {'every': 10, 'fields': ['u']}},\n"
+                 "        'output': str(work / 'heat_truth.nc')}\n"
+                 "simkit.run(heat)\n"
+                 "objective = simkit.misfit(work / 'heat_truth.nc', 'obs')\n\n"
+                 "def heat_misfit(x):\n"
+                 "    r = simkit.value_and_grad(heat, objective, ['diffusivity'], backend='torch',\n"
+                 "                              params={'diffusivity': float(x[0])})\n"
+                 "    return r.value, np.array([r.grad['diffusivity']])\n\n"
+                 "fit = minimize(heat_misfit, x0=[0.3], jac=True, method='L-BFGS-B', "
+                 "bounds=[(0.05, 1.2)])\n"
+                 "assert abs(fit.x[0] - 0.7) < 1e-6, fit\nfit.x, fit.nfev"),
+        ("md", "## Gray-Scott feed and kill\nBoth rates at once, scaled to order one for the "
+               "optimizer; the misfit compares both fields every 50 steps."),
+        ("code", "gs = {'solver': 'gray_scott',\n"
+                 "      'params': {'feed': 0.035, 'kill': 0.06, 'shape': [24, 24], "
+                 "'length': 0.234375},\n"
+                 "      'initial': {'kind': 'square', 'size': 0.0732, 'noise': 0.0},\n"
+                 "      'steps': 200, 'dt': 1.0,\n"
+                 "      'outputs': {'obs': {'every': 50, 'fields': ['u', 'v']}},\n"
+                 "      'output': str(work / 'gs_truth.nc')}\n"
+                 "simkit.run(gs)\n"
+                 "objective = simkit.misfit(work / 'gs_truth.nc', 'obs')\n"
+                 "scale = np.array([0.035, 0.06])\n\n"
+                 "def gs_misfit(x):\n"
+                 "    feed, kill = x * scale\n"
+                 "    r = simkit.value_and_grad(gs, objective, ['feed', 'kill'], backend='torch',\n"
+                 "                              params={'feed': feed, 'kill': kill})\n"
+                 "    return r.value, np.array([r.grad['feed'], r.grad['kill']]) * scale\n\n"
+                 "fit = minimize(gs_misfit, x0=[0.8, 1.15], jac=True, method='L-BFGS-B',\n"
+                 "               bounds=[(0.3, 2.0), (0.3, 2.0)])\n"
+                 "found = fit.x * scale\n"
+                 "assert np.allclose(found, [0.035, 0.06], rtol=1e-4), fit\nfound, fit.nfev"),
+        ("md", "## Gradients in the file\nWith `output`, the run file gets the objective, its "
+               "gradients (root group) and adjoint streams dL/du_k (here every 10 steps) beside "
+               "the forward captures."),
+        ("code", "r = simkit.value_and_grad(heat, objective := simkit.misfit(work / "
+                 "'heat_truth.nc', 'obs'),\n"
+                 "                          ['diffusivity', 'u'], backend='torch', "
+                 "params={'diffusivity': 0.5},\n"
+                 "                          gradients={'adjoint': {'every': 10, 'fields': "
+                 "['u']}},\n"
+                 "                          output=work / 'heat_guess.nc')\n"
+                 "tree = xr.open_datatree(r.path)\n"
+                 "print(tree.to_dataset().gradient_diffusivity)\n"
+                 "tree['adjoint'].to_dataset().u"),
+        ("md", "## The run as a JAX function\n`simkit.autodiff.run_function` gives the run as "
+               "`(params, fields) -> (final, captures)` for `jax.grad`, `jit` and `vmap`."),
+        ("code", "import jax\nimport jax.numpy as jnp\n\n"
+                 "from simkit.autodiff import run_function\n\n"
+                 "run = run_function(heat, backend='jax')\nf0 = run.initial_fields()\n\n"
+                 "def energy(d):\n    final, _ = run({'diffusivity': d}, f0)\n"
+                 "    return jnp.sum(final['u'] ** 2)\n\n"
+                 "jax.jit(jax.vmap(jax.grad(energy)))(jnp.asarray([0.3, 0.5, 0.7]))"),
+    ],
+    "06_record.ipynb": [
+        ("md", "# Recording any loop\n`simkit.record` gives a plain Python loop the schedules, "
+               "host copies, checksums and crash-safe file of a run: here a NumPy loop and a "
+               "torch training-style loop, with summaries and a histogram over time."),
+        ("code", "import tempfile\nfrom pathlib import Path\n\nimport matplotlib\n"
+                 "matplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
+                 "import xarray as xr\n\nimport simkit\nfrom simkit.plot import plot\n\n"
+                 "work = Path(tempfile.mkdtemp())"),
+        ("md", "## A plain NumPy loop\nA 1-D diffusion written by hand. `u` is updated in place: "
+               "every capture is a copy taken when `step` is called. The `laplacian` stage is "
+               "probed every 50 steps; `u`'s summaries are kept at every step."),
+        ("code", "x = np.linspace(0, 1, 200)\nu = np.exp(-((x - 0.5) / 0.05) ** 2)\n"
+                 "dt, nu = 1e-5, 1.0\n"
+                 "outputs = {\n"
+                 "    'snapshots': {'every': 100, 'fields': ['u'], 'last': True},\n"
+                 "    'mid': {'every': 50, 'stage': 'laplacian', 'fields': ['lap']},\n"
+                 "    'stats': {'every': 1, 'diagnostics': ['heat'], 'summaries': {'u': [\n"
+                 "        'mean', 'min', 'max', {'quantiles': [0.1, 0.5, 0.9]},\n"
+                 "        {'histogram': {'bins': 32, 'range': [0.0, 1.0]}}]}},\n"
+                 "}\n"
+                 "with simkit.record(work / 'diffusion.nc', outputs, coords={'x': (x, 'm', "
+                 "'position')},\n"
+                 "                   dims={'u': ('x',), 'lap': ('x',)}, units={'u': 'K'}, "
+                 "time_units='s') as rec:\n"
+                 "    rec.step(0, time=0.0, u=u, heat=u.sum())\n"
+                 "    for i in range(1, 501):\n"
+                 "        with rec.stage('laplacian'):\n"
+                 "            lap = (np.roll(u, 1) - 2 * u + np.roll(u, -1)) / (x[1] - x[0]) ** 2\n"
+                 "            rec.probe('lap', lap)\n"
+                 "        u += nu * dt * lap\n"
+                 "        rec.step(i, time=i * dt, u=u, heat=u.sum())\n"
+                 "print(rec.path)"),
+        ("code", "tree = xr.open_datatree(work / 'diffusion.nc')\n"
+                 "stats = tree['stats'].to_dataset()\n"
+                 "print(list(stats.data_vars), stats.u_histogram.dims)\n"
+                 "stats.u_histogram.T.plot(x='step', y='u_bin', cmap='viridis')\n"
+                 "plt.savefig(work / 'u_histogram.png')"),
+        ("code", "# The same pictures from the command line: simkit plot FILE --field u_histogram\n"
+                 "plot(work / 'diffusion.nc', 'u_histogram'), "
+                 "plot(work / 'diffusion.nc', 'u', summary=True, output=work / 'bands.png')"),
+        ("md", "## A torch training-style loop\nA linear model fitted by gradient descent. The "
+               "loss is kept every step, the weights' histogram every 10 steps, and the first "
+               "step at which the loss falls below 0.05 is captured (`when`). `rec.due(i)` lets "
+               "the loop skip the gradient norm when nothing captures it."),
+        ("code", "import torch\n\ntorch.manual_seed(0)\n"
+                 "X = torch.randn(256, 16, dtype=torch.float64)\n"
+                 "w_true = torch.linspace(-1, 1, 16, dtype=torch.float64)\n"
+                 "y = X @ w_true + 0.1 * torch.randn(256, dtype=torch.float64)\n"
+                 "w = torch.zeros(16, dtype=torch.float64, requires_grad=True)\n"
+                 "opt = torch.optim.SGD([w], lr=0.05)\n"
+                 "outputs = {\n"
+                 "    'train': {'every': 1, 'diagnostics': ['loss']},\n"
+                 "    'weights': {'every': 10, 'fields': ['w'], 'diagnostics': ['grad_norm'],\n"
+                 "                'summaries': {'w': [{'histogram': {'bins': 20, "
+                 "'range': [-1.5, 1.5]}}]}},\n"
+                 "    'converged': {'when': {'diagnostic': 'loss', 'below': 0.05}, "
+                 "'fields': ['w']},\n"
+                 "}\n"
+                 "with simkit.record(work / 'train.nc', outputs) as rec:\n"
+                 "    for i in range(200):\n"
+                 "        opt.zero_grad()\n"
+                 "        loss = ((X @ w - y) ** 2).mean()\n"
+                 "        loss.backward()\n"
+                 "        grad_norm = w.grad.norm() if rec.due(i) else None\n"
+                 "        rec.step(i, loss=loss, w=w, grad_norm=grad_norm)\n"
+                 "        opt.step()"),
+        ("code", "train = xr.open_datatree(work / 'train.nc')\n"
+                 "print('converged at step', train['converged'].step.values)\n"
+                 "weights = train['weights'].to_dataset()\n"
+                 "fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))\n"
+                 "train['train'].to_dataset().loss.plot(ax=a, yscale='log')\n"
+                 "weights.w_histogram.T.plot(ax=b, x='step', y='w_bin', cmap='viridis')\n"
+                 "fig.savefig(work / 'training.png')"),
+    ],
+    "07_live.ipynb": [
+        ("md", "# Looking at a run while it goes on\nA run writes its file in the background (here "
+               "a second process, as a batch job would); the notebook opens the file as often as "
+               "it likes with `simkit.open`, which returns every capture committed so far and "
+               "never a half-written one. Then the same from inside the process with "
+               "`simkit.iterate`, stopping the run as soon as the pattern is there."),
+        ("code", "import subprocess, sys, tempfile, time\nfrom pathlib import Path\n\n"
+                 "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n\n"
+                 "import simkit\n\nwork = Path(tempfile.mkdtemp())\npath = work / 'gs.nc'"),
+        ("code", "job = subprocess.Popen([sys.executable, '-m', 'simkit', 'run',\n"
+                 "                        '../scenarios/gray_scott_worms.yaml', '-q',\n"
+                 "                        '-o', str(path), '--set', 'params.shape=[64, 64]',\n"
+                 "                        '--set', 'steps=200000', '--set', 'flush_seconds=0.2',\n"
+                 "                        '--set', 'outputs={pattern: {every: 500, fields: [v]}, '\n"
+                 "                        'checkpoint: {every: 5000, fields: all}}'])\n"
+                 "while not path.exists() or simkit.open(path, 'pattern').sizes['step'] < 4:\n"
+                 "    time.sleep(0.2)"),
+        ("code", "# Re-open as often as you like: each call sees the captures committed so far.\n"
+                 "for look in range(3):\n"
+                 "    pattern = simkit.open(path, 'pattern')\n"
+                 "    print('captured up to step', int(pattern.step[-1]))\n"
+                 "    time.sleep(0.5)\n"
+                 "pattern.v.isel(step=-1).plot(cmap='magma')\n"
+                 "plt.savefig(work / 'latest.png')"),
+        ("code", "# Enough seen: ask the run to stop at its next block boundary (as `simkit stop`).\n"
+                 "simkit.stop(path)\njob.wait(timeout=60)\n"
+                 "print(simkit.open(path).attrs['simkit_status'])  # interrupted: resumable"),
+        ("code", "# In-process: captures as they are committed; leaving the loop stops the run.\n"
+                 "for capture in simkit.iterate('../scenarios/gray_scott_worms.yaml',\n"
+                 "                              output=str(work / 'gs2.nc'), steps=200000,\n"
+                 "                              params={'shape': [64, 64]}, flush_seconds=0.2,\n"
+                 "                              outputs={'pattern': {'every': 500, 'fields': ['v']}},\n"
+                 "                              streams=['pattern']):\n"
+                 "    spread = float(capture.values['v'].std())\n"
+                 "    if spread > 0.05:\n"
+                 "        print('pattern formed at step', capture.step, 'spread', round(spread, 3))\n"
+                 "        break\n"
+                 "else:\n"
+                 "    print('no pattern by the end of the run')"),
+    ],
 }
 
 

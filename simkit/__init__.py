@@ -3,19 +3,42 @@ written next to the final result in one NetCDF file."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# HDF5 reads this once, when the library loads (netCDF4's first import): with its file locks a
+# file open for writing is refused to every reader ("NetCDF: HDF error"), so nobody could look at
+# a running run, and a reader holding a file open would make a later writer fail. simkit keeps
+# its writers apart with a lock of its own (simkit.io.netcdf.exclusive) and readers see only
+# whole captures (simkit.open). An explicit setting in the environment wins.
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 from simkit._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from simkit.api import resume as resume
     from simkit.api import run as run
+    from simkit.autodiff import grad as grad
+    from simkit.autodiff import misfit as misfit
+    from simkit.autodiff import value_and_grad as value_and_grad
+    from simkit.driver import Capture as Capture
     from simkit.driver import RunResult as RunResult
+    from simkit.live import iterate as iterate
+    from simkit.live import open as open
+    from simkit.live import stop as stop
+    from simkit.recorder import Recorder as Recorder
+    from simkit.recorder import record as record
     from simkit.scenario import Scenario as Scenario
 
 _LAZY = {
     "run": "simkit.api",
+    "iterate": "simkit.live",
+    "open": "simkit.live",
+    "stop": "simkit.live",
+    "Capture": "simkit.driver",
     "resume": "simkit.api",
+    "record": "simkit.recorder",
+    "Recorder": "simkit.recorder",
     "RunResult": "simkit.driver",
     "Scenario": "simkit.scenario",
     "plan_run": "simkit.scenario",
@@ -28,6 +51,9 @@ _LAZY = {
     "SolverModel": "simkit.solver",
     "ScenarioError": "simkit.errors",
     "SimkitError": "simkit.errors",
+    "grad": "simkit.autodiff",
+    "value_and_grad": "simkit.autodiff",
+    "misfit": "simkit.autodiff",
 }
 
 

@@ -12,7 +12,8 @@ import netCDF4
 import numpy as np
 import yaml
 
-from simkit.driver import ProgressFn, ResumePoint, RunResult, execute, is_checkpoint
+from simkit.backends._base import COORDINATOR_ENV
+from simkit.driver import CaptureFn, ProgressFn, ResumePoint, RunResult, execute, is_checkpoint
 from simkit.errors import RunComplete, ScenarioError
 from simkit.io import (
     captured_steps,
@@ -47,6 +48,7 @@ def run(
     resume: bool = False,
     progress: ProgressFn | None = None,
     allow_import: bool | None = None,
+    on_capture: CaptureFn | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Run a scenario and write its NetCDF file.
@@ -60,6 +62,8 @@ def run(
         progress: called between segments with ``(step, time, captures_written, steps)``.
         allow_import: allow ``solver: module:Class``, which imports (runs) that module; None
             reads the ``SIMKIT_ALLOW_IMPORT`` environment variable. Registered names never need it.
+        on_capture: called with each ``Capture`` (stream, step, time, host copies) once it is on
+            disk, on the writer's thread, while the run goes on (``simkit.iterate`` for a loop).
         **overrides: scenario keys to replace, merged deeply, e.g. ``backend="jax"`` or
             ``params={"diffusivity": 0.5}``.
 
@@ -81,7 +85,7 @@ def run(
                              **overrides)[1]
     plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite,
                     allow_import=allow_import)
-    return execute(plan, progress=progress)
+    return execute(plan, progress=progress, on_capture=on_capture)
 
 
 def run_or_resume(
@@ -138,6 +142,9 @@ def _run_attrs(path: str | os.PathLike) -> dict[str, object]:
     if schema.ATTR_SCENARIO not in attrs:
         raise ScenarioError("expected a run file written by simkit, given one without a recorded "
                             "scenario", source=str(path))
+    if attrs.get(schema.ATTR_SOLVER) == "record":
+        raise ScenarioError("expected the file of a scenario run, given a recording of a loop "
+                            "(simkit.record): the loop itself continues it", source=str(path))
     return attrs
 
 
@@ -150,6 +157,19 @@ def _complete_result(path: Path, names: Sequence[str]) -> RunResult:
         step = int(ds.variables[schema.STEP][...])
         time = float(ds.variables[schema.TIME][...])
     return RunResult(path=Path(path), state=state, step=step, time=time)
+
+
+def _joined() -> tuple[int, Any]:
+    """This process's index among the processes of a run split over hosts (0 for a run of one
+    process), and the barrier that waits for all of them."""
+    if not os.environ.get(COORDINATOR_ENV):
+        return 0, lambda name: None
+    from simkit.backends.jax import barrier, initialize_distributed
+
+    initialize_distributed()
+    import jax
+
+    return jax.process_index(), barrier
 
 
 def resume(
@@ -177,6 +197,11 @@ def resume(
         RunComplete: (a ScenarioError) the run already finished; the file is left as it is.
             ``simkit resume`` says so and exits 0.
     """
+    # Several processes (a run split over hosts): process 0 repairs the file, the others read
+    # it once it has, and process 0 appends only once they have.
+    index, barrier = _joined()
+    if index:
+        barrier("simkit resume: file repaired")
     source = str(path)
     attrs = _run_attrs(path)
     recorded = yaml.safe_load(str(attrs[schema.ATTR_SCENARIO]))
@@ -205,7 +230,10 @@ def resume(
     steps = captured_steps(path, counts)
     cut = checkpoint.step if checkpoint is not None else -1
     keep = {name: sum(1 for s in stream_steps if s <= cut) for name, stream_steps in steps.items()}
-    rewrite(path, keep)
+    if not index:
+        rewrite(path, keep)
+        barrier("simkit resume: file repaired")
+    barrier("simkit resume: file read")
     last = {name: stream_steps[keep[name] - 1] for name, stream_steps in steps.items()
             if keep[name]}
     if checkpoint is None:

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--eager", action="store_true",
                      help="no compilation: step by step (jax.disable_jit, torch eager), to debug")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _distributed_arguments(run)
 
     resume = sub.add_parser("resume", help="continue a stopped run from its last checkpoint",
                             description="Continue a killed or failed run from its last "
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("file", help="NetCDF file of the stopped run")
     resume.add_argument("--scenario", help="refuse unless the file was run from this scenario")
     resume.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _distributed_arguments(resume)
 
     recover = sub.add_parser("recover", help="drop torn or corrupt trailing captures of a file",
                              description="Make a crashed run's file hold only whole captures. "
@@ -79,6 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--stream", help="stream to take it from (default: the first holding it)")
     plot.add_argument("-o", "--output", help="out.png (panels), out.gif or out.mp4 (animation)")
     plot.add_argument("--panels", type=int, default=9, help="panels in a grid (default 9)")
+    plot.add_argument("--summary", action="store_true",
+                      help="draw the field's summaries (mean, min..max, quantile bands) over time")
+
+    plot.add_argument("--follow", action="store_true",
+                      help="redraw --output every few seconds while the run goes on; stops when "
+                           "it ends")
+
+    watch = sub.add_parser("watch", help="live view of a running run (until it ends)")
+    watch.add_argument("file", help="NetCDF file a run is writing")
+    watch.add_argument("--interval", type=float, default=1.0,
+                       help="seconds between refreshes (default 1)")
+
+    stop = sub.add_parser("stop", help="ask a running run to stop at its next block boundary, "
+                                       "leaving a resumable file")
+    stop.add_argument("file", help="NetCDF file a run is writing")
+    stop.add_argument("--wait", action="store_true", help="return once the run has stopped")
 
     sweep = sub.add_parser("sweep", help="run a parameter sweep on Dask")
     sweep.add_argument("file", help="sweep YAML file")
@@ -99,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="the flat file to write")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
+    board = sub.add_parser("tensorboard", help="write a run file's captures as TensorBoard "
+                                               "events (needs simkit[tensorboard])")
+    board.add_argument("file", help="NetCDF file written by simkit run or simkit.record")
+    board.add_argument("logdir", help="directory for the event files (tensorboard --logdir)")
+
     listing = sub.add_parser("list", help="list solvers and scenarios")
     listing.add_argument("--scenarios", default=str(SCENARIO_DIR), metavar="DIR",
                          help="directory of scenario files (default: ./scenarios)")
@@ -114,6 +137,26 @@ def _parser() -> argparse.ArgumentParser:
             help="allow `solver: module:Class`, which imports and runs that module (searched "
                  "first beside the scenario file); also SIMKIT_ALLOW_IMPORT=1")
     return parser
+
+
+def _distributed_arguments(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group(
+        "several processes (jax, a run split over the devices of several hosts; default: the "
+        "SIMKIT_COORDINATOR, SIMKIT_PROCESSES and SIMKIT_PROCESS_ID environment variables)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0's coordinator (auto: from the cluster, SLURM)")
+    group.add_argument("--processes", type=int, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index")
+
+
+def _set_distributed(args: argparse.Namespace) -> None:
+    """Hand the multi-process options to the JAX backend (which joins before it uses JAX)."""
+    from simkit.backends._base import COORDINATOR_ENV, PROCESS_ID_ENV, PROCESSES_ENV
+
+    for name, value in ((COORDINATOR_ENV, args.coordinator), (PROCESSES_ENV, args.processes),
+                        (PROCESS_ID_ENV, args.process_id)):
+        if value is not None:
+            os.environ[name] = str(value)
 
 
 def _version() -> str:
@@ -171,6 +214,8 @@ def _progress_bar(quiet: bool) -> _ProgressBar | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from simkit.api import run, run_or_resume
 
+    _set_distributed(args)
+
     overrides = {k: v for k, v in (("output", args.output), ("backend", args.backend),
                                    ("device", args.device), ("dtype", args.dtype)) if v}
     if args.eager:
@@ -180,6 +225,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         raise ScenarioError("expected one of --resume (keep the output) or --overwrite "
                             "(replace it), given both", key="--resume")
+    if _has_objective(args.scenario, args.sets):
+        return _run_objective(args, overrides)
     bar = _progress_bar(args.quiet)
     try:
         if args.resume:
@@ -198,10 +245,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_objective(scenario: str, sets: list[str]) -> bool:
+    """Whether the scenario (with its --set overrides) asks for gradients (``objective:``)."""
+    from simkit.scenario import read_scenario_file
+
+    _, data, _ = read_scenario_file(scenario)
+    return (isinstance(data, dict) and data.get("objective") is not None) or any(
+        s.partition("=")[0].strip().split(".")[0] == "objective" for s in sets)
+
+
+def _run_objective(args: argparse.Namespace, overrides: dict) -> int:
+    """``simkit run`` of a scenario with an objective: the run file with its gradients."""
+    from simkit.autodiff import run_scenario
+    from simkit.errors import ScenarioError
+
+    if args.resume:
+        raise ScenarioError("expected no --resume for a scenario with an objective (its "
+                            "gradients are computed whole), given --resume", key="--resume")
+    result = run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
+                          allow_import=args.allow_import or None, **overrides)
+    print(result.path)
+    return 0
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     from simkit.api import resume
     from simkit.errors import RunComplete
 
+    _set_distributed(args)
     bar = _progress_bar(args.quiet)
     try:
         result = resume(args.file, scenario=args.scenario, progress=bar,
@@ -266,8 +337,59 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from simkit.plot import plot
 
     _run_file(args.file)
+    if args.follow:
+        return _follow_plot(args, plot)
     print(plot(args.file, args.field, stream=args.stream, output=args.output,
-               panels=args.panels))
+               panels=args.panels, summary=args.summary))
+    return 0
+
+
+def _follow_plot(args: argparse.Namespace, plot: Any) -> int:
+    """Redraw the image while the run writing the file goes on; a draw that meets the file
+    mid-update is retried at the next turn."""
+    from simkit.errors import ScenarioError
+    from simkit.io import live_summary, schema, writer_alive
+
+    if not args.output or Path(args.output).suffix.lower() != ".png":
+        raise ScenarioError(f"expected an --output .png to redraw with --follow, given "
+                            f"{args.output!r}", key="--output")
+    drawn = None
+    while True:
+        status = live_summary(args.file)["attrs"].get(schema.ATTR_STATUS)
+        running = status == schema.STATUS_RUNNING and writer_alive(args.file) is not False
+        try:
+            drawn = plot(args.file, args.field, stream=args.stream, output=args.output,
+                         panels=args.panels, summary=args.summary)
+        except (OSError, RuntimeError, KeyError, ValueError):
+            if not running:
+                raise
+        if not running:
+            break
+        time.sleep(2.0)
+    print(drawn)
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from simkit.live import WATCH_EXIT, watch
+
+    _run_file(args.file)
+    status = watch(args.file, interval=args.interval)
+    return WATCH_EXIT.get(status, 1)
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from simkit.io import live_summary, schema, writer_alive
+    from simkit.live import stop
+
+    _run_file(args.file)
+    stop(args.file)
+    print(f"asked the run writing {args.file} to stop at its next block boundary")
+    if args.wait:
+        while (live_summary(args.file)["attrs"].get(schema.ATTR_STATUS)
+               == schema.STATUS_RUNNING and writer_alive(args.file) is not False):
+            time.sleep(0.2)
+        print(f"stopped: continue it with `simkit resume {args.file}`")
     return 0
 
 
@@ -313,6 +435,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tensorboard(args: argparse.Namespace) -> int:
+    from simkit.tensorboard import to_tensorboard
+
+    _run_file(args.file)
+    print(to_tensorboard(args.file, args.logdir))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from simkit.errors import ScenarioError
     from simkit.scenario import read_scenario_file
@@ -337,7 +467,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 _COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "recover": _cmd_recover,
              "inspect": _cmd_inspect, "list": _cmd_list, "validate": _cmd_validate,
              "schema": _cmd_schema, "plot": _cmd_plot, "sweep": _cmd_sweep,
-             "export": _cmd_export}
+             "export": _cmd_export, "tensorboard": _cmd_tensorboard, "watch": _cmd_watch,
+             "stop": _cmd_stop}
 
 
 #: Signals that stop a run as Ctrl-C does: batch schedulers send SIGTERM before they kill, a

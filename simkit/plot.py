@@ -1,5 +1,6 @@
 """Pictures of a run file: a field at captured steps as panels or an animation, a diagnostic as a
-line over time. Built on xarray's and matplotlib's plotting."""
+line over time, a histogram over time as a step x bin image, a field's summaries as lines with
+bands. Built on xarray's and matplotlib's plotting."""
 
 from __future__ import annotations
 
@@ -42,13 +43,33 @@ def _colormap(data) -> dict:
     return {"cmap": "viridis", "vmin": low, "vmax": high}
 
 
+def _find_summaries(tree, field: str, stream: str | None):
+    """The first stream (or ``stream``) holding summaries of ``field``, as (name, dataset)."""
+    names = [stream] if stream else list(tree.children)
+    for name in names:
+        if name not in tree.children:
+            continue
+        ds = tree[name].to_dataset()
+        if any(f"{field}_{kind}" in ds.data_vars for kind in _SUMMARY_LINES):
+            return name, ds
+    return None
+
+
+_SUMMARY_LINES = ("mean", "min", "max", "std", "quantiles")
+
+
 def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
-         output: str | os.PathLike | None = None, panels: int = MAX_PANELS) -> Path:
+         output: str | os.PathLike | None = None, panels: int = MAX_PANELS,
+         summary: bool = False) -> Path:
     """Draw ``field`` from a run file; returns the image or animation written.
 
     A diagnostic (one value per capture) becomes a line over simulated time; a 2D field becomes a
     grid of up to ``panels`` panels at evenly spread captured steps, or an animation of every
-    captured step when ``output`` ends in .gif or .mp4.
+    captured step when ``output`` ends in .gif or .mp4. A histogram summary (``u_histogram``)
+    becomes an image of its counts over time (captures along x, bins along y); with ``summary``
+    (or when ``field`` itself was not captured), the summaries of ``field`` become lines over
+    time with bands: min to max, and each pair of quantiles ``q``, ``1 - q``, around the mean and
+    median.
 
     Raises:
         ScenarioError: no such stream or field, no captures, a bad output name or panel count.
@@ -74,8 +95,25 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
         raise ScenarioError("expected ffmpeg on PATH to write .mp4, given none; use .gif",
                             key="-o")
     with xarray_lock(), xr.open_datatree(path) as tree:  # runs may write in other threads
-        name, da = _find(tree, field, stream, source)
-        da = da.load()
+        found = _find_summaries(tree, field, stream)
+        held = any(field in tree[c].to_dataset().data_vars for c in tree.children)
+        if found is not None and (summary or not held):
+            name, ds = found
+            ds = ds.load()
+        elif summary:
+            raise ScenarioError(f"expected a field with summaries, given {field!r}",
+                                source=source, key="--field")
+        else:
+            name, da = _find(tree, field, stream, source)
+            ds = tree[name].to_dataset().load() if _is_histogram(da) else None
+            da = da.load()
+    if found is not None and (summary or not held):
+        if ds.sizes.get("step", 0) == 0:
+            raise ScenarioError(f"expected captures in stream {name!r}, given none",
+                                source=source)
+        return _save(_summary_lines(ds, field, f"{Path(path).name}: {name}/{field}"), output)
+    if ds is not None and da.sizes.get("step", 0):
+        return _save(_histogram_image(ds, da, f"{Path(path).name}: {name}/{field}"), output)
     if da.sizes.get("step", 0) == 0:
         raise ScenarioError(f"expected captures in stream {name!r}, given none", source=source)
     title = f"{Path(path).name}: {name}/{field}"
@@ -103,6 +141,77 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
     fig.savefig(output, bbox_inches="tight", dpi=100)
     plt.close(fig)
     return output
+
+
+def _is_histogram(da) -> bool:
+    return da.ndim == 2 and da.name.endswith("_histogram") and da.dims[1].endswith("_bin")
+
+
+def _save(fig, output: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return output
+
+
+def _histogram_image(ds, da, title: str):
+    """Counts as an image: one column per capture, one row per bin, bins at their edges."""
+    import matplotlib.pyplot as plt
+
+    edges_name = f"{da.dims[1]}_edge"
+    centres = ds[da.dims[1]].values
+    edges = ds[edges_name].values if edges_name in ds.coords else np.concatenate(
+        [centres[:1] - 0.5, (centres[1:] + centres[:-1]) / 2, centres[-1:] + 0.5])
+    steps = ds.step.values.astype(float)
+    x = np.concatenate([steps, steps[-1:] + (np.diff(steps[-2:]) if len(steps) > 1 else [1.0])])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    mesh = ax.pcolormesh(x, edges, da.values.T, cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label=f"count per bin ({da.attrs.get('units', '1')})")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{da.dims[1].removesuffix('_bin')} "
+                  f"[{ds[da.dims[1]].attrs.get('units', '')}]")
+    ax.set_title(title)
+    return fig
+
+
+def _summary_lines(ds, field: str, title: str):
+    """Mean and median as lines; min..max and quantile pairs as bands, over time."""
+    import matplotlib.pyplot as plt
+
+    time = ds.time.values
+    fig, ax = plt.subplots(figsize=(8, 4))
+    low, high = ds.get(f"{field}_min"), ds.get(f"{field}_max")
+    if low is not None and high is not None:
+        ax.fill_between(time, low.values, high.values, alpha=0.15, color="C0", label="min..max")
+    quantiles = ds.get(f"{field}_quantiles")
+    if quantiles is not None:
+        qs = list(ds[quantiles.dims[1]].values)
+        for i, q in enumerate(qs):
+            pair = [j for j, p in enumerate(qs) if np.isclose(p, 1 - q)]
+            if q < 0.5 and pair:
+                ax.fill_between(time, quantiles.values[:, i], quantiles.values[:, pair[0]],
+                                alpha=0.25, color="C0", label=f"q{q:g}..q{1 - q:g}")
+            elif np.isclose(q, 0.5):
+                ax.plot(time, quantiles.values[:, i], color="C1", label="median")
+            elif not pair:
+                ax.plot(time, quantiles.values[:, i], lw=0.8, ls=":", label=f"q{q:g}")
+    mean = ds.get(f"{field}_mean")
+    if mean is not None:
+        ax.plot(time, mean.values, color="C0", label="mean")
+        std = ds.get(f"{field}_std")
+        if std is not None:
+            ax.plot(time, mean.values + std.values, color="C0", lw=0.8, ls="--",
+                    label="mean ± std")
+            ax.plot(time, mean.values - std.values, color="C0", lw=0.8, ls="--")
+    units = next((ds[v].attrs.get("units") for v in ds.data_vars
+                  if v.startswith(f"{field}_") and ds[v].attrs.get("units")), "")
+    ax.set_xlabel(f"time [{ds.time.attrs.get('units', '')}]")
+    ax.set_ylabel(f"{field} [{units}]")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    return fig
 
 
 def _animate(da, output: Path, title: str) -> Path:

@@ -16,7 +16,7 @@ import stat
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,9 @@ from simkit.schedule import (
     parse_schedule,
 )
 from simkit.solver import AbstractSolver, SolverModel, load_solver
+from simkit.solver._extend import Added, extended
+from simkit.solver._registry import load_function
+from simkit.solver._summaries import Summary, parse_summaries
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000
@@ -51,7 +54,7 @@ MAX_SEED = 2**32 - 1
 #: (host, process, sequence) and a file name may have 255.
 MAX_NAME_BYTES = 160
 MAX_PATH_BYTES = 4000
-STREAM_KEYS = ("fields", "diagnostics", "stage")
+STREAM_KEYS = ("fields", "diagnostics", "stage", "summaries")
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULT_OUTPUT_DIR = "runs"
 
@@ -68,6 +71,11 @@ class Scenario(BaseModel):
     device: Literal["cpu", "gpu", "auto"] = "cpu"
     dtype: Literal["float32", "float64"] = "float64"
     compile: bool | None = Field(None, description="compile the loop (default: backend decides)")
+    devices: int | None = Field(None, ge=1, description="devices the state is split over (jax); "
+                                "along the solver's first splittable dimension unless `mesh` "
+                                "says how")
+    mesh: dict[str, int] | None = Field(None, description="devices per grid dimension (jax), "
+                                        "e.g. {y: 2, x: 2}: the state is split along these")
     steps: int | None = Field(None, ge=0, le=MAX_STEP, description="number of steps")
     until: float | None = Field(None, gt=0, description="simulated end time")
     dt: float | None = Field(None, gt=0, description="time step (default: solver's stable one)")
@@ -80,6 +88,17 @@ class Scenario(BaseModel):
     flush_seconds: float = Field(2.0, gt=0, le=3600, description="durability lag: a capture is "
                                  "on disk at most about this many seconds after it is computed")
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    diagnostics: dict[str, Any] = Field(
+        default_factory=dict, description="diagnostics added by reference (needs "
+        "--allow-import): {name: module:function} or {name: {function, units, long_name, dims}}")
+    probes: dict[str, Any] = Field(
+        default_factory=dict, description="probes added by reference (needs --allow-import), "
+        "computed right after a stage: {name: {stage, function, units, long_name, dims}}")
+    objective: dict[str, Any] | None = Field(
+        None, description="differentiate the run (`simkit run` adds the gradients to the file): "
+        "{misfit: {path, stream, fields}, wrt: [names], checkpoint: sqrt|all, backend: jax|torch}")
+    gradients: dict[str, dict[str, Any]] | None = Field(
+        None, description="adjoint streams dL/du_k of the objective: {name: {<schedule>, fields}}")
     output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
 
     @model_validator(mode="after")
@@ -118,6 +137,9 @@ class RunPlan:
     text: str
     source: str | None
     stop_when: When | None = None
+    #: Devices per dimension the state is split along, ``(("y", 2), ("x", 2))``; empty: one
+    #: device.
+    mesh: tuple[tuple[str, int], ...] = ()
 
 
 # ---------------------------------------------------------------- YAML with line numbers
@@ -381,6 +403,14 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
                     f"{key}.fields", "field")
     diagnostics = _names(spec.get("diagnostics", []), diag_names, f"{key}.diagnostics",
                          "diagnostic")
+    if "summaries" in spec:
+        summaries = parse_summaries(spec["summaries"], f"{key}.summaries")
+        for summary in summaries:
+            if summary.field not in capturable:
+                raise ScenarioError(f"unknown field{did_you_mean(summary.field, capturable)}; "
+                                    f"expected one of {', '.join(capturable)}, given "
+                                    f"{summary.field!r}", key=f"{key}.summaries")
+        diagnostics = tuple(dict.fromkeys(diagnostics + tuple(s.name for s in summaries)))
     if not fields and not diagnostics:
         raise ScenarioError("expected at least one field or diagnostic to capture, given none",
                             key=key)
@@ -393,9 +423,6 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
                                 f"{member.diagnostic!r}", key=f"{key}.{form}.diagnostic")
         if isinstance(member, (When, While)):
             _check_scalar(solver, member.diagnostic, f"{key}.{form}.diagnostic")
-        if stage is not None and isinstance(member, (When, WallTime)):
-            raise ScenarioError("expected a step or sim_time schedule for a stage capture, given "
-                                f"{type(member).__name__.lower()}", key=f"{key}.stage")
     return StreamPlan(name, schedule, fields, diagnostics, stage)
 
 
@@ -663,6 +690,95 @@ def plan_run(
         raise error.located(where, line) from None
 
 
+_ADDED_KEYS = {"diagnostics": ("function", "units", "long_name", "dims"),
+               "probes": ("function", "stage", "units", "long_name", "dims")}
+
+
+def _additions(scenario: Scenario, solver: AbstractSolver, allow_import: bool | None,
+               search: Sequence[Path]) -> tuple[Added, ...]:
+    """The diagnostics and probes the scenario adds by ``module:function`` reference."""
+    stage_names = [s.name for s in solver.stages()]
+    coordinates = [c.name for c in solver.coordinates()]
+    taken = ([f.name for f in solver.fields()] + [p.name for s in solver.stages()
+                                                  for p in s.probes]
+             + [d.name for d in solver.diagnostics()] + coordinates + ["step", "time"])
+    found: list[Added] = []
+    for kind in ("diagnostics", "probes"):
+        for name, spec in getattr(scenario, kind).items():
+            key = f"{kind}.{name}"
+            if not _STREAM_NAME.match(name) or name in taken:
+                raise ScenarioError(f"expected a new name of letters, digits and _ (not one of "
+                                    f"{', '.join(taken)}), given {name!r}", key=key)
+            taken.append(name)
+            spec = {"function": spec} if isinstance(spec, str) else spec
+            if not isinstance(spec, Mapping) or "function" not in spec:
+                raise ScenarioError(f"expected module:function or a mapping with 'function', "
+                                    f"given {spec!r}", key=key)
+            for item in spec:
+                if item not in _ADDED_KEYS[kind]:
+                    raise ScenarioError(f"unknown key{did_you_mean(str(item), _ADDED_KEYS[kind])};"
+                                        f" expected one of {', '.join(_ADDED_KEYS[kind])}, given "
+                                        f"{item!r}", key=f"{key}.{item}")
+            stage = spec.get("stage")
+            if kind == "probes" and stage not in stage_names:
+                raise ScenarioError(f"unknown stage{did_you_mean(str(stage), stage_names)}; "
+                                    f"expected one of {', '.join(stage_names)}, given {stage!r}",
+                                    key=f"{key}.stage")
+            first = solver.fields()[0].dims if kind == "probes" else ()
+            dims = spec.get("dims", list(first))
+            if not isinstance(dims, list) or any(d not in coordinates for d in dims):
+                raise ScenarioError(f"expected a list of dimensions among {', '.join(coordinates)}"
+                                    f", given {dims!r}", key=f"{key}.dims")
+            for text in ("units", "long_name"):
+                if not isinstance(spec.get(text, ""), str):
+                    raise ScenarioError(f"expected a string, given {spec[text]!r}",
+                                        key=f"{key}.{text}")
+            fn = load_function(spec["function"], key=f"{key}.function",
+                               allow_import=allow_import, search=search)
+            found.append(Added(name, fn, spec.get("units", "1"), spec.get("long_name", name),
+                               tuple(dims), stage))
+    return tuple(found)
+
+
+def _extend(solver: AbstractSolver, scenario: Scenario, initial: SolverModel,
+            added: tuple[Added, ...]) -> AbstractSolver:
+    """The solver with the diagnostics and probes ``added`` and the summaries its streams
+    declare as generated diagnostics; a histogram without a range takes it from the initial
+    state (the first capture of a field)."""
+    found: dict[str, tuple[str, Summary]] = {}
+    state = None
+    known = ([f.name for f in solver.fields()] + [p.name for st in solver.stages()
+                                                  for p in st.probes]
+             + [a.name for a in added if a.stage is not None])
+    for name, spec in scenario.outputs.items():
+        if not isinstance(spec, Mapping) or "summaries" not in spec:
+            continue
+        key = f"outputs.{name}.summaries"
+        for summary in parse_summaries(spec["summaries"], key):
+            summary = replace(summary, dtype=scenario.dtype)
+            if summary.field not in known:
+                raise ScenarioError(f"unknown field{did_you_mean(summary.field, known)}; expected "
+                                    f"one of {', '.join(known)}, given {summary.field!r}",
+                                    key=key)
+            if summary.kind == "histogram" and summary.range is None:
+                if summary.field not in [f.name for f in solver.fields()]:
+                    raise ScenarioError(f"expected a range for the histogram of "
+                                        f"{summary.field!r} (only fields of the initial state fix "
+                                        "one by themselves), given none", key=key)
+                if state is None:
+                    with contextlib.suppress(Exception):  # a bad initial state is reported later
+                        state = solver.initial_state(initial,
+                                                     np.random.default_rng(scenario.seed))
+                if state is None:
+                    return extended(solver, (), added)
+                summary = summary.with_range_of(state[summary.field])
+            earlier = found.setdefault(summary.name, (key, summary))
+            if earlier[1] != summary:
+                raise ScenarioError(f"expected one {summary.kind} of {summary.field!r} in every "
+                                    f"stream, given another in {earlier[0]}", key=key)
+    return extended(solver, [summary for _, summary in found.values()], added)
+
+
 def _run_length(scenario: Scenario, dt: float) -> int:
     """The run's step limit (``until`` converted at the nominal ``dt``), bounded."""
     if scenario.steps is not None:
@@ -724,6 +840,8 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
         raise ScenarioError(f"expected at most {limit:g}, the stable limit of {solver.name} for "
                             f"these params, given {dt:g}", key="dt")
     steps = _run_length(scenario, dt)
+    solver = _extend(solver, scenario, initial,
+                     _additions(scenario, solver, allow_import, search))
     streams = tuple(_stream(name, spec, solver) for name, spec in scenario.outputs.items())
     for stream in streams:
         _check_stream_fires(stream, scenario, dt)
@@ -747,8 +865,45 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
                                 f"{stop_when.diagnostic!r}", key="stop_when.diagnostic")
         _check_scalar(solver, stop_when.diagnostic, "stop_when.diagnostic")
     _check_initial(solver, initial, scenario.seed)
+    mesh = _mesh(scenario, solver)
     _warn_questionable(scenario, solver, streams, dt, steps)
     text = yaml.safe_dump(scenario.model_dump(exclude_none=True), sort_keys=False)
     return RunPlan(scenario=scenario, solver=solver, initial=initial, dt=dt, streams=streams,
                    output=output, overwrite=overwrite, text=text, source=source,
-                   stop_when=stop_when)
+                   stop_when=stop_when, mesh=mesh)
+
+
+def _mesh(scenario: Scenario, solver: AbstractSolver) -> tuple[tuple[str, int], ...]:
+    """The device mesh of ``devices`` / ``mesh``, checked against the backend and the solver's
+    dimensions (which it may split, and whether each size divides evenly)."""
+    if scenario.devices is None and scenario.mesh is None:
+        return ()
+    key = "mesh" if scenario.mesh is not None else "devices"
+    if scenario.backend != "jax":
+        raise ScenarioError(f"expected backend jax for a run split over devices, given "
+                            f"{scenario.backend!r}", key=key)
+    sizes = {c.name: len(c.values) for c in solver.coordinates()}
+    dims = list(dict.fromkeys(d for f in solver.fields() for d in f.dims))
+    allowed = [d for d in (solver.split_dims if solver.split_dims is not None else dims)
+               if d in dims]
+    if scenario.mesh is None:
+        if not allowed:
+            raise ScenarioError(f"solver {solver.name} cannot be split over devices (it names "
+                                f"no splittable dimension), given devices: {scenario.devices}",
+                                key="devices")
+        mesh = {allowed[0]: scenario.devices}
+    else:
+        mesh = dict(scenario.mesh)
+    for dim, count in mesh.items():
+        if dim not in allowed:
+            raise ScenarioError(f"solver {solver.name} can be split along "
+                                f"{', '.join(allowed) or 'no dimension'}, given {dim!r}",
+                                key=f"mesh.{dim}")
+        if count < 1 or sizes[dim] % count:
+            raise ScenarioError(f"expected a device count dividing the {sizes[dim]} points of "
+                                f"{dim!r}, given {count}", key=f"mesh.{dim}")
+    total = math.prod(mesh.values())
+    if scenario.devices is not None and scenario.mesh is not None and total != scenario.devices:
+        raise ScenarioError(f"expected devices equal to the mesh's {total} devices, given "
+                            f"{scenario.devices}", key="devices")
+    return tuple((dim, count) for dim, count in mesh.items() if count > 1)

@@ -1,6 +1,6 @@
 """Fast forms of the five-point Laplacian, for stage kernels: XLA-friendly on JAX, in place on
-NumPy. ``solvers._grid.periodic_laplacian`` (and each solver's own Array API code) is their
-specification; every kernel built on them is held to it by the kernel tests.
+NumPy and torch. ``solvers._grid.periodic_laplacian`` (and each solver's own Array API code) is
+their specification; every kernel built on them is held to it by the kernel tests.
 """
 
 from __future__ import annotations
@@ -71,3 +71,57 @@ def axpy_numpy(x: np.ndarray, a, y: np.ndarray, pool: ScratchPool) -> np.ndarray
     np.multiply(x, a, out=out)
     out += y
     return out
+
+
+def laplacian_torch(u, inv_h2: float, pool: ScratchPool, *, periodic: bool = True):
+    """``laplacian_numpy`` for a 2-D torch tensor: the five-point Laplacian into a tensor of
+    ``pool`` (``out=`` and in-place updates, no temporaries), in the order of operations of the
+    Array API form. ``u`` is only read."""
+    import torch
+
+    lap = pool.take(u)
+    if periodic:
+        torch.add(u[:-2], u[2:], out=lap[1:-1])
+        torch.add(u[-1], u[1], out=lap[0])
+        torch.add(u[-2], u[0], out=lap[-1])
+        lap[:, 1:] += u[:, :-1]
+        lap[:, :1] += u[:, -1:]
+        lap[:, :-1] += u[:, 1:]
+        lap[:, -1:] += u[:, :1]
+        lap.add_(u, alpha=-4)
+        return lap.mul_(inv_h2)
+    inner = lap[1:-1, 1:-1]
+    torch.add(u[:-2, 1:-1], u[2:, 1:-1], out=inner)
+    inner += u[1:-1, :-2]
+    inner += u[1:-1, 2:]
+    inner.add_(u[1:-1, 1:-1], alpha=-4)
+    inner.mul_(inv_h2)
+    lap[0], lap[-1], lap[:, 0], lap[:, -1] = 0, 0, 0, 0
+    return lap
+
+
+def axpy_torch(x, a, y, pool: ScratchPool):
+    """``y + a * x`` into a tensor of ``pool``, one pass (``a`` a number or a 0-d tensor)."""
+    import torch
+
+    out = pool.take(y)
+    if isinstance(a, torch.Tensor):
+        return torch.addcmul(y, x, a, out=out)
+    return torch.add(y, x, alpha=a, out=out)
+
+
+def eager_torch(kernel, specification):
+    """``kernel`` where a torch kernel may write into its own scratch tensors, else
+    ``specification``: while ``torch.compile`` traces the step (a graph owns its buffers) and
+    when autograd records it (in-place updates of scratch would break the graph)."""
+
+    def stage(state, dt):
+        import torch
+
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+                isinstance(v, torch.Tensor) and v.requires_grad for v in state.values())):
+            return specification(state, dt)
+        return kernel(state, dt)
+
+    stage.__name__ = getattr(kernel, "__name__", "kernel")
+    return stage

@@ -22,9 +22,11 @@ from simkit.solver import (
     Coordinate,
     Diagnostic,
     FieldSpec,
+    ScratchPool,
     SolverModel,
     Stage,
 )
+from solvers import _d2q9
 
 # D2Q9: rest, 4 axis, 4 diagonal directions; weights; opposite directions.
 C = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1], [1, 1], [-1, 1], [-1, -1], [1, -1]])
@@ -128,8 +130,28 @@ class Cavity(AbstractSolver):
             bounced = xp.stack([post[j] for j in opposite], axis=0) + c["moving"] * state["rho"]
             return {**state, "f": xp.where(c["wall"], bounced, streamed)}
 
-        return [Stage("collide", collide), Stage("stream", stream),
-                Stage("boundaries", boundaries)]
+        # Kernels: NumPy per direction, into arrays of one pool (module ``_d2q9``).
+        pool = ScratchPool(size=12)  # a step's planes and those of the fields still held
+        host = self.constants.like(np.empty(0))
+        wall_sites = [np.flatnonzero(host["wall"][i]) for i in range(9)]
+
+        def collide_numpy(state, dt):
+            post, rho, ux, uy = _d2q9.collide_numpy(state["f"], C, W, tau, pool)
+            return {**state, "post": post, "rho": rho, "ux": ux, "uy": uy,
+                    "ux_prev": state["ux"], "uy_prev": state["uy"]}
+
+        def stream_numpy(state, dt):
+            return {**state, "streamed": _d2q9.stream_numpy(state["post"], shifts, pool)}
+
+        def boundaries_numpy(state, dt):
+            moving = self.constants.like(state["post"])["moving"]
+            return {**state, "f": _d2q9.bounce_numpy(state["post"], state["streamed"],
+                                                     state["rho"], opposite, wall_sites, moving,
+                                                     pool)}
+
+        return [Stage("collide", collide, kernels={"numpy": collide_numpy}),
+                Stage("stream", stream, kernels={"numpy": stream_numpy}),
+                Stage("boundaries", boundaries, kernels={"numpy": boundaries_numpy})]
 
     def diagnostics(self):
         lid = self.params.lid_speed

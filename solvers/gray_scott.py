@@ -43,6 +43,7 @@ class GrayScott(AbstractSolver):
     Params = GrayScottParams
     Initial = GrayScottInitial
     time_units = "1"
+    differentiable = ("feed", "kill", "diffusivity_u", "diffusivity_v")
 
     def __init__(self, params: GrayScottParams) -> None:
         self.params = params
@@ -82,8 +83,9 @@ class GrayScott(AbstractSolver):
             return {**state, "u": u + (dt * p.diffusivity_u) * periodic_laplacian(u, inv_h2),
                     "v": v + (dt * p.diffusivity_v) * periodic_laplacian(v, inv_h2)}
 
-        # Kernels: no temporaries on NumPy (arrays of one pool per step function), and on JAX
-        # the stencil form XLA fuses best; each in the specification's order of operations.
+        # Kernels: no temporaries on NumPy and torch (arrays of one pool per step function), and
+        # on JAX the stencil form XLA fuses best; each in the specification's order of operations
+        # (torch's react to rounding: feed * (1 - u) as feed - feed * u).
         pool = ScratchPool(size=12)
 
         def react_numpy(state, dt):
@@ -117,8 +119,30 @@ class GrayScott(AbstractSolver):
             return {**state, "u": u + (dt * p.diffusivity_u) * lap(u, inv_h2),
                     "v": v + (dt * p.diffusivity_v) * lap(v, inv_h2)}
 
-        return [Stage("react", react, kernels={"numpy": react_numpy}),
-                Stage("diffuse", diffuse, kernels={"numpy": diffuse_numpy, "jax": diffuse_jax})]
+        def react_torch(state, dt):
+            import torch
+
+            u, v = state["u"], state["v"]
+            uvv = pool.take(u)
+            torch.mul(u, v, out=uvv).mul_(v)
+            new_u = pool.take(u)
+            torch.mul(u, -p.feed, out=new_u).add_(p.feed).sub_(uvv).mul_(dt).add_(u)
+            new_v = pool.take(v)
+            torch.mul(v, -(p.feed + p.kill), out=new_v).add_(uvv).mul_(dt).add_(v)
+            return {**state, "u": new_u, "v": new_v}
+
+        def diffuse_torch(state, dt):
+            new = {}
+            for name, diffusivity in (("u", p.diffusivity_u), ("v", p.diffusivity_v)):
+                lap = _stencil.laplacian_torch(state[name], inv_h2, pool)
+                new[name] = _stencil.axpy_torch(lap, dt * diffusivity, state[name], pool)
+            return {**state, **new}
+
+        return [Stage("react", react, kernels={
+                    "numpy": react_numpy, "torch": _stencil.eager_torch(react_torch, react)}),
+                Stage("diffuse", diffuse, kernels={
+                    "numpy": diffuse_numpy, "jax": diffuse_jax,
+                    "torch": _stencil.eager_torch(diffuse_torch, diffuse)})]
 
     def diagnostics(self):
         def covered(state):

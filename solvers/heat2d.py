@@ -23,7 +23,7 @@ from simkit.solver import (
     SolverModel,
     Stage,
 )
-from solvers import _stencil
+from solvers import _numba_stencil, _stencil
 from solvers._grid import grid_coordinates, periodic_laplacian
 
 GridSize = Annotated[int, Field(ge=3)]
@@ -67,6 +67,7 @@ class Heat2D(AbstractSolver):
     Params = Heat2DParams
     Initial = Heat2DInitial
     time_units = "s"
+    differentiable = ("diffusivity",)
 
     def __init__(self, params: Heat2DParams) -> None:
         self.params = params
@@ -133,27 +134,55 @@ class Heat2D(AbstractSolver):
         def update(state, dt):
             return {**state, "u": state["u"] + (dt * diffusivity) * state["laplacian"]}
 
-        # Kernels: the same stages without temporaries on NumPy (arrays of one pool per step
-        # function), and on JAX the stencil form XLA fuses best (slices already do when fixed).
+        # Kernels: the same stages without temporaries on NumPy and torch (arrays of one pool per
+        # step function), and on JAX the stencil form XLA fuses best (slices already do when
+        # fixed).
         pool = ScratchPool()
 
         def laplacian_numpy(state, dt):
             lap = _stencil.laplacian_numpy(state["u"], inv_h2, pool, periodic=periodic)
             return {**state, "laplacian": lap}
 
-        def laplacian_jax(state, dt):
-            return {**state, "laplacian": _stencil.periodic_laplacian_jax(state["u"], inv_h2)}
-
         def update_numpy(state, dt):
             u = _stencil.axpy_numpy(state["laplacian"], dt * diffusivity, state["u"], pool)
             return {**state, "u": u}
 
+        if _numba_stencil.available():  # the optional numba extra: parallel loops instead
+            stencil = "periodic_laplacian" if periodic else "fixed_laplacian"
+
+            # numba is imported (and each loop compiled) on the first NumPy step, not before.
+            def laplacian_numpy(state, dt):
+                u = state["u"]
+                lap = pool.take(u)
+                _numba_stencil.loops()[stencil](u, u.dtype.type(inv_h2), u.dtype.type(4), lap)
+                return {**state, "laplacian": lap}
+
+            def update_numpy(state, dt):
+                u = state["u"]
+                out = pool.take(u)
+                _numba_stencil.loops()["axpy"](state["laplacian"],
+                                               u.dtype.type(dt * diffusivity), u, out)
+                return {**state, "u": out}
+
+        def laplacian_jax(state, dt):
+            return {**state, "laplacian": _stencil.periodic_laplacian_jax(state["u"], inv_h2)}
+
+        def laplacian_torch(state, dt):
+            lap = _stencil.laplacian_torch(state["u"], inv_h2, pool, periodic=periodic)
+            return {**state, "laplacian": lap}
+
+        def update_torch(state, dt):
+            u = _stencil.axpy_torch(state["laplacian"], dt * diffusivity, state["u"], pool)
+            return {**state, "u": u}
+
         probe = FieldSpec("laplacian", ("y", "x"), "K m-2", "five-point Laplacian of u")
-        laplacian_kernels = {"numpy": laplacian_numpy}
+        laplacian_kernels = {"numpy": laplacian_numpy,
+                             "torch": _stencil.eager_torch(laplacian_torch, laplacian)}
         if periodic:
             laplacian_kernels["jax"] = laplacian_jax
         return [Stage("laplacian", laplacian, probes=(probe,), kernels=laplacian_kernels),
-                Stage("update", update, kernels={"numpy": update_numpy})]
+                Stage("update", update, kernels={
+                    "numpy": update_numpy, "torch": _stencil.eager_torch(update_torch, update)})]
 
     def diagnostics(self) -> list[Diagnostic]:
         area = self.params.spacing**2

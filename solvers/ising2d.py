@@ -21,10 +21,12 @@ from simkit.solver import (
     Coordinate,
     Diagnostic,
     FieldSpec,
+    ScratchPool,
     SolverModel,
     Stage,
     counter_uniform,
 )
+from solvers import _checkerboard
 
 #: Onsager's critical temperature, J = k_B = 1.
 CRITICAL_TEMPERATURE = 2.0 / math.log(1.0 + math.sqrt(2.0))
@@ -83,6 +85,7 @@ class Ising2D(AbstractSolver):
         yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
         self.constants = Constants(lambda: {
             "index": (yy * nx + xx).astype(np.int64),
+            "index_u32": (yy * nx + xx).astype(np.uint32),  # for the kernels' 32-bit hashing
             "black": (yy + xx) % 2 == 0,
             "white": (yy + xx) % 2 == 1,
         })
@@ -118,7 +121,28 @@ class Ising2D(AbstractSolver):
                 return {**state, "spin": xp.where(flip, -s, s)}
             return stage
 
-        return [Stage("black", sweep("black", 0)), Stage("white", sweep("white", 1))]
+        # Kernels: the same draws from 32-bit unsigned hashing (module ``_checkerboard``), on
+        # NumPy without temporaries.
+        pool = ScratchPool()
+
+        def sweep_kernel(color: str, offset: int, library: str):
+            def stage(state, dt):
+                s = state["spin"]
+                c = self.constants.like(s)
+                key = _checkerboard.draw_key(state[SEED_KEY], 2 * state[STEP_KEY] + offset)
+                if library == "jax":
+                    spin = _checkerboard.sweep_jax(s, c["index_u32"], c[color], key, p.coupling,
+                                                   p.field, p.temperature)
+                else:
+                    spin = _checkerboard.sweep_numpy(s, c["index_u32"], c[color], key,
+                                                     p.coupling, p.field, p.temperature, pool)
+                return {**state, "spin": spin}
+            return stage
+
+        return [Stage(name, sweep(name, offset),
+                      kernels={library: sweep_kernel(name, offset, library)
+                               for library in ("numpy", "jax")})
+                for name, offset in (("black", 0), ("white", 1))]
 
     def diagnostics(self):
         p = self.params

@@ -60,6 +60,7 @@ class Lorenz63(AbstractSolver):
     Params = Lorenz63Params
     Initial = Lorenz63Initial
     time_units = "1"
+    differentiable = ("sigma", "rho", "beta")
 
     def __init__(self, params: Lorenz63Params) -> None:
         self.params = params

@@ -49,6 +49,7 @@ class NavierStokes2D(AbstractSolver):
     Params = NavierStokes2DParams
     Initial = NavierStokes2DInitial
     time_units = "s"
+    differentiable = ("viscosity",)
 
     def __init__(self, params: NavierStokes2DParams) -> None:
         self.params = params

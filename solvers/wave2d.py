@@ -40,6 +40,7 @@ class Wave2D(AbstractSolver):
     Params = Wave2DParams
     Initial = Wave2DInitial
     time_units = "s"
+    differentiable = ("speed",)
 
     def __init__(self, params: Wave2DParams) -> None:
         self.params = params
@@ -83,8 +84,8 @@ class Wave2D(AbstractSolver):
         def drift(state, dt):
             return {**state, "u": state["u"] + dt * state["v"]}
 
-        # Kernels: no temporaries on NumPy (arrays of one pool per step function), and on JAX
-        # the stencil form XLA fuses best.
+        # Kernels: no temporaries on NumPy and torch (arrays of one pool per step function), and
+        # on JAX the stencil form XLA fuses best.
         pool = ScratchPool()
 
         def kick_numpy(state, dt):
@@ -99,9 +100,18 @@ class Wave2D(AbstractSolver):
         def drift_numpy(state, dt):
             return {**state, "u": _stencil.axpy_numpy(state["v"], dt, state["u"], pool)}
 
-        kick_kernels = {"numpy": kick_numpy, "jax": kick_jax}
+        def kick_torch(state, dt):
+            accel = _stencil.laplacian_torch(state["u"], inv_h2, pool).mul_(c2)
+            return {**state, "v": _stencil.axpy_torch(accel, 0.5 * dt, state["v"], pool)}
+
+        def drift_torch(state, dt):
+            return {**state, "u": _stencil.axpy_torch(state["v"], dt, state["u"], pool)}
+
+        kick_kernels = {"numpy": kick_numpy, "jax": kick_jax,
+                        "torch": _stencil.eager_torch(kick_torch, kick)}
         return [Stage("kick1", kick, kernels=kick_kernels),
-                Stage("drift", drift, kernels={"numpy": drift_numpy}),
+                Stage("drift", drift, kernels={
+                    "numpy": drift_numpy, "torch": _stencil.eager_torch(drift_torch, drift)}),
                 Stage("kick2", kick, kernels=kick_kernels)]
 
     def diagnostics(self) -> list[Diagnostic]:

@@ -219,3 +219,23 @@ def test_progress_total_counts_the_shortened_steps_of_sim_time_captures(in_tmp):
     assert result.step > 15
     assert calls[-1] == (result.step, result.step)
     assert all(step <= total for step, total in calls)
+
+
+def test_when_and_wall_time_on_a_stage_stream(backend, in_tmp):
+    """`when` on a stage stream: the condition is read on each step's end state, as for any
+    stream; the capture holds the state right after the stage in that very step."""
+    expected = _level_expected(backend, 0.7, 1)
+    cross = max(expected) + 1
+    stage = {"stage": "laplacian", "fields": ["laplacian"]}
+    result = simkit.run(heat_scenario(backend=backend, steps=60, outputs={
+        "lap": {**stage, "when": {"diagnostic": "max_abs", "below": 0.7}},
+        "clock": {**stage, "wall_time": 1e-9}}))
+    counted = simkit.run(heat_scenario(backend=backend, steps=cross, output="count.nc",
+                                       outputs={"lap": {**stage, "every": 10_000,
+                                                        "last": True}}))
+    lap = _group(result.path, "lap")
+    assert list(lap.step.values) == [cross]
+    np.testing.assert_allclose(lap.laplacian.values, _group(counted.path, "lap").laplacian.values,
+                               rtol=1e-12, atol=1e-15)
+    clock = _group(result.path, "clock")
+    assert len(clock.step) >= 1 and 0 not in clock.step.values  # no stage before a step

@@ -106,6 +106,8 @@ def _to_library(library: str, xp, state: dict) -> dict:
 
 
 def _host(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch: through .numpy(), not the deprecated __array__ path
+        value = value.detach().cpu().numpy()
     return np.array(value, copy=True)
 
 
@@ -165,6 +167,15 @@ def test_every_kernel_solver_is_covered():
         assert (solver, stage, "numpy") in covered
     assert {("heat2d", "laplacian", "jax"), ("wave2d", "kick1", "jax"),
             ("gray_scott", "diffuse", "jax")} <= covered
+    for solver, stage in [("heat2d", "laplacian"), ("heat2d", "update"), ("wave2d", "kick1"),
+                          ("wave2d", "drift"), ("gray_scott", "react"),
+                          ("gray_scott", "diffuse"), ("nbody", "kick1"), ("nbody", "kick2")]:
+        assert (solver, stage, "torch") in covered
+    assert {("nbody", "kick1", "jax"), ("nbody", "kick1", "numpy")} <= covered
+    for stage in ("black", "white"):
+        assert {("ising2d", stage, "numpy"), ("ising2d", stage, "jax")} <= covered
+    for stage in ("collide", "stream", "boundaries"):
+        assert ("cavity_lbm", stage, "numpy") in covered
 
 
 # ------------------------------------------------------------------ the step's choice
@@ -235,7 +246,7 @@ def test_stage_rejects_unknown_kernel_library():
 # ------------------------------------------------------------------ what the kernels buy
 
 
-@pytest.mark.parametrize("solver_name", ["heat2d", "wave2d", "gray_scott"])
+@pytest.mark.parametrize("solver_name", ["heat2d", "wave2d", "gray_scott", "ising2d"])
 def test_numpy_step_allocates_no_field_arrays(solver_name):
     """After a warm-up, NumPy steps with kernels allocate less than one field array in all (the
     specification allocates several per step), and every state a caller kept stays as it was."""
@@ -263,3 +274,88 @@ def test_numpy_step_allocates_no_field_arrays(solver_name):
     finally:
         tracemalloc.stop()
     assert peak < field_bytes, f"{solver_name}: {peak} bytes allocated in 8 steps"
+
+
+@pytest.mark.parametrize("solver_name", ["heat2d", "wave2d", "gray_scott"])
+def test_torch_step_reuses_its_scratch_tensors(solver_name):
+    """Eager torch steps with kernels write into a few tensors of their pool, over and over (no
+    new field tensor per step once warm), and give what the specification gives."""
+    torch = pytest.importorskip("torch")
+    cls = load_solver(solver_name)
+    solver = cls(cls.Params(shape=[32, 48]))
+    fields = {k: torch.asarray(v) for k, v in
+              solver.initial_state(cls.Initial(), np.random.default_rng(0)).items()}
+    dt = torch.asarray(solver.default_dt(), dtype=torch.float64)
+    fast, plain = make_step(solver), make_step(solver, kernels=False)
+    f, g, pointers = dict(fields), dict(fields), set()
+    with torch.inference_mode():
+        for i in range(12):
+            f = fast(f, dt, np.int64(i), np.float64(0))
+            g = plain(g, dt, np.int64(i), np.float64(0))
+            if i >= 4:
+                pointers.update(v.data_ptr() for v in f.values())
+    for name in f:
+        np.testing.assert_allclose(f[name].numpy(), g[name].numpy(), rtol=1e-12, atol=1e-13)
+    # Two states alive at a time (the step's input and its output): at most two per field.
+    assert len(pointers) <= 2 * len(f), f"{solver_name}: {len(pointers)} distinct tensors"
+
+
+def test_torch_kernel_gives_way_to_autograd():
+    """With a tensor that requires grad, the torch kernel runs the specification (its in-place
+    scratch would break the graph): the gradient comes out and is the analytic one."""
+    torch = pytest.importorskip("torch")
+    solver = load_solver("heat2d")(load_solver("heat2d").Params(shape=[8, 8]))
+    u = torch.zeros((8, 8), dtype=torch.float64, requires_grad=True)
+    out = make_step(solver)({"u": u}, torch.asarray(0.2, dtype=torch.float64), 0, 0.0)
+    out["u"][3, 3].backward()
+    # d u'[3,3] / d u: 1 - 4 c at the centre, c at the four neighbours (c = dt D / h^2 = 0.2).
+    assert float(u.grad[3, 3]) == pytest.approx(0.2)
+    assert float(u.grad[2, 3]) == pytest.approx(0.2) and float(u.grad.sum()) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_scratch_pool_never_hands_out_an_array_still_held(library):
+    """An array comes back from the pool only once nothing holds it: not the caller, not a view
+    of it (under torch's inference mode, as the backend steps, a view holds only the storage)."""
+    import contextlib
+
+    from simkit.solver import ScratchPool
+
+    xp = pytest.importorskip(library)
+    mode = xp.inference_mode() if library == "torch" else contextlib.nullcontext()
+    with mode:
+        pool, like = ScratchPool(), xp.zeros((4, 5))
+        first = pool.take(like)
+        first[...] = 1
+        view = first[1:]
+        address = id(first)
+        del first
+        second = pool.take(like)
+        assert id(second) != address  # the view still holds the first
+        second[...] = 2
+        assert float(view.sum()) == 15.0
+        del view
+        assert id(pool.take(like)) in (address, id(second))  # free again: reused, nothing new
+
+
+@pytest.mark.parametrize("numba", ["1", "0"])
+@pytest.mark.parametrize("boundary", ["periodic", "fixed"])
+def test_heat_numpy_kernels_equal_specification_to_the_bit(numba, boundary, monkeypatch):
+    """heat2d's NumPy kernels, through the optional numba loops and without them, give the
+    specification's numbers exactly (same order of operations, same precision)."""
+    if numba == "1":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("SIMKIT_NUMBA", numba)
+    cls = load_solver("heat2d")
+    solver = cls(cls.Params(shape=[37, 50], boundary=boundary, spacing=0.7))
+    rng = np.random.default_rng(11)
+    for dtype in DTYPES:
+        fields = {"u": rng.standard_normal((37, 50)).astype(dtype)}
+        dt = np.asarray(solver.default_dt(), dtype=dtype)
+        fast, plain = make_step(solver), make_step(solver, kernels=False)
+        f, g = dict(fields), dict(fields)
+        for i in range(3):
+            f = fast(f, dt, np.int64(i), np.float64(0))
+            g = plain(g, dt, np.int64(i), np.float64(0))
+        assert f["u"].dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(f["u"], g["u"], err_msg=f"{dtype}, numba={numba}")

@@ -41,6 +41,11 @@ from simkit.backends._block import (
 )
 from simkit.errors import ScenarioError
 
+#: Environment of a multi-process run (``simkit run --coordinator ...`` sets them): the
+#: coordinator's ``host:port`` (``auto``: detected from the cluster, e.g. SLURM), the number of
+#: processes and this process's index.
+COORDINATOR_ENV, PROCESSES_ENV, PROCESS_ID_ENV = (
+    "SIMKIT_COORDINATOR", "SIMKIT_PROCESSES", "SIMKIT_PROCESS_ID")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "gpu", "auto")
 #: Dtypes of the step index and of the simulated time that stages see (see the module docstring).
@@ -60,6 +65,21 @@ class AbstractBackend(abc.ABC):
     @abc.abstractmethod
     def asarray(self, host: np.ndarray) -> Array:
         """A copy of ``host`` on this backend's device, cast to its dtype."""
+
+    def place(self, host: np.ndarray, dims: tuple[str, ...]) -> Array:
+        """A copy of the field ``host`` (named dimensions ``dims``) laid out on the backend's
+        devices: split along the dimensions of the run's device mesh, where it has one."""
+        return self.asarray(host)
+
+    #: Index of this process among the processes of one run (0: the one that writes the file),
+    #: and their number.
+    process_index: int = 0
+    process_count: int = 1
+
+    def agree(self, value: float) -> float:
+        """``value`` as process 0 has it, so that every process of a multi-process run plans the
+        same blocks (one process: ``value`` itself)."""
+        return value
 
     @abc.abstractmethod
     def advance(self, step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float,

@@ -26,8 +26,9 @@ from array_api_compat import array_namespace
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
 from simkit.driver._blocks import BlockLoop, _is_final, build_program
-from simkit.errors import NonFiniteError, RunInterrupted
-from simkit.io import BackgroundWriter, NetCDFWriter, schema
+from simkit.driver._captures import Capture, commit_callback
+from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
+from simkit.io import BackgroundWriter, NetCDFWriter, schema, stop_request_path
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import TIME_RTOL, AbstractSchedule, WallTime, When, While, members
 from simkit.solver import KERNELS_ENV, make_step
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Called between segments with (step, time, captures written, steps expected or None).
 ProgressFn = Callable[[int, float, int, "int | None"], None]
+#: Called on the writer thread with each capture once it is on disk.
+CaptureFn = Callable[[Capture], None]
 _PROVENANCE_PACKAGES = ("numpy", "array-api-compat", "xarray", "netCDF4", "pydantic")
 _BACKEND_PACKAGES = {"numpy": (), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 #: Segments are cut this many times per run when progress is shown.
@@ -317,17 +320,19 @@ class _Run:
         self.time = 0.0
         rng = np.random.default_rng(seed)
         host = plan.solver.initial_state(plan.initial, rng)
-        self.fields = {f.name: backend.asarray(host[f.name]) for f in plan.solver.fields()}
+        self.dims = {f.name: f.dims for f in plan.solver.fields()}
+        self.fields = {name: backend.place(host[name], dims) for name, dims in self.dims.items()}
         self.last_capture: dict[str, int] = {}
-        self._pending: tuple | None = None
         self.plain = [s for s in plan.streams if s.stage is None]
         self.staged = [s for s in plan.streams if s.stage is not None]
-        self.whens = [(s, m) for s in self.plain for m in members(s.schedule)
+        # Conditions and wall-clock captures happen between blocks, at a block's last step;
+        # a stage stream's capture then retakes that step stage by stage.
+        self.whens = [(s, m) for s in plan.streams for m in members(s.schedule)
                       if isinstance(m, When)]
         if plan.stop_when is not None:
             self.whens.append((None, plan.stop_when))  # ends the run instead of capturing
         self.stopped = False
-        self.walls = [(s, m) for s in self.plain for m in members(s.schedule)
+        self.walls = [(s, m) for s in plan.streams for m in members(s.schedule)
                       if isinstance(m, WallTime)]
         # The schedules keep their own state (cooldowns, deadlines); a resume gives them back
         # the state saved with its checkpoint, so they capture what an uninterrupted run would.
@@ -335,7 +340,7 @@ class _Run:
         if resume is not None:
             self.step, self.time = resume.step, resume.time
             if resume.fields is not None:
-                self.fields = {name: backend.asarray(value)
+                self.fields = {name: backend.place(value, self.dims[name])
                                for name, value in resume.fields.items()}
                 saved = resume.schedules
                 if saved is None and self.state_slots:
@@ -355,20 +360,18 @@ class _Run:
 
     # -------------------------------------------------------------- captures
 
-    def capture(self, streams: list[StreamPlan], source: Mapping[str, Any] | None = None,
-                defer: bool = False) -> None:
-        """Host copies of what ``streams`` keep, from the fields (or a mid-step ``source``).
-
-        With ``defer`` on a backend that dispatches asynchronously, only the device values are
-        taken now (immutable arrays); the host copy is made by ``flush`` after the next segment
-        has been dispatched, so the device computes while the host copies.
-        """
-        self.flush()
+    def capture(self, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
+                ) -> None:
+        """Host copies of what ``streams`` keep, from the fields (or a mid-step ``source``),
+        queued for writing: the captures that happen between blocks (the state a run starts
+        from, a condition that fired, a wall-clock capture)."""
         if not streams:
             return
         state = self.fields if source is None else source
-        field_names = {name for s in streams for name in s.fields}
-        diag_names = {name for s in streams for name in s.diagnostics}
+        # In a fixed order (not a set's, which differs between processes): every process of a
+        # multi-process run must compute and gather the same values in the same order.
+        field_names = list(dict.fromkeys(name for s in streams for name in s.fields))
+        diag_names = list(dict.fromkeys(name for s in streams for name in s.diagnostics))
         device = {name: state[name] for name in field_names}
         device.update({name: self.backend.call(self.diagnostics[name].fn, state)
                        for name in diag_names})
@@ -379,22 +382,10 @@ class _Run:
                          getattr(device[name], "shape", ()), self.sizes)
         for stream in streams:
             self.last_capture[stream.name] = self.step
-        # The schedules' state as of this step, taken now: a deferred flush comes after the next
-        # segment has moved them on.
         schedules = None
         if self.state_slots and any(s.name in self.checkpoints for s in streams):
             saved = save_schedules(self.plan)
             schedules = np.array([saved[slot] for slot in self.state_slots], dtype=np.float64)
-        self._pending = (streams, self.step, self.time, device, schedules)
-        if not (defer and self.backend.name == "jax"):
-            self.flush()
-
-    def flush(self) -> None:
-        """Copy a deferred capture to host buffers and queue it for writing."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        streams, step, time, device, schedules = pending
         users = {name: sum(name in s.fields for s in streams) for name in device}
         out = {name: self.buffers.take(device[name], users[name])
                for name in device if users[name]}
@@ -403,7 +394,7 @@ class _Run:
             arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
             if schedules is not None and stream.name in self.checkpoints:
                 arrays[schema.SCHEDULE_STATE] = schedules
-            self.writer.capture(stream.name, step, time, arrays)
+            self.writer.capture(stream.name, self.step, self.time, arrays)
 
     def due(self, streams: list[StreamPlan], step: int, time: float, final: bool
             ) -> list[StreamPlan]:
@@ -492,7 +483,8 @@ class _Run:
 
 
 def execute(plan: RunPlan, progress: ProgressFn | None = None,
-            resume: ResumePoint | None = None) -> RunResult:
+            resume: ResumePoint | None = None, on_capture: CaptureFn | None = None,
+            stop: threading.Event | None = None) -> RunResult:
     """Run a validated plan to its end, writing its file.
 
     Args:
@@ -500,6 +492,9 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         progress: called between segments; when given, segments are cut so it is called about
             ``_PROGRESS_UPDATES`` times.
         resume: continue the existing file at ``plan.output`` from this point.
+        on_capture: called with every capture once it is on disk (on the writer thread).
+        stop: when set, the run stops at the next block boundary as on Ctrl-C (so does a
+            ``simkit stop`` of its file: see ``simkit.io.request_stop``).
 
     Returns:
         The output path and the final state.
@@ -509,20 +504,27 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
             the last good state as its final state.
     """
     sc = plan.scenario
-    backend = get_backend(sc.backend, sc.device, sc.dtype, compile=sc.compile)
+    options = {"mesh": plan.mesh} if plan.mesh else {}
+    backend = get_backend(sc.backend, sc.device, sc.dtype, compile=sc.compile, **options)
+    if backend.process_count > 1:
+        _check_processes(plan, backend.process_count)
+    if backend.process_index:  # one of several processes of a run: process 0 writes the file
+        return _execute_silent(plan, backend, progress, resume)
     attrs = provenance(plan, backend)
     if resume is not None:
         attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device}
     buffers = _HostBuffers()
     writer = BackgroundWriter(NetCDFWriter(plan.output, _layout(plan, sc.dtype), attrs,
                                            overwrite=plan.overwrite, append=resume is not None),
-                              on_written=lambda stream, step, arrays: buffers.give_back(arrays))
+                              on_written=lambda stream, step, arrays: buffers.give_back(arrays),
+                              on_committed=(commit_callback(plan, on_capture)
+                                            if on_capture is not None else None))
     logger.info("%s %s on %s (%s, %s) -> %s", "resuming" if resume else "running",
                 plan.solver.name, backend.name, backend.device, sc.dtype, plan.output)
     run = None
     try:
         run = _Run(plan, backend, writer, buffers, resume)
-        _loop(run, progress)
+        _loop(run, progress, _stop_check(plan.output, stop))
         host = backend.to_host(run.fields)
         writer.final(run.step, run.time, host)
         path = writer.close({schema.ATTR_FINISHED: _now()})
@@ -542,6 +544,49 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     return RunResult(path=path, state=host, step=run.step, time=run.time)
 
 
+def _check_processes(plan: RunPlan, count: int) -> None:
+    """Refuse what several processes cannot agree on: each plans the same blocks, so a schedule
+    may not depend on its own clock."""
+    for stream in plan.streams:
+        if any(isinstance(m, WallTime) for m in members(stream.schedule)):
+            raise ScenarioError(f"expected schedules of steps or simulated time in a run of "
+                                f"{count} processes (each has its own clock), given wall_time",
+                                key=f"outputs.{stream.name}")
+
+
+class _NoFile:
+    """The writer of a process other than process 0 in a multi-process run: it computes and
+    gathers every capture with the others (their collectives need it) and writes nothing."""
+
+    written = 0
+
+    def __init__(self, path: Path, done: Callable[[Any], None]) -> None:
+        self.partial_path = path
+        self._done = done
+
+    def capture(self, stream: str, step: int, time: float, arrays: Any) -> None:
+        self.written += 1
+        self._done(arrays)
+
+    def capture_block(self, stream: str, steps: list[int], times: list[float], arrays: Any
+                      ) -> None:
+        self.written += len(steps)
+
+    def final(self, step: int, time: float, arrays: Any) -> None:
+        pass
+
+
+def _execute_silent(plan: RunPlan, backend: AbstractBackend, progress: ProgressFn | None,
+                    resume: ResumePoint | None) -> RunResult:
+    """``execute`` on a process that writes no file (see ``_NoFile``)."""
+    buffers = _HostBuffers()
+    writer = _NoFile(plan.output, buffers.give_back)
+    run = _Run(plan, backend, writer, buffers, resume)  # type: ignore[arg-type]
+    _loop(run, progress)
+    return RunResult(path=plan.output, state=backend.to_host(run.fields), step=run.step,
+                     time=run.time)
+
+
 def failed(error: BaseException) -> dict[str, str]:
     """The attributes that close the file of a run stopped by ``error``."""
     message = " ".join(f"{type(error).__name__}: {error}".split())
@@ -549,7 +594,26 @@ def failed(error: BaseException) -> dict[str, str]:
             schema.ATTR_ERROR: message}
 
 
-def _loop(run: _Run, progress: ProgressFn | None) -> None:
+def _stop_check(output: Path, stop: threading.Event | None) -> Callable[[], str | None]:
+    """What asks the run to stop at a block boundary: ``stop`` set (by ``simkit.iterate``), or a
+    stop request beside the output file (``simkit stop``), taken back when seen."""
+    request = stop_request_path(output)
+    if request.exists():  # left by an earlier run of this file: not meant for this one
+        request.unlink(missing_ok=True)
+
+    def check() -> str | None:
+        if stop is not None and stop.is_set():
+            return "a stop request"
+        if request.exists():
+            request.unlink(missing_ok=True)
+            return "simkit stop"
+        return None
+
+    return check
+
+
+def _loop(run: _Run, progress: ProgressFn | None,
+          stop_requested: Callable[[], str | None] = lambda: None) -> None:
     """Run blocks until the run ends: each block is one call of the backend, capturing on the
     device; only what happens between blocks (a condition that fired, a wall-clock capture)
     takes the host path."""
@@ -581,22 +645,28 @@ def _loop(run: _Run, progress: ProgressFn | None) -> None:
                     blocks.drop_plan()
                     if stream not in streams and run.last_capture.get(stream.name) != run.step:
                         streams.append(stream)
-        run.capture(streams)
-        if run.stopped:
-            _capture_last_stages(run, blocks)
+        run.capture([s for s in streams if s.stage is None])
+        staged = [s for s in streams if s.stage is not None]
+        if run.stopped:  # the last captures of stage streams (`last: true`)
+            staged += [s for s in run.staged if s.schedule.at_end and s not in staged
+                       and run.last_capture.get(s.name) != run.step]
+        _capture_at_stages(run, blocks, staged)
         if progress:
             if sc.until is not None:  # shortened steps onto capture times add to the count
                 expected = run.step + max(0, math.ceil((sc.until - run.time) / dt - TIME_RTOL))
             progress(run.step, run.time, run.writer.written, expected)
-    run.flush()
+        reason = stop_requested()
+        if run.backend.process_count > 1:  # every process stops at the same block
+            reason = "simkit stop" if run.backend.agree(1.0 if reason else 0.0) else None
+        if reason is not None and not _is_final(sc, run.step, run.time) and not run.stopped:
+            raise KeyboardInterrupt(reason)
 
 
-def _capture_last_stages(run: _Run, blocks: BlockLoop) -> None:
-    """The last captures of stage streams (``last: true``) when a condition ended the run at a
-    step no block planned as the last: that step is retaken stage by stage."""
-    streams = [s for s in run.staged if s.schedule.at_end
-               and run.last_capture.get(s.name) != run.step]
-    if not streams:
+def _capture_at_stages(run: _Run, blocks: BlockLoop, streams: list[StreamPlan]) -> None:
+    """Captures of stage streams at the step a block ended on, which no block planned as a
+    capture (a condition fired there, a wall-clock capture fell due, a condition ended the run):
+    that step is retaken stage by stage from the block's start."""
+    if not streams or not blocks.has_taken_steps():
         return
     stages = tuple(dict.fromkeys(s.stage for s in streams))
     seen = blocks.last_step_stages(_step_for(run.plan.solver, run.plan.scenario.seed, stages))
@@ -607,6 +677,6 @@ def _capture_last_stages(run: _Run, blocks: BlockLoop) -> None:
 # The ensemble loop builds on the run loop above, so it is imported after it.
 from simkit.driver._ensemble import check_vectorizable, execute_ensemble  # noqa: E402
 
-__all__ = ["ProgressFn", "ResumePoint", "RunResult", "check_vectorizable", "execute",
+__all__ = ["Capture", "CaptureFn", "ProgressFn", "ResumePoint", "RunResult", "check_vectorizable", "execute",
            "execute_ensemble", "is_checkpoint", "provenance", "restore_schedules",
            "save_schedules"]

@@ -279,6 +279,7 @@ class BlockLoop:
         if taken:
             rate = taken / max(seconds, 1e-6)
             self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
+            self.rate = run.backend.agree(self.rate)  # every process plans the same blocks
         # Where the block stopped: a point's end, or inside a gap when a condition fired there.
         step, time, done = start_step, start_time, 0
         pieces: list[Piece] = []
@@ -305,6 +306,10 @@ class BlockLoop:
             self._next = None  # the schedules' state changes with the firing
             return fired
         return None
+
+    def has_taken_steps(self) -> bool:
+        """Whether a block has taken steps (so ``last_step_stages`` has a step to retake)."""
+        return self._taken is not None and any(piece.count for piece in self._taken[2])
 
     def last_step_stages(self, staged: Any) -> dict[str, Any]:
         """The states right after the stages of the run's last step, retaken from the last

@@ -39,7 +39,7 @@ from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan
 from simkit.schedule import WallTime, When, While, members
-from simkit.solver import make_step
+from simkit.solver import make_step, with_params
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
                                f"{value!r} ({type(value).__name__})")
     if len({p.dt for p in plans}) > 1:
         reasons.append("one dt for every member (set dt in the scenario), given several")
+    if first.mesh:
+        reasons.append("members on one device each, given a run split over devices (mesh)")
     if first.scenario.steps is None or first.stop_when is not None:
         reasons.append("a run length in steps without stop_when")
     for stream in first.streams:
@@ -355,13 +357,10 @@ def _program_for(solver: Any, names: tuple[str, ...], seed: int, plan: RunPlan,
                  program: BlockProgram) -> Callable[[Any], BlockProgram]:
     """The block program of one member given its parameter row (traced values): the solver's
     stages, diagnostics and level conditions close over them as a run's close over constants."""
-    cls, base = type(solver), solver.params.model_dump()
     levels = [s.schedule for s in plan.streams if isinstance(s.schedule, While)]
 
     def program_for(row: Any) -> BlockProgram:
-        params = cls.Params.model_construct(**{**base, **{n: row[i] for i, n in
-                                                          enumerate(names)}})
-        member = cls(params)
+        member = with_params(solver, {n: row[i] for i, n in enumerate(names)})
         diagnostics = {d.name: d.fn for d in member.diagnostics()}
         level_fn = None
         if levels:

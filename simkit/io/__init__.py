@@ -4,6 +4,13 @@ from simkit.io import schema
 from simkit.io._lock import hdf5_lock, xarray_lock
 from simkit.io.background import BackgroundWriter
 from simkit.io.export import export_stream
+from simkit.io.live import (
+    live_summary,
+    read_live,
+    request_stop,
+    stop_request_path,
+    writer_alive,
+)
 from simkit.io.netcdf import NetCDFWriter
 from simkit.io.recover import (
     Checkpoint,
@@ -23,10 +30,15 @@ __all__ = [
     "export_stream",
     "hdf5_lock",
     "latest_checkpoint",
+    "live_summary",
     "read_attrs",
+    "read_live",
+    "request_stop",
     "recover",
     "rewrite",
     "schema",
+    "stop_request_path",
     "whole_captures",
+    "writer_alive",
     "xarray_lock",
 ]

@@ -28,14 +28,21 @@ class BackgroundWriter:
         max_pending: captures queued before ``capture`` blocks.
         on_written: called on the writer thread with ``(stream, step, arrays)`` once a capture is
             synced (e.g. to hand its host buffers back for reuse).
+        on_committed: called on the writer thread, before ``on_written``, with ``(stream,
+            steps, times, arrays, stacked)`` once captures are synced: ``arrays`` hold one
+            capture, or with ``stacked`` one per step along their first axis. The arrays may be
+            reused afterwards: copy what is kept.
     """
 
     def __init__(self, writer: NetCDFWriter, max_pending: int = 4,
-                 on_written: Callable[[str, int, Mapping[str, np.ndarray]], None] | None = None
+                 on_written: Callable[[str, int, Mapping[str, np.ndarray]], None] | None = None,
+                 on_committed: Callable[[str, list[int], list[float],
+                                         Mapping[str, np.ndarray], bool], None] | None = None
                  ) -> None:
         self.writer = writer
         self.written = 0
         self._on_written = on_written
+        self._on_committed = on_committed
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None  # to raise in the caller, once
         self._failure: BaseException | None = None  # the first error; stays
@@ -69,11 +76,12 @@ class BackgroundWriter:
             for method, args in batch:
                 if method == self.writer.write_capture:
                     method(*args, sync=False)
-                    done.append(args)
+                    stream, step, time, arrays = args
+                    done.append((stream, [step], [time], arrays, False))
                 elif method == self.writer.write_block:
                     method(*args)
-                    done.append((args[0], args[1][-1] if args[1] else None, None, args[3],
-                                 len(args[1])))
+                    if args[1]:
+                        done.append((*args, True))
                 else:
                     method(*args)
             if done:
@@ -81,10 +89,12 @@ class BackgroundWriter:
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             self._error = self._failure = error
             return
-        self.written += sum(args[4] if len(args) == 5 else 1 for args in done)
-        if self._on_written is not None:
-            for args in done:
-                self._on_written(args[0], args[1], args[3])
+        self.written += sum(len(steps) for _, steps, _, _, _ in done)
+        for stream, steps, times, arrays, stacked in done:
+            if self._on_committed is not None:
+                self._on_committed(stream, steps, times, arrays, stacked)
+            if self._on_written is not None:
+                self._on_written(stream, steps[-1], arrays)
 
     def _raise_pending(self) -> None:
         if self._error is not None:

@@ -14,6 +14,7 @@ import errno
 import os
 import resource
 import shutil
+import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -76,6 +77,41 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def exclusive(path: str | os.PathLike) -> int | None:
+    """Keep other simkit writers off ``path`` while this process writes it: a write lock on an
+    open file description (independent of HDF5's own locks, which readers may take), held until
+    ``release`` of the returned descriptor. None where the platform has no such locks.
+
+    Raises:
+        ScenarioError: another process holds the lock (a run is writing the file).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    if not hasattr(fcntl, "F_OFD_SETLK"):  # pragma: no cover - not Linux
+        return None
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EACCES, errno.EAGAIN):
+            raise ScenarioError(
+                "expected a file no other process is writing, given one a running simkit "
+                f"process writes; wait for it or stop it first (`simkit stop {path}`)",
+                source=str(path)) from None
+        raise
+    return fd
+
+
+def release(fd: int | None) -> None:
+    """Let go of a lock taken by ``exclusive``."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _file_size_limit() -> int | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     return None if soft == resource.RLIM_INFINITY else soft
@@ -114,8 +150,13 @@ class NetCDFWriter:
         if append:
             self._replace_at_close = False
             self._tmp = self.partial_path = self.path
+            self._lock = exclusive(self.path)
             with hdf5_lock():
-                self._ds = netCDF4.Dataset(self.path, "a")
+                try:
+                    self._ds = netCDF4.Dataset(self.path, "a")
+                except BaseException:
+                    release(self._lock)
+                    raise
                 try:
                     for key, value in attrs.items():
                         self._ds.setncattr(key, value)
@@ -127,6 +168,7 @@ class NetCDFWriter:
                     self._ds.sync()
                 except BaseException:
                     self._ds.close()
+                    release(self._lock)
                     raise
             self._committed = dict(self._counts)
             return
@@ -139,9 +181,11 @@ class NetCDFWriter:
         remove_stale_temporaries(self.path)
         self._tmp = temporary_path(self.path)
         self.partial_path = partial_path(self.path) if self._replace_at_close else self.path
+        self._lock = None
         try:
             with hdf5_lock():
                 self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
+                self._lock = exclusive(self._tmp)  # the run's file, whatever its name later
                 try:
                     self._define(attrs)
                     self._ds.sync()
@@ -158,9 +202,11 @@ class NetCDFWriter:
                     raise
                 self._tmp.unlink()
         except FileExistsError:
+            release(self._lock)
             self._tmp.unlink(missing_ok=True)
             raise _output_taken(self.path) from None
         except BaseException:
+            release(self._lock)
             self._tmp.unlink(missing_ok=True)
             raise
 
@@ -352,7 +398,10 @@ class NetCDFWriter:
                         self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_COMPLETE)
             finally:
                 self._closed = working
-                self._ds.close()
+                try:
+                    self._ds.close()
+                finally:
+                    release(self._lock)
         fsync_path(working)
         if self._replace_at_close:
             self._closed = self.path if complete else self.partial_path

@@ -20,7 +20,9 @@ from simkit.io.netcdf import (
     _file_size_limit,
     _is_space_error,
     capture_checksum,
+    exclusive,
     fsync_path,
+    release,
 )
 
 
@@ -148,6 +150,7 @@ def rewrite(path: str | os.PathLike, keep: Mapping[str, int]) -> None:
     limit = _file_size_limit()
     if free < needed or (limit is not None and path.stat().st_size > limit):
         raise _copy_disk_full(path, tmp, free, limit)
+    lock = exclusive(path)  # never under a run still writing the file
     try:
         with hdf5_lock(), netCDF4.Dataset(path, "r") as src, \
                 netCDF4.Dataset(tmp, "w", format=schema.FORMAT) as dst:
@@ -160,6 +163,7 @@ def rewrite(path: str | os.PathLike, keep: Mapping[str, int]) -> None:
                                   limit) from None
         raise
     finally:
+        release(lock)
         tmp.unlink(missing_ok=True)
 
 
@@ -219,6 +223,7 @@ def recover(path: str | os.PathLike) -> dict[str, int]:
     Safe to run twice. Returns the captures kept per stream.
     """
     require_run_file(path)
+    release(exclusive(path))  # a running run's last captures are not torn: refuse
     with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         counts = whole_captures(ds)
         lengths = {name: len(ds.groups[name].dimensions[schema.STEP_DIM]) for name in counts}

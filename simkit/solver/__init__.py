@@ -24,6 +24,8 @@ from simkit.solver._registry import (
     load_solver,
 )
 from simkit.solver._scratch import ScratchPool
+from simkit.solver._simple import SimpleSolver
+from simkit.solver._traced import with_params
 
 __all__ = [
     "KERNELS_ENV",
@@ -33,6 +35,7 @@ __all__ = [
     "Diagnostic",
     "FieldSpec",
     "ScratchPool",
+    "SimpleSolver",
     "SolverModel",
     "Stage",
     "make_step",
@@ -47,4 +50,5 @@ __all__ = [
     "import_allowed",
     "available_solvers",
     "load_solver",
+    "with_params",
 ]

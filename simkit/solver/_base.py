@@ -113,6 +113,13 @@ class AbstractSolver(abc.ABC):
     Params: ClassVar[type[SolverModel]]
     Initial: ClassVar[type[SolverModel]]
     time_units: ClassVar[str]
+    #: Names of the continuous parameters a run may be differentiated with respect to (see
+    #: ``simkit.autodiff``); empty for a solver that is not differentiable (discrete, stochastic).
+    differentiable: ClassVar[tuple[str, ...]] = ()
+    #: Dimensions a run may split over devices (``mesh:`` / ``devices:`` in a scenario), in order
+    #: of preference; None: every dimension of the fields (the compiler inserts the exchanges a
+    #: stage needs, however it is written).
+    split_dims: ClassVar[tuple[str, ...] | None] = None
 
     @abc.abstractmethod
     def fields(self) -> Sequence[FieldSpec]:
@@ -191,13 +198,30 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
         seen = {}
         for stage, fn in zip(stages, stage_fns(fields), strict=True):
             state = fn(state, dt)
+            if not (isinstance(state, Mapping) and required <= state.keys()):
+                raise ValueError(_stage_output_error(solver, stage.name, state, names))
             if stage.name in wanted:
                 seen[stage.name] = _copies(state)
         out = {name: state[name] for name in names}
         return (out, seen) if wanted else out
 
+    required = frozenset(names)
     step.__name__ = f"{solver.name}_step"
     return step
+
+
+def _stage_output_error(solver: AbstractSolver, stage: str, state: Any,
+                        names: Sequence[str]) -> str:
+    """What a stage returned wrong: not a mapping, or a mapping without some fields."""
+    where = f"solver {solver.name}: stage {stage!r}"
+    if not isinstance(state, Mapping):
+        return (f"{where}: expected the new state, a mapping holding every field "
+                f"({', '.join(names)}), given a {type(state).__name__}; return e.g. "
+                f"{{**state, {names[0]!r}: new_value}}")
+    missing = [name for name in names if name not in state]
+    return (f"{where}: expected the new state to hold every field ({', '.join(names)}), given "
+            f"one without {', '.join(map(repr, missing))}; return e.g. "
+            f"{{**state, {missing[0]!r}: new_value}}")
 
 
 def _choose(stages: Sequence[Stage], array: Any) -> tuple[StageFn, ...]:

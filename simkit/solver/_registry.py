@@ -38,7 +38,8 @@ def import_allowed(allow_import: bool | None = None) -> bool:
     return os.environ.get(ALLOW_IMPORT_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def _import_path(path: str, search: Sequence[str | os.PathLike]) -> object:
+def _import_path(path: str, search: Sequence[str | os.PathLike], key: str = "solver",
+                 what: str = "'module:Class'") -> object:
     module_name, _, attr = path.partition(":")
     # Modules beside the scenario file come first, without the user setting PYTHONPATH; the
     # search path is restored afterwards so nothing else resolves differently.
@@ -53,8 +54,8 @@ def _import_path(path: str, search: Sequence[str | os.PathLike]) -> object:
         return target
     except Exception as error:  # noqa: BLE001 - user code may raise anything while importing
         text = " ".join(str(error).split())
-        raise ScenarioError(f"expected an importable 'module:Class', given {path!r} "
-                            f"({type(error).__name__}: {text})", key="solver") from None
+        raise ScenarioError(f"expected an importable {what}, given {path!r} "
+                            f"({type(error).__name__}: {text})", key=key) from None
     finally:
         for directory in added:
             if directory in sys.path:
@@ -120,3 +121,29 @@ def load_solver(name: str, *, allow_import: bool | None = None,
     if not (isinstance(cls, type) and issubclass(cls, AbstractSolver)):
         raise TypeError(f"entry point {name!r} of {ENTRY_POINT_GROUP} is not an AbstractSolver")
     return cls
+
+
+def load_function(path: object, *, key: str, allow_import: bool | None = None,
+                  search: Sequence[str | os.PathLike] = ()) -> object:
+    """The function named by ``module:function`` (a diagnostic or probe a scenario adds).
+
+    Importing runs the module, so it needs the same opt-in as a ``module:Class`` solver; the
+    module is looked up first in ``search`` (the scenario file's directory).
+
+    Raises:
+        ScenarioError: naming ``key``: a malformed path, an import not allowed or failing, or
+            something that is not callable.
+    """
+    if not isinstance(path, str) or not _IMPORT_PATH.match(path):
+        raise ScenarioError(f"expected 'module:function' (dotted Python names), given {path!r}",
+                            key=key)
+    if not import_allowed(allow_import):
+        raise ScenarioError(f"expected no import unless allowed, given {path!r}, which imports "
+                            f"and runs module {path.partition(':')[0]!r}; allow that with "
+                            f"--allow-import (allow_import=True in Python, or "
+                            f"{ALLOW_IMPORT_ENV}=1)", key=key)
+    found = _import_path(path, search, key, "'module:function'")
+    if not callable(found) or isinstance(found, type):
+        raise ScenarioError(f"expected a function of the state, given {path!r}, a "
+                            f"{type(found).__name__}", key=key)
+    return found

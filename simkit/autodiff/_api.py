@@ -1,0 +1,307 @@
+"""Gradients of an objective of a run: ``value_and_grad``, ``grad`` and ``run_function``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simkit.autodiff._checkpoint import Checkpointing
+from simkit.autodiff._function import (
+    GRAD_BACKENDS,
+    DifferentiableRun,
+    check_differentiable,
+    param_units,
+    schedule_steps,
+)
+from simkit.autodiff._objective import per_unit
+from simkit.backends import installed_backends
+from simkit.driver import execute
+from simkit.errors import ScenarioError
+from simkit.io.gradients import (
+    ATTR_CHECKPOINT,
+    ATTR_OBJECTIVE,
+    GRADIENT_PREFIX,
+    OBJECTIVE,
+    AdjointStream,
+    GradientVariable,
+    write_gradients,
+)
+from simkit.scenario import RunPlan, plan_run
+from simkit.schedule import parse_schedule
+
+Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
+
+
+@dataclass(frozen=True)
+class GradResult:
+    """What ``value_and_grad`` computed (unpacks as ``value, grad = result``).
+
+    Attributes:
+        value: the objective.
+        grad: dL/d(name) for each ``wrt`` name: a float for a parameter, a host array for an
+            initial field.
+        adjoints: per gradient stream, ``{"step": steps, field: dL/du_k stacked along step}``.
+        path: the run file written (``output``), else None.
+    """
+
+    value: float
+    grad: dict[str, Any]
+    adjoints: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.value, self.grad))
+
+
+def _plan(scenario: Any, sets: Sequence[str], overrides: Mapping[str, Any], overwrite: bool,
+          allow_import: bool | None) -> RunPlan:
+    return plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite,
+                    allow_import=allow_import)
+
+
+def _backend(plan: RunPlan, backend: str | None) -> str:
+    if backend is None:
+        if plan.scenario.backend in GRAD_BACKENDS:
+            return plan.scenario.backend
+        found = [b for b in GRAD_BACKENDS if b in installed_backends()]
+        if not found:
+            raise ScenarioError("expected jax or torch installed to differentiate a run, given "
+                                "neither: pip install 'simkit[jax]'", key="backend")
+        return found[0]
+    return backend
+
+
+def run_function(scenario: Any, *, backend: str | None = None, checkpoint: Any = "sqrt",
+                 probe_steps: Sequence[int] = (), sets: Sequence[str] = (),
+                 allow_import: bool | None = None, **overrides: Any) -> DifferentiableRun:
+    """The run of ``scenario`` as a differentiable function ``(params, fields) -> (final,
+    captures)`` for ``jax.grad``/``jit``/``vmap`` or torch autograd (see ``DifferentiableRun``).
+
+    Args:
+        scenario: a scenario file, mapping or ``Scenario`` (step schedules, a length in steps).
+        backend: ``jax`` or ``torch``; default the scenario's when it is one, else the first
+            installed.
+        checkpoint: ``"sqrt"`` or ``"all"`` (see ``Checkpointing``).
+        probe_steps: steps at which the function adds its ``probes`` argument to the state.
+        sets, allow_import, overrides: as for ``simkit.run``.
+    """
+    plan = _plan(scenario, sets, overrides, True, allow_import)
+    return DifferentiableRun(plan, _backend(plan, backend), checkpoint, probe_steps)
+
+
+def _split_wrt(run: DifferentiableRun, wrt: Sequence[str]) -> tuple[list[str], list[str]]:
+    if isinstance(wrt, str):
+        wrt = [wrt]
+    params, fields = [], []
+    for name in wrt:
+        if name.startswith("initial."):
+            field_name = name.split(".", 1)[1]
+            if field_name not in run.field_names:
+                raise ScenarioError(f"expected initial fields of {run.solver.name} "
+                                    f"({', '.join(run.field_names)}), given {field_name!r}",
+                                    key="wrt")
+            fields.append(field_name)
+        elif name in run.field_names:
+            fields.append(name)
+        else:
+            params.append(name.split(".", 1)[1] if name.startswith("params.") else name)
+    if not params and not fields:
+        raise ScenarioError("expected at least one name to differentiate with respect to, "
+                            "given none", key="wrt")
+    check_differentiable(run.solver, params)
+    return params, fields
+
+
+def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
+                      ) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    found: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
+    names = [f.name for f in plan.solver.fields()]
+    forward = {s.name for s in plan.streams}
+    for name, spec in (gradients or {}).items():
+        key = f"gradients.{name}"
+        if not isinstance(spec, Mapping):
+            raise ScenarioError(f"expected a mapping of a schedule and fields, given {spec!r}",
+                                key=key)
+        if name in forward:
+            raise ScenarioError(f"expected a name no forward stream has, given {name!r}",
+                                key=key)
+        spec = dict(spec)
+        fields = spec.pop("fields", "all")
+        fields = names if fields == "all" else fields
+        if isinstance(fields, str):
+            fields = [fields]
+        unknown = [f for f in fields if f not in names]
+        if unknown:
+            raise ScenarioError(f"expected fields of {plan.solver.name} ({', '.join(names)}), "
+                                f"given {unknown[0]!r}", key=f"{key}.fields")
+        steps = schedule_steps(parse_schedule(spec, key), plan.scenario.steps or 0, key)
+        found[name] = (steps, tuple(fields))
+    return found
+
+
+def value_and_grad(
+    scenario: Any,
+    objective: Objective,
+    wrt: Sequence[str],
+    *,
+    checkpoint: Any = "sqrt",
+    backend: str | None = None,
+    gradients: Mapping[str, Any] | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    sets: Sequence[str] = (),
+    allow_import: bool | None = None,
+    **overrides: Any,
+) -> GradResult:
+    """The objective of a run and its gradient with respect to parameters and initial fields.
+
+    Args:
+        scenario: a scenario file, mapping or ``Scenario`` (step schedules, a length in steps).
+        objective: ``objective(final, captures) -> scalar`` (see ``simkit.autodiff.misfit``).
+        wrt: differentiable parameter names (``diffusivity`` or ``params.diffusivity``) and
+            field names (``u`` or ``initial.u``: the gradient with respect to the initial field).
+        checkpoint: ``"sqrt"`` (O(sqrt n) states held, one extra forward pass) or ``"all"``;
+            ``{"binomial": N}`` is refused (not available yet).
+        backend: ``jax`` or ``torch``; default the scenario's when it is one, else the first
+            installed. Device and dtype are the scenario's.
+        gradients: adjoint streams, ``{name: {<schedule>, fields: [...]}}``: dL/du_k at the
+            steps of each schedule (step 0 is the initial state).
+        output: write the run file there (forward run on the scenario's backend, its streams
+            and final state) with the objective, gradients and adjoint streams added.
+        overwrite: replace an existing ``output``.
+        sets, allow_import, overrides: as for ``simkit.run``.
+
+    Raises:
+        ScenarioError: bad input (a solver or parameter that is not differentiable, schedules a
+            differentiable run cannot know in advance, a backend that does not differentiate).
+    """
+    if output is not None:
+        overrides = {**overrides, "output": os.fspath(output)}
+    # Without an output nothing is written: an existing file at the scenario's is no obstacle.
+    plan = _plan(scenario, sets, overrides, overwrite or output is None, allow_import)
+    policy = Checkpointing.parse(checkpoint)
+    adjoint = _gradient_streams(plan, gradients)
+    probe_steps = sorted({s for steps, _ in adjoint.values() for s in steps})
+    run = DifferentiableRun(plan, _backend(plan, backend), policy, probe_steps)
+    params, fields = _split_wrt(run, wrt)
+    probe_fields = sorted({f for _, names in adjoint.values() for f in names})
+    compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
+    value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
+    adjoints = {}
+    for name, (steps, names) in adjoint.items():
+        at = [probe_steps.index(s) for s in steps]
+        adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
+                          **{f: probe_grads[f][at] for f in names}}
+    path = None
+    if output is not None:
+        path = _write(plan, run, objective, value, grads, adjoints, policy)
+    return GradResult(value, grads, adjoints, path)
+
+
+def grad(scenario: Any, objective: Objective, wrt: Sequence[str], **options: Any
+         ) -> dict[str, Any]:
+    """The gradient of ``objective`` of a run with respect to ``wrt`` (see ``value_and_grad``,
+    which takes the same options)."""
+    return value_and_grad(scenario, objective, wrt, **options).grad
+
+
+# -------------------------------------------------------------------------- backends
+
+
+def _probe_zeros(run: DifferentiableRun, fields0: Mapping[str, Any], names: Sequence[str],
+                 xp: Any) -> dict[str, Any]:
+    return {f: xp.zeros((len(run.probe_steps), *fields0[f].shape), dtype=fields0[f].dtype)
+            for f in names}
+
+
+def _jax_value_and_grad(run: DifferentiableRun, objective: Objective, params: list[str],
+                        fields: list[str], probe_fields: list[str]) -> tuple:
+    import jax
+    import jax.numpy as jnp
+
+    p0, f0 = run.initial_params(), run.initial_fields()
+    probes = _probe_zeros(run, f0, probe_fields, jnp) if probe_fields else None
+
+    def loss(pw, fw, probe):
+        final, captures = run({**p0, **pw}, {**f0, **fw}, probe)
+        return objective(final, captures)
+
+    value, (gp, gf, gprobe) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
+        {k: p0[k] for k in params}, {k: f0[k] for k in fields}, probes)
+    grads = {k: float(gp[k]) for k in params}
+    grads.update({k: np.array(gf[k]) for k in fields})
+    probe_grads = {k: np.array(v) for k, v in (gprobe or {}).items()}
+    return float(value), grads, probe_grads
+
+
+def _torch_value_and_grad(run: DifferentiableRun, objective: Objective, params: list[str],
+                          fields: list[str], probe_fields: list[str]) -> tuple:
+    import torch
+
+    p0, f0 = run.initial_params(), run.initial_fields()
+    with torch.enable_grad():
+        pw = {k: p0[k].clone().requires_grad_(True) for k in params}
+        fw = {k: f0[k].clone().requires_grad_(True) for k in fields}
+        probes = _probe_zeros(run, f0, probe_fields, torch) if probe_fields else None
+        for value in (probes or {}).values():
+            value.requires_grad_(True)
+        final, captures = run({**p0, **pw}, {**f0, **fw}, probes)
+        loss = objective(final, captures)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise ScenarioError(f"expected an objective that returns a scalar tensor, given "
+                                f"{type(loss).__name__}", key="objective")
+        inputs = [*pw.values(), *fw.values(), *(probes or {}).values()]
+        found = torch.autograd.grad(loss, inputs, allow_unused=True) if inputs else []
+    found = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found, strict=True)]
+    grads = {k: float(found[i]) for i, k in enumerate(params)}
+    grads.update({k: found[len(params) + i].detach().cpu().numpy().copy()
+                  for i, k in enumerate(fields)})
+    start = len(params) + len(fields)
+    probe_grads = {k: found[start + i].detach().cpu().numpy().copy()
+                   for i, k in enumerate(probes or {})}
+    return float(loss.detach()), grads, probe_grads
+
+
+# -------------------------------------------------------------------------- the file
+
+
+def _write(plan: RunPlan, run: DifferentiableRun, objective: Objective, value: float,
+           grads: Mapping[str, Any], adjoints: Mapping[str, Mapping[str, np.ndarray]],
+           policy: Checkpointing) -> Path:
+    result = execute(plan)
+    name = str(getattr(objective, "name", getattr(objective, "__name__", OBJECTIVE)))
+    units = str(getattr(objective, "units", "1"))
+    dtype = np.dtype(plan.scenario.dtype)
+    specs = {f.name: f for f in plan.solver.fields()}
+    gradients = []
+    for key, grad_value in grads.items():
+        if key in specs:
+            spec = specs[key]
+            gradients.append(GradientVariable(
+                f"{GRADIENT_PREFIX}initial_{key}", spec.dims, per_unit(units, spec.units),
+                f"derivative of {name} with respect to the initial {spec.long_name}",
+                np.asarray(grad_value, dtype=dtype)))
+        else:
+            gradients.append(GradientVariable(
+                f"{GRADIENT_PREFIX}{key}", (), per_unit(units, param_units(type(plan.solver), key)),
+                f"derivative of {name} with respect to the parameter {key}",
+                np.asarray(grad_value, dtype=np.float64)))
+    streams = []
+    for stream_name, found in adjoints.items():
+        steps = found["step"]
+        variables = tuple(GradientVariable(
+            f, specs[f].dims, per_unit(units, specs[f].units),
+            f"adjoint: derivative of {name} with respect to the {specs[f].long_name}",
+            np.asarray(v, dtype=dtype)) for f, v in found.items() if f != "step")
+        streams.append(AdjointStream(stream_name, steps, steps * plan.dt, variables))
+    write_gradients(result.path, GradientVariable(OBJECTIVE, (), units, name,
+                                                  np.asarray(value, dtype=np.float64)),
+                    gradients, streams, plan.solver.time_units,
+                    {ATTR_OBJECTIVE: name, ATTR_CHECKPOINT: json.dumps(policy.kind)})
+    return Path(result.path)

@@ -1,0 +1,375 @@
+"""A planned run as a differentiable function: (parameters, initial fields) -> (final state,
+captures), on JAX (``jax.grad``, ``vjp``, ``jvp``, ``jit``, ``vmap``) or torch (autograd).
+
+The steps are the solver's own stages (``simkit.solver.make_step``), called with the types of the
+backend contract; the solver is rebuilt around the parameter values (``with_params``), so they
+may be traced or tracked arrays. The run is cut into segments of about sqrt(n) steps; under the
+``sqrt`` policy each segment is recomputed on the way back (``jax.checkpoint`` inside a
+``lax.scan`` over segments on JAX, ``torch.utils.checkpoint`` on torch), so memory holds
+O(sqrt n) states whatever the run's length.
+
+Probes give the adjoint at intermediate steps: a probe is a zero added to the state at a chosen
+step, and the derivative of an objective with respect to it is the derivative with respect to
+that state, dL/du_k.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simkit.autodiff._checkpoint import Checkpointing
+from simkit.backends import AbstractBackend, get_backend
+from simkit.errors import ScenarioError
+from simkit.scenario import RunPlan
+from simkit.schedule import AbstractSchedule, WallTime, When, While, members
+from simkit.solver import make_step, with_params
+
+#: Backends that differentiate.
+GRAD_BACKENDS = ("jax", "torch")
+
+_UNITS_IN_DESCRIPTION = re.compile(r"\[([^\]]+)\]\s*$")
+
+
+@dataclass(frozen=True)
+class CaptureSet:
+    """The end-of-step states a stream captures: its name, fields, diagnostics and steps."""
+
+    name: str
+    fields: tuple[str, ...]
+    diagnostics: tuple[str, ...]
+    steps: tuple[int, ...]
+
+
+def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[int, ...]:
+    """The steps of a run of ``steps`` steps at which ``schedule`` fires.
+
+    Raises:
+        ScenarioError: naming ``key``, for schedules a differentiable run cannot know in
+            advance (simulated or wall-clock times, conditions).
+    """
+    for member in members(schedule):
+        if isinstance(member, (When, While, WallTime)) or member.next_time(-np.inf) is not None:
+            raise ScenarioError(f"expected step schedules (every, at, logspace, first, last) in a "
+                                f"differentiable run, given {type(member).__name__}", key=key)
+    found, step = [], schedule.next_step(-1)
+    while step is not None and step <= steps:
+        found.append(step)
+        step = schedule.next_step(step)
+    if schedule.at_end and steps not in found:
+        found.append(steps)
+    return tuple(found)
+
+
+def param_units(solver_cls: type, name: str) -> str:
+    """A parameter's units, as its description ends (``"... [m2 s-1]"``), else ``"1"``."""
+    description = solver_cls.Params.model_fields[name].description or ""
+    found = _UNITS_IN_DESCRIPTION.search(description)
+    return found.group(1) if found else "1"
+
+
+def check_differentiable(solver: Any, names: Sequence[str] = ()) -> None:
+    """Refuse a solver that declares no differentiable parameters, and parameter names it does
+    not declare differentiable, naming them and listing those it does."""
+    allowed = tuple(type(solver).differentiable)
+    if not allowed:
+        raise ScenarioError(f"expected a differentiable solver (one that declares "
+                            f"differentiable parameters), given {solver.name}, which declares "
+                            f"none (discrete or stochastic)", key="solver")
+    for name in names:
+        if name not in allowed:
+            raise ScenarioError(f"expected a differentiable parameter of {solver.name} "
+                                f"({', '.join(allowed)}), given {name!r}", key="wrt")
+
+
+class DifferentiableRun:
+    """A planned run as a function ``(params, fields) -> (final, captures)``.
+
+    Args:
+        plan: from ``simkit.scenario.plan_run``: fixed ``dt``, a length in ``steps`` and step
+            schedules only.
+        backend: ``jax`` or ``torch`` (device and dtype are the plan's).
+        checkpoint: ``"sqrt"`` (O(sqrt n) states held in reverse mode) or ``"all"``.
+        probe_steps: steps at which ``__call__`` adds its ``probes`` to the state, for adjoints
+            at those steps (step 0 is the initial state).
+
+    Calling it: ``params`` maps some of the solver's differentiable parameters to values (0-d
+    arrays or numbers; the others keep the plan's), ``fields`` maps every field to its initial
+    array; ``probes`` maps fields to arrays ``(len(probe_steps), *shape)``. It returns the final
+    fields and ``captures[stream][name]``: the stream's fields and diagnostics stacked along a
+    first ``step`` axis, and its steps under ``"step"`` (a host array).
+    """
+
+    def __init__(self, plan: RunPlan, backend: str = "jax", checkpoint: Any = "sqrt",
+                 probe_steps: Sequence[int] = ()) -> None:
+        if backend not in GRAD_BACKENDS:
+            raise ScenarioError(f"expected a backend that differentiates ({', '.join(GRAD_BACKENDS)})"
+                                f", given {backend!r}", key="backend")
+        sc = plan.scenario
+        if sc.steps is None or plan.stop_when is not None:
+            raise ScenarioError("expected a run length in steps without stop_when in a "
+                                "differentiable run, given until or stop_when", key="steps")
+        check_differentiable(plan.solver)
+        self.plan, self.solver, self.library = plan, plan.solver, backend
+        self.backend: AbstractBackend = get_backend(backend, sc.device, sc.dtype, compile=False)
+        self.checkpointing = Checkpointing.parse(checkpoint)
+        self.steps, self.dt, self.dtype = sc.steps, plan.dt, sc.dtype
+        self.field_names = tuple(f.name for f in self.solver.fields())
+        captures = []
+        for stream in plan.streams:
+            if stream.stage is not None:
+                raise ScenarioError("expected end-of-step streams in a differentiable run, given "
+                                    f"stage {stream.stage!r}", key=f"outputs.{stream.name}.stage")
+            steps = schedule_steps(stream.schedule, self.steps, f"outputs.{stream.name}")
+            captures.append(CaptureSet(stream.name, stream.fields, stream.diagnostics, steps))
+        self.captures = tuple(captures)
+        self.probe_steps = tuple(sorted(set(probe_steps)))
+        bad = [s for s in self.probe_steps if not 0 <= s <= self.steps]
+        if bad:
+            raise ScenarioError(f"expected probe steps from 0 to {self.steps}, given {bad[0]}",
+                                key="probe_steps")
+
+    # ----------------------------------------------------------------- inputs
+
+    def initial_params(self) -> dict[str, Any]:
+        """The plan's values of the differentiable parameters, as 0-d arrays of the run's dtype."""
+        return {name: self.scalar(getattr(self.solver.params, name))
+                for name in type(self.solver).differentiable}
+
+    def initial_fields(self) -> dict[str, Any]:
+        """The plan's initial fields, as arrays of the run's dtype on its device."""
+        host = self.solver.initial_state(self.plan.initial,
+                                         np.random.default_rng(self.plan.scenario.seed))
+        return {name: self.backend.asarray(host[name]) for name in self.field_names}
+
+    def scalar(self, value: Any) -> Any:
+        """``value`` as a 0-d array of the run's dtype and library."""
+        return self.backend.asarray(np.asarray(value, dtype=np.float64))
+
+    # ----------------------------------------------------------------- calling
+
+    def __call__(self, params: Mapping[str, Any], fields: Mapping[str, Any],
+                 probes: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
+        check_differentiable(self.solver, list(params))
+        missing = [name for name in self.field_names if name not in fields]
+        if missing:
+            raise ScenarioError(f"expected every field of {self.solver.name} "
+                                f"({', '.join(self.field_names)}), given none for {missing[0]!r}",
+                                key="fields")
+        solver = with_params(self.solver, params)
+        # JAX kernels are pure functions, differentiated like the rest; torch kernels may write
+        # into scratch tensors (out=), which autograd refuses, so torch steps by the stages' fns.
+        step = make_step(solver, self.plan.scenario.seed,
+                         kernels=None if self.library == "jax" else False)
+        fields = {name: fields[name] for name in self.field_names}
+        rules: Any = contextlib.nullcontext()
+        if self.library == "jax":
+            import jax
+
+            # A parameter given as data is a strongly typed real array where the solver's code
+            # saw a Python float: under strict promotion its product with a complex spectrum
+            # (navier_stokes2d) would be refused, so the run is traced under standard rules.
+            rules = jax.numpy_dtype_promotion("standard")
+        with rules:
+            run = self._run_jax if self.library == "jax" else self._run_torch
+            final, taken = run(step, fields, probes or None)
+            diagnostics = {d.name: d.fn for d in solver.diagnostics()}
+            captures = {}
+            for capture in self.captures:
+                found: dict[str, Any] = {"step": np.asarray(capture.steps, dtype=np.int64)}
+                for name in capture.fields:
+                    found[name] = taken.stack(capture.steps, name)
+                for name in capture.diagnostics:
+                    found[name] = self._stack([diagnostics[name](taken.state(s))
+                                               for s in capture.steps])
+                captures[capture.name] = found
+        return final, captures
+
+    # ------------------------------------------------------------- the layout
+
+    def _layout(self) -> tuple[list[int], dict[int, int], dict[int, int]]:
+        """Steps whose states are taken (sorted), and the slot of each such step and of each
+        probe step."""
+        taken = sorted({s for c in self.captures for s in c.steps})
+        return taken, {s: i for i, s in enumerate(taken)}, {s: i for i, s in
+                                                            enumerate(self.probe_steps)}
+
+    def _taken_fields(self) -> tuple[str, ...]:
+        wanted = {n for c in self.captures for n in c.fields}
+        if any(c.diagnostics for c in self.captures):
+            wanted = set(self.field_names)
+        return tuple(n for n in self.field_names if n in wanted)
+
+    def _stack(self, values: list[Any]) -> Any:
+        if self.library == "jax":
+            import jax.numpy as jnp
+
+            return jnp.stack(values)
+        import torch
+
+        return torch.stack(values)
+
+    # ------------------------------------------------------------------- JAX
+
+    def _run_jax(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None
+                 ) -> tuple[dict[str, Any], Any]:
+        import jax
+        import jax.numpy as jnp
+
+        n, length = self.steps, self.checkpointing.segment_length(self.steps)
+        _, take_slot, probe_slot = self._layout()
+        names = self._taken_fields()
+        dtype = next(iter(fields.values())).dtype
+        dt = jnp.asarray(self.dt, dtype=dtype)
+        dt64 = jnp.asarray(self.dt, dtype=jnp.float64)
+        with_probes = probes is not None and bool(self.probe_steps)
+
+        def add_probe(f, slot):
+            if not with_probes:
+                return f
+            return {k: v + jnp.where(slot >= 0, probes[k][jnp.maximum(slot, 0)], 0)
+                    if k in probes else v for k, v in f.items()}
+
+        if with_probes and 0 in probe_slot:
+            fields = add_probe(fields, jnp.asarray(probe_slot[0]))
+        start = dict(fields)
+
+        def segment(f, xs):
+            index, pslot, tslot = xs
+
+            def body(g, x):
+                i, p = x
+                g = step(g, dt, i, jnp.asarray(i, jnp.float64) * dt64)
+                g = add_probe(g, p)
+                return g, {k: g[k] for k in names}
+
+            f, ys = jax.lax.scan(body, f, (index, pslot))
+            # Only the states taken in this segment leave it (tslot pads with 0, cut later).
+            return f, {k: v[tslot] for k, v in ys.items()}
+
+        if self.checkpointing.remat:
+            segment = jax.checkpoint(segment, prevent_cse=False)
+
+        def tables(start: int, stop: int, width: int):
+            index = np.arange(start, stop, dtype=np.int64)
+            pslot = np.asarray([probe_slot.get(i + 1, -1) for i in index], dtype=np.int64)
+            slots = [i - start for i in index if i + 1 in take_slot]
+            tslot = np.asarray(slots + [0] * (width - len(slots)), dtype=np.int64)
+            return index, pslot, tslot, [i + 1 for i in index if i + 1 in take_slot]
+
+        full, rest = divmod(n, length)
+        width = max([len(tables(s * length, (s + 1) * length, 0)[3]) for s in range(full)] + [1])
+        pieces, order = [], []
+        if full:
+            parts = [tables(s * length, (s + 1) * length, width) for s in range(full)]
+            xs = tuple(jnp.asarray(np.stack([p[k] for p in parts])) for k in range(3))
+            fields, ys = jax.lax.scan(segment, fields, xs)
+            pieces.append({k: v.reshape((full * width, *v.shape[2:])) for k, v in ys.items()})
+            for s, p in enumerate(parts):
+                order += [(0, s * width + j, step_) for j, step_ in enumerate(p[3])]
+        if rest:
+            index, pslot, tslot, kept = tables(full * length, n, max(width, 1))
+            fields, ys = segment(fields, (jnp.asarray(index), jnp.asarray(pslot),
+                                          jnp.asarray(tslot)))
+            pieces.append(ys)
+            order += [(len(pieces) - 1, j, step_) for j, step_ in enumerate(kept)]
+        return fields, _Taken(names, start, pieces, order, jnp)
+
+    # ----------------------------------------------------------------- torch
+
+    def _run_torch(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None
+                   ) -> tuple[dict[str, Any], Any]:
+        import torch
+        from torch.utils.checkpoint import checkpoint
+
+        n, length = self.steps, self.checkpointing.segment_length(self.steps)
+        _, take_slot, probe_slot = self._layout()
+        names = self._taken_fields()
+        with_probes = probes is not None and bool(self.probe_steps)
+        keys = self.field_names
+
+        def add_probe(f, i):
+            if not with_probes or i not in probe_slot:
+                return f
+            return {k: v + probes[k][probe_slot[i]] if k in probes else v for k, v in f.items()}
+
+        fields = add_probe(fields, 0)
+        start = dict(fields)
+        pieces: list[dict[str, Any]] = []
+        order = []
+
+        def segment(start: int, stop: int):
+            def run(*flat):
+                f = dict(zip(keys, flat, strict=True))
+                out = []
+                for i in range(start, stop):
+                    f = step(f, *self.backend.scalars(self.dt, i, i * self.dt))
+                    f = add_probe(f, i + 1)
+                    if i + 1 in take_slot:
+                        out += [f[k] for k in names]
+                return (*[f[k] for k in keys], *out)
+            return run
+
+        # Under the caller's grad mode (never inference mode): checkpointing only where autograd
+        # records, since there is nothing to recompute otherwise.
+        remat = self.checkpointing.remat and torch.is_grad_enabled()
+        for first in range(0, n, length):
+            stop = min(first + length, n)
+            run = segment(first, stop)
+            flat = [fields[k] for k in keys]
+            result = checkpoint(run, *flat, use_reentrant=False) if remat else run(*flat)
+            fields = dict(zip(keys, result[:len(keys)], strict=True))
+            kept = [i + 1 for i in range(first, stop) if i + 1 in take_slot]
+            rest = result[len(keys):]
+            for j, step_ in enumerate(kept):
+                pieces.append({k: rest[j * len(names) + m] for m, k in enumerate(names)})
+                order.append((len(pieces) - 1, None, step_))
+        return fields, _Taken(names, start, pieces, order, torch)
+
+
+class _Taken:
+    """The states a run took: the start (step 0) and pieces of later ones, found by step."""
+
+    def __init__(self, names: tuple[str, ...], start: dict[str, Any], pieces: list,
+                 order: list, lib: Any) -> None:
+        self.names, self.start, self.pieces, self.lib = names, start, pieces, lib
+        # step -> (piece, index in it; None where the piece is that one state)
+        self.where = {step: (piece, j) for piece, j, step in order}
+
+    def state(self, step: int) -> dict[str, Any]:
+        """The fields taken at ``step``."""
+        if step == 0:
+            return {name: self.start[name] for name in self.names}
+        piece, j = self.where[step]
+        return {name: self.pieces[piece][name] if j is None else self.pieces[piece][name][j]
+                for name in self.names}
+
+    def stack(self, steps: Sequence[int], name: str) -> Any:
+        """``name`` at ``steps`` (increasing), stacked along a first axis: one gather per piece
+        of consecutive steps where the pieces are blocks (JAX)."""
+        parts, run_piece, run_index = [], None, []
+
+        def close() -> None:
+            if run_index:
+                block = self.pieces[run_piece][name]
+                parts.append(self.lib.take(block, self.lib.asarray(run_index), axis=0))
+
+        for step in steps:
+            piece, j = (None, None) if step == 0 else self.where[step]
+            if j is not None and piece == run_piece:
+                run_index.append(j)
+                continue
+            close()
+            run_piece, run_index = piece, []
+            if j is None:
+                value = self.start[name] if step == 0 else self.pieces[piece][name]
+                parts.append(value[None])
+            else:
+                run_index.append(j)
+        close()
+        return parts[0] if len(parts) == 1 else self.lib.concatenate(parts, axis=0)

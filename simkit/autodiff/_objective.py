@@ -1,0 +1,127 @@
+"""Objectives: scalar functions of a run's final state and captures that a gradient is taken of.
+
+Any callable ``objective(final, captures) -> scalar`` is one (``final`` maps fields to arrays,
+``captures[stream][name]`` stacks a stream's captures along a first axis, with the steps under
+``"step"``). It may carry ``name`` and CF ``units`` attributes, which the gradient file uses.
+``misfit`` builds the usual one: the distance between this run's captures and another simkit
+file's (observations).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from array_api_compat import array_namespace, device
+
+from simkit.errors import ScenarioError
+from simkit.io import schema, xarray_lock
+
+_SYMBOL = re.compile(r"^[A-Za-z]+-?[0-9]*$")
+
+
+def squared_units(units: str) -> str:
+    """CF units of a squared quantity (``K`` -> ``K2``, ``m s-1`` -> ``(m s-1)^2``)."""
+    if units == "1":
+        return "1"
+    return f"{units}2" if _SYMBOL.match(units) else f"({units})^2"
+
+
+def per_unit(numerator: str, denominator: str) -> str:
+    """CF units of a derivative: units of ``numerator`` per unit of ``denominator``
+    (``1`` per ``K`` -> ``1/(K)``)."""
+    if denominator == "1":
+        return numerator
+    top = numerator if _SYMBOL.match(numerator) or numerator == "1" else f"({numerator})"
+    return f"{top}/({denominator})"
+
+
+class Misfit:
+    """Half the sum of squared differences between this run's captures of ``stream`` and the
+    observations, at every observed step (each must be a step the run captures too).
+
+    Args:
+        path: a simkit file (or any NetCDF file with a ``stream`` group of ``step``-indexed
+            variables) holding the observations.
+        stream: the group of the observations, and the stream of this run compared with them.
+        fields: the variables compared (default: the stream's fields in the file).
+        steps: only these observed steps (default: all).
+    """
+
+    def __init__(self, path: str | os.PathLike, stream: str,
+                 fields: Sequence[str] | None = None, steps: Sequence[int] | None = None) -> None:
+        self.path, self.stream = Path(path), stream
+        if not self.path.is_file():
+            raise ScenarioError(f"expected an existing simkit file, given {str(path)!r}",
+                                key="misfit.path")
+        with xarray_lock(), xr.open_dataset(self.path, group=None) as root:
+            names = str(root.attrs.get(schema.ATTR_STREAMS, "")).split()
+        if stream not in names:
+            raise ScenarioError(f"expected a stream of {self.path.name} ({', '.join(names)}), "
+                                f"given {stream!r}", key="misfit.stream")
+        with xarray_lock(), xr.open_dataset(self.path, group=stream) as ds:
+            kept = str(ds.attrs.get(schema.ATTR_STREAM_FIELDS, "")).split()
+            self.fields = tuple(fields) if fields is not None else tuple(kept)
+            unknown = [f for f in self.fields if f not in ds.data_vars]
+            if unknown or not self.fields:
+                raise ScenarioError(f"expected variables of stream {stream} "
+                                    f"({', '.join(map(str, ds.data_vars))}), given "
+                                    f"{unknown[0] if unknown else 'none'!r}",
+                                    key="misfit.fields")
+            observed = np.asarray(ds[schema.STEP].values, dtype=np.int64)
+            wanted = observed if steps is None else np.asarray(steps, dtype=np.int64)
+            missing = sorted(set(wanted.tolist()) - set(observed.tolist()))
+            if missing:
+                raise ScenarioError(f"expected steps the observations hold, given {missing[0]}",
+                                    key="misfit.steps")
+            at = np.searchsorted(observed, wanted)
+            self.steps = wanted
+            self.observations = {f: np.asarray(ds[f].values[at], dtype=np.float64)
+                                 for f in self.fields}
+            units = {str(ds[f].attrs.get("units", "1")) for f in self.fields}
+        self.name = f"misfit_{stream}"
+        self.units = squared_units(units.pop()) if len(units) == 1 else "1"
+        self.long_name = (f"half the sum of squared differences from the {stream} observations "
+                          f"of {self.path.name}")
+
+    def __call__(self, final: Mapping[str, Any], captures: Mapping[str, Mapping[str, Any]]
+                 ) -> Any:
+        if self.stream not in captures:
+            raise ScenarioError(f"expected a run with a stream {self.stream!r} to compare with "
+                                f"the observations, given streams {', '.join(captures)}",
+                                key=f"outputs.{self.stream}")
+        run = captures[self.stream]
+        steps = np.asarray(run["step"])
+        missing = sorted(set(self.steps.tolist()) - set(steps.tolist()))
+        if missing:
+            raise ScenarioError(f"expected the run's stream {self.stream} to capture every "
+                                f"observed step, given none at step {missing[0]}",
+                                key=f"outputs.{self.stream}")
+        at = np.searchsorted(steps, self.steps)
+        total = None
+        for name in self.fields:
+            if name not in run:
+                raise ScenarioError(f"expected the run's stream {self.stream} to keep {name!r}, "
+                                    f"given {', '.join(k for k in run if k != 'step')}",
+                                    key=f"outputs.{self.stream}.fields")
+            value = run[name]
+            xp = array_namespace(value)
+            index = xp.asarray(at, device=device(value))
+            observed = xp.asarray(self.observations[name], dtype=value.dtype,
+                                  device=device(value))
+            diff = xp.take(value, index, axis=0) - observed
+            term = 0.5 * xp.sum(diff * diff)
+            total = term if total is None else total + term
+        return total
+
+
+def misfit(path: str | os.PathLike, stream: str, fields: Sequence[str] | None = None,
+           steps: Sequence[int] | None = None) -> Misfit:
+    """The misfit between this run's captures of ``stream`` and those of the file ``path``
+    (see ``Misfit``): an objective for parameter estimation and data assimilation."""
+    return Misfit(path, stream, fields, steps)

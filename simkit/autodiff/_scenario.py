@@ -1,0 +1,96 @@
+"""The scenario form of a differentiable run: an ``objective:`` block (and ``gradients:``
+streams) that ``simkit run`` turns into a run file with the gradients added.
+
+```yaml
+objective:
+  misfit: {path: runs/truth.nc, stream: snapshots, fields: [u]}
+  wrt: [diffusivity, u]
+  checkpoint: sqrt          # or all
+  backend: jax              # optional: the scenario's when it differentiates
+gradients:
+  adjoint: {every: 100, fields: [u]}
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simkit.autodiff._api import GradResult, value_and_grad
+from simkit.autodiff._objective import misfit
+from simkit.errors import ScenarioError
+from simkit.scenario import plan_run, read_scenario_file, validate_model
+
+
+class MisfitSpec(BaseModel):
+    """``objective.misfit``: the observations compared with this run's captures."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    path: str = Field(description="a simkit file holding the observations")
+    stream: str = Field(description="its stream, compared with this run's stream of that name")
+    fields: list[str] | None = Field(None, description="the variables compared (default: all)")
+    steps: list[int] | None = Field(None, description="only these observed steps")
+
+
+class ObjectiveSpec(BaseModel):
+    """The ``objective`` block of a scenario."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    misfit: MisfitSpec
+    wrt: list[str] = Field(min_length=1, description="parameters and initial fields")
+    checkpoint: Literal["sqrt", "all"] = "sqrt"
+    backend: Literal["jax", "torch"] | None = None
+
+
+def run_scenario(scenario: Any, *, sets: Sequence[str] = (), overwrite: bool = False,
+                 allow_import: bool | None = None, **overrides: Any) -> GradResult:
+    """Run a scenario with an ``objective`` block: its file, with the objective, gradients and
+    ``gradients`` streams added (what ``simkit run`` does for such a scenario).
+
+    Raises:
+        ScenarioError: for a scenario without an objective, and any bad input of the block,
+            naming the scenario file, line and key.
+    """
+    plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite,
+                    allow_import=allow_import)
+    try:
+        if plan.scenario.objective is None:
+            raise ScenarioError("expected an objective block to differentiate the run, given "
+                                "none", key="objective")
+        spec: ObjectiveSpec = validate_model(ObjectiveSpec, plan.scenario.objective,
+                                             ("objective",))
+        try:
+            objective = misfit(spec.misfit.path, spec.misfit.stream, spec.misfit.fields,
+                               spec.misfit.steps)
+        except ScenarioError as error:
+            raise ScenarioError(error.message, key=f"objective.{error.key}") from None
+        try:
+            return value_and_grad(scenario, objective, spec.wrt, checkpoint=spec.checkpoint,
+                                  backend=spec.backend, gradients=plan.scenario.gradients,
+                                  output=plan.output, overwrite=overwrite, sets=sets,
+                                  allow_import=allow_import, **overrides)
+        except ScenarioError as error:
+            if error.source or error.key != "wrt":
+                raise
+            raise ScenarioError(error.message, key="objective.wrt") from None
+    except ScenarioError as error:
+        raise _located(error, scenario) from None
+
+
+def _located(error: ScenarioError, scenario: Any) -> ScenarioError:
+    """``error`` said of the scenario file and the line of its key, when it came from one."""
+    if error.source or not isinstance(scenario, (str, os.PathLike)):
+        return error
+    _, _, lines = read_scenario_file(scenario)
+    path = tuple(error.key.split(".")) if error.key else ()
+    line = None
+    while path and line is None:
+        line = lines.get(path) or lines.get(tuple(int(p) if p.isdigit() else p for p in path))
+        path = path[:-1]
+    return error.located(str(scenario), line)

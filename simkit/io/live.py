@@ -1,0 +1,169 @@
+"""Reading a run's file while the run is writing it, and asking a run to stop from outside.
+
+HDF5 locks a file against readers while a writer has it open; simkit opens its files without
+HDF5's lock (see the package's ``__init__``) so a notebook can look at a running run, and keeps two
+writers apart with a lock of its own. What a reader sees while the writer works may be mid-way:
+``read_live`` takes only captures that are whole (steps written, checksum right) and retries
+when the library reports the file mid-update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import netCDF4
+
+from simkit.errors import ScenarioError
+from simkit.io import schema
+from simkit.io._lock import hdf5_lock, xarray_lock
+from simkit.io.netcdf import exclusive, release
+from simkit.io.recover import require_run_file, whole_captures
+
+#: Attempts and the pause between them when the file is caught mid-update.
+READ_ATTEMPTS = 40
+READ_PAUSE = 0.05
+#: What netCDF4 raises when it meets a file its writer has mid-update.
+_MID_UPDATE = (OSError, RuntimeError, IndexError, ValueError, KeyError, AttributeError,
+               ScenarioError)
+
+
+def stop_request_path(path: str | os.PathLike) -> Path:
+    """The file whose existence asks the run writing ``path`` to stop (``simkit stop``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".stop")
+
+
+def request_stop(path: str | os.PathLike) -> Path:
+    """Ask the run writing ``path`` to stop at its next block boundary, leaving a resumable file.
+
+    Raises:
+        ScenarioError: ``path`` is not a run file, or its run is not running.
+    """
+    status = live_summary(path)["attrs"].get(schema.ATTR_STATUS)
+    if status != schema.STATUS_RUNNING:
+        raise ScenarioError(f"expected the file of a running run, given one whose status is "
+                            f"{status!r}", source=str(path))
+    request = stop_request_path(path)
+    request.touch()
+    return request
+
+
+def read_live(path: str | os.PathLike, group: str | None = None) -> Any:
+    """The captures a run's file holds now, whole ones only, loaded into memory.
+
+    Safe while the run writes the file: a capture is taken only once its step, data and
+    checksum are all on disk, so what is returned never holds a torn or half-written capture,
+    and the steps seen only grow from one call to the next.
+
+    Args:
+        path: a file written by simkit (running, finished or stopped).
+        group: a stream's name for that stream as an ``xarray.Dataset``; None for the whole file
+            as an ``xarray.DataTree`` (the root holds the final state once there is one).
+
+    Raises:
+        ScenarioError: not a run file, or no such stream.
+    """
+    return _retrying(path, lambda: _read_once(Path(path), group))
+
+
+def _read_once(path: Path, group: str | None) -> Any:
+    import xarray as xr
+
+    with xarray_lock(), _dataset(path) as ds:
+        streams = ds.getncattr(schema.ATTR_STREAMS).split()
+        if group is not None and group not in streams:
+            raise ScenarioError(f"expected one of the file's streams ({', '.join(streams)}), "
+                                f"given {group!r}", key="group", source=str(path))
+        with hdf5_lock():
+            counts = whole_captures(ds)
+        names = streams if group is None else [group]
+        parts = {name: _stream(xr, ds.groups[name], counts[name]) for name in names}
+        if group is not None:
+            return parts[group]
+        root = xr.open_dataset(xr.backends.NetCDF4DataStore(ds)).load()
+        return xr.DataTree.from_dict({"/": root, **{f"/{k}": v for k, v in parts.items()}})
+
+
+def _stream(xr: Any, group: netCDF4.Dataset, count: int) -> Any:
+    data = xr.open_dataset(xr.backends.NetCDF4DataStore(group))
+    return data.isel({schema.STEP_DIM: slice(0, count)}).load()
+
+
+@contextlib.contextmanager
+def _dataset(path: Path) -> Iterator[netCDF4.Dataset]:
+    with hdf5_lock():
+        ds = netCDF4.Dataset(path, "r")
+    try:
+        yield ds
+    finally:
+        with hdf5_lock():
+            ds.close()
+
+
+def live_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """What a live view shows of a run's file, read cheaply (no field data): its root attributes,
+    and per stream the whole captures, the last step and time, and the last value of each
+    scalar variable. Retries as ``read_live`` does."""
+    return _retrying(path, lambda: _summary_once(Path(path)))
+
+
+def _retrying(path: str | os.PathLike, read: Any) -> Any:
+    """``read()`` of a run file, looked at again while the writer has it mid-update."""
+    if not Path(path).is_file():
+        raise ScenarioError("expected an existing run file, given a path that does not exist",
+                            source=str(path))
+    error: Exception | None = None
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            require_run_file(path)
+            return read()
+        except _MID_UPDATE as caught:
+            if isinstance(caught, ScenarioError) and caught.key is not None:
+                raise  # a wrong argument, not a file mid-update
+            error = caught
+            if attempt + 1 < READ_ATTEMPTS:
+                time.sleep(READ_PAUSE)
+    if isinstance(error, ScenarioError):
+        raise error
+    raise ScenarioError(f"expected a readable run file, given one that stayed unreadable over "
+                        f"{READ_ATTEMPTS} attempts: {error}", source=str(path))
+
+
+def _summary_once(path: Path) -> dict[str, Any]:
+    with _dataset(path) as ds, hdf5_lock():
+        attrs = {key: ds.getncattr(key) for key in ds.ncattrs()}
+        counts = whole_captures(ds)
+        streams = {}
+        for name, count in counts.items():
+            group = ds.groups[name]
+            entry: dict[str, Any] = {"captures": count, "step": None, "time": None,
+                                     "scalars": {}}
+            if count:
+                entry["step"] = int(group.variables[schema.STEP][count - 1])
+                entry["time"] = float(group.variables[schema.TIME][count - 1])
+                for var_name, var in group.variables.items():
+                    if (var.dimensions == (schema.STEP_DIM,)
+                            and var_name not in (schema.STEP, schema.TIME, schema.CHECKSUM)):
+                        entry["scalars"][var_name] = float(var[count - 1])
+            streams[name] = entry
+    return {"attrs": attrs, "streams": streams}
+
+
+def writer_alive(path: str | os.PathLike) -> bool | None:
+    """Whether a process holds ``path`` open for writing (a run still going), by trying the
+    writers' lock; None when that cannot be told (no such locks here, or no write access)."""
+    try:
+        fd = exclusive(path)
+    except ScenarioError:
+        return True
+    except OSError:
+        return None
+    if fd is None:
+        return None
+    release(fd)
+    return False

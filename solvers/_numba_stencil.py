@@ -1,0 +1,77 @@
+"""Parallel numba loops for the five-point stencil: the NumPy kernels' fast path when the optional
+``numba`` extra is installed (``SIMKIT_NUMBA=0`` turns it off). Without numba, the in-place NumPy
+forms of ``_stencil`` run instead; both are held to the Array API stages by the kernel tests.
+
+Each loop keeps the specification's order of operations (no ``fastmath``: sums are not
+reassociated) and its precision (scalars come in the arrays' dtype: numba would widen a float32
+sum with a Python number to float64), so it gives the specification's numbers to the last bit.
+Rows are spread over the threads (``prange``); within a row the interior runs without branches,
+so it vectorizes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+#: Set to 0 to keep the NumPy kernels off numba even where it is installed.
+NUMBA_ENV = "SIMKIT_NUMBA"
+
+_LOOPS: dict[str, object] = {}
+
+
+def available() -> bool:
+    """Whether the numba loops are used: numba installed and not turned off."""
+    return (os.environ.get(NUMBA_ENV, "1").strip() != "0"
+            and importlib.util.find_spec("numba") is not None)
+
+
+def loops() -> dict:
+    """The compiled loops, built on first use (numba compiles each for its argument types when
+    first called)."""
+    if not _LOOPS:
+        _LOOPS.update(_build())
+    return _LOOPS
+
+
+def _build() -> dict:
+    import numba
+
+    jit = numba.njit(parallel=True, cache=False, fastmath=False)
+
+    @jit
+    def periodic_laplacian(u, inv_h2, four, out):
+        ny, nx = u.shape
+        for i in numba.prange(ny):
+            up, down = u[(i - 1) % ny], u[(i + 1) % ny]
+            row, lap = u[i], out[i]
+            lap[0] = (((up[0] + down[0]) + row[nx - 1]) + row[1] - four * row[0]) * inv_h2
+            for j in range(1, nx - 1):
+                lap[j] = (((up[j] + down[j]) + row[j - 1]) + row[j + 1] - four * row[j]) * inv_h2
+            lap[nx - 1] = (((up[nx - 1] + down[nx - 1]) + row[nx - 2]) + row[0]
+                           - four * row[nx - 1]) * inv_h2
+
+    @jit
+    def fixed_laplacian(u, inv_h2, four, out):
+        ny, nx = u.shape
+        for i in numba.prange(ny):
+            lap = out[i]
+            if i == 0 or i == ny - 1:
+                lap[:] = 0
+                continue
+            up, down, row = u[i - 1], u[i + 1], u[i]
+            lap[0] = 0
+            for j in range(1, nx - 1):
+                lap[j] = (((up[j] + down[j]) + row[j - 1]) + row[j + 1] - four * row[j]) * inv_h2
+            lap[nx - 1] = 0
+
+    @jit
+    def axpy(x, a, y, out):
+        ny = x.shape[0]
+        for i in numba.prange(ny):
+            xi, yi, oi = x[i], y[i], out[i]
+            for j in range(x.shape[1]):
+                oi[j] = yi[j] + a * xi[j]
+
+    return {"periodic_laplacian": periodic_laplacian, "fixed_laplacian": fixed_laplacian,
+            "axpy": axpy}

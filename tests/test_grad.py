@@ -1,0 +1,446 @@
+"""Differentiable runs: gradients against finite differences, dot-product tests, JAX against
+torch, checkpointed against store-everything, adjoint streams, objectives and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import simkit
+from conftest import heat_scenario, require_backend
+from simkit.autodiff import Checkpointing, misfit, run_function, value_and_grad
+from simkit.errors import ScenarioError
+from simkit.io.netcdf import capture_checksum
+from simkit.solver import available_solvers, load_solver
+
+GRAD_BACKENDS = ("jax", "torch")
+
+#: Small set-ups of every differentiable solver: params, initial, dt.
+SMALL = {
+    "heat2d": ({"shape": [6, 7], "diffusivity": 0.7}, {"kind": "noise"}, 0.1),
+    "heat2d_cn": ({"shape": [6, 7], "diffusivity": 0.7, "cg_iterations": 30}, {"kind": "noise"},
+                  0.5),
+    "lorenz63": ({"trajectories": 2}, {}, 0.01),
+    "wave2d": ({"shape": [6, 7]}, {"kind": "gaussian", "width": 1.5}, 0.2),
+    "gray_scott": ({"shape": [8, 8], "length": 0.1}, {"kind": "square", "size": 0.04}, 0.5),
+    "navier_stokes2d": ({"size": 8}, {"kind": "turbulence"}, 0.05),
+    "nbody": ({"bodies": 5}, {}, 0.01),
+}
+
+
+def small(name: str, steps: int = 7, **extra) -> dict:
+    params, initial, dt = SMALL[name]
+    return {"solver": name, "params": dict(params), "initial": dict(initial), "steps": steps,
+            "dt": dt, "seed": 1, **extra}
+
+
+@pytest.fixture(params=GRAD_BACKENDS)
+def lib(request) -> str:
+    require_backend(request.param)
+    return request.param
+
+
+def _gradient(run, loss, wrt_params, wrt_fields):
+    """``(params, fields) -> (value, {name: gradient as a host array})`` of ``loss(final,
+    captures)`` on either library; compiled once on JAX, whatever values it is called with."""
+    if run.library == "jax":
+        import jax
+
+        def f(pw, fw, params, fields):
+            final, captures = run({**params, **pw}, {**fields, **fw})
+            return loss(final, captures)
+
+        compiled = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+
+        def evaluate(params, fields):
+            value, (gp, gf) = compiled({k: params[k] for k in wrt_params},
+                                       {k: fields[k] for k in wrt_fields}, params, fields)
+            return float(value), {k: np.asarray(v) for k, v in {**gp, **gf}.items()}
+
+        return evaluate
+
+    def evaluate(params, fields):
+        pw = {k: params[k].clone().requires_grad_(True) for k in wrt_params}
+        fw = {k: fields[k].clone().requires_grad_(True) for k in wrt_fields}
+        final, captures = run({**params, **pw}, {**fields, **fw})
+        value = loss(final, captures)
+        value.backward()
+        return float(value.detach()), {k: v.grad.numpy().copy() for k, v in {**pw, **fw}.items()}
+
+    return evaluate
+
+
+def _value_and_grad(run, loss, params: dict, fields: dict, wrt_params, wrt_fields):
+    """(value, {name: gradient as host array}) of ``loss(final, captures)`` on either library."""
+    return _gradient(run, loss, wrt_params, wrt_fields)(params, fields)
+
+
+def _weights(run, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(tuple(v.shape)) for k, v in run.initial_fields().items()}
+
+
+def _linear_loss(run, weights: dict):
+    """sum(w * final) plus a sum of squares of the captures (a nonlinear term)."""
+    w = {k: run.backend.asarray(v) for k, v in weights.items()}
+
+    def loss(final, captures):
+        total = sum((w[k] * final[k]).sum() for k in final)
+        for stream in captures.values():
+            for name, value in stream.items():
+                if name != "step":
+                    total = total + 0.1 * (value * value).sum()
+        return total
+
+    return loss
+
+
+# ------------------------------------------------------------------ finite differences
+
+
+FD_CASES = [
+    # (scenario, parameter or None, field or None)
+    (small("heat2d", 9, outputs={"s": {"every": 4, "fields": ["u"]}}), "diffusivity", None),
+    (small("heat2d", 9, outputs={"s": {"every": 4, "fields": ["u"]}}), None, "u"),
+    (small("lorenz63", 50), "rho", None),
+    (small("wave2d", 9), None, "u"),
+    (small("gray_scott", 6), "feed", None),
+]
+
+
+@pytest.mark.parametrize("case", range(len(FD_CASES)),
+                         ids=["heat-diffusivity", "heat-initial", "lorenz-rho", "wave-initial",
+                              "grayscott-feed"])
+def test_gradient_matches_central_differences(lib, case):
+    scenario, param, field = FD_CASES[case]
+    run = run_function(scenario, backend=lib)
+    p0, f0 = run.initial_params(), run.initial_fields()
+    loss = _linear_loss(run, _weights(run))
+    evaluate = _gradient(run, loss, [param] if param else [], [field] if field else [])
+    _, grads = evaluate(p0, f0)
+
+    def value(params, fields):
+        return evaluate(params, fields)[0]
+
+    if param:
+        x = float(p0[param])
+        h = 1e-4 * x
+        plus = value({**p0, param: run.scalar(x + h)}, f0)
+        minus = value({**p0, param: run.scalar(x - h)}, f0)
+        exact = float(grads[param])
+    else:
+        rng = np.random.default_rng(5)
+        base = np.asarray(f0[field])
+        v = rng.standard_normal(base.shape)
+        h = 1e-4
+        plus = value(p0, {**f0, field: run.backend.asarray(base + h * v)})
+        minus = value(p0, {**f0, field: run.backend.asarray(base - h * v)})
+        exact = float(np.sum(grads[field] * v))
+    estimate = (plus - minus) / (2 * h)
+    assert exact != 0.0
+    assert abs(estimate - exact) <= 1e-6 * abs(exact)
+
+
+# ------------------------------------------------------------------ dot-product test
+
+
+def test_every_differentiable_solver_is_covered():
+    declared = {name for name in available_solvers()
+                if load_solver(name).differentiable}
+    assert declared == set(SMALL)
+    assert load_solver("ising2d").differentiable == ()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_dot_product(name):
+    """<J v, w> = <v, J^T w> for the map (parameters, initial fields) -> final fields."""
+    require_backend("jax")
+    import jax
+    import jax.numpy as jnp
+
+    run = run_function(small(name, 4), backend="jax", checkpoint="all")
+    p0, f0 = run.initial_params(), run.initial_fields()
+
+    def final(p, f):
+        return run(p, f)[0]
+
+    rng = np.random.default_rng(2)
+    vp = {k: jnp.asarray(rng.standard_normal()) for k in p0}
+    vf = {k: jnp.asarray(rng.standard_normal(v.shape)) for k, v in f0.items()}
+    w = {k: jnp.asarray(rng.standard_normal(v.shape)) for k, v in f0.items()}
+    @jax.jit
+    def both(p, f, a, b, c):
+        _, forward = jax.jvp(final, (p, f), (a, b))
+        _, pullback = jax.vjp(final, p, f)
+        return forward, *pullback(c)
+
+    jv, jtp, jtf = both(p0, f0, vp, vf, w)
+    left = float(sum(jnp.sum(jv[k] * w[k]) for k in w))
+    right = float(sum(vp[k] * jtp[k] for k in vp) + sum(jnp.sum(vf[k] * jtf[k]) for k in vf))
+    scale = float(sum(jnp.sum(jnp.abs(jv[k] * w[k])) for k in w))
+    assert abs(left - right) <= 1e-12 * scale
+
+
+# ------------------------------------------------------------------ JAX against torch
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_jax_and_torch_gradients_agree(name):
+    require_backend("jax")
+    require_backend("torch")
+    scenario = small(name, 6, outputs={"s": {"every": 2, "fields": "all"}})
+    found = {}
+    for lib in GRAD_BACKENDS:
+        run = run_function(scenario, backend=lib)
+        p0, f0 = run.initial_params(), run.initial_fields()
+        loss = _linear_loss(run, _weights(run, 3))
+        found[lib] = _value_and_grad(run, loss, p0, f0, list(p0), list(f0))
+    (vj, gj), (vt, gt) = found["jax"], found["torch"]
+    assert vt == pytest.approx(vj, rel=1e-10)
+    assert set(gj) == set(gt)
+    for key in gj:
+        np.testing.assert_allclose(gt[key], gj[key], rtol=1e-10,
+                                   atol=1e-10 * float(np.abs(gj[key]).max()))
+
+
+# ------------------------------------------------------------------ checkpointing
+
+
+def test_checkpointed_equals_store_everything(lib):
+    scenario = small("heat2d", 23, outputs={"s": {"at": [3, 10, 11, 22], "fields": ["u"]}})
+    found = {}
+    for policy in ("sqrt", "all"):
+        run = run_function(scenario, backend=lib, checkpoint=policy)
+        p0, f0 = run.initial_params(), run.initial_fields()
+        found[policy] = _value_and_grad(run, _linear_loss(run, _weights(run)), p0, f0,
+                                        ["diffusivity"], ["u"])
+    assert found["sqrt"][0] == found["all"][0]
+    for key in ("diffusivity", "u"):
+        np.testing.assert_allclose(found["sqrt"][1][key], found["all"][1][key], rtol=1e-13,
+                                   atol=0)
+
+
+def test_sqrt_policy_holds_order_sqrt_states():
+    policy = Checkpointing.parse("sqrt")
+    assert policy.segment_length(10_000) == 100
+    assert policy.states_held(10_000) == 200
+    assert policy.segment_length(23) == 5 and policy.states_held(23) == 10
+    assert Checkpointing.parse("all").states_held(10_000) == 10_001
+
+
+# ------------------------------------------------------------------ JAX transformations
+
+
+def test_jax_function_jits_and_vmaps():
+    require_backend("jax")
+    import jax
+    import jax.numpy as jnp
+
+    run = run_function(small("heat2d", 8, outputs={"s": {"every": 4, "fields": ["u"]}}),
+                       backend="jax")
+    f0 = run.initial_fields()
+
+    def snapshot(d):
+        final, captures = run({"diffusivity": d}, f0)
+        return final["u"], captures["s"]["u"]
+
+    ds = jnp.asarray([0.3, 0.5, 0.9])
+    finals, snaps = jax.jit(jax.vmap(snapshot))(ds)
+    assert snaps.shape == (3, 3, 6, 7)
+    for i, d in enumerate([0.3, 0.5, 0.9]):
+        final, captures = run({"diffusivity": run.scalar(d)}, f0)
+        np.testing.assert_allclose(finals[i], final["u"], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(snaps[i], captures["s"]["u"], rtol=1e-13, atol=1e-15)
+
+
+def test_captures_match_a_run_file(lib, in_tmp):
+    scenario = heat_scenario(dt=0.2, outputs={"snap": {"every": 3, "fields": ["u"]},
+                                              "diag": {"at": [0, 5, 12],
+                                                       "diagnostics": ["energy"]}})
+    run = run_function(scenario, backend=lib)
+    final, captures = run(run.initial_params(), run.initial_fields())
+    result = simkit.run(scenario)
+    with xr.open_dataset(result.path, group="snap") as snap, \
+            xr.open_dataset(result.path, group="diag") as diag:
+        np.testing.assert_array_equal(captures["snap"]["step"], snap.step.values)
+        np.testing.assert_allclose(np.asarray(captures["snap"]["u"]), snap.u.values, rtol=1e-12,
+                                   atol=1e-14)
+        np.testing.assert_allclose(np.asarray(captures["diag"]["energy"]), diag.energy.values,
+                                   rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(final["u"]), result.state["u"], rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------ float32
+
+
+def test_float32_gradients(lib):
+    found = {}
+    for dtype in ("float32", "float64"):
+        run = run_function(small("heat2d", 9, dtype=dtype), backend=lib)
+        p0, f0 = run.initial_params(), run.initial_fields()
+        value, grads = _value_and_grad(run, _linear_loss(run, _weights(run)), p0, f0,
+                                       ["diffusivity"], ["u"])
+        assert grads["u"].dtype == np.dtype(dtype)
+        found[dtype] = grads
+    np.testing.assert_allclose(found["float32"]["diffusivity"], found["float64"]["diffusivity"],
+                               rtol=1e-4)
+    np.testing.assert_allclose(found["float32"]["u"], found["float64"]["u"], rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_torch_gradients_after_an_inference_mode_run(in_tmp):
+    """A torch run (inference mode) first must not leave tensors the gradient path trips on."""
+    require_backend("torch")
+    scenario = small("navier_stokes2d", 4, backend="torch", output="ns.nc")
+    simkit.run(scenario)
+    result = value_and_grad(scenario, lambda final, captures: (final["omega"] ** 2).sum(),
+                            ["viscosity", "omega"], backend="torch")
+    assert result.grad["viscosity"] < 0  # more viscosity, less enstrophy
+    assert np.isfinite(result.grad["omega"]).all()
+
+
+# ------------------------------------------------------------------ adjoint streams, files
+
+
+def test_adjoint_stream_holds_dl_du_k(lib):
+    scenario = small("heat2d", 10)
+    weights = {"u": np.random.default_rng(4).standard_normal((6, 7))}
+    w = {"u": run_function(scenario, backend=lib).backend.asarray(weights["u"])}
+
+    def loss(final, captures):
+        return (w["u"] * final["u"]).sum()
+
+    result = value_and_grad(scenario, loss, ["u"], backend=lib,
+                            gradients={"adjoint": {"at": [0, 4, 10], "fields": ["u"]}})
+    adjoint = result.adjoints["adjoint"]
+    np.testing.assert_array_equal(adjoint["step"], [0, 4, 10])
+    # At the last step dL/du_n = w; at step 0 it is the initial-field gradient.
+    np.testing.assert_array_equal(adjoint["u"][2], weights["u"])
+    np.testing.assert_allclose(adjoint["u"][0], result.grad["u"], rtol=1e-14, atol=1e-15)
+    # At step 4 it is the initial-field gradient of the remaining 6 steps.
+    rest = value_and_grad(small("heat2d", 6), loss, ["u"], backend=lib)
+    np.testing.assert_allclose(adjoint["u"][1], rest.grad["u"], rtol=1e-13, atol=1e-15)
+
+
+def test_misfit_and_gradient_file(lib, in_tmp):
+    reference = heat_scenario(dt=0.2, steps=8, output="truth.nc",
+                              outputs={"snap": {"every": 2, "fields": ["u"]}})
+    simkit.run(reference)
+    objective = misfit("truth.nc", "snap")
+    assert objective.units == "K2"
+    at_truth = value_and_grad(reference, objective, ["diffusivity"], backend=lib)
+    assert at_truth.value == pytest.approx(0.0, abs=1e-20)
+    assert at_truth.grad["diffusivity"] == pytest.approx(0.0, abs=1e-12)
+    off = heat_scenario(dt=0.2, steps=8, params={"diffusivity": 0.8},
+                        outputs={"snap": {"every": 2, "fields": ["u"]}})
+    result = value_and_grad(off, objective, ["diffusivity", "u"], backend=lib,
+                            gradients={"adjoint": {"every": 4, "fields": ["u"]}},
+                            output="guess.nc")
+    assert result.value > 0 and result.grad["diffusivity"] < 0
+    with xr.open_dataset("guess.nc") as root, xr.open_dataset("guess.nc", group="adjoint") as adj:
+        assert float(root.objective) == result.value
+        assert root.objective.units == "K2"
+        assert float(root.gradient_diffusivity) == result.grad["diffusivity"]
+        assert root.gradient_diffusivity.units == "K2/(m2 s-1)"
+        np.testing.assert_array_equal(root.gradient_initial_u.values, result.grad["u"])
+        assert root.attrs["simkit_gradient_streams"] == "adjoint"
+        assert root.attrs["simkit_streams"] == "snap"
+        assert adj.u.units == "K2/(K)"
+        np.testing.assert_array_equal(adj.step.values, [0, 4, 8])
+        np.testing.assert_allclose(adj.time.values, [0.0, 0.8, 1.6])
+        np.testing.assert_array_equal(adj.u.values, result.adjoints["adjoint"]["u"])
+        for i, step in enumerate(adj.step.values):
+            crc = capture_checksum(int(step), float(adj.time.values[i]),
+                                   {"u": adj.u.values[i]}, ("u",))
+            assert int(adj.simkit_crc32.values[i]) == crc
+    with pytest.raises(ScenarioError, match="expected the run's stream snap to capture every "
+                                            "observed step, given none at step 2"):
+        value_and_grad({**off, "outputs": {"snap": {"every": 4, "fields": ["u"]}}}, objective,
+                       ["diffusivity"], backend=lib)
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def _loss(final, captures):
+    return sum((v * v).sum() for v in final.values())
+
+
+@pytest.mark.parametrize(("scenario", "options", "message"), [
+    ({"solver": "ising2d", "params": {"shape": [8, 8]}, "steps": 2}, {"wrt": ["temperature"]},
+     "solver: expected a differentiable solver .*given ising2d, which declares none"),
+    (small("heat2d"), {"wrt": ["shape"]},
+     r"wrt: expected a differentiable parameter of heat2d \(diffusivity\), "
+     r"given 'shape'"),
+    (small("gray_scott"), {"wrt": ["length"]},
+     r"expected a differentiable parameter of gray_scott \(feed, kill, diffusivity_u, "
+     r"diffusivity_v\), given 'length'"),
+    (small("heat2d"), {"wrt": ["u"], "checkpoint": {"binomial": 4}},
+     "checkpoint: binomial checkpointing is not available yet"),
+    (small("heat2d"), {"wrt": ["u"], "checkpoint": "some"},
+     r"checkpoint: expected one of all, sqrt, \{binomial: N\}, given 'some'"),
+    (small("heat2d"), {"wrt": ["u"], "backend": "numpy"},
+     r"backend: expected a backend that differentiates \(jax, torch\), given 'numpy'"),
+    (small("heat2d", outputs={"s": {"sim_time": 0.3}}), {"wrt": ["u"]},
+     "outputs.s: expected step schedules .* given SimTime"),
+    ({**small("heat2d"), "steps": None, "until": 1.0}, {"wrt": ["u"]},
+     "steps: expected a run length in steps"),
+    (small("heat2d"), {"wrt": ["initial.v"]},
+     r"wrt: expected initial fields of heat2d \(u\), given 'v'"),
+])
+def test_refusals(scenario, options, message):
+    require_backend("torch")
+    options = {"backend": "torch", **options}
+    wrt = options.pop("wrt")
+    scenario = {k: v for k, v in scenario.items() if v is not None}
+    with pytest.raises(ScenarioError, match=message):
+        value_and_grad(scenario, _loss, wrt, **options)
+
+
+# ------------------------------------------------------------------ the scenario form
+
+
+def test_simkit_run_of_a_scenario_with_an_objective(in_tmp, capsys):
+    require_backend("torch")
+    import yaml
+
+    from simkit.cli import main
+
+    truth = heat_scenario(dt=0.2, steps=6, output="truth.nc",
+                          outputs={"obs": {"every": 3, "fields": ["u"]}})
+    simkit.run(truth)
+    guess = {**truth, "params": {**truth["params"], "diffusivity": 0.6}, "output": "guess.nc",
+             "objective": {"misfit": {"path": "truth.nc", "stream": "obs"},
+                           "wrt": ["diffusivity"], "backend": "torch"},
+             "gradients": {"adjoint": {"at": [0, 6], "fields": ["u"]}}}
+    (in_tmp / "guess.yaml").write_text(yaml.safe_dump(guess, sort_keys=False))
+    assert main(["run", "guess.yaml"]) == 0
+    assert capsys.readouterr().out.strip() == "guess.nc"
+    expected = value_and_grad(guess, misfit("truth.nc", "obs"), ["diffusivity"], backend="torch")
+    with xr.open_dataset("guess.nc") as root, xr.open_dataset("guess.nc", group="adjoint") as adj:
+        assert float(root.objective) == expected.value
+        assert float(root.gradient_diffusivity) == expected.grad["diffusivity"]
+        np.testing.assert_array_equal(adj.step.values, [0, 6])
+    assert main(["run", "guess.yaml", "--overwrite", "--set", "objective.wrt=[spacing]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simkit: error: guess.yaml:")
+    assert ("objective.wrt: expected a differentiable parameter of heat2d (diffusivity), given "
+            "'spacing'") in err
+
+
+def test_top_level_api_and_with_params():
+    require_backend("torch")
+    from simkit.solver import with_params
+
+    scenario = small("heat2d", 5)
+    grads = simkit.grad(scenario, _loss, ["params.diffusivity"], backend="torch")
+    result = simkit.value_and_grad(scenario, _loss, ["diffusivity"], backend="torch")
+    value, unpacked = result
+    assert value == result.value and unpacked == result.grad == grads
+    solver = run_function(scenario, backend="torch").solver
+    assert with_params(solver, {"diffusivity": 0.25}).params.diffusivity == 0.25
+    assert with_params(solver, {"diffusivity": 0.25}).params.shape == [6, 7]
+    with pytest.raises(ValueError, match="params: expected names among diffusivity, shape, "
+                                         "spacing, boundary, boundary_value, given 'speed'"):
+        with_params(solver, {"speed": 1.0})
