@@ -120,21 +120,7 @@ def framework_overhead(quick: bool = False) -> dict:
             lambda: _run(_heat(n, steps, "torch", {}, f"{tmp}/t.nc")), steps, max(1, repeats // 2))
 
     def numpy_loop():
-        u = u0.copy()
-        lap = np.empty_like(u)
-        for _ in range(t_steps):
-            np.multiply(u, -4.0, out=lap)
-            lap[1:] += u[:-1]
-            lap[:1] += u[-1:]
-            lap[:-1] += u[1:]
-            lap[-1:] += u[:1]
-            lap[:, 1:] += u[:, :-1]
-            lap[:, :1] += u[:, -1:]
-            lap[:, :-1] += u[:, 1:]
-            lap[:, -1:] += u[:, :1]
-            lap *= dt_d
-            u += lap
-        return u
+        return _hand_numpy_heat(u0, t_steps, dt_d)
 
     _versus(out, "numpy", numpy_loop,
             lambda: _run(_heat(n, t_steps, "numpy", {}, f"{tmp}/n.nc")), t_steps,
@@ -594,7 +580,7 @@ def heat_kernels(quick: bool = False) -> dict:
         if hand_numba is not None:
             per_step["numpy kernels with numba"] = _seconds_per_step(
                 lambda m, n=n: _heat(n, m, "numpy", {}, f"{tmp}/numba{n}{m}.nc"),
-                steps[n, "jax"] // 4, repeats, True, env={"SIMKIT_NUMBA": "1"})
+                steps[n, "jax"] // 4, repeats, True, env={"SIMKIT_NUMBA": "always"})
             k = steps[n, "jax"] // 4
             hand_numba(np.zeros((n, n)), 1, 0.2)  # compiles
             u0 = np.random.default_rng(0).standard_normal((n, n))

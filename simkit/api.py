@@ -24,6 +24,7 @@ from simkit.io import (
     schema,
     whole_captures,
 )
+from simkit.io.netcdf import exclusive, release
 from simkit.io.recover import require_run_file
 from simkit.scenario import Scenario, plan_run
 
@@ -203,9 +204,16 @@ def resume(
     if index:
         barrier("simkit resume: file repaired")
     source = str(path)
+    if Path(path).is_file():  # never under a run still writing it (refused with its name)
+        release(exclusive(path))
     attrs = _run_attrs(path)
     recorded = yaml.safe_load(str(attrs[schema.ATTR_SCENARIO]))
-    plan = plan_run({**recorded, "output": source}, overwrite=True, allow_import=allow_import)
+    # Modules a recorded scenario names by reference are looked for where the scenario file
+    # was, and beside the run file.
+    recorded_file = str(attrs.get(schema.ATTR_SCENARIO_FILE, "") or "")
+    search = [Path(p).parent for p in (recorded_file, source) if p]
+    plan = plan_run({**recorded, "output": source}, overwrite=True, allow_import=allow_import,
+                    search=search)
     if scenario is not None:
         _check_inputs(scenario, ())
         given = plan_run(scenario, overrides={"output": source}, overwrite=True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -90,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", help="live view of a running run (until it ends)")
     watch.add_argument("file", help="NetCDF file a run is writing")
-    watch.add_argument("--interval", type=float, default=1.0,
+    watch.add_argument("--interval", type=_interval, default=1.0,
                        help="seconds between refreshes (default 1)")
 
     stop = sub.add_parser("stop", help="ask a running run to stop at its next block boundary, "
@@ -157,6 +158,17 @@ def _set_distributed(args: argparse.Namespace) -> None:
                         (PROCESS_ID_ENV, args.process_id)):
         if value is not None:
             os.environ[name] = str(value)
+
+
+def _interval(text: str) -> float:
+    """A refresh interval of at least 0.05 s (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0.05:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0.05, given {text!r}")
+    return value
 
 
 def _version() -> str:

@@ -3,22 +3,32 @@ from another process, and ask it to stop from outside."""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from simkit.driver import Capture, execute
 from simkit.errors import RunInterrupted, ScenarioError
-from simkit.io import live_summary, read_live, request_stop, schema, writer_alive
+from simkit.io import (
+    current_file,
+    live_summary,
+    read_live,
+    request_stop,
+    schema,
+    writer_alive,
+)
 from simkit.scenario import Scenario, plan_run
 
 _DONE = object()
+logger = logging.getLogger(__name__)
 
 
 def open(path: str | os.PathLike, group: str | None = None) -> Any:
@@ -63,6 +73,9 @@ def iterate(
     Returns:
         As the generator's return value (``StopIteration.value``), the ``RunResult``.
     """
+    if isinstance(streams, (str, bytes)):
+        raise ScenarioError(f"expected a list of stream names, given {streams!r}",
+                            key="streams")
     plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite,
                     allow_import=allow_import)
     names = [s.name for s in plan.streams]
@@ -70,7 +83,11 @@ def iterate(
     if unknown:
         raise ScenarioError(f"expected streams among {', '.join(names)}, given "
                             f"{', '.join(map(repr, unknown))}", key="streams")
-    wanted = set(streams) if streams else None
+    # Checked and planned now; the run starts at the first ``next``.
+    return _captures(plan, set(streams) if streams else None)
+
+
+def _captures(plan: Any, wanted: set[str] | None) -> Iterator[Capture]:
     items: queue.Queue = queue.Queue(maxsize=64)
     halt = threading.Event()
     outcome: dict[str, Any] = {}
@@ -111,7 +128,13 @@ def iterate(
                     continue
         thread.join(timeout=None if not sys.is_finalizing() else 0)
     error = outcome.get("error")
-    if error is not None and not (isinstance(error, RunInterrupted) and halt.is_set()):
+    if isinstance(error, RunInterrupted) and halt.is_set():
+        moved = error.path is not None and Path(error.path) != Path(plan.output)
+        logger.log(logging.WARNING if moved else logging.INFO,
+                   "the run was stopped when its captures were left; it is kept in %s: "
+                   "simkit.resume continues it", error.path)
+        return None
+    if error is not None:
         raise error
     return outcome.get("result")
 
@@ -138,7 +161,7 @@ def watch(path: str | os.PathLike, interval: float = 1.0, console: Any = None) -
         while True:
             summary = live_summary(path)
             status = str(summary["attrs"].get(schema.ATTR_STATUS, "?"))
-            if status == schema.STATUS_RUNNING and writer_alive(path) is False:
+            if status == schema.STATUS_RUNNING and writer_alive(current_file(path)) is False:
                 status = "gone"
             step = max((s["step"] for s in summary["streams"].values()
                         if s["step"] is not None), default=0)

@@ -633,6 +633,7 @@ def plan_run(
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     allow_import: bool | None = None,
+    search: Sequence[str | os.PathLike] = (),
 ) -> RunPlan:
     """Load, override and validate a scenario; nothing is computed or written.
 
@@ -644,6 +645,8 @@ def plan_run(
         allow_import: allow ``solver: module:Class``, which imports (runs) that module, searched
             first beside the scenario file; None reads the ``SIMKIT_ALLOW_IMPORT`` environment
             variable. Registered solver names never need it.
+        search: more directories for such imports, after the scenario file's (a resumed run's
+            recorded scenario has no file: its run file and original scenario file's).
 
     Raises:
         ScenarioError: for any bad input, naming file, line, key path, expected and given.
@@ -668,7 +671,7 @@ def plan_run(
         for assignment in sets:
             apply_override(data, assignment)
         merge_overrides(data, overrides or {})
-        return _plan(data, source, overwrite, allow_import)
+        return _plan(data, source, overwrite, allow_import, search)
     except RecursionError:
         # Python-side data has no YAML loader to bound its depth.
         raise ScenarioError(f"expected at most {MAX_DEPTH} levels of nesting, given far more",
@@ -817,11 +820,12 @@ def _check_initial(solver: AbstractSolver, initial: SolverModel, seed: int) -> N
 
 
 def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
-          allow_import: bool | None = None) -> RunPlan:
+          allow_import: bool | None = None, extra: Sequence[str | os.PathLike] = ()
+          ) -> RunPlan:
     scenario: Scenario = validate_model(Scenario, data)
     if scenario.output is not None:
         _check_output_text(scenario.output)
-    search = (Path(source).parent,) if source else ()
+    search = ((Path(source).parent,) if source else ()) + tuple(Path(d) for d in extra)
     solver_cls = load_solver(scenario.solver, allow_import=allow_import, search=search)
     params = validate_model(solver_cls.Params, scenario.params, ("params",))
     initial = validate_model(solver_cls.Initial, scenario.initial, ("initial",))

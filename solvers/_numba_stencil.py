@@ -1,6 +1,7 @@
 """Parallel numba loops for the five-point stencil: the NumPy kernels' fast path when the optional
-``numba`` extra is installed (``SIMKIT_NUMBA=0`` turns it off). Without numba, the in-place NumPy
-forms of ``_stencil`` run instead; both are held to the Array API stages by the kernel tests.
+``numba`` extra is installed, on grids large enough for threads to pay (``SIMKIT_NUMBA=0`` turns
+it off, ``always`` on at any size). Without numba, the in-place NumPy forms of ``_stencil`` run
+instead; both are held to the Array API stages by the kernel tests.
 
 Each loop keeps the specification's order of operations (no ``fastmath``: sums are not
 reassociated) and its precision (scalars come in the arrays' dtype: numba would widen a float32
@@ -14,16 +15,24 @@ from __future__ import annotations
 import importlib.util
 import os
 
-#: Set to 0 to keep the NumPy kernels off numba even where it is installed.
+#: Set to 0 to keep the NumPy kernels off numba even where it is installed, ``always`` to use it
+#: at any grid size.
 NUMBA_ENV = "SIMKIT_NUMBA"
+#: Cells from which the numba loops are used: on smaller grids the in-place NumPy kernels are as
+#: fast, and two parallel regions per step cost more than they give once the cores are shared
+#: (a test run on 2 workers with 2 threads each was 10x slower at 256^2).
+NUMBA_MIN_CELLS = 1024 * 1024
 
 _LOOPS: dict[str, object] = {}
 
 
-def available() -> bool:
-    """Whether the numba loops are used: numba installed and not turned off."""
-    return (os.environ.get(NUMBA_ENV, "1").strip() != "0"
-            and importlib.util.find_spec("numba") is not None)
+def available(cells: int) -> bool:
+    """Whether the numba loops are used on a grid of ``cells``: numba installed, not turned
+    off, and the grid large enough (or ``always``)."""
+    setting = os.environ.get(NUMBA_ENV, "1").strip().lower()
+    if setting == "0" or importlib.util.find_spec("numba") is None:
+        return False
+    return setting == "always" or cells >= NUMBA_MIN_CELLS
 
 
 def loops() -> dict:

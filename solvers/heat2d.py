@@ -147,7 +147,7 @@ class Heat2D(AbstractSolver):
             u = _stencil.axpy_numpy(state["laplacian"], dt * diffusivity, state["u"], pool)
             return {**state, "u": u}
 
-        if _numba_stencil.available():  # the optional numba extra: parallel loops instead
+        if _numba_stencil.available(int(np.prod(self.params.shape))):  # the optional numba extra: parallel loops instead
             stencil = "periodic_laplacian" if periodic else "fixed_laplacian"
 
             # numba is imported (and each loop compiled) on the first NumPy step, not before.

@@ -184,3 +184,117 @@ def test_watch_says_when_the_run_was_killed(in_tmp):
     code, out = _in_terminal(["watch", "live.nc"], in_tmp, timeout=60)
     assert code == 1
     assert "gone" in out and "simkit resume live.nc" in out, out
+
+
+# ---------------------------------------------------------------- found trying it as a user
+
+
+@pytest.mark.parametrize("steps", [40, 4000])
+def test_a_capture_callback_that_raises_fails_the_run_with_its_error(in_tmp, steps):
+    """Whether the writer's queue fills (a long run) or not (a short one), the callback's error
+    ends the run, is raised from simkit.run, and the file says failed and why."""
+    calls = []
+
+    def callback(capture):
+        calls.append(capture.step)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        simkit.run(heat_scenario(steps=steps, outputs={"d": {"every": 10, "diagnostics":
+                                                             ["heat"]}}),
+                   on_capture=callback)
+    with netCDF4.Dataset("out.nc") as ds:
+        assert ds.getncattr("simkit_status") == "failed"
+        assert ds.getncattr("simkit_error") == "RuntimeError: boom"
+
+
+def test_overwrite_of_a_file_a_run_writes_is_refused(in_tmp, capsys):
+    proc = _start(in_tmp, RUNNING)
+    try:
+        (in_tmp / "short.yaml").write_text(yaml.safe_dump({**RUNNING, "steps": 20}))
+        assert main(["run", "short.yaml", "--overwrite", "-q"]) == 2
+        assert "expected a file no other process is writing" in capsys.readouterr().err
+    finally:
+        main(["stop", "live.nc"])
+        proc.communicate(timeout=60)
+    assert simkit.open("live.nc", "snap").sizes["step"] > 1
+
+
+def test_a_run_replacing_a_file_is_read_watched_and_stopped_by_that_files_name(in_tmp):
+    simkit.run({**RUNNING, "steps": 20})  # the complete file the next run replaces
+    (in_tmp / "s.yaml").write_text(yaml.safe_dump(RUNNING))
+    proc = subprocess.Popen([*SIMKIT, "run", "s.yaml", "-q", "--overwrite"], cwd=in_tmp,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    def last_step() -> int:
+        steps = simkit.open("live.nc", "snap").step.values
+        return int(steps[-1]) if len(steps) else -1
+
+    while last_step() <= 20 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the old file's captures end at step 20: the new run's pass it
+    assert str(simkit.open("live.nc").attrs["simkit_status"]) == "running"
+    assert main(["stop", "live.nc", "--wait"]) == 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "live.partial.nc" in err  # an unfinished replacement is kept beside, and named
+    assert _status(in_tmp / "live.nc") == "complete"  # the old file, untouched
+
+
+def test_stop_of_a_killed_run_says_it_is_gone(in_tmp, capsys):
+    proc = _start(in_tmp, RUNNING)
+    proc.kill()
+    proc.communicate(timeout=60)
+    capsys.readouterr()
+    assert main(["stop", "live.nc"]) == 2
+    assert "whose run's process is gone (killed?): `simkit resume live.nc` continues it" in \
+        capsys.readouterr().err
+    assert not (in_tmp / "live.nc.stop").exists()
+
+
+def test_resume_finds_modules_beside_the_original_scenario_file(in_tmp, monkeypatch):
+    """A run whose scenario adds a diagnostic from a module beside the scenario file resumes
+    from another working directory (the module is looked for where the scenario was)."""
+    home = in_tmp / "project"
+    home.mkdir()
+    (home / "extra_mod.py").write_text("def doubled(state):\n    return 2 * state['u'].sum()\n")
+    data = heat_scenario(steps=300, diagnostics={"doubled": "extra_mod:doubled"}, outputs={
+        "d": {"every": 10, "diagnostics": ["doubled"]}, "c": {"every": 100, "fields": "all"}},
+        output=str(home / "r.nc"))
+    (home / "s.yaml").write_text(yaml.safe_dump(data))
+
+    def stop(step, *_):
+        if step >= 150:
+            raise KeyboardInterrupt
+
+    with pytest.raises(simkit.errors.RunInterrupted):
+        simkit.run(home / "s.yaml", allow_import=True, progress=stop)
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = simkit.resume(home / "r.nc", allow_import=True)
+    assert result.step == 300
+    d = simkit.open(home / "r.nc", "d")
+    assert list(d.step.values) == list(range(0, 301, 10))
+
+
+def test_bad_live_arguments_are_one_line_errors(in_tmp, capsys):
+    simkit.run(heat_scenario())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["watch", "out.nc", "--interval", "-1"])
+    assert exit_info.value.code == 2
+    assert "expected seconds >= 0.05, given '-1'" in capsys.readouterr().err
+    with pytest.raises(simkit.ScenarioError, match="streams: expected a list of stream names, "
+                                                   "given 'snap'"):
+        simkit.iterate(heat_scenario(output="x.nc"), streams="snap")
+    with pytest.raises(simkit.ScenarioError, match="given 'dig'"):  # at the call, not at next()
+        simkit.iterate(heat_scenario(output="x.nc"), streams=["dig"])
+
+
+def test_a_non_finite_run_file_says_why(in_tmp):
+    with pytest.raises(simkit.errors.NonFiniteError):
+        simkit.run({"solver": "fixture_solvers:Doubling", "steps": 1100, "check_finite": 50,
+                    "outputs": {"s": {"every": 100}}, "output": "out.nc"})
+    with netCDF4.Dataset("out.nc") as ds:
+        assert ds.getncattr("simkit_status") == "non-finite"
+        assert ds.getncattr("simkit_error").startswith("NonFiniteError: non-finite value in ")

@@ -82,7 +82,7 @@ def provenance(plan: RunPlan, backend: AbstractBackend) -> dict[str, Any]:
         schema.ATTR_SEED: sc.seed,
         schema.ATTR_DT: plan.dt,
         schema.ATTR_SCENARIO: plan.text,
-        schema.ATTR_SCENARIO_FILE: plan.source or "",
+        schema.ATTR_SCENARIO_FILE: str(Path(plan.source).resolve()) if plan.source else "",
         schema.ATTR_VERSIONS: _versions(backend.name),
         schema.ATTR_STARTED: _now(),
     }
@@ -530,16 +530,18 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         path = writer.close({schema.ATTR_FINISHED: _now()})
         logger.info("finished at step %d, time %g; %d captures written", run.step, run.time,
                     writer.written)
-    except NonFiniteError:
+    except NonFiniteError as error:
         writer.final(run.step, run.time, backend.to_host(run.fields))
-        writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: schema.STATUS_NON_FINITE})
+        writer.abort(failed(error, schema.STATUS_NON_FINITE))
         raise
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI
         kept = writer.abort({schema.ATTR_FINISHED: _now(),
                              schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
         raise RunInterrupted(str(error) or "SIGINT", kept) from error
     except BaseException as error:
-        writer.abort(failed(error))
+        kept = writer.abort(failed(error))
+        if Path(kept) != Path(plan.output):  # a run that was to replace a file
+            logger.error("the run so far is kept in %s", kept)
         raise
     return RunResult(path=path, state=host, step=run.step, time=run.time)
 
@@ -587,10 +589,10 @@ def _execute_silent(plan: RunPlan, backend: AbstractBackend, progress: ProgressF
                      time=run.time)
 
 
-def failed(error: BaseException) -> dict[str, str]:
+def failed(error: BaseException, status: str = schema.STATUS_FAILED) -> dict[str, str]:
     """The attributes that close the file of a run stopped by ``error``."""
     message = " ".join(f"{type(error).__name__}: {error}".split())
-    return {schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: schema.STATUS_FAILED,
+    return {schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: status,
             schema.ATTR_ERROR: message}
 
 

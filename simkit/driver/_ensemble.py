@@ -329,7 +329,7 @@ class _Ensemble:
         state becomes its final state and its file is marked non-finite."""
         run = self.runs[m]
         run.writer.final(run.step, run.time, self.backend.to_host(run.fields))
-        run.writer.abort({schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: schema.STATUS_NON_FINITE})
+        run.writer.abort(failed(error, schema.STATUS_NON_FINITE))
         run.fields = {}
         self.alive[m] = False
         self.results[m] = error

@@ -5,6 +5,7 @@ from simkit.io._lock import hdf5_lock, xarray_lock
 from simkit.io.background import BackgroundWriter
 from simkit.io.export import export_stream
 from simkit.io.live import (
+    current_file,
     live_summary,
     read_live,
     request_stop,
@@ -27,6 +28,7 @@ __all__ = [
     "Checkpoint",
     "NetCDFWriter",
     "captured_steps",
+    "current_file",
     "export_stream",
     "hdf5_lock",
     "latest_checkpoint",

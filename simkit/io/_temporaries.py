@@ -26,6 +26,17 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{next(_sequence)}.tmp")
 
 
+def temporaries(path: Path) -> list[Path]:
+    """The temporary run files beside ``path`` (of any host and process), newest first."""
+    prefix = f".{path.name}."
+    try:
+        found = [e for e in path.parent.iterdir() if e.name.endswith(".tmp")
+                 and not e.name.endswith(".recover.tmp") and _owner(e.name, prefix) is not None]
+    except OSError:
+        return []
+    return sorted(found, key=lambda e: e.stat().st_mtime if e.exists() else 0.0, reverse=True)
+
+
 def partial_path(path: Path) -> Path:
     """Where an unfinished run that was meant to replace ``path`` is kept (``X.partial.nc``);
     a process-specific name when that is taken already."""

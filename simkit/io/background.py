@@ -90,11 +90,14 @@ class BackgroundWriter:
             self._error = self._failure = error
             return
         self.written += sum(len(steps) for _, steps, _, _, _ in done)
-        for stream, steps, times, arrays, stacked in done:
-            if self._on_committed is not None:
-                self._on_committed(stream, steps, times, arrays, stacked)
-            if self._on_written is not None:
-                self._on_written(stream, steps[-1], arrays)
+        try:
+            for stream, steps, times, arrays, stacked in done:
+                if self._on_committed is not None:
+                    self._on_committed(stream, steps, times, arrays, stacked)
+                if self._on_written is not None:
+                    self._on_written(stream, steps[-1], arrays)
+        except BaseException as error:  # noqa: BLE001 - a caller's callback: ends the run
+            self._error = self._failure = error
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -133,8 +136,7 @@ class BackgroundWriter:
         self._join()
         if self._failure is not None:
             self._error = None
-            self.writer.abort(attrs)
-            raise self._failure
+            raise self._failure  # the caller closes the file as failed (``abort``)
         return self.writer.close(attrs)
 
     def abort(self, attrs: Mapping[str, Any] | None = None) -> Path:

@@ -21,6 +21,7 @@ import netCDF4
 from simkit.errors import ScenarioError
 from simkit.io import schema
 from simkit.io._lock import hdf5_lock, xarray_lock
+from simkit.io._temporaries import temporaries
 from simkit.io.netcdf import exclusive, release
 from simkit.io.recover import require_run_file, whole_captures
 
@@ -38,6 +39,16 @@ def stop_request_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".stop")
 
 
+def current_file(path: str | os.PathLike) -> Path:
+    """The file that holds the run writing ``path`` now: ``path`` itself, or, while a run that
+    will replace it (``--overwrite``) goes on, that run's temporary file beside it."""
+    path = Path(path)
+    for candidate in temporaries(path):
+        if writer_alive(candidate):
+            return candidate
+    return path
+
+
 def request_stop(path: str | os.PathLike) -> Path:
     """Ask the run writing ``path`` to stop at its next block boundary, leaving a resumable file.
 
@@ -45,6 +56,10 @@ def request_stop(path: str | os.PathLike) -> Path:
         ScenarioError: ``path`` is not a run file, or its run is not running.
     """
     status = live_summary(path)["attrs"].get(schema.ATTR_STATUS)
+    if status == schema.STATUS_RUNNING and writer_alive(current_file(path)) is False:
+        raise ScenarioError("expected the file of a running run, given one whose run's process "
+                            f"is gone (killed?): `simkit resume {path}` continues it",
+                            source=str(path))
     if status != schema.STATUS_RUNNING:
         raise ScenarioError(f"expected the file of a running run, given one whose status is "
                             f"{status!r}", source=str(path))
@@ -68,7 +83,7 @@ def read_live(path: str | os.PathLike, group: str | None = None) -> Any:
     Raises:
         ScenarioError: not a run file, or no such stream.
     """
-    return _retrying(path, lambda: _read_once(Path(path), group))
+    return _retrying(path, lambda: _read_once(current_file(path), group))
 
 
 def _read_once(path: Path, group: str | None) -> Any:
@@ -109,7 +124,7 @@ def live_summary(path: str | os.PathLike) -> dict[str, Any]:
     """What a live view shows of a run's file, read cheaply (no field data): its root attributes,
     and per stream the whole captures, the last step and time, and the last value of each
     scalar variable. Retries as ``read_live`` does."""
-    return _retrying(path, lambda: _summary_once(Path(path)))
+    return _retrying(path, lambda: _summary_once(current_file(path)))
 
 
 def _retrying(path: str | os.PathLike, read: Any) -> Any:

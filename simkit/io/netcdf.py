@@ -91,7 +91,10 @@ def exclusive(path: str | os.PathLike) -> int | None:
         return None
     if not hasattr(fcntl, "F_OFD_SETLK"):  # pragma: no cover - not Linux
         return None
-    fd = os.open(path, os.O_RDWR)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except PermissionError:  # read-only to us: we cannot write it either, nor lock it
+        return None
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
     except OSError as error:
@@ -151,6 +154,7 @@ class NetCDFWriter:
             self._replace_at_close = False
             self._tmp = self.partial_path = self.path
             self._lock = exclusive(self.path)
+            self._target_lock = None
             with hdf5_lock():
                 try:
                     self._ds = netCDF4.Dataset(self.path, "a")
@@ -182,6 +186,9 @@ class NetCDFWriter:
         self._tmp = temporary_path(self.path)
         self.partial_path = partial_path(self.path) if self._replace_at_close else self.path
         self._lock = None
+        # The file to be replaced stays ours until the run ends: never under a run writing it,
+        # nor under another run replacing it.
+        self._target_lock = exclusive(self.path) if self._replace_at_close else None
         try:
             with hdf5_lock():
                 self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
@@ -203,10 +210,12 @@ class NetCDFWriter:
                 self._tmp.unlink()
         except FileExistsError:
             release(self._lock)
+            release(self._target_lock)
             self._tmp.unlink(missing_ok=True)
             raise _output_taken(self.path) from None
         except BaseException:
             release(self._lock)
+            release(self._target_lock)
             self._tmp.unlink(missing_ok=True)
             raise
 
@@ -402,6 +411,7 @@ class NetCDFWriter:
                     self._ds.close()
                 finally:
                     release(self._lock)
+                    release(self._target_lock)
         fsync_path(working)
         if self._replace_at_close:
             self._closed = self.path if complete else self.partial_path
