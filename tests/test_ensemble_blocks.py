@@ -20,6 +20,8 @@ from simkit.scenario import plan_run
 #: Root attributes that differ between any two runs (wall-clock times, the output's own name).
 _RUN_ATTRS = {schema.ATTR_STARTED, schema.ATTR_FINISHED, schema.ATTR_RESUMED, schema.ATTR_SCENARIO,
               schema.ATTR_SCENARIO_FILE, "history"}
+#: ... and the error, which names the file that keeps the run.
+_NAMING = {schema.ATTR_ERROR}
 
 
 def _heat(diffusivity: float, output: str) -> dict:
@@ -64,8 +66,13 @@ def _assert_same_file(path, reference, rtol: float | None = None) -> None:
                         assert a.tobytes() == b.tobytes(), f"{name}/{var}"
                 else:
                     np.testing.assert_allclose(a, b, rtol=rtol, err_msg=f"{name}/{var}")
-        attrs = {k: want.getncattr(k) for k in want.ncattrs() if k not in _RUN_ATTRS}
-        assert {k: got.getncattr(k) for k in got.ncattrs() if k not in _RUN_ATTRS} == attrs
+        attrs = {k: want.getncattr(k) for k in want.ncattrs() if k not in _RUN_ATTRS | _NAMING}
+        assert {k: got.getncattr(k) for k in got.ncattrs()
+                if k not in _RUN_ATTRS | _NAMING} == attrs
+        errors = [ds.getncattr(schema.ATTR_ERROR) if schema.ATTR_ERROR in ds.ncattrs() else None
+                  for ds in (got, want)]
+        assert [e if e is None else e.rsplit(" of ", 1)[0] for e in errors] == \
+            [errors[1] if errors[1] is None else errors[1].rsplit(" of ", 1)[0]] * 2
 
 
 def test_member_files_are_bit_identical_to_runs_of_their_own(in_tmp):
