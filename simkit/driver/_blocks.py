@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 #: The most capture points in one block (the length of the block's plan arrays).
 BLOCK_POINTS = 1024
 #: Device memory the block buffers of one run may take (they are made anew for every block, so
-#: a larger budget costs a larger fill per block; 16 MiB holds thousands of scalar captures).
-BLOCK_BYTES = 16 << 20
+#: a larger budget costs a larger fill per block, and the writer's queue holds a few blocks:
+#: peak memory grows with it). 4 MiB holds the 1024 points of many scalar streams; a 512^2
+#: float64 field gets two captures a block.
+BLOCK_BYTES = 4 << 20
 
 
 class Piece(NamedTuple):
