@@ -30,6 +30,13 @@ _SMALL = textwrap.dedent('''
     class Dropping(Decay):
         """A stage that forgets to carry u."""
         def step(self, s, dt): return {"v": s["u"]}
+
+
+    class Assigning(Decay):
+        """A stage that assigns into its input array, as NumPy allows."""
+        def step(self, s, dt):
+            s["u"][0] = 0.0
+            return s
 ''')
 
 
@@ -61,6 +68,21 @@ def test_a_stage_that_drops_a_field_is_named_with_its_solver(small_module):
                                          r"'u'; return e.g. \{\*\*state, 'u': new_value\}"):
         simkit.run({"solver": "small_solver:Dropping", "steps": 2, "output": "x.nc",
                     "outputs": {"s": {"every": 1, "fields": ["u"]}}})
+
+
+def test_a_stage_assigning_into_a_jax_array_is_named_with_its_solver(small_module):
+    from conftest import require_backend
+
+    require_backend("jax")
+    with pytest.raises(TypeError, match=r"solver assigning: stage 'step' updates an array in "
+                                        r"place, which JAX arrays do not allow; return new "
+                                        r"arrays instead, e.g. \{\*\*state, 'u': "
+                                        r"state\['u'\]\.at\[0\]\.set\(value\)\} \("):
+        simkit.run({"solver": "small_solver:Assigning", "backend": "jax", "steps": 2,
+                    "output": "x.nc", "outputs": {"s": {"every": 1, "fields": ["u"]}}})
+    # NumPy allows it: the same solver runs there.
+    simkit.run({"solver": "small_solver:Assigning", "steps": 2, "output": "y.nc",
+                "outputs": {"s": {"every": 1, "fields": ["u"]}}})
 
 
 def test_a_missing_stage_method_is_refused_when_the_class_is_made():

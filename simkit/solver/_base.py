@@ -197,7 +197,12 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
         state: Mapping[str, Array] = {**fields, STEP_KEY: index, TIME_KEY: time, SEED_KEY: seed}
         seen = {}
         for stage, fn in zip(stages, stage_fns(fields), strict=True):
-            state = fn(state, dt)
+            try:
+                state = fn(state, dt)
+            except TypeError as error:
+                if "immutable" not in str(error):
+                    raise
+                raise TypeError(_in_place_error(solver, stage.name, names, error)) from None
             if not (isinstance(state, Mapping) and required <= state.keys()):
                 raise ValueError(_stage_output_error(solver, stage.name, state, names))
             if stage.name in wanted:
@@ -208,6 +213,15 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
     required = frozenset(names)
     step.__name__ = f"{solver.name}_step"
     return step
+
+
+def _in_place_error(solver: AbstractSolver, stage: str, names: Sequence[str],
+                     error: TypeError) -> str:
+    """A stage that assigned into an array of a library whose arrays are immutable (JAX)."""
+    text = " ".join(str(error).split())
+    return (f"solver {solver.name}: stage {stage!r} updates an array in place, which JAX arrays "
+            f"do not allow; return new arrays instead, e.g. {{**state, {names[0]!r}: "
+            f"state[{names[0]!r}].at[0].set(value)}} ({text})")
 
 
 def _stage_output_error(solver: AbstractSolver, stage: str, state: Any,
