@@ -332,6 +332,7 @@ def peer_diffrax(quick: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
+    jax.config.update("jax_enable_x64", True)  # as simkit's runs: float64 on both sides
     batch, steps, every, dt = (1000, 10_000, 100, 0.001) if quick else (1000, 100_000, 100, 0.001)
     RK4 = _diffrax_rk4(diffrax)
     rng = np.random.default_rng(0)
@@ -341,7 +342,7 @@ def peer_diffrax(quick: bool = False) -> dict:
         x, yy, z = y
         return jnp.stack([10.0 * (yy - x), x * (28.0 - z) - yy, x * yy - 8.0 / 3.0 * z])
 
-    ts = jnp.arange(0, steps + 1, every) * dt
+    ts = jnp.asarray(np.minimum(np.arange(0, steps + 1, every) * dt, steps * dt))
 
     @jax.jit
     def solve(y0):
