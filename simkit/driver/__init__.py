@@ -25,7 +25,7 @@ from array_api_compat import array_namespace
 
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
-from simkit.driver._blocks import BlockLoop, _is_final, build_program
+from simkit.driver._blocks import BlockLoop, _is_final, block_steps, build_program
 from simkit.driver._captures import Capture, commit_callback
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema, stop_request_path
@@ -417,17 +417,14 @@ class _Run:
             return
         # Replay from the block's start one step at a time with the run's own step function
         # (compiled once, as every function below), then stage by stage at the first step whose
-        # result is not finite. Times are computed as the block computed them (``pieces``:
-        # ``simkit.driver._blocks.Piece``).
+        # result is not finite. Times are computed as the block computed them.
         fields, step = start, start_step
-        for piece in pieces:
-            for i in range(piece.count):
-                time = piece.time(i)
-                new = self.backend.call_step(self.step_fn, fields, piece.dt, step, time)
-                if not bool(self.backend.call(_all_finite, new)):
-                    self.fields, self.step, self.time = fields, step, time
-                    raise NonFiniteError(self._locate(fields, piece.dt, step, time))
-                fields, step = new, step + 1
+        for dt, time in block_steps(pieces):
+            new = self.backend.call_step(self.step_fn, fields, dt, step, time)
+            if not bool(self.backend.call(_all_finite, new)):
+                self.fields, self.step, self.time = fields, step, time
+                raise NonFiniteError(self._locate(fields, dt, step, time))
+            fields, step = new, step + 1
         raise NonFiniteError(f"non-finite value at step {self.step}; the stage could not be "
                              "found by replay")
 
@@ -679,6 +676,6 @@ def _capture_at_stages(run: _Run, blocks: BlockLoop, streams: list[StreamPlan]) 
 # The ensemble loop builds on the run loop above, so it is imported after it.
 from simkit.driver._ensemble import check_vectorizable, execute_ensemble  # noqa: E402
 
-__all__ = ["Capture", "CaptureFn", "ProgressFn", "ResumePoint", "RunResult", "check_vectorizable", "execute",
-           "execute_ensemble", "is_checkpoint", "provenance", "restore_schedules",
-           "save_schedules"]
+__all__ = ["Capture", "CaptureFn", "ProgressFn", "ResumePoint", "RunResult",
+           "check_vectorizable", "execute", "execute_ensemble", "is_checkpoint", "provenance",
+           "restore_schedules", "save_schedules"]

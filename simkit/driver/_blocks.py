@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -46,6 +47,23 @@ class Piece(NamedTuple):
 
     def time(self, i: int) -> float:
         return self.origin + (self.offset + i) * self.spacing
+
+
+def block_steps(pieces: list[Piece]) -> Iterator[tuple[float, float]]:
+    """``(dt, time)`` of each step the pieces hold, in order: a replay retakes them so."""
+    for piece in pieces:
+        for i in range(piece.count):
+            yield piece.dt, piece.time(i)
+
+
+def replay(run: Any, fields: Any, step: int, pieces: list[Piece], upto: int) -> Any:
+    """The state at step ``upto`` from ``fields`` at ``step``, retaking the block's steps."""
+    for dt, time in block_steps(pieces):
+        if step == upto:
+            break
+        fields = run.backend.call_step(run.step_fn, fields, dt, step, time)
+        step += 1
+    return fields
 
 
 @dataclass
@@ -319,12 +337,10 @@ class BlockLoop:
         could not plan, as a stage stream's last capture when a condition ends the run."""
         run = self.run
         fields, step, pieces = self._taken
-        flat = [(piece.dt, piece.time(i)) for piece in pieces for i in range(piece.count)]
-        for dt, time in flat[:-1]:
-            fields = run.backend.call_step(run.step_fn, fields, dt, step, time)
-            step += 1
-        dt, time = flat[-1]
-        return run.backend.call_step(staged, fields, dt, step, time)[1]
+        *_, (dt, time) = block_steps(pieces)
+        last = step + sum(piece.count for piece in pieces) - 1
+        fields = replay(run, fields, step, pieces, last)
+        return run.backend.call_step(staged, fields, dt, last, time)[1]
 
     def _commit(self, host: dict[str, Any], times: dict[int, float], upto: int | None = None
                 ) -> None:
@@ -377,13 +393,7 @@ class BlockLoop:
             return
         self._commit(host, times, upto=bad_step - 1)
         # The state the bad value came from becomes the final state: replayed up to its step.
-        fields, step = start, start_step
-        for piece in pieces:
-            for i in range(piece.count):
-                if step == bad_step:
-                    break
-                fields = run.backend.call_step(run.step_fn, fields, piece.dt, step, piece.time(i))
-                step += 1
+        fields = replay(run, start, start_step, pieces, bad_step)
         run.fields, run.step, run.time = fields, bad_step, times[bad_step]
         raise NonFiniteError(
             f"non-finite value in {bad_name!r} captured at step {bad_step}; the captures before "
