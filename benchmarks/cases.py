@@ -279,12 +279,27 @@ def _write_alone(n: int, captures: int, path: str) -> float:
 # ---------------------------------------------------------------- c. peers
 
 
+def _peer(module: str, package: str):
+    """A peer library for comparison, or Skip naming what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise Skip(f"{package} not installed ({error}); pip install {package}") from None
+
+
+def _lorenz_field(t, y, rho):
+    """Lorenz-63 (sigma 10, beta 8/3) in diffrax's form, on (3, batch) JAX arrays."""
+    import jax.numpy as jnp
+
+    x, yy, z = y
+    return jnp.stack([10.0 * (yy - x), x * (rho - z) - yy, x * yy - 8.0 / 3.0 * z])
+
+
 def peer_pypde(quick: bool = False) -> dict:
     """py-pde (numba) against simkit JAX on the same heat problem and capture interval."""
-    try:
-        import pde
-    except ImportError as error:
-        raise Skip(f"py-pde not installed ({error}); pip install py-pde") from None
+    pde = _peer("pde", "py-pde")
     n, steps, every = (256, 500, 100) if quick else (512, 2000, 100)
     dt = 0.2
     grid = pde.CartesianGrid([[0, n], [0, n]], [n, n], periodic=True)
@@ -325,10 +340,7 @@ def _diffrax_rk4(diffrax):
 
 def peer_diffrax(quick: bool = False) -> dict:
     """Lorenz-63, 1000 trajectories, fixed-step RK4, saves every 100 steps: diffrax vs simkit."""
-    try:
-        import diffrax
-    except ImportError as error:
-        raise Skip(f"diffrax not installed ({error}); pip install diffrax") from None
+    diffrax = _peer("diffrax", "diffrax")
     import jax
     import jax.numpy as jnp
 
@@ -338,16 +350,12 @@ def peer_diffrax(quick: bool = False) -> dict:
     rng = np.random.default_rng(0)
     y0 = jnp.asarray(np.stack([1 + 0.1 * rng.standard_normal(batch) for _ in range(3)]))
 
-    def field(t, y, args):
-        x, yy, z = y
-        return jnp.stack([10.0 * (yy - x), x * (28.0 - z) - yy, x * yy - 8.0 / 3.0 * z])
-
     ts = jnp.asarray(np.minimum(np.arange(0, steps + 1, every) * dt, steps * dt))
 
     @jax.jit
     def solve(y0):
         one = lambda y: diffrax.diffeqsolve(  # noqa: E731
-            diffrax.ODETerm(field), RK4(), 0.0, steps * dt, dt, y,
+            diffrax.ODETerm(_lorenz_field), RK4(), 0.0, steps * dt, dt, y, args=28.0,
             saveat=diffrax.SaveAt(ts=ts), max_steps=steps + 10).ys
         return jax.vmap(one, in_axes=1, out_axes=1)(y0)
 
@@ -679,10 +687,7 @@ def gradient_checkpointing(quick: bool = False) -> dict:
 
 def peer_diffrax_gradient(quick: bool = False) -> dict:
     """Batched Lorenz-63 gradient: diffrax RecursiveCheckpointAdjoint against simkit (JAX)."""
-    try:
-        import diffrax
-    except ImportError as error:
-        raise Skip(f"diffrax not installed ({error}); pip install diffrax") from None
+    diffrax = _peer("diffrax", "diffrax")
     import jax
     import jax.numpy as jnp
 
@@ -701,16 +706,12 @@ def peer_diffrax_gradient(quick: bool = False) -> dict:
 
     rk4 = _diffrax_rk4(diffrax)
 
-    def field(t, y, rho):
-        x, yy, z = y
-        return jnp.stack([10.0 * (yy - x), x * (rho - z) - yy, x * yy - 8.0 / 3.0 * z])
-
     def theirs(rho, f):
         y0 = jnp.stack([f["x"], f["y"], f["z"]])
 
         def one(y):
             return diffrax.diffeqsolve(
-                diffrax.ODETerm(field), rk4(), 0.0, steps * dt, dt, y, args=rho,
+                diffrax.ODETerm(_lorenz_field), rk4(), 0.0, steps * dt, dt, y, args=rho,
                 saveat=diffrax.SaveAt(t1=True), max_steps=steps + 10,
                 adjoint=diffrax.RecursiveCheckpointAdjoint()).ys[-1]
 
