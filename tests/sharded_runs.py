@@ -86,26 +86,9 @@ def meshes(directory: Path) -> None:
                         "output": str(directory / f"{name}_{devices}.nc")}, overwrite=True)
 
 
-def resume(directory: Path) -> None:
-    simkit.run({**RESUME, "output": str(directory / "whole.nc")}, overwrite=True)
-
-    def stop_half_way(step, time, written, total):
-        if step >= 250:
-            raise KeyboardInterrupt
-
-    path = directory / "resumed.nc"
-    try:
-        simkit.run({**RESUME, "output": str(path)}, overwrite=True, progress=stop_half_way)
-    except RunInterrupted as interrupted:
-        print(f"interrupted: {interrupted.path}")
-    else:
-        sys.exit("the run was not interrupted")
-    simkit.resume(path)
-
-
-def processes(directory: Path) -> None:
-    """``resume`` as one of several processes (the environment names the coordinator)."""
-    scenario = {**RESUME, "mesh": {"y": 2, "x": 2}}
+def _whole_then_resumed(directory: Path, scenario: dict, several: bool = False) -> None:
+    """``whole.nc`` run through, and ``resumed.nc`` stopped at step 250 then resumed (``several``:
+    as one of several processes, where only process 0 has a file to name)."""
     simkit.run({**scenario, "output": str(directory / "whole.nc")}, overwrite=True)
 
     def stop_half_way(step, time, written, total):
@@ -115,9 +98,24 @@ def processes(directory: Path) -> None:
     path = directory / "resumed.nc"
     try:
         simkit.run({**scenario, "output": str(path)}, overwrite=True, progress=stop_half_way)
-    except KeyboardInterrupt:  # process 0: RunInterrupted, its file closed as interrupted
+    except RunInterrupted as interrupted:
+        print(f"interrupted: {interrupted.path}")
+    except KeyboardInterrupt:
+        if not several:
+            raise
         print("interrupted")
+    else:
+        sys.exit("the run was not interrupted")
     simkit.resume(path)
+
+
+def resume(directory: Path) -> None:
+    _whole_then_resumed(directory, RESUME)
+
+
+def processes(directory: Path) -> None:
+    """``resume`` as one of several processes (the environment names the coordinator)."""
+    _whole_then_resumed(directory, {**RESUME, "mesh": {"y": 2, "x": 2}}, several=True)
 
 
 def collectives(hlo: str) -> tuple[dict[str, int], int]:

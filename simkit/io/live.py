@@ -94,8 +94,7 @@ def _read_once(path: Path, group: str | None) -> Any:
         if group is not None and group not in streams:
             raise ScenarioError(f"expected one of the file's streams ({', '.join(streams)}), "
                                 f"given {group!r}", key="group", source=str(path))
-        with hdf5_lock():
-            counts = whole_captures(ds)
+        counts = whole_captures(ds)  # takes the HDF5 lock itself
         names = streams if group is None else [group]
         parts = {name: _stream(xr, ds.groups[name], counts[name]) for name in names}
         if group is not None:
