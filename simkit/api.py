@@ -232,9 +232,13 @@ def resume(
     with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         counts = whole_captures(ds)
     names = [f.name for f in plan.solver.fields()]
-    # Only end-of-step full states are checkpoints (a stage stream's are mid-step states).
+    # Only end-of-step full states are checkpoints (a stage stream's are mid-step states), and
+    # only those no later than the step up to which every stream's captures are on disk: a
+    # crash during a flush may keep a checkpoint and lose another stream's captures before it.
+    committed = attrs.get(schema.ATTR_COMMITTED)
     checkpoint = latest_checkpoint(path, names, {s.name: counts[s.name] for s in plan.streams
-                                                 if is_checkpoint(s, names)})
+                                                 if is_checkpoint(s, names)},
+                                   upto=None if committed is None else int(committed))
     steps = captured_steps(path, counts)
     cut = checkpoint.step if checkpoint is not None else -1
     keep = {name: sum(1 for s in stream_steps if s <= cut) for name, stream_steps in steps.items()}

@@ -556,6 +556,7 @@ class Recorder:
                 else:
                     final[spec.name] = _to_host(value() if callable(value) else value,
                                                 spec.dtype)
+            self._writer.committed(self._last_step)
             if len(final) == len(layout.fields):
                 self._writer.final(self._last_step, self._last_time, final)
             self._closed = self._writer.close({schema.ATTR_FINISHED: _now()})

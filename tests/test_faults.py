@@ -130,9 +130,12 @@ def _captures(path):
 
 
 def _kept_by_resume(path):
-    """Captures a resume keeps: those up to the last checkpoint (it rewrites the rest)."""
+    """Captures a resume keeps: those up to the last checkpoint no later than the step the file
+    says every capture is on disk up to (it rewrites the rest)."""
     steps = _captures(path)
-    cut = max(steps["checkpoint"], default=-1)
+    with netCDF4.Dataset(path) as ds:
+        committed = int(ds.getncattr("simkit_committed_step"))
+    cut = max((s for s in steps["checkpoint"] if s <= committed), default=-1)
     return sum(1 for name in STREAMS for step in steps[name] if step <= cut)
 
 
@@ -207,6 +210,52 @@ def test_torn_and_corrupt_last_captures_are_dropped_not_trusted(reference, tmp_p
         assert snaps.sizes["step"] == n - 1 and 42.0 not in snaps.u.values
     result = simkit.resume(path)
     assert result.step == 6000
+    _assert_same_run(_load(path), ref)
+
+
+# A run killed while its last flush is half on disk: the checkpoint at the end landed, the
+# diagnostics before it did not (seen with real SIGKILLs, as a run "complete" after its resume
+# with the last diagnostics missing). Modelled by dropping that write and dying as the flush
+# that should have held it ends.
+_TORN_FLUSH = """\
+import os
+import simkit
+from simkit.io.netcdf import NetCDFWriter
+
+write_block, sync = NetCDFWriter.write_block, NetCDFWriter.sync
+torn = []
+
+def write_but_diag_at_the_end(self, stream, steps, times, arrays):
+    if stream == "diag" and steps[-1] == 6000:
+        torn.append(stream)
+    else:
+        write_block(self, stream, steps, times, arrays)
+
+def sync_then_die_if_torn(self):
+    sync(self)
+    if torn:
+        os._exit(9)
+
+NetCDFWriter.write_block = write_but_diag_at_the_end
+NetCDFWriter.sync = sync_then_die_if_torn
+simkit.run("s.yaml")
+"""
+
+
+def test_resume_after_a_torn_flush_starts_before_the_lost_captures(reference, tmp_path):
+    ref, _ = reference
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    proc = subprocess.run([sys.executable, "-c", _TORN_FLUSH], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    path = tmp_path / "run.nc"
+    with netCDF4.Dataset(path) as ds:
+        assert ds.getncattr("simkit_status") == "running"
+        committed = int(ds.getncattr("simkit_committed_step"))
+        assert ds.groups["checkpoint"].variables["step"][-1] == 6000  # the checkpoint landed
+        last_diag = int(ds.groups["diag"].variables["step"][-1])
+    assert last_diag < 6000 and committed <= last_diag
+    assert _simkit("resume", "run.nc", "-q", cwd=tmp_path)[0] == 0
     _assert_same_run(_load(path), ref)
 
 

@@ -509,7 +509,10 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         return _execute_silent(plan, backend, progress, resume)
     attrs = provenance(plan, backend)
     if resume is not None:
-        attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device}
+        # The file holds every capture up to the checkpoint, none after it.
+        attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device,
+                 schema.ATTR_COMMITTED: np.int64(resume.step if resume.fields is not None
+                                                 else -1)}
     buffers = _HostBuffers()
     writer = BackgroundWriter(NetCDFWriter(plan.output, _layout(plan, sc.dtype), attrs,
                                            overwrite=plan.overwrite, append=resume is not None),
@@ -570,6 +573,9 @@ class _NoFile:
     def capture_block(self, stream: str, steps: list[int], times: list[float], arrays: Any
                       ) -> None:
         self.written += len(steps)
+
+    def committed(self, step: int) -> None:
+        pass
 
     def final(self, step: int, time: float, arrays: Any) -> None:
         pass
@@ -650,6 +656,7 @@ def _loop(run: _Run, progress: ProgressFn | None,
             staged += [s for s in run.staged if s.schedule.at_end and s not in staged
                        and run.last_capture.get(s.name) != run.step]
         _capture_at_stages(run, blocks, staged)
+        run.writer.committed(run.step)  # every capture due up to here is queued
         if progress:
             if sc.until is not None:  # shortened steps onto capture times add to the count
                 expected = run.step + max(0, math.ceil((sc.until - run.time) / dt - TIME_RTOL))

@@ -303,6 +303,7 @@ class _Ensemble:
                     continue
                 run.fields = {}
             self.loops[m]._commit(host, times)
+            run.writer.committed(run.step)
         return planned
 
     def _to_host(self, result: Any) -> list[dict[str, Any]]:

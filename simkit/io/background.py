@@ -66,6 +66,8 @@ class BackgroundWriter:
         if self._failure is not None or not batch:
             return  # after an error: drain, so producers never block on a dead writer
         done = []
+        committed = [args[0] for method, args in batch if method == self.writer.committed]
+        batch = [item for item in batch if item[0] != self.writer.committed]
         try:
             # The whole batch must fit before any of it is written: a full disk then leaves
             # nothing half-written behind the captures already synced.
@@ -86,6 +88,8 @@ class BackgroundWriter:
                     method(*args)
             if done:
                 self.writer.sync()
+            if committed:  # after the sync of what they cover
+                self.writer.committed(max(committed))
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             self._error = self._failure = error
             return
@@ -116,6 +120,12 @@ class BackgroundWriter:
         the caller no longer touches); written with one sync for the whole batch."""
         self._raise_pending()
         self._queue.put((self.writer.write_block, (stream, steps, times, arrays)))
+
+    def committed(self, step: int) -> None:
+        """Mark every capture due up to ``step`` as queued: once they are synced, the file says
+        so (see ``NetCDFWriter.committed``)."""
+        self._raise_pending()
+        self._queue.put((self.writer.committed, (step,)))
 
     def final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
         """Queue the final state."""

@@ -238,6 +238,8 @@ class NetCDFWriter:
         _add_history(ds, f"run of {attrs.get(schema.ATTR_SOLVER, '?')} from {scenario}",
                      attrs.get(schema.ATTR_STARTED))
         ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
+        if schema.ATTR_COMMITTED not in attrs:
+            ds.setncattr(schema.ATTR_COMMITTED, np.int64(-1))
         ds.setncattr(schema.ATTR_STREAMS, " ".join(s.name for s in layout.streams))
         _create_coordinates(ds, layout)
         for stream in layout.streams:
@@ -366,6 +368,12 @@ class NetCDFWriter:
                 self._ds.sync()
             fsync_path(self.working_path)  # outside the lock: other runs' writes go on
         self._committed = dict(self._counts)
+
+    def committed(self, step: int) -> None:
+        """Record that every capture due up to ``step`` is in the file. Call it only once they
+        are synced: the attribute reaches the disk with a later flush, never before them."""
+        with self._writing(), self._space_errors(), hdf5_lock():
+            self._ds.setncattr(schema.ATTR_COMMITTED, np.int64(step))
 
     def write_final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
         """Write the final state to the root group (created now, so that an unfinished run has

@@ -85,9 +85,10 @@ def _ordered_steps(group: netCDF4.Dataset) -> int:
 
 
 def latest_checkpoint(path: str | os.PathLike, field_names: Sequence[str],
-                      counts: Mapping[str, int]) -> Checkpoint | None:
-    """The latest whole checkpoint: an end-of-step capture holding every field in
-    ``field_names`` (a stream that captures after a stage holds mid-step states), if any."""
+                      counts: Mapping[str, int], upto: int | None = None) -> Checkpoint | None:
+    """The latest whole checkpoint at a step up to ``upto`` (None: any): an end-of-step capture
+    holding every field in ``field_names`` (a stream that captures after a stage holds mid-step
+    states), if any."""
     best: Checkpoint | None = None
     with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         for name, n in counts.items():
@@ -95,6 +96,11 @@ def latest_checkpoint(path: str | os.PathLike, field_names: Sequence[str],
             if (n == 0 or schema.ATTR_STREAM_STAGE in group.ncattrs()
                     or not all(f in group.variables for f in field_names)):
                 continue
+            if upto is not None:
+                steps = np.ma.getdata(group.variables[schema.STEP][:n])
+                n = int(np.searchsorted(steps, upto, side="right"))
+                if n == 0:
+                    continue
             step = int(group.variables[schema.STEP][n - 1])
             if best is None or step > best.step:
                 fields = {f: np.ma.getdata(group.variables[f][n - 1, ...]).copy()

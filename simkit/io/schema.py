@@ -47,6 +47,11 @@ ATTR_STATUS = "simkit_status"
 #: On a run that failed with an error: its type and message, one line.
 ATTR_ERROR = "simkit_error"
 ATTR_RESUMED = "simkit_resumed_at"
+#: Every capture due at a step up to this one is on disk (-1: none yet). Set only after the
+#: captures it covers were fsync'ed, so it lags them: a resume starts from a checkpoint no later
+#: than it, since a crash in the middle of a flush can keep a later checkpoint while losing
+#: another stream's captures before it.
+ATTR_COMMITTED = "simkit_committed_step"
 ATTR_STREAMS = "simkit_streams"
 ATTR_STREAM_FIELDS = "simkit_fields"
 ATTR_STREAM_DIAGNOSTICS = "simkit_diagnostics"
