@@ -331,8 +331,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     streams = ", ".join(s.name for s in plan.streams) or "none"
     length = (f"{plan.scenario.steps} steps" if plan.scenario.steps is not None
               else f"until {plan.scenario.until:g}")
+    gradient = None
+    if _has_objective(args.scenario, args.sets):  # checked whole before anything is said
+        from simkit.autodiff import check_scenario
+
+        gradient = check_scenario(args.scenario, sets=args.sets,
+                                  allow_import=args.allow_import or None)
     print(f"{args.scenario}: valid ({plan.solver.name}, {plan.scenario.backend}, {length}, "
           f"dt {plan.dt:g}, streams: {streams})")
+    if gradient is not None:
+        print(f"{args.scenario}: {gradient}")
     return 0
 
 

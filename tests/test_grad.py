@@ -429,6 +429,57 @@ def test_simkit_run_of_a_scenario_with_an_objective(in_tmp, capsys):
             "'spacing'") in err
 
 
+@pytest.mark.parametrize(("setting", "line", "message"), [
+    ("objective.checkpoint={binomial: 3}", 9,
+     "objective.checkpoint: expected 'sqrt' or 'all', given {'binomial': 3}"),
+    ("objective.misfit.path=nowhere.nc", 10,
+     "objective.misfit.path: expected an existing simkit file, given 'nowhere.nc'"),
+    ("objective.misfit.fields=[v]", 10,
+     "objective.misfit.fields: expected variables of stream obs (u), given 'v'"),
+    ("objective.wrt=[spacing]", 11,
+     "objective.wrt: expected a differentiable parameter of heat2d (diffusivity), given "
+     "'spacing'"),
+    ("outputs.obs.every=2", 8,
+     "outputs.obs: expected the run's stream obs to capture every observed step, given none "
+     "at step 3"),
+    ("gradients.adjoint.fields=[w]", 14,
+     "gradients.adjoint.fields: expected fields of heat2d (u), given 'w'"),
+])
+def test_validate_checks_the_objective_block_before_anything_runs(in_tmp, capsys, setting,
+                                                                   line, message):
+    require_backend("torch")
+    from simkit.cli import main
+
+    simkit.run(heat_scenario(dt=0.2, steps=6, output="truth.nc",
+                             outputs={"obs": {"every": 3, "fields": ["u"]}}))
+    (in_tmp / "guess.yaml").write_text("""\
+solver: heat2d
+params: {shape: [24, 20], spacing: 1.0, diffusivity: 0.6}
+initial: {kind: noise, amplitude: 1.0}
+steps: 6
+dt: 0.2
+seed: 3
+outputs:
+  obs: {every: 3, fields: [u]}
+objective:
+  misfit: {path: truth.nc, stream: obs}
+  wrt: [diffusivity, u]
+  backend: torch
+gradients:
+  adjoint: {at: [0, 6], fields: [u]}
+output: guess.nc
+""")
+    assert main(["validate", "guess.yaml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == ("guess.yaml: objective misfit_obs with respect to diffusivity, u on torch, "
+                      "checkpoint sqrt, adjoint streams: adjoint")
+    assert main(["validate", "guess.yaml", "--set", setting]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing said valid
+    assert captured.err == f"simkit: error: guess.yaml:{line}: {message}\n"
+    assert not (in_tmp / "guess.nc").exists()
+
+
 def test_top_level_api_and_with_params():
     require_backend("torch")
     from simkit.solver import with_params

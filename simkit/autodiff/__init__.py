@@ -6,7 +6,7 @@ from simkit.autodiff._api import GradResult, grad, run_function, value_and_grad
 from simkit.autodiff._checkpoint import Checkpointing
 from simkit.autodiff._function import GRAD_BACKENDS, DifferentiableRun
 from simkit.autodiff._objective import Misfit, misfit
-from simkit.autodiff._scenario import ObjectiveSpec, run_scenario
+from simkit.autodiff._scenario import ObjectiveSpec, check_scenario, run_scenario
 
 __all__ = [
     "GRAD_BACKENDS",
@@ -15,6 +15,7 @@ __all__ = [
     "GradResult",
     "Misfit",
     "ObjectiveSpec",
+    "check_scenario",
     "grad",
     "misfit",
     "run_function",

@@ -145,6 +145,28 @@ def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
     return found
 
 
+def prepare(plan: RunPlan, objective: Objective, wrt: Sequence[str], checkpoint: Any = "sqrt",
+            backend: str | None = None, gradients: Mapping[str, Any] | None = None
+            ) -> tuple[DifferentiableRun, list[str], list[str], dict]:
+    """Everything ``value_and_grad`` checks before it computes (what ``simkit validate`` runs
+    for an ``objective`` block): the run as a function, the parameters and fields of ``wrt``,
+    and the adjoint streams ``{name: (steps, fields)}``.
+
+    Raises:
+        ScenarioError: as ``value_and_grad``; and an objective with a ``check(run)`` method
+            (``misfit``) refusing this run (a stream it does not capture or keep).
+    """
+    policy = Checkpointing.parse(checkpoint)
+    adjoint = _gradient_streams(plan, gradients)
+    probe_steps = sorted({s for steps, _ in adjoint.values() for s in steps})
+    run = DifferentiableRun(plan, _backend(plan, backend), policy, probe_steps)
+    params, fields = _split_wrt(run, wrt)
+    check = getattr(objective, "check", None)
+    if callable(check):
+        check(run)
+    return run, params, fields, adjoint
+
+
 def value_and_grad(
     scenario: Any,
     objective: Objective,
@@ -185,11 +207,8 @@ def value_and_grad(
         overrides = {**overrides, "output": os.fspath(output)}
     # Without an output nothing is written: an existing file at the scenario's is no obstacle.
     plan = _plan(scenario, sets, overrides, overwrite or output is None, allow_import)
-    policy = Checkpointing.parse(checkpoint)
-    adjoint = _gradient_streams(plan, gradients)
-    probe_steps = sorted({s for steps, _ in adjoint.values() for s in steps})
-    run = DifferentiableRun(plan, _backend(plan, backend), policy, probe_steps)
-    params, fields = _split_wrt(run, wrt)
+    run, params, fields, adjoint = prepare(plan, objective, wrt, checkpoint, backend, gradients)
+    policy, probe_steps = run.checkpointing, list(run.probe_steps)
     probe_fields = sorted({f for _, names in adjoint.values() for f in names})
     compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
     value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)

@@ -89,26 +89,41 @@ class Misfit:
         self.long_name = (f"half the sum of squared differences from the {stream} observations "
                           f"of {self.path.name}")
 
-    def __call__(self, final: Mapping[str, Any], captures: Mapping[str, Mapping[str, Any]]
-                 ) -> Any:
-        if self.stream not in captures:
+    def _check(self, streams: Sequence[str], steps: Any, kept: Sequence[str]) -> None:
+        """Refuse a run whose stream of this name does not capture every observed step or
+        keep every compared variable (``steps``, ``kept``: that stream's)."""
+        if self.stream not in streams:
             raise ScenarioError(f"expected a run with a stream {self.stream!r} to compare with "
-                                f"the observations, given streams {', '.join(captures)}",
+                                f"the observations, given streams {', '.join(streams)}",
                                 key=f"outputs.{self.stream}")
-        run = captures[self.stream]
-        steps = np.asarray(run["step"])
-        missing = sorted(set(self.steps.tolist()) - set(steps.tolist()))
+        missing = sorted(set(self.steps.tolist()) - {int(s) for s in steps})
         if missing:
             raise ScenarioError(f"expected the run's stream {self.stream} to capture every "
                                 f"observed step, given none at step {missing[0]}",
                                 key=f"outputs.{self.stream}")
+        for name in self.fields:
+            if name not in kept:
+                raise ScenarioError(f"expected the run's stream {self.stream} to keep {name!r}, "
+                                    f"given {', '.join(kept)}",
+                                    key=f"outputs.{self.stream}.fields")
+
+    def check(self, run: Any) -> None:
+        """Refuse, before anything is computed, a differentiable run (``DifferentiableRun``)
+        this misfit cannot compare with the observations."""
+        found = {c.name: c for c in run.captures}
+        capture = found.get(self.stream)
+        self._check(list(found), capture.steps if capture else (),
+                    (*capture.fields, *capture.diagnostics) if capture else ())
+
+    def __call__(self, final: Mapping[str, Any], captures: Mapping[str, Mapping[str, Any]]
+                 ) -> Any:
+        run = captures.get(self.stream, {})
+        self._check(list(captures), np.asarray(run.get("step", ())),
+                    [k for k in run if k != "step"])
+        steps = np.asarray(run["step"])
         at = np.searchsorted(steps, self.steps)
         total = None
         for name in self.fields:
-            if name not in run:
-                raise ScenarioError(f"expected the run's stream {self.stream} to keep {name!r}, "
-                                    f"given {', '.join(k for k in run if k != 'step')}",
-                                    key=f"outputs.{self.stream}.fields")
             value = run[name]
             xp = array_namespace(value)
             index = xp.asarray(at, device=device(value))

@@ -14,13 +14,14 @@ gradients:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from simkit.autodiff._api import GradResult, value_and_grad
+from simkit.autodiff._api import GradResult, prepare, value_and_grad
 from simkit.autodiff._objective import misfit
 from simkit.errors import ScenarioError
 from simkit.scenario import plan_run, read_scenario_file, validate_model
@@ -60,27 +61,66 @@ def run_scenario(scenario: Any, *, sets: Sequence[str] = (), overwrite: bool = F
     plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=overwrite,
                     allow_import=allow_import)
     try:
-        if plan.scenario.objective is None:
-            raise ScenarioError("expected an objective block to differentiate the run, given "
-                                "none", key="objective")
-        spec: ObjectiveSpec = validate_model(ObjectiveSpec, plan.scenario.objective,
-                                             ("objective",))
-        try:
-            objective = misfit(spec.misfit.path, spec.misfit.stream, spec.misfit.fields,
-                               spec.misfit.steps)
-        except ScenarioError as error:
-            raise ScenarioError(error.message, key=f"objective.{error.key}") from None
-        try:
+        spec, objective = _objective(plan)
+        with _said_of_the_block():
             return value_and_grad(scenario, objective, spec.wrt, checkpoint=spec.checkpoint,
                                   backend=spec.backend, gradients=plan.scenario.gradients,
                                   output=plan.output, overwrite=overwrite, sets=sets,
                                   allow_import=allow_import, **overrides)
-        except ScenarioError as error:
-            if error.source or error.key != "wrt":
-                raise
-            raise ScenarioError(error.message, key="objective.wrt") from None
     except ScenarioError as error:
         raise _located(error, scenario) from None
+
+
+def check_scenario(scenario: Any, *, sets: Sequence[str] = (), allow_import: bool | None = None,
+                   **overrides: Any) -> str:
+    """Check a scenario with an ``objective`` block as ``run_scenario`` would before computing
+    anything (the block, the observations it names against the run's streams, ``wrt``, the
+    checkpointing and the ``gradients`` streams); what ``simkit validate`` runs.
+
+    Returns:
+        One line saying what would be differentiated.
+
+    Raises:
+        ScenarioError: as ``run_scenario``, naming the scenario file, line and key.
+    """
+    plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=True,
+                    allow_import=allow_import)
+    try:
+        spec, objective = _objective(plan)
+        with _said_of_the_block():
+            run, _, _, adjoint = prepare(plan, objective, spec.wrt, spec.checkpoint,
+                                         spec.backend, plan.scenario.gradients)
+    except ScenarioError as error:
+        raise _located(error, scenario) from None
+    streams = ", ".join(adjoint) or "none"
+    return (f"objective {objective.name} with respect to {', '.join(spec.wrt)} on "
+            f"{run.library}, checkpoint {run.checkpointing.kind}, adjoint streams: "
+            f"{streams}")
+
+
+def _objective(plan: Any) -> tuple[ObjectiveSpec, Any]:
+    """The scenario's objective block and the misfit it names (its observations read)."""
+    if plan.scenario.objective is None:
+        raise ScenarioError("expected an objective block to differentiate the run, given "
+                            "none", key="objective")
+    spec: ObjectiveSpec = validate_model(ObjectiveSpec, plan.scenario.objective, ("objective",))
+    try:
+        objective = misfit(spec.misfit.path, spec.misfit.stream, spec.misfit.fields,
+                           spec.misfit.steps)
+    except ScenarioError as error:
+        raise ScenarioError(error.message, key=f"objective.{error.key}") from None
+    return spec, objective
+
+
+@contextlib.contextmanager
+def _said_of_the_block() -> Iterator[None]:
+    """Errors about ``wrt`` and ``checkpoint`` named as keys of the objective block."""
+    try:
+        yield
+    except ScenarioError as error:
+        if error.source or error.key not in ("wrt", "checkpoint"):
+            raise
+        raise ScenarioError(error.message, key=f"objective.{error.key}") from None
 
 
 def _located(error: ScenarioError, scenario: Any) -> ScenarioError:
