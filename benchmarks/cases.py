@@ -434,7 +434,7 @@ def _seconds_per_step(scenario_for, k: int, repeats: int, kernels: bool = True,
     import simkit.driver
 
     # The driver keeps built steps per solver and parameters: forget them so the flags count.
-    simkit.driver._STEPS.clear()
+    simkit.driver._steps._STEPS.clear()
     variables = {"SIMKIT_KERNELS": "1" if kernels else "0", **(env or {})}
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
@@ -448,7 +448,7 @@ def _seconds_per_step(scenario_for, k: int, repeats: int, kernels: bool = True,
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        simkit.driver._STEPS.clear()
+        simkit.driver._steps._STEPS.clear()
     return (medians["long"] - medians["short"]) / k
 
 

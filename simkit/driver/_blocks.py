@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import math
 import time as _time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from simkit.backends._block import STEP, BlockPlan, BlockProgram, Slot
+from simkit.driver._captures import check_diagnostic_shapes
+from simkit.driver._replay import Piece, block_steps, check_finite, replay
+from simkit.driver._run import save_schedules
 from simkit.errors import NonFiniteError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
@@ -33,37 +35,6 @@ BLOCK_POINTS = 1024
 #: peak memory grows with it). 4 MiB holds the 1024 points of many scalar streams; a 512^2
 #: float64 field gets two captures a block.
 BLOCK_BYTES = 4 << 20
-
-
-class Piece(NamedTuple):
-    """Steps a block took, as a replay retakes them: ``count`` steps of length ``dt``, the
-    ``i``-th starting at simulated time ``origin + (offset + i) * spacing``."""
-
-    count: int
-    dt: float
-    origin: float
-    offset: int
-    spacing: float
-
-    def time(self, i: int) -> float:
-        return self.origin + (self.offset + i) * self.spacing
-
-
-def block_steps(pieces: list[Piece]) -> Iterator[tuple[float, float]]:
-    """``(dt, time)`` of each step the pieces hold, in order: a replay retakes them so."""
-    for piece in pieces:
-        for i in range(piece.count):
-            yield piece.dt, piece.time(i)
-
-
-def replay(run: Any, fields: Any, step: int, pieces: list[Piece], upto: int) -> Any:
-    """The state at step ``upto`` from ``fields`` at ``step``, retaking the block's steps."""
-    for dt, time in block_steps(pieces):
-        if step == upto:
-            break
-        fields = run.backend.call_step(run.step_fn, fields, dt, step, time)
-        step += 1
-    return fields
 
 
 @dataclass
@@ -131,7 +102,7 @@ def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[
     level_fn = (watch_for(plan.solver, tuple((w.diagnostic, w.above, w.below)
                                              for _, w in levels)) if levels else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
-    run.check_diagnostic_shapes({n for s in streams if s.stage is None for n in s.diagnostics})
+    check_diagnostic_shapes(run, {n for s in streams if s.stage is None for n in s.diagnostics})
     at_stages: dict[str, set[str]] = {}
     for s in streams:
         if s.stage is not None and s.diagnostics:
@@ -141,7 +112,7 @@ def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[
                 for name, value in run.backend.to_host(run.fields).items()}
         _, seen = run.backend.call_step(staged, copy, plan.dt, run.step, run.time)
         for stage, names in at_stages.items():
-            run.check_diagnostic_shapes(names, seen[stage])
+            check_diagnostic_shapes(run, names, seen[stage])
     backend = run.backend
     key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
            getattr(backend, "compile", None), stages, slots, points,
@@ -361,8 +332,6 @@ class BlockLoop:
             arrays = {name: buffers[name][:count] for name in slot.fields + slot.diagnostics}
             if slot.stream in run.checkpoints and run.state_slots:
                 if schedules is None:
-                    from simkit.driver import save_schedules
-
                     saved = save_schedules(run.plan)
                     schedules = np.array([saved[s] for s in run.state_slots], dtype=np.float64)
                 arrays[schema.SCHEDULE_STATE] = np.broadcast_to(
@@ -383,7 +352,7 @@ class BlockLoop:
         run = self.run
         bad_step, bad_name = _first_bad_capture(self.program, host)
         try:
-            run.check_finite(start, start_step, pieces)
+            check_finite(run, start, start_step, pieces)
         except NonFiniteError:
             # run.step: the last good state, kept as the final state.
             if bad_step is None or bad_step > run.step:

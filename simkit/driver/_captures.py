@@ -1,15 +1,22 @@
-"""Captures handed to a caller as the run commits them to its file (``simkit.iterate``,
-``simkit.run(on_capture=...)``)."""
+"""Captures on the host path and as handed to callers: the captures taken between blocks (the
+state a run starts from, a condition that fired, a wall-clock capture) into reusable host
+buffers, the shape checks of what they store, and the ``Capture`` a caller gets once one is on
+disk (``simkit.iterate``, ``simkit.run(on_capture=...)``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from simkit.driver._replay import check_diagnostics
+from simkit.driver._run import save_schedules
 from simkit.io import schema
+from simkit.scenario import StreamPlan
+from simkit.schedule import While
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,3 +64,106 @@ def commit_callback(plan: Any, deliver: Callable[[Capture], None]) -> Callable[.
                             {name: dims[name] for name in values}))
 
     return on_commit
+
+
+def check_shape(solver: Any, diagnostic: Any, shape: Any, sizes: Mapping[str, int]) -> None:
+    """Refuse a diagnostic value whose shape is not the one its dims declare (the file would
+    otherwise keep one value of a vector)."""
+    expected, given = tuple(sizes[dim] for dim in diagnostic.dims), tuple(shape)
+    if given != expected:
+        raise ValueError(f"solver {solver.name}: diagnostic {diagnostic.name!r}: expected shape "
+                         f"{expected} from its dims {diagnostic.dims}, given {given}")
+
+
+def check_diagnostic_shapes(run: Any, names: set[str], state: Mapping[str, Any] | None = None
+                            ) -> None:
+    """Refuse a diagnostic whose value has another shape than its dims declare, before any block
+    stores it (evaluated once, on the state the run starts from or ``state``)."""
+    for name in sorted(names):
+        value = run.backend.call(run.diagnostics[name].fn, run.fields if state is None else state)
+        check_shape(run.plan.solver, run.diagnostics[name], getattr(value, "shape", ()),
+                    run.sizes)
+
+
+class HostBuffers:
+    """Reusable host buffers for captures: a fresh large array costs page faults on first touch,
+    a copy into a buffer that was used before does not. A buffer goes back to the pool once every
+    capture holding it has been written."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list[np.ndarray]] = {}
+        self._users: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, like: Any, users: int) -> np.ndarray:
+        key = (tuple(like.shape), str(like.dtype).removeprefix("torch."))
+        with self._lock:
+            free = self._free.get(key)
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = np.empty(key[0], dtype=np.dtype(key[1]))
+        with self._lock:
+            self._users[id(buffer)] = users
+        return buffer
+
+    def give_back(self, arrays: Mapping[str, np.ndarray]) -> None:
+        with self._lock:
+            for buffer in arrays.values():
+                left = self._users.get(id(buffer))
+                if left is None:
+                    continue
+                if left > 1:
+                    self._users[id(buffer)] = left - 1
+                else:
+                    del self._users[id(buffer)]
+                    key = (buffer.shape, str(buffer.dtype))
+                    self._free.setdefault(key, []).append(buffer)
+
+
+def capture(run: Any, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
+            ) -> None:
+    """Host copies of what ``streams`` keep, from the run's fields (or a mid-step ``source``),
+    queued for writing."""
+    if not streams:
+        return
+    state = run.fields if source is None else source
+    # In a fixed order (not a set's, which differs between processes): every process of a
+    # multi-process run must compute and gather the same values in the same order.
+    field_names = list(dict.fromkeys(name for s in streams for name in s.fields))
+    diag_names = list(dict.fromkeys(name for s in streams for name in s.diagnostics))
+    device = {name: state[name] for name in field_names}
+    device.update({name: run.backend.call(run.diagnostics[name].fn, state)
+                   for name in diag_names})
+    check_diagnostics(run, {name: device[name] for name in diag_names},
+                      streams[0].stage if source is not None else None)
+    for name in diag_names:
+        check_shape(run.plan.solver, run.diagnostics[name], getattr(device[name], "shape", ()),
+                    run.sizes)
+    for stream in streams:
+        run.last_capture[stream.name] = run.step
+    schedules = None
+    if run.state_slots and any(s.name in run.checkpoints for s in streams):
+        saved = save_schedules(run.plan)
+        schedules = np.array([saved[slot] for slot in run.state_slots], dtype=np.float64)
+    users = {name: sum(name in s.fields for s in streams) for name in device}
+    out = {name: run.buffers.take(device[name], users[name]) for name in device if users[name]}
+    host = run.backend.to_host(device, out)
+    for stream in streams:
+        arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
+        if schedules is not None and stream.name in run.checkpoints:
+            arrays[schema.SCHEDULE_STATE] = schedules
+        run.writer.capture(stream.name, run.step, run.time, arrays)
+
+
+def due(run: Any, streams: list[StreamPlan], step: int, time: float, final: bool
+        ) -> list[StreamPlan]:
+    """The streams that capture the run's current state (at ``step``) on the host path; a
+    level-triggered stream only while its condition holds."""
+    return [s for s in streams if run.last_capture.get(s.name) != step
+            and (s.schedule.fires(step, time) or (final and s.schedule.at_end))
+            and (not isinstance(s.schedule, While) or _holds(run, s.schedule))]
+
+
+def _holds(run: Any, condition: While) -> bool:
+    value = run.backend.call(run.diagnostics[condition.diagnostic].fn, run.fields)
+    return condition.holds(float(run.backend.to_host({"v": value})["v"]))

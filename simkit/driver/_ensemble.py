@@ -23,18 +23,12 @@ from array_api_compat import array_namespace
 
 from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._block import BlockPlan, BlockProgram
-from simkit.driver import (
-    RunResult,
-    _HostBuffers,
-    _layout,
-    _now,
-    _Run,
-    _step_for,
-    _watch_for,
-    failed,
-    provenance,
-)
+from simkit.driver import RunResult, _layout, _now, failed, provenance
 from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, _is_final, _Point, build_program
+from simkit.driver._captures import HostBuffers
+from simkit.driver._replay import check_start
+from simkit.driver._run import Run
+from simkit.driver._steps import step_for, watch_for
 from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan
@@ -117,8 +111,8 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
     check_vectorizable(plans, keys)
     sc = plans[0].scenario
     backend = get_backend(sc.backend, sc.device, sc.dtype, compile=True)
-    buffers = _HostBuffers()
-    runs: list[_Run] = []
+    buffers = HostBuffers()
+    runs: list[Run] = []
     try:
         for plan in plans:
             writer = BackgroundWriter(
@@ -126,7 +120,7 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
                              overwrite=plan.overwrite),
                 on_written=lambda stream, step, arrays: buffers.give_back(arrays))
             try:
-                runs.append(_Run(plan, backend, writer, buffers))
+                runs.append(Run(plan, backend, writer, buffers))
             except BaseException:
                 writer.abort({schema.ATTR_FINISHED: _now()})
                 raise
@@ -143,7 +137,7 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
 class _Ensemble:
     """The members of one vectorized run: their batched state, files, and how each ended."""
 
-    def __init__(self, runs: list[_Run], backend: AbstractBackend, names: list[str]) -> None:
+    def __init__(self, runs: list[Run], backend: AbstractBackend, names: list[str]) -> None:
         self.runs, self.backend, self.names = runs, backend, names
         first = runs[0].plan
         self.lead = _Lead(first)
@@ -174,7 +168,7 @@ class _Ensemble:
     def _program(self) -> BlockProgram:
         """The block program of the first member, with slots sized for the whole ensemble: the
         block buffers of all members together stay within the run's device-memory budget."""
-        program, _ = build_program(self.runs[0], _step_for, _watch_for,
+        program, _ = build_program(self.runs[0], step_for, watch_for,
                                    lambda solver, key, make: make())
         count = len(self.runs)
         budget = BLOCK_BYTES // max(1, len(program.slots))
@@ -219,7 +213,7 @@ class _Ensemble:
                 for m, run in enumerate(self.runs):
                     run.fields = self._member(self.fields, m)
                     try:
-                        run.check_start()
+                        check_start(run)
                     except NonFiniteError as error:
                         self._stop(m, error)
                     run.fields = {}

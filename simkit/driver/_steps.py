@@ -1,0 +1,68 @@
+"""Functions made from a solver (its step, stage steps, diagnostics, watched conditions), kept
+by solver class and parameters so a process that runs the same solver again compiles nothing new."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from simkit.solver import KERNELS_ENV, make_step
+
+#: Functions made from a solver (steps, stage steps, diagnostics, watched conditions) by solver
+#: class, parameters and what they are, so a process that runs the same solver again (a notebook,
+#: a sweep, a benchmark) reuses them and what the backend compiled for them. Backends keep
+#: compiled code only while its function lives, so this bound also bounds the memory a long
+#: process spends on compiled code: the least recently used go first.
+_STEPS: OrderedDict[tuple, Any] = OrderedDict()
+_STEPS_KEPT = 32
+
+
+def solver_cached(solver: Any, what: tuple, make: Callable[[], Any]) -> Any:
+    params = getattr(solver, "params", None)
+    if params is None or not hasattr(params, "model_dump_json"):
+        return make()
+    # The kernel switch changes what a step is made of: part of the key.
+    key = (type(solver), params.model_dump_json(), os.environ.get(KERNELS_ENV, ""), *what)
+    found = _STEPS.get(key)
+    if found is None:
+        found = _STEPS[key] = make()
+        while len(_STEPS) > _STEPS_KEPT:
+            _STEPS.popitem(last=False)
+    else:
+        _STEPS.move_to_end(key)
+    return found
+
+
+def step_for(solver: Any, seed: int, capture_after: tuple[str, ...] = ()) -> Any:
+    """``make_step(solver, seed, capture_after=...)``, the same function for the same solver."""
+    return solver_cached(solver, ("step", seed, tuple(capture_after)),
+                          lambda: make_step(solver, seed, capture_after=capture_after))
+
+
+def diagnostics_for(solver: Any) -> dict[str, Any]:
+    """The solver's diagnostics by name, the same functions for the same solver (a backend
+    compiles each once per process, not once per run)."""
+    return solver_cached(solver, ("diagnostics",),
+                          lambda: {d.name: d for d in solver.diagnostics()})
+
+
+def watch_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None], ...]
+               ) -> Any:
+    """The device predicate of the watched conditions ``(diagnostic, above, below)``: a bool
+    vector of ``fields``, one entry per condition; the same function for the same conditions."""
+    def make() -> Any:
+        diagnostics = diagnostics_for(solver)
+        tests = [(diagnostics[name].fn, above, below) for name, above, below in conditions]
+
+        def watch(fields):
+            flags = [fn(fields) > above if above is not None else fn(fields) < below
+                     for fn, above, below in tests]
+            return array_namespace(*flags).stack(flags)
+
+        return watch
+
+    return solver_cached(solver, ("watch", conditions), make)
