@@ -3,6 +3,10 @@ torch, checkpointed against store-everything, adjoint streams, objectives and re
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -10,9 +14,10 @@ import xarray as xr
 import simkit
 from conftest import heat_scenario, require_backend
 from simkit.autodiff import Checkpointing, misfit, run_function, value_and_grad
+from simkit.autodiff._revolve import WORKING, binomial_schedule, fewest_advances
 from simkit.errors import ScenarioError
 from simkit.io.netcdf import capture_checksum
-from simkit.solver import available_solvers, load_solver
+from simkit.solver import available_solvers, load_solver, make_step
 
 GRAD_BACKENDS = ("jax", "torch")
 
@@ -229,6 +234,170 @@ def test_sqrt_policy_holds_order_sqrt_states():
     assert Checkpointing.parse("all").states_held(10_000) == 10_001
 
 
+#: Binomial against store-everything: a scenario with a capture stream, the names differentiated
+#: and an adjoint stream.
+BINOMIAL_CASES = {
+    "heat2d": (small("heat2d", 23, outputs={"s": {"at": [3, 10, 11, 23], "fields": ["u"]}}),
+               ["diffusivity", "u"], {"adjoint": {"at": [0, 4, 11, 17, 23], "fields": ["u"]}}),
+    "gray_scott": (small("gray_scott", 12, outputs={"s": {"every": 5, "fields": ["v"],
+                                                          "diagnostics": ["v_std"]}}),
+                   ["feed", "kill", "u", "v"], {"adjoint": {"every": 3, "fields": ["u", "v"]}}),
+}
+
+
+@pytest.mark.parametrize("slots", [1, 3, 6, 100])
+@pytest.mark.parametrize("name", sorted(BINOMIAL_CASES))
+def test_binomial_equals_store_everything(lib, name, slots):
+    scenario, wrt, adjoint = BINOMIAL_CASES[name]
+    loss = _linear_loss(run_function(scenario, backend=lib), _weights(run_function(scenario)))
+    every, binomial = (value_and_grad(scenario, loss, wrt, backend=lib, checkpoint=policy,
+                                      gradients=adjoint)
+                       for policy in ("all", {"binomial": slots}))
+    assert binomial.value == pytest.approx(every.value, rel=1e-13)
+    for key in wrt:
+        assert np.any(every.grad[key] != 0)
+        np.testing.assert_allclose(binomial.grad[key], every.grad[key], rtol=1e-13,
+                                   atol=1e-13 * float(np.abs(every.grad[key]).max()))
+    for field in adjoint["adjoint"]["fields"]:
+        expected = every.adjoints["adjoint"][field]
+        np.testing.assert_array_equal(binomial.adjoints["adjoint"]["step"],
+                                      every.adjoints["adjoint"]["step"])
+        np.testing.assert_allclose(binomial.adjoints["adjoint"][field], expected, rtol=1e-13,
+                                   atol=1e-13 * float(np.abs(expected).max()))
+
+
+def test_binomial_captures_and_nonzero_probes_equal_store_everything(lib):
+    """Captures agree, and states recomputed on the way back carry the probes as the forward
+    ones did (a probe of a nonlinear run moves the gradient)."""
+    scenario = BINOMIAL_CASES["gray_scott"][0]
+    rng = np.random.default_rng(7)
+    found = []
+    for policy in ("all", {"binomial": 2}):
+        run = run_function(scenario, backend=lib, checkpoint=policy, probe_steps=[4, 9])
+        p0, f0 = run.initial_params(), run.initial_fields()
+        probes = {"v": run.backend.asarray(0.05 * rng.standard_normal((2, 8, 8)))}
+        rng = np.random.default_rng(7)
+        loss = _linear_loss(run, _weights(run))
+        _, captures = run(p0, f0, probes)
+        if lib == "jax":
+            import jax
+
+            def of_feed(feed, run=run, loss=loss, p0=p0, f0=f0, probes=probes):
+                return loss(*run({**p0, "feed": feed}, f0, probes))
+
+            gradient = jax.grad(of_feed)(p0["feed"])
+        else:
+            feed = p0["feed"].clone().requires_grad_(True)
+            loss(*run({**p0, "feed": feed}, f0, probes)).backward()
+            gradient = feed.grad
+        found.append((captures, float(gradient)))
+    (every, g_every), (binomial, g_binomial) = found
+    np.testing.assert_array_equal(binomial["s"]["step"], [0, 5, 10])
+    for key in ("v", "v_std"):
+        np.testing.assert_array_equal(np.asarray(binomial["s"][key]), np.asarray(every["s"][key]))
+    assert g_binomial == pytest.approx(g_every, rel=1e-13)
+
+
+@functools.cache
+def _fewest_advances_by_search(steps: int, slots: int) -> int:
+    """The fewest steps advanced to reverse ``steps`` steps with ``slots`` stored states, by
+    trying every place to store the next state."""
+    if steps <= 1:
+        return 0
+    if slots == 1:
+        return steps * (steps - 1) // 2
+    return min(m + _fewest_advances_by_search(steps - m, slots - 1)
+               + _fewest_advances_by_search(m, slots) for m in range(1, steps))
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 5])
+def test_binomial_schedule_is_optimal_and_holds_its_slots(slots):
+    for steps in range(1, 45):
+        schedule = binomial_schedule(steps, slots)
+        # Follow it: each row starts from the state its slot holds, steps go back last to first.
+        held = {slot: step for step, slot in schedule.sweep_stores.items()}
+        held[WORKING] = schedule.working_step
+        reversed_steps = []
+        for row in schedule.rows:
+            assert held[row.src] == row.k0 <= row.k1
+            if row.dst >= 0:
+                held[row.dst] = row.k1
+            if row.reverse:
+                reversed_steps.append(row.k1)
+        assert reversed_steps == list(range(steps - 1, -1, -1))
+        assert max(held) < slots and schedule.slots_used <= slots
+        # The forward sweep advances n - 1 steps of the schedule's; Griewank's r n - C(s+r, s+1).
+        total = steps - 1 + schedule.recomputed_steps
+        assert total == _fewest_advances_by_search(steps, slots) == fewest_advances(steps, slots)
+    assert binomial_schedule(10, 1).recomputed_steps == 45 - 9  # n(n-1)/2 from the one state
+
+
+def test_binomial_policy_states_held():
+    policy = Checkpointing.parse({"binomial": 20})
+    assert policy.form == {"binomial": 20} and str(policy) == "{binomial: 20}"
+    # 20 stored states cover C(24, 20) = 10626 >= 10^4 steps with 4 repetitions.
+    assert policy.states_held(10_000) == 21
+    assert policy.schedule(10_000).recomputed_steps == 4 * 10_000 - math.comb(24, 21) - 9_999
+    assert Checkpointing.parse({"binomial": 100}).states_held(23) == 24  # all 23 stored
+    assert Checkpointing.parse({"binomial": 1}).states_held(23) == 2
+
+
+def test_binomial_on_torch_calls_the_step_as_scheduled(monkeypatch):
+    require_backend("torch")
+    import simkit.autodiff._function as function
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        step = make_step(*args, **kwargs)
+
+        def counted(*a):
+            calls.append(int(a[2]))
+            return step(*a)
+
+        return counted
+
+    monkeypatch.setattr(function, "make_step", counting)
+    scenario = small("heat2d", 23, outputs={"s": {"every": 4, "fields": ["u"]}})
+    for slots in (1, 3, 30):
+        calls.clear()
+        result = value_and_grad(scenario, _loss, ["diffusivity", "u"], backend="torch",
+                                checkpoint={"binomial": slots})
+        assert np.isfinite(result.grad["u"]).all()
+        schedule = binomial_schedule(23, slots)
+        # The sweep, the recomputation and each step's own backward; nothing else.
+        assert len(calls) == 23 + schedule.recomputed_steps + 23
+        assert calls[:23] == list(range(23))
+    assert binomial_schedule(23, 30).recomputed_steps == 0
+    assert binomial_schedule(23, 3).recomputed_steps == fewest_advances(23, 3) - 22 > 0
+
+
+def test_binomial_jax_plans_bounded_memory():
+    """XLA's plan for the binomial gradient holds about N states, store-everything n."""
+    require_backend("jax")
+    import jax
+    import jax.numpy as jnp
+
+    scenario = small("heat2d", 200)
+    scenario["params"] = {**scenario["params"], "shape": [32, 32]}
+    state = 32 * 32 * 8
+    planned = {}
+    for policy in ("all", {"binomial": 4}):
+        run = run_function(scenario, backend="jax", checkpoint=policy)
+        p0, f0 = run.initial_params(), run.initial_fields()
+
+        def loss(p, f, run=run):
+            return jnp.sum(run(p, f)[0]["u"] ** 2)
+
+        stats = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(p0, f0).compile().memory_analysis()
+        if stats is None:
+            pytest.skip("XLA does not report memory on this backend")
+        planned[str(run.checkpointing)] = (stats.temp_size_in_bytes
+                                           + stats.output_size_in_bytes) / state
+    assert planned["all"] > 200
+    assert planned["{binomial: 4}"] < 4 + 8
+
+
 # ------------------------------------------------------------------ JAX transformations
 
 
@@ -376,8 +545,11 @@ def _loss(final, captures):
     (small("gray_scott"), {"wrt": ["length"]},
      r"expected a differentiable parameter of gray_scott \(feed, kill, diffusivity_u, "
      r"diffusivity_v\), given 'length'"),
-    (small("heat2d"), {"wrt": ["u"], "checkpoint": {"binomial": 4}},
-     "checkpoint: binomial checkpointing is not available yet"),
+    (small("heat2d"), {"wrt": ["u"], "checkpoint": {"binomial": 0}},
+     r"checkpoint: expected \{binomial: N\} with N an integer of at least 1 \(the states "
+     r"stored\), given \{'binomial': 0\}"),
+    (small("heat2d"), {"wrt": ["u"], "checkpoint": {"binomial": 2.5}},
+     r"checkpoint: expected \{binomial: N\} .*given \{'binomial': 2.5\}"),
     (small("heat2d"), {"wrt": ["u"], "checkpoint": "some"},
      r"checkpoint: expected one of all, sqrt, \{binomial: N\}, given 'some'"),
     (small("heat2d"), {"wrt": ["u"], "backend": "numpy"},
@@ -422,6 +594,14 @@ def test_simkit_run_of_a_scenario_with_an_objective(in_tmp, capsys):
         assert float(root.objective) == expected.value
         assert float(root.gradient_diffusivity) == expected.grad["diffusivity"]
         np.testing.assert_array_equal(adj.step.values, [0, 6])
+        assert json.loads(root.attrs["simkit_checkpoint"]) == "sqrt"
+    assert main(["run", "guess.yaml", "--overwrite", "--set",
+                 "objective.checkpoint={binomial: 2}"]) == 0
+    capsys.readouterr()
+    with xr.open_dataset("guess.nc") as root:
+        assert json.loads(root.attrs["simkit_checkpoint"]) == {"binomial": 2}
+        assert float(root.gradient_diffusivity) == pytest.approx(expected.grad["diffusivity"],
+                                                                 rel=1e-13)
     assert main(["run", "guess.yaml", "--overwrite", "--set", "objective.wrt=[spacing]"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("simkit: error: guess.yaml:")
@@ -430,8 +610,11 @@ def test_simkit_run_of_a_scenario_with_an_objective(in_tmp, capsys):
 
 
 @pytest.mark.parametrize(("setting", "line", "message"), [
-    ("objective.checkpoint={binomial: 3}", 9,
-     "objective.checkpoint: expected 'sqrt' or 'all', given {'binomial': 3}"),
+    ("objective.checkpoint={binomial: 0}", 9,
+     "objective.checkpoint: expected {binomial: N} with N an integer of at least 1 (the states "
+     "stored), given {'binomial': 0}"),
+    ("objective.checkpoint=some", 9,
+     "objective.checkpoint: expected one of all, sqrt, {binomial: N}, given 'some'"),
     ("objective.misfit.path=nowhere.nc", 10,
      "objective.misfit.path: expected an existing simkit file, given 'nowhere.nc'"),
     ("objective.misfit.fields=[v]", 10,

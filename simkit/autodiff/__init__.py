@@ -1,6 +1,6 @@
 """Differentiable runs (DESIGN D10): a run as a function of its parameters and initial fields that
-JAX and torch autograd differentiate, gradients of objectives of it at O(sqrt n) memory, and
-adjoints dL/du_k written as streams of the run file."""
+JAX and torch autograd differentiate, gradients of objectives of it at O(sqrt n) memory or a
+binomial schedule's N states, and adjoints dL/du_k written as streams of the run file."""
 
 from simkit.autodiff._api import GradResult, grad, run_function, value_and_grad
 from simkit.autodiff._checkpoint import Checkpointing

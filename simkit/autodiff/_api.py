@@ -87,7 +87,7 @@ def run_function(scenario: Any, *, backend: str | None = None, checkpoint: Any =
         scenario: a scenario file, mapping or ``Scenario`` (step schedules, a length in steps).
         backend: ``jax`` or ``torch``; default the scenario's when it is one, else the first
             installed.
-        checkpoint: ``"sqrt"`` or ``"all"`` (see ``Checkpointing``).
+        checkpoint: ``"sqrt"``, ``"all"`` or ``{"binomial": N}`` (see ``Checkpointing``).
         probe_steps: steps at which the function adds its ``probes`` argument to the state.
         sets, allow_import, overrides: as for ``simkit.run``.
     """
@@ -188,8 +188,9 @@ def value_and_grad(
         objective: ``objective(final, captures) -> scalar`` (see ``simkit.autodiff.misfit``).
         wrt: differentiable parameter names (``diffusivity`` or ``params.diffusivity``) and
             field names (``u`` or ``initial.u``: the gradient with respect to the initial field).
-        checkpoint: ``"sqrt"`` (O(sqrt n) states held, one extra forward pass) or ``"all"``;
-            ``{"binomial": N}`` is refused (not available yet).
+        checkpoint: ``"sqrt"`` (O(sqrt n) states held, one extra forward pass), ``"all"``, or
+            ``{"binomial": N}`` (at most N states stored, the fewest recomputed steps for
+            that many; see ``Checkpointing``).
         backend: ``jax`` or ``torch``; default the scenario's when it is one, else the first
             installed. Device and dtype are the scenario's.
         gradients: adjoint streams, ``{name: {<schedule>, fields: [...]}}``: dL/du_k at the
@@ -322,5 +323,5 @@ def _write(plan: RunPlan, run: DifferentiableRun, objective: Objective, value: f
     write_gradients(result.path, GradientVariable(OBJECTIVE, (), units, name,
                                                   np.asarray(value, dtype=np.float64)),
                     gradients, streams, plan.solver.time_units,
-                    {ATTR_OBJECTIVE: name, ATTR_CHECKPOINT: json.dumps(policy.kind)})
+                    {ATTR_OBJECTIVE: name, ATTR_CHECKPOINT: json.dumps(policy.form)})
     return Path(result.path)

@@ -6,7 +6,9 @@ backend contract; the solver is rebuilt around the parameter values (``with_para
 may be traced or tracked arrays. The run is cut into segments of about sqrt(n) steps; under the
 ``sqrt`` policy each segment is recomputed on the way back (``jax.checkpoint`` inside a
 ``lax.scan`` over segments on JAX, ``torch.utils.checkpoint`` on torch), so memory holds
-O(sqrt n) states whatever the run's length.
+O(sqrt n) states whatever the run's length. Under ``{"binomial": N}`` the steps run with their
+own backward pass following Griewank's binomial schedule over N stored states
+(``simkit.autodiff._reverse``): reverse mode only there.
 
 Probes give the adjoint at intermediate steps: a probe is a zero added to the state at a chosen
 step, and the derivative of an objective with respect to it is the derivative with respect to
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from simkit.autodiff._checkpoint import Checkpointing
+from simkit.autodiff._reverse import Plan, run_jax, run_torch
 from simkit.backends import AbstractBackend, get_backend
 from simkit.errors import ScenarioError
 from simkit.scenario import RunPlan
@@ -94,7 +97,9 @@ class DifferentiableRun:
         plan: from ``simkit.scenario.plan_run``: fixed ``dt``, a length in ``steps`` and step
             schedules only.
         backend: ``jax`` or ``torch`` (device and dtype are the plan's).
-        checkpoint: ``"sqrt"`` (O(sqrt n) states held in reverse mode) or ``"all"``.
+        checkpoint: ``"sqrt"`` (O(sqrt n) states held in reverse mode), ``"all"`` or
+            ``{"binomial": N}`` (at most N states stored; forward mode and second derivatives
+            are not available under it).
         probe_steps: steps at which ``__call__`` adds its ``probes`` to the state, for adjoints
             at those steps (step 0 is the initial state).
 
@@ -176,8 +181,11 @@ class DifferentiableRun:
             # (navier_stokes2d) would be refused, so the run is traced under standard rules.
             rules = jax.numpy_dtype_promotion("standard")
         with rules:
-            run = self._run_jax if self.library == "jax" else self._run_torch
-            final, taken = run(step, fields, probes or None)
+            if self.checkpointing.kind == "binomial" and self.steps >= 1:
+                final, taken = self._run_binomial(params, fields, probes or None)
+            else:
+                run = self._run_jax if self.library == "jax" else self._run_torch
+                final, taken = run(step, fields, probes or None)
             diagnostics = {d.name: d.fn for d in solver.diagnostics()}
             captures = {}
             for capture in self.captures:
@@ -279,6 +287,45 @@ class DifferentiableRun:
             pieces.append(ys)
             order += [(len(pieces) - 1, j, step_) for j, step_ in enumerate(kept)]
         return fields, _Taken(names, start, pieces, order, jnp)
+
+    # -------------------------------------------------------------- binomial
+
+    def _run_binomial(self, params: Mapping[str, Any], fields: dict[str, Any],
+                      probes: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any]:
+        """The steps under the binomial schedule (``simkit.autodiff._reverse``): its own
+        backward pass, so the parameters go in as arguments and the step is rebuilt around
+        them."""
+        take, _, probe_slot = self._layout()
+        names = self._taken_fields()
+        with_probes = probes is not None and bool(self.probe_steps)
+        probes = dict(probes) if with_probes and probes is not None else {}
+        if 0 in probe_slot and probes:
+            fields = {k: v + probes[k][probe_slot[0]] if k in probes else v
+                      for k, v in fields.items()}
+        start = dict(fields)
+        plan = Plan(self.checkpointing.schedule(self.steps), self.dt, self.field_names, names,
+                    tuple(s for s in take if s >= 1), probe_slot if probes else {})
+        seed, kernels = self.plan.scenario.seed, None if self.library == "jax" else False
+
+        def step_of(values: Mapping[str, Any]) -> Any:
+            return make_step(with_params(self.solver, values), seed, kernels=kernels)
+
+        if self.library == "jax":
+            import jax.numpy as jnp
+
+            params = {k: jnp.asarray(v) for k, v in params.items()}
+            final, taken = run_jax(plan, step_of, params, fields, probes)
+            order = [(0, j, s) for j, s in enumerate(plan.take_steps)]
+            return final, _Taken(names, start, [taken], order, jnp)
+        import torch
+
+        params = {k: v if isinstance(v, torch.Tensor) else self.scalar(v)
+                  for k, v in params.items()}
+        final, states = run_torch(plan, step_of,
+                                  lambda i: self.backend.scalars(self.dt, i, i * self.dt),
+                                  params, fields, probes)
+        order = [(j, None, s) for j, s in enumerate(plan.take_steps)]
+        return final, _Taken(names, start, states, order, torch)
 
     # ----------------------------------------------------------------- torch
 

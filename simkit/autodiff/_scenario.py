@@ -5,7 +5,7 @@ streams) that ``simkit run`` turns into a run file with the gradients added.
 objective:
   misfit: {path: runs/truth.nc, stream: snapshots, fields: [u]}
   wrt: [diffusivity, u]
-  checkpoint: sqrt          # or all
+  checkpoint: sqrt          # or all, or {binomial: N}
   backend: jax              # optional: the scenario's when it differentiates
 gradients:
   adjoint: {every: 100, fields: [u]}
@@ -45,7 +45,7 @@ class ObjectiveSpec(BaseModel):
 
     misfit: MisfitSpec
     wrt: list[str] = Field(min_length=1, description="parameters and initial fields")
-    checkpoint: Literal["sqrt", "all"] = "sqrt"
+    checkpoint: Any = Field("sqrt", description="sqrt, all or {binomial: N} (N states stored)")
     backend: Literal["jax", "torch"] | None = None
 
 
@@ -94,7 +94,7 @@ def check_scenario(scenario: Any, *, sets: Sequence[str] = (), allow_import: boo
         raise _located(error, scenario) from None
     streams = ", ".join(adjoint) or "none"
     return (f"objective {objective.name} with respect to {', '.join(spec.wrt)} on "
-            f"{run.library}, checkpoint {run.checkpointing.kind}, adjoint streams: "
+            f"{run.library}, checkpoint {run.checkpointing}, adjoint streams: "
             f"{streams}")
 
 
