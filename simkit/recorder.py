@@ -106,6 +106,11 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
         raise ScenarioError(f"expected a stage name, given {stage!r}", key=f"{key}.stage")
     schedule = parse_schedule({k: v for k, v in spec.items() if k not in RECORD_STREAM_KEYS},
                               key)
+    for member in members(schedule):
+        if isinstance(member, While) and member.stage is not None:
+            raise ScenarioError("expected a condition on a value the loop passes, given one on "
+                                f"stage {member.stage!r} (a scenario run's form)",
+                                key=f"{key}.while.stage")
     if stage is not None:
         for member in members(schedule):
             if isinstance(member, While) or not isinstance(member, (Every, At, LogSpaced, First,

@@ -423,6 +423,12 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
                                 f"{member.diagnostic!r}", key=f"{key}.{form}.diagnostic")
         if isinstance(member, (When, While)):
             _check_scalar(solver, member.diagnostic, f"{key}.{form}.diagnostic")
+        if isinstance(member, While) and member.stage is not None:
+            stage_names = [s.name for s in solver.stages()]
+            if member.stage not in stage_names:
+                raise ScenarioError(f"unknown stage{did_you_mean(member.stage, stage_names)}; "
+                                    f"expected one of {', '.join(stage_names)}, given "
+                                    f"{member.stage!r}", key=f"{key}.while.stage")
     return StreamPlan(name, schedule, fields, diagnostics, stage)
 
 

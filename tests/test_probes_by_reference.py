@@ -24,6 +24,11 @@ _MODULE = textwrap.dedent('''
 
     def lap_squared(state):
         return state["laplacian"] * state["laplacian"]
+
+
+    def lap_peak(state):
+        xp = array_namespace(state["laplacian"])
+        return xp.max(xp.abs(state["laplacian"]))
 ''')
 
 
@@ -83,3 +88,64 @@ def test_bad_references_are_refused_naming_the_key(tmp_path, in_tmp, extra, mess
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ScenarioError, match=message):
         simkit.run(path, allow_import=True)
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_level_condition_on_a_probe_captures_exactly_where_it_holds(backend, tmp_path, in_tmp,
+                                                                    stop):
+    """``while`` with ``stage``: the diagnostic is taken of the state right after the stage (a
+    probe), inside the blocks; and on the host path when ``stop_when`` ends the run."""
+    name = f"peak_mod_{backend}_{int(stop)}"
+    (tmp_path / f"{name}.py").write_text(_MODULE)
+    common = {"backend": backend, "steps": 40,
+              "diagnostics": {"lap_peak": {"function": f"{name}:lap_peak", "units": "K m-2"}}}
+
+    def run(name, **data):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(heat_scenario(**common, **data,
+                                                     output=str(tmp_path / f"{name}.nc"))))
+        return simkit.run(path, allow_import=True)
+
+    every = run("every", outputs={
+        "lap": {"every": 1, "stage": "laplacian", "fields": ["laplacian"]},
+        "e": {"every": 1, "diagnostics": ["energy"]}})
+    lap = xr.open_dataset(every.path, group="lap")
+    peak = np.abs(lap.laplacian).max(("y", "x")).values  # steps 1..40
+    threshold = float(np.sort(peak)[len(peak) // 2 + (2 if stop else 0)])
+    thin = 1 if stop else 2
+    extra = {}
+    end = 40
+    if stop:  # ends the run mid-way: the last step's stream is taken on the host path
+        energy = xr.open_dataset(every.path, group="e").energy.values
+        below = float(0.5 * (energy[30] + energy[31]))
+        extra["stop_when"] = {"diagnostic": "energy", "below": below}
+        end = int(np.argmax(energy < below))
+    # Without a stop: while the peak is high. With one: once it is low, so the condition holds
+    # at the step where the run stops (taken on the host path, from the retaken stage).
+    side = "below" if stop else "above"
+    result = run("w", **extra, outputs={
+        "hot": {"while": {"diagnostic": "lap_peak", "stage": "laplacian", side: threshold,
+                          "every": thin}, "fields": ["u"]}})
+    hot = xr.open_dataset(result.path, group="hot")
+    holds = peak < threshold if stop else peak > threshold
+    expected = [s for s in range(thin, end + 1, thin) if holds[s - 1]]
+    assert 0 < len(expected) < end // thin  # holds at some steps, not at all
+    assert not stop or expected[-1] == end
+    assert list(hot.step.values) == expected
+    assert result.step == end
+
+
+def test_conditions_on_stages_are_refused_where_they_cannot_be_taken(in_tmp):
+    stream = {"while": {"diagnostic": "energy", "stage": "lapl", "above": 1.0}, "fields": ["u"]}
+    with pytest.raises(ScenarioError, match=r"outputs\.hot\.while\.stage: unknown stage "
+                       r'\(did you mean "laplacian"\?\); expected one of laplacian, update, given '
+                       r"'lapl'"):
+        simkit.run(heat_scenario(outputs={"hot": stream}))
+    with pytest.raises(ScenarioError, match=r"outputs\.hot\.when\.stage: unknown key"):
+        simkit.run(heat_scenario(outputs={"hot": {"when": {
+            "diagnostic": "energy", "stage": "laplacian", "above": 1.0}, "fields": ["u"]}}))
+    with pytest.raises(ScenarioError, match=r"outputs\.hot\.while\.stage: expected a condition "
+                       r"on a value the loop passes, given one on stage 'laplacian'"):
+        simkit.record("r.nc", {"hot": {"while": {"diagnostic": "loss", "stage": "laplacian",
+                                                 "above": 1.0}, "diagnostics": ["loss"]}})
+

@@ -56,7 +56,8 @@ class BlockProgram:
         points: the most capture points in one block (the length of a plan's arrays).
         watch: edge-triggered conditions (``fields -> bool (W,)``) that end a block where one
             turns true; None when there are none.
-        levels: level conditions (``fields -> bool (L,)``) gating slots; None when there are none.
+        levels: level conditions (``(fields, seen) -> bool (L,)``, ``seen`` as ``staged`` returns
+            it, or None) gating slots; None when there are none.
         shapes: host shape and dtype of everything a slot may keep, by name (buffers are made
             from these).
     """
@@ -67,7 +68,7 @@ class BlockProgram:
     slots: tuple[Slot, ...]
     points: int
     watch: WatchFn | None
-    levels: WatchFn | None
+    levels: Callable[..., Array] | None
     shapes: Mapping[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
 
 
@@ -203,12 +204,15 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
                     break
         if stopped_early:
             break  # stopped before the point: nothing is due
-        levels = ops.flags(program.levels(out)) if program.levels is not None else None
+        levels = None
         for s, slot in enumerate(program.slots):
             if not plan.due[k, s]:
                 continue
-            if slot.level is not None and not levels[slot.level]:
-                continue
+            if slot.level is not None:
+                if levels is None:  # a due slot: the stages' states were kept (``seen``)
+                    levels = ops.flags(program.levels(out, seen))
+                if not levels[slot.level]:
+                    continue
             values = slot_values(program, slot, out, seen)
             finite = ops.both(finite, ops.all_finite(values))
             for name, value in values.items():

@@ -126,7 +126,7 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                 if watch is None:
                     taken = taken + 1
             true_ = completed
-            level_flags = levels(f) if levels is not None else None
+            level_flags = levels(f, seen) if levels is not None else None
             new_bufs, new_idx = [], []
             for s, slot in enumerate(slots):
                 do = due[k, s] & true_

@@ -21,6 +21,7 @@ from simkit.backends._block import STEP, BlockPlan, BlockProgram, Slot
 from simkit.driver._captures import check_diagnostic_shapes
 from simkit.driver._replay import Piece, block_steps, check_finite, replay
 from simkit.driver._run import save_schedules
+from simkit.driver._steps import levels_for, solver_cached, step_for
 from simkit.errors import NonFiniteError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
@@ -73,13 +74,17 @@ class _Point:
                 Piece(1, self.last, self.time, self.offset + self.count - 1, self.dt)]
 
 
-def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[BlockProgram, Any]:
+def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, Any]:
     """The static block program of ``run`` (its step, stage captures, diagnostics and slots) and
     what the backend runs it with: both kept in the solver cache, so a process that runs the
     same solver and outputs again compiles nothing new (and memory stays flat over many runs)."""
     plan = run.plan
     streams = list(plan.streams)
-    stages = tuple(dict.fromkeys(s.stage for s in streams if s.stage is not None))
+    levels = [(s.name, s.schedule) for s in streams if isinstance(s.schedule, While)]
+    # Stages whose states a block keeps at a point's last step: those streams capture after,
+    # and those level conditions look at.
+    stages = tuple(dict.fromkeys([s.stage for s in streams if s.stage is not None]
+                                 + [w.stage for _, w in levels if w.stage is not None]))
     seed = plan.scenario.seed
     staged = step_for(plan.solver, seed, stages) if stages else None
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -93,14 +98,13 @@ def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[
     per_capture = [sum(int(np.prod(shapes[n][0], dtype=np.int64)) * np.dtype(shapes[n][1]).itemsize
                        for n in s.fields + s.diagnostics) + 16 for s in streams]
     budget = BLOCK_BYTES // max(1, len(streams))
-    levels = [(s.name, s.schedule) for s in streams if isinstance(s.schedule, While)]
     level_index = {name: i for i, (name, _) in enumerate(levels)}
     slots = tuple(Slot(s.name, s.stage, s.fields, s.diagnostics,
                        capacity=max(1, min(points, budget // per)),
                        level=level_index.get(s.name))
                   for s, per in zip(streams, per_capture, strict=True))
-    level_fn = (watch_for(plan.solver, tuple((w.diagnostic, w.above, w.below)
-                                             for _, w in levels)) if levels else None)
+    level_fn = (levels_for(plan.solver, tuple((w.diagnostic, w.above, w.below, w.stage)
+                                              for _, w in levels)) if levels else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
     check_diagnostic_shapes(run, {n for s in streams if s.stage is None for n in s.diagnostics})
     at_stages: dict[str, set[str]] = {}
@@ -117,7 +121,7 @@ def build_program(run: Any, step_for: Any, watch_for: Any, cache: Any) -> tuple[
     key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
            getattr(backend, "compile", None), stages, slots, points,
            tuple((m.diagnostic, m.above, m.below) for _, m in run.whens),
-           tuple((w.diagnostic, w.above, w.below) for _, w in levels),
+           tuple((w.diagnostic, w.above, w.below, w.stage) for _, w in levels),
            tuple(sorted(shapes.items())))
 
     def make() -> tuple[BlockProgram, Any]:

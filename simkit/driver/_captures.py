@@ -155,15 +155,21 @@ def capture(run: Any, streams: list[StreamPlan], source: Mapping[str, Any] | Non
         run.writer.capture(stream.name, run.step, run.time, arrays)
 
 
-def due(run: Any, streams: list[StreamPlan], step: int, time: float, final: bool
+def due(run: Any, streams: list[StreamPlan], step: int, time: float, final: bool,
+        stages: Callable[[str], Mapping[str, Any] | None] = lambda stage: None
         ) -> list[StreamPlan]:
     """The streams that capture the run's current state (at ``step``) on the host path; a
-    level-triggered stream only while its condition holds."""
+    level-triggered stream only while its condition holds (``stages(name)``: the state right
+    after that stage of the step that led here, None where no step did)."""
     return [s for s in streams if run.last_capture.get(s.name) != step
             and (s.schedule.fires(step, time) or (final and s.schedule.at_end))
-            and (not isinstance(s.schedule, While) or _holds(run, s.schedule))]
+            and (not isinstance(s.schedule, While) or _holds(run, s.schedule, stages))]
 
 
-def _holds(run: Any, condition: While) -> bool:
-    value = run.backend.call(run.diagnostics[condition.diagnostic].fn, run.fields)
+def _holds(run: Any, condition: While,
+           stages: Callable[[str], Mapping[str, Any] | None]) -> bool:
+    state = run.fields if condition.stage is None else stages(condition.stage)
+    if state is None:  # the state the run starts from: no stage made it
+        return False
+    value = run.backend.call(run.diagnostics[condition.diagnostic].fn, state)
     return condition.holds(float(run.backend.to_host({"v": value})["v"]))

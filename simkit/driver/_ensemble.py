@@ -28,7 +28,6 @@ from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, _is_final, _Point, bui
 from simkit.driver._captures import HostBuffers
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
-from simkit.driver._steps import step_for, watch_for
 from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan
@@ -69,7 +68,7 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
     if first.scenario.steps is None or first.stop_when is not None:
         reasons.append("a run length in steps without stop_when")
     for stream in first.streams:
-        if stream.stage is not None or any(
+        if stream.stage is not None or getattr(stream.schedule, "stage", None) or any(
                 m.next_time(-math.inf) is not None or isinstance(m, (When, WallTime))
                 for m in members(stream.schedule)):
             reasons.append(f"step schedules only, given outputs.{stream.name}")
@@ -168,7 +167,7 @@ class _Ensemble:
     def _program(self) -> BlockProgram:
         """The block program of the first member, with slots sized for the whole ensemble: the
         block buffers of all members together stay within the run's device-memory budget."""
-        program, _ = build_program(self.runs[0], step_for, watch_for,
+        program, _ = build_program(self.runs[0],
                                    lambda solver, key, make: make())
         count = len(self.runs)
         budget = BLOCK_BYTES // max(1, len(program.slots))
@@ -359,7 +358,7 @@ def _program_for(solver: Any, names: tuple[str, ...], seed: int, plan: RunPlan,
         diagnostics = {d.name: d.fn for d in member.diagnostics()}
         level_fn = None
         if levels:
-            def level_fn(fields):
+            def level_fn(fields, seen=None):
                 flags = [diagnostics[w.diagnostic](fields) > w.above if w.above is not None
                          else diagnostics[w.diagnostic](fields) < w.below for w in levels]
                 return array_namespace(*flags).stack(flags)

@@ -7,6 +7,7 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from simkit.driver._blocks import BlockLoop, _is_final, build_program
 from simkit.driver._captures import capture, due
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
-from simkit.driver._steps import solver_cached, step_for, watch_for
+from simkit.driver._steps import step_for
 from simkit.io import stop_request_path
 from simkit.scenario import StreamPlan
 from simkit.schedule import TIME_RTOL
@@ -55,7 +56,7 @@ def loop(run: Run, progress: ProgressFn | None,
         check_start(run)
     capture(run, due(run, run.plain, run.step, run.time,
                      final=_is_final(sc, run.step, run.time)))
-    program, runner = build_program(run, step_for, watch_for, solver_cached)
+    program, runner = build_program(run)
     blocks = BlockLoop(run, program, runner, sc.flush_seconds, chunk)
     while not (run.stopped or _is_final(sc, run.step, run.time)):
         fired = blocks.run_block()
@@ -63,7 +64,8 @@ def loop(run: Run, progress: ProgressFn | None,
         if fired is not None:
             run.stopped = any(run.whens[j][0] is None for j in np.flatnonzero(fired))
             final = run.stopped or _is_final(sc, run.step, run.time)
-            streams = due(run, run.plain, run.step, run.time, final)
+            streams = due(run, run.plain, run.step, run.time, final,
+                          lambda stage: _stage_state(run, blocks, stage))
             for j in np.flatnonzero(fired):
                 stream, when = run.whens[j]
                 when.fired(run.step)
@@ -105,3 +107,12 @@ def _capture_at_stages(run: Run, blocks: BlockLoop, streams: list[StreamPlan]) -
     seen = blocks.last_step_stages(step_for(run.plan.solver, run.plan.scenario.seed, stages))
     for stage in stages:
         capture(run, [s for s in streams if s.stage == stage], source=seen[stage])
+
+
+def _stage_state(run: Run, blocks: BlockLoop, stage: str) -> Any:
+    """The state right after ``stage`` of the step the last block ended with, retaken from the
+    block's start (None when no block has taken a step: the state the run starts from)."""
+    if not blocks.has_taken_steps():
+        return None
+    solver, seed = run.plan.solver, run.plan.scenario.seed
+    return blocks.last_step_stages(step_for(solver, seed, (stage,)))[stage]

@@ -66,3 +66,27 @@ def watch_for(solver: Any, conditions: tuple[tuple[str, float | None, float | No
         return watch
 
     return solver_cached(solver, ("watch", conditions), make)
+
+
+def levels_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None,
+                                                 str | None], ...]) -> Any:
+    """The device predicate of level conditions ``(diagnostic, above, below, stage)``: a bool
+    vector of ``(fields, seen)``, one entry per condition, each evaluated on the end-of-step
+    ``fields`` or, with a stage, on ``seen[stage]`` (the state right after it); the same
+    function for the same conditions."""
+    def make() -> Any:
+        diagnostics = diagnostics_for(solver)
+        tests = [(diagnostics[name].fn, above, below, stage)
+                 for name, above, below, stage in conditions]
+
+        def levels(fields, seen=None):
+            values = [fn(fields if stage is None else seen[stage])
+                      for fn, _, _, stage in tests]
+            flags = [value > above if above is not None else value < below
+                     for value, (_, above, below, _) in zip(values, tests, strict=True)]
+            return array_namespace(*flags).stack(flags)
+
+        return levels
+
+    return solver_cached(solver, ("levels", conditions), make)
+

@@ -228,15 +228,21 @@ class While(Every):
 
     The step numbers are the candidates; the condition decides on the device which of them are
     captured, so a run captures every step (thinned by ``every``) *while* the condition holds.
+    With ``stage``, the diagnostic is evaluated on the state right after that stage of the
+    step (where the stage's probes are), not on the end-of-step state; the initial state, which
+    no stage has made, never holds.
     """
 
     diagnostic: str = ""
     above: float | None = None
     below: float | None = None
+    stage: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_condition(self, "while")
+        if self.stage is not None and (not isinstance(self.stage, str) or not self.stage):
+            raise ScenarioError(f"expected a stage name, given {self.stage!r}", key="while.stage")
 
     def holds(self, value: float) -> bool:
         """The condition on a host value (the device evaluates the same comparison)."""

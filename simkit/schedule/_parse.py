@@ -34,7 +34,7 @@ VALID_FORMS = (
 SCHEDULE_KEYS = ("every", "offset", "at", "logspace", "sim_time", "start", "first", "last",
                  "wall_time", "when", "while", "any")
 _WHEN_KEYS = ("diagnostic", "above", "below", "cooldown")
-_WHILE_KEYS = ("diagnostic", "above", "below", "every")
+_WHILE_KEYS = ("diagnostic", "above", "below", "every", "stage")
 _MODIFIERS = {"offset": "every", "start": "sim_time"}
 
 
@@ -126,8 +126,8 @@ def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractS
         return [When(**value)]
     if name == "while":
         if not isinstance(value, Mapping):
-            raise ScenarioError(f"expected {{diagnostic: D, above|below: X [, every: N]}}, given "
-                                f"{value!r}", key=key)
+            raise ScenarioError(f"expected {{diagnostic: D, above|below: X [, every: N, stage: S]}}"
+                                f", given {value!r}", key=key)
         for item in value:
             if item not in _WHILE_KEYS:
                 raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHILE_KEYS)}; expected "
