@@ -26,7 +26,7 @@ from simkit.solver import (
     SolverModel,
     Stage,
 )
-from solvers import _d2q9
+from solvers import _d2q9, _stencil
 
 # D2Q9: rest, 4 axis, 4 diagonal directions; weights; opposite directions.
 C = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1], [1, 1], [-1, 1], [-1, -1], [1, -1]])
@@ -130,28 +130,48 @@ class Cavity(AbstractSolver):
             bounced = xp.stack([post[j] for j in opposite], axis=0) + c["moving"] * state["rho"]
             return {**state, "f": xp.where(c["wall"], bounced, streamed)}
 
-        # Kernels: NumPy per direction, into arrays of one pool (module ``_d2q9``).
-        pool = ScratchPool(size=12)  # a step's planes and those of the fields still held
-        host = self.constants.like(np.empty(0))
-        wall_sites = [np.flatnonzero(host["wall"][i]) for i in range(9)]
+        # Kernels, per direction (module ``_d2q9``). NumPy and torch: in place into arrays of one
+        # pool. JAX: in the forms XLA fuses, walls found from the cell's row and column. Lid
+        # terms as ``_build_constants`` makes ``moving``.
+        # A step takes 6 planes; the state it was given holds 4 (ux, uy and the two before them)
+        # and a state kept from earlier (a capture, the last good one) 4 more.
+        pool = ScratchPool(size=16)
+        lid_terms = [6 * float(W[i]) * int(cx) * self.params.lid_speed if cy == -1 else 0.0
+                     for i, (cx, cy) in enumerate(C)]
 
-        def collide_numpy(state, dt):
-            post, rho, ux, uy = _d2q9.collide_numpy(state["f"], C, W, tau, pool)
+        def collide_inplace(state, dt):
+            post, rho, ux, uy = _d2q9.collide_inplace(state["f"], C, W, tau, pool)
             return {**state, "post": post, "rho": rho, "ux": ux, "uy": uy,
                     "ux_prev": state["ux"], "uy_prev": state["uy"]}
 
-        def stream_numpy(state, dt):
-            return {**state, "streamed": _d2q9.stream_numpy(state["post"], shifts, pool)}
+        def stream_inplace(state, dt):
+            return {**state, "streamed": _d2q9.stream_inplace(state["post"], shifts, pool)}
 
-        def boundaries_numpy(state, dt):
-            moving = self.constants.like(state["post"])["moving"]
-            return {**state, "f": _d2q9.bounce_numpy(state["post"], state["streamed"],
-                                                     state["rho"], opposite, wall_sites, moving,
-                                                     pool)}
+        def boundaries_inplace(state, dt):
+            return {**state, "f": _d2q9.bounce_inplace(state["post"], state["streamed"],
+                                                       state["rho"], C, opposite, lid_terms,
+                                                       pool)}
 
-        return [Stage("collide", collide, kernels={"numpy": collide_numpy}),
-                Stage("stream", stream, kernels={"numpy": stream_numpy}),
-                Stage("boundaries", boundaries, kernels={"numpy": boundaries_numpy})]
+        def collide_jax(state, dt):
+            post, rho, ux, uy = _d2q9.collide_jax(state["f"], C, W, tau)
+            return {**state, "post": post, "rho": rho, "ux": ux, "uy": uy,
+                    "ux_prev": state["ux"], "uy_prev": state["uy"]}
+
+        def stream_jax(state, dt):
+            return {**state, "streamed": _d2q9.stream_jax(state["post"], shifts)}
+
+        def boundaries_jax(state, dt):
+            return {**state, "f": _d2q9.bounce_jax(state["post"], state["streamed"],
+                                                   state["rho"], C, opposite, lid_terms)}
+
+        def kernels(inplace, jax, specification):
+            return {"numpy": inplace, "jax": jax,
+                    "torch": _stencil.eager_torch(inplace, specification)}
+
+        return [Stage("collide", collide, kernels=kernels(collide_inplace, collide_jax, collide)),
+                Stage("stream", stream, kernels=kernels(stream_inplace, stream_jax, stream)),
+                Stage("boundaries", boundaries,
+                      kernels=kernels(boundaries_inplace, boundaries_jax, boundaries))]
 
     def diagnostics(self):
         lid = self.params.lid_speed
