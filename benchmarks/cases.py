@@ -637,51 +637,73 @@ def _compiled_bytes(fn, *args) -> float | None:
 
 
 def gradient_checkpointing(quick: bool = False) -> dict:
-    """Gradient of a heat2d 256^2 run of 10^4 steps (JAX, sqrt checkpointing) against the run."""
+    """Gradient of a heat2d 256^2 run of 10^4 steps (JAX) against the run: sqrt checkpointing,
+    and binomial checkpointing over 20 stored states."""
     import jax
     import jax.numpy as jnp
 
     from simkit.autodiff import Checkpointing, run_function
 
-    n, steps, repeats = (64, 400, 3) if quick else (256, 10_000, 3)
+    n, steps, repeats, slots = (64, 400, 3, 20) if quick else (256, 10_000, 3, 20)
     tmp = tempfile.mkdtemp()
     scenario = _heat(n, steps, "jax", {}, f"{tmp}/g.nc")
-    run = run_function(scenario, backend="jax", checkpoint="sqrt")
-    p0, f0 = run.initial_params(), run.initial_fields()
+    binomial = {"binomial": slots}
+    runs = {"sqrt": run_function(scenario, backend="jax", checkpoint="sqrt"),
+            "binomial": run_function(scenario, backend="jax", checkpoint=binomial)}
+    p0, f0 = runs["sqrt"].initial_params(), runs["sqrt"].initial_fields()
 
-    def loss(p, f):
-        return jnp.sum(run(p, f)[0]["u"] ** 2)
+    def loss_of(run):
+        def loss(p, f):
+            return jnp.sum(run(p, f)[0]["u"] ** 2)
+        return loss
 
-    forward = jax.jit(loss)
-    gradient = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-    start = time.perf_counter()
-    jax.block_until_ready(gradient(p0, f0))
-    compile_s = time.perf_counter() - start
+    forward = jax.jit(loss_of(runs["sqrt"]))
+    gradients = {name: jax.jit(jax.value_and_grad(loss_of(run), argnums=(0, 1)))
+                 for name, run in runs.items()}
+    compile_s = {}
+    for name, gradient in gradients.items():
+        start = time.perf_counter()
+        jax.block_until_ready(gradient(p0, f0))
+        compile_s[name] = time.perf_counter() - start
     times = interleaved({
         "run": lambda: _run(scenario),
         "forward": lambda: jax.block_until_ready(forward(p0, f0)),
-        "gradient": lambda: jax.block_until_ready(gradient(p0, f0)),
+        "gradient": lambda: jax.block_until_ready(gradients["sqrt"](p0, f0)),
+        "binomial": lambda: jax.block_until_ready(gradients["binomial"](p0, f0)),
     }, repeats)
     state = n * n * 8
     held = {name: _compiled_bytes(fn, p0, f0) for name, fn in
-            (("forward", forward), ("gradient", gradient))}
-    policy = Checkpointing.parse("sqrt")
+            (("forward", forward), ("gradient", gradients["sqrt"]),
+             ("binomial", gradients["binomial"]))}
+    policy, revolve = Checkpointing.parse("sqrt"), Checkpointing.parse(binomial)
     out: dict = {"grid": f"{n}x{n}", "steps": steps, "simkit.run s": times["run"],
                  "forward function s": times["forward"], "gradient s": times["gradient"],
-                 "gradient compile s": compile_s,
+                 "gradient compile s": compile_s["sqrt"],
                  "states held by policy": policy.states_held(steps),
                  "store-everything states": steps + 1,
-                 "store-everything MiB": (steps + 1) * state / 2**20}
+                 "store-everything MiB": (steps + 1) * state / 2**20,
+                 "binomial slots": slots, "binomial gradient s": times["binomial"],
+                 "binomial gradient compile s": compile_s["binomial"],
+                 "binomial states held by policy": revolve.states_held(steps),
+                 "binomial recomputed steps": revolve.schedule(steps).recomputed_steps}
     out["gradient time / simkit.run time"] = times["gradient"] / times["run"]
     # Gated on the forward function (the same steps, no file): simkit.run's file set-up would
     # flatter the ratio of a short run.
     _target(out, "gradient time / forward time", times["gradient"] / times["forward"], 4.0)
+    out["binomial gradient time / forward time"] = times["binomial"] / times["forward"]
+    out["binomial time / sqrt time"] = times["binomial"] / times["gradient"]
     if held["gradient"] is not None:
         extra = (held["gradient"] - held["forward"]) / state
         out["forward planned MiB"] = held["forward"] / 2**20
         out["gradient planned MiB"] = held["gradient"] / 2**20
         out["extra states held (measured)"] = extra
         _target(out, "extra states held / (2 sqrt n + 8)", extra / (2 * steps**0.5 + 8), 1.0)
+    if held["binomial"] is not None:
+        extra = (held["binomial"] - held["forward"]) / state
+        out["binomial gradient planned MiB"] = held["binomial"] / 2**20
+        out["binomial extra states held (measured)"] = extra
+        _target(out, "binomial extra states held / (states held by policy + 8)",
+                extra / (revolve.states_held(steps) + 8), 1.0)
     return out
 
 

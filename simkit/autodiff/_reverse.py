@@ -10,6 +10,7 @@ caller's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,11 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
     import jax.numpy as jnp
 
     n, used = plan.schedule.steps, plan.schedule.slots_used
-    t = {k: jnp.asarray(v) for k, v in plan.tables().items()}
+    tables = plan.tables()
+    t = {k: jnp.asarray(v) for k, v in tables.items()}
     count = len(plan.take_steps)
-    events = np.flatnonzero((plan.tables()["take"] >= 0) | (plan.tables()["store"] >= 0))
+    # The sweep stops only where it takes or stores a state; between those, a plain loop.
+    events = np.flatnonzero((tables["take"] >= 0) | (tables["store"] >= 0))
     events = events[events >= 1]
 
     def rules():
@@ -96,22 +99,24 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
 
         return one, advance
 
-    def put(buffers, index, x, dump):
-        at = jnp.where(index >= 0, index, dump)
-        return {k: b.at[at].set(x[k]) for k, b in buffers.items()}
+    def put(buffers, index, x):
+        # Index -1 writes nothing (the row is rewritten with itself): no spare row held.
+        at = jnp.maximum(index, 0)
+        return {k: b.at[at].set(jnp.where(index >= 0, x[k], b[at])) for k, b in buffers.items()}
 
     def sweep(params, x0, probes, keep):
         _, advance = stepper(params, probes)
-        taken = {k: jnp.zeros((count + 1, *x0[k].shape), x0[k].dtype) for k in plan.names}
-        # Rows 0..used-1 are the slots, ``used`` the working state, ``used + 1`` a dump.
-        slots = {k: jnp.zeros((used + 2, *v.shape), v.dtype).at[0].set(v) for k, v in
+        taken = {k: jnp.zeros((max(count, 1), *x0[k].shape), x0[k].dtype) for k in plan.names}
+        # Rows 0..used-1 are the slots, ``used`` the working state.
+        rows = used + (plan.schedule.working_step >= 0)
+        slots = {k: jnp.zeros((rows, *v.shape), v.dtype).at[0].set(v) for k, v in
                  x0.items()} if keep else {}
 
         def event(carry, e):
             x, k, taken, slots = carry
             x = advance(x, k, e)
-            taken = put(taken, t["take"][e], x, count)
-            slots = put(slots, t["store"][e], x, used + 1)
+            taken = put(taken, t["take"][e], x)
+            slots = put(slots, t["store"][e], x)
             return (x, e, taken, slots), None
 
         x, last = x0, 0
@@ -136,8 +141,7 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
         params, probes, slots = res
         ct_final, ct_taken = cts
         with rules():
-            one, advance = stepper(params, probes)
-            size = {k: v.shape[0] for k, v in probes.items()}
+            _, advance = stepper(params, probes)
 
             def join(cot, gprobe, k):
                 # The adjoint of x_k: what flows back plus its capture's cotangent; a probe at k
@@ -145,19 +149,18 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
                 j, p = t["take"][k], t["probe"][k]
                 cot = {key: v + jnp.where(j >= 0, ct_taken[key][jnp.maximum(j, 0)], 0)
                        if key in ct_taken else v for key, v in cot.items()}
-                gprobe = {key: g.at[jnp.where(p >= 0, p, size[key])].set(cot[key])
-                          for key, g in gprobe.items()}
-                return cot, gprobe
+                return cot, put(gprobe, p, cot)
 
-            gprobe = {k: jnp.zeros((v.shape[0] + 1, *v.shape[1:]), v.dtype)
-                      for k, v in probes.items()}
+            gprobe = {k: jnp.zeros_like(v) for k, v in probes.items()}
             cot, gprobe = join(dict(ct_final), gprobe, n)
             gp = {k: jnp.zeros_like(v) for k, v in params.items()}
 
             def row(carry, r):
                 slots, cot, gp, gprobe = carry
                 x = advance({k: v[r["src"]] for k, v in slots.items()}, r["k0"], r["k1"])
-                slots = put(slots, r["dst"], x, used + 1)
+                # Most rows store nothing: skip the write rather than rewrite a row in place.
+                slots = jax.lax.cond(r["dst"] >= 0, lambda s: put(s, r["dst"], x),
+                                     lambda s: s, slots)
 
                 def back(args):
                     cot, gp, gprobe = args
@@ -173,7 +176,7 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
 
             rows = {k: t[k] for k in ("src", "k0", "k1", "dst", "reverse")}
             (_, cot, gp, gprobe), _ = jax.lax.scan(row, (slots, cot, gp, gprobe), rows)
-        return gp, cot, {k: v[:-1] for k, v in gprobe.items()}
+        return gp, cot, gprobe
 
     core.defvjp(fwd, bwd)
     return core(params, fields, probes)
@@ -188,7 +191,7 @@ def run_torch(plan: Plan, step_of: StepOf, scalars: Callable[[int], tuple],
     """The final fields and the taken ones (one mapping per take step), differentiable in
     ``params``, ``fields`` and ``probes`` by torch autograd (first order)."""
     job = _TorchJob(plan, step_of, scalars, tuple(params), tuple(probes))
-    flat = _BinomialRun.apply(job, *params.values(), *(fields[k] for k in plan.keys),
+    flat = _binomial_run().apply(job, *params.values(), *(fields[k] for k in plan.keys),
                               *probes.values())
     final = dict(zip(plan.keys, flat[:len(plan.keys)], strict=True))
     rest, width = flat[len(plan.keys):], len(plan.names)
@@ -220,7 +223,9 @@ class _TorchJob:
         return x
 
 
-def _torch_function() -> type:
+@functools.cache
+def _binomial_run() -> type:
+    """The torch Function, made on first use (torch is imported only where it runs)."""
     import torch
 
     class BinomialRun(torch.autograd.Function):
@@ -297,18 +302,3 @@ def _torch_function() -> type:
                     *(gprobe[k] for k in probes))
 
     return BinomialRun
-
-
-class _Lazy:
-    """The torch Function, made on first use (torch is imported only where it runs)."""
-
-    made: type | None = None
-
-    @classmethod
-    def apply(cls, *args: Any) -> Any:
-        if cls.made is None:
-            cls.made = _torch_function()
-        return cls.made.apply(*args)
-
-
-_BinomialRun = _Lazy
