@@ -624,6 +624,50 @@ def heat_kernels(quick: bool = False) -> dict:
     return out
 
 
+def cavity_kernels(quick: bool = False) -> dict:
+    """Lid-driven cavity (D2Q9 lattice Boltzmann) 256^2 and 512^2, ms/step (runs of 2k minus runs
+    of k steps): jax, numpy and torch with the stages' kernels and by the Array API specification
+    (``SIMKIT_KERNELS=0``), all in the same run."""
+    repeats = 3 if quick else 5
+    sizes = (128, 256) if quick else (256, 512)
+    # steps per run (k) by backend and kernels, at the smaller size; a quarter of it at the larger
+    steps = {("jax", True): 100 if quick else 200, ("jax", False): 20 if quick else 40,
+             ("numpy", True): 20 if quick else 60, ("numpy", False): 10 if quick else 30,
+             ("torch", True): 20 if quick else 60, ("torch", False): 10 if quick else 30}
+    tmp = tempfile.mkdtemp()
+    out: dict = {"repeats": repeats}
+
+    def scenario_for(n: int, backend: str, kernels: bool):
+        return lambda m: {"solver": "cavity_lbm", "backend": backend, "params": {"size": n},
+                          "steps": m, "outputs": {}, "check_finite": 0,
+                          "output": f"{tmp}/cavity_{backend}{n}{kernels}{m}.nc"}
+
+    for n in sizes:
+        per_step: dict[str, float] = {}
+        for backend in ("jax", "numpy", "torch"):
+            for label, kernels in (("kernels", True), ("specification", False)):
+                k = max(2, steps[backend, kernels] // (1 if n == sizes[0] else 4))
+                try:
+                    per_step[f"{backend} {label}"] = _seconds_per_step(
+                        scenario_for(n, backend, kernels), k, repeats, kernels)
+                except ImportError as missing:
+                    out[f"{backend} skipped"] = str(missing)
+                    break
+        for name, seconds in per_step.items():
+            out[f"{n}^2 {name} ms/step"] = seconds * 1e3
+        for backend in ("jax", "numpy", "torch"):
+            if f"{backend} specification" in per_step:
+                out[f"{n}^2 {backend} kernels / specification"] = \
+                    per_step[f"{backend} kernels"] / per_step[f"{backend} specification"]
+        # populations read and written, velocities read (2) and written (4, with the previous)
+        moved = n * n * 8 * (2 * 9 + 6)
+        out[f"{n}^2 jax kernels effective GB/s"] = moved / per_step["jax kernels"] / 1e9
+    largest = sizes[-1]
+    _target(out, f"{largest}^2 jax kernels / specification",
+            out[f"{largest}^2 jax kernels / specification"], 0.5)
+    return out
+
+
 # ---------------------------------------------------------------- gradients (DESIGN D10)
 
 
@@ -794,5 +838,6 @@ def sharded_runs(quick: bool = False) -> dict:
 
 BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, summaries_every_step,
               peer_pypde, peer_diffrax,
-              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels, sharded_runs,
+              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels, cavity_kernels,
+              sharded_runs,
               gradient_checkpointing, peer_diffrax_gradient]
