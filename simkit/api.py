@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,8 @@ from simkit.io import (
 )
 from simkit.io.netcdf import exclusive, release
 from simkit.io.recover import require_run_file
-from simkit.scenario import Scenario, plan_run
+from simkit.scenario import RunPlan, Scenario, plan_run
+from simkit.schedule import WallTime, When, While, members
 
 
 def _check_inputs(scenario: Any, sets: Any) -> None:
@@ -173,6 +175,25 @@ def _joined() -> tuple[int, Any]:
     return jax.process_index(), barrier
 
 
+def _complete_up_to(plan: RunPlan, steps: dict[str, list[int]], committed: int | None
+                    ) -> int | None:
+    """The last step up to which the file holds every capture its streams are due: what the
+    file says (``committed``; None in files that do not say), and before the next step any
+    stream of step schedules is due at after its last whole capture (so a capture lost
+    before the file said so, or in a file that does not say, is never bridged by a later
+    checkpoint)."""
+    bound = committed
+    for stream in plan.streams:
+        if any(isinstance(m, (When, While, WallTime)) or m.next_time(-math.inf) is not None
+               for m in members(stream.schedule)):
+            continue  # due when a condition or a clock says: the file's word only
+        taken = steps.get(stream.name, [])
+        due = stream.schedule.next_step(taken[-1] if taken else -1)
+        if due is not None:
+            bound = due - 1 if bound is None else min(bound, due - 1)
+    return bound
+
+
 def resume(
     path: str | os.PathLike,
     *,
@@ -235,15 +256,16 @@ def resume(
     # Only end-of-step full states are checkpoints (a stage stream's are mid-step states), and
     # only those no later than the step up to which every stream's captures are on disk: a
     # crash during a flush may keep a checkpoint and lose another stream's captures before it.
-    committed = attrs.get(schema.ATTR_COMMITTED)
-    checkpoint = latest_checkpoint(path, names, {s.name: counts[s.name] for s in plan.streams
-                                                 if is_checkpoint(s, names)},
-                                   upto=None if committed is None else int(committed))
     steps = captured_steps(path, counts)
+    committed = attrs.get(schema.ATTR_COMMITTED)
+    upto = _complete_up_to(plan, steps, None if committed is None else int(committed))
+    checkpoint = latest_checkpoint(path, names, {s.name: counts[s.name] for s in plan.streams
+                                                 if is_checkpoint(s, names)}, upto=upto)
     cut = checkpoint.step if checkpoint is not None else -1
     keep = {name: sum(1 for s in stream_steps if s <= cut) for name, stream_steps in steps.items()}
     if not index:
-        rewrite(path, keep)
+        # The copy holds every capture up to the checkpoint, none after it, and says so.
+        rewrite(path, keep, {schema.ATTR_COMMITTED: np.int64(cut)})
         barrier("simkit resume: file repaired")
     barrier("simkit resume: file read")
     last = {name: stream_steps[keep[name] - 1] for name, stream_steps in steps.items()

@@ -436,6 +436,8 @@ class Recorder:
             arrays = {v.name: host[v.name] for v in self._spec(name).variables}
             self._writer.capture(name, step, time, arrays)
             self._queued += 1
+        if held:  # the file says how far it is whole once these are on disk
+            self._writer.committed(max(step for _, step, _, _ in held))
 
     def _spec(self, name: str) -> schema.StreamSpec:
         assert self._writer is not None

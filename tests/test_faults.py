@@ -259,6 +259,38 @@ def test_resume_after_a_torn_flush_starts_before_the_lost_captures(reference, tm
     _assert_same_run(_load(path), ref)
 
 
+def test_resume_never_bridges_a_stream_gap_and_its_copy_says_how_far_it_is_whole(
+        reference, tmp_path, monkeypatch):
+    """Captures lost before the file's own word (or in a file without it): the checkpoint a
+    resume starts from comes before the first capture a stream of step schedules lacks."""
+    import simkit.api
+    from simkit.io.recover import rewrite
+
+    ref, _ = reference
+    path = _finished_copy(tmp_path)
+    counts = {name: ref[name].sizes["step"] for name in STREAMS}
+    rewrite(path, {**counts, "diag": 1000})  # diag ends at 4995; the checkpoint at 6000 stays
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.setncattr("simkit_status", "running")
+        assert int(ds.getncattr("simkit_committed_step")) == 6000  # the file's word, wrong now
+    seen = {}
+
+    def stop_after_the_copy(plan, progress=None, resume=None, **options):
+        with netCDF4.Dataset(path) as ds:
+            seen["committed"] = int(ds.getncattr("simkit_committed_step"))
+            seen["snaps"] = int(ds.groups["snaps"].variables["step"][-1])
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(simkit.api, "execute", stop_after_the_copy)
+        with pytest.raises(KeyboardInterrupt):
+            simkit.resume(path)
+    # snaps keeps every field: its capture at 4975 is the last full state before 5000
+    assert seen == {"committed": 4975, "snaps": 4975}
+    simkit.resume(path)
+    _assert_same_run(_load(path), ref)
+
+
 def test_disk_full_names_path_and_intact_captures_then_resume(reference, tmp_path):
     ref, _ = reference
     (tmp_path / "s.yaml").write_text(SCENARIO)

@@ -85,3 +85,35 @@ def test_overwrite_keeps_the_old_file_until_the_run_finishes(in_tmp, monkeypatch
     assert second.path == first.path and second.path.read_bytes() != before
     # The failed run's partial file is kept beside it under a visible name, not lost.
     assert (in_tmp / "out.partial.nc").exists() and not list(in_tmp.glob(".out.nc.*.tmp"))
+
+
+def test_committed_step_reaches_the_file_once_its_captures_are_synced(tmp_path):
+    """What a file says it holds is flushed as soon as it is true: a killed run's file does not
+    understate it by a batch (which would make a resume go back a checkpoint for nothing)."""
+    import threading
+    import time
+
+    from simkit.io import BackgroundWriter, NetCDFWriter
+
+    var = schema.VariableSpec("u", ("x",), "K", "u")
+    layout = schema.RunLayout(
+        coordinates=(schema.CoordinateSpec("x", np.arange(4.0), "m", "x"),), fields=(var,),
+        streams=(schema.StreamSpec("s", (var,), ()),), time_units="s")
+    path = tmp_path / "w.nc"
+    synced = threading.Event()
+    writer = BackgroundWriter(NetCDFWriter(path, layout, {}),
+                              on_committed=lambda *args: synced.set())
+    read = [sys.executable, "-c", "import simkit, netCDF4, sys; "
+            "print(int(netCDF4.Dataset(sys.argv[1]).getncattr('simkit_committed_step')))",
+            str(path)]
+    try:
+        assert subprocess.run(read, capture_output=True, text=True).stdout.strip() == "-1"
+        writer.capture("s", 3, 0.3, {"u": np.ones(4)})
+        writer.committed(3)
+        assert synced.wait(10)
+        seen, deadline = None, time.monotonic() + 10
+        while seen != "3" and time.monotonic() < deadline:  # no later write comes to flush it
+            seen = subprocess.run(read, capture_output=True, text=True).stdout.strip()
+        assert seen == "3"
+    finally:
+        writer.close()

@@ -43,7 +43,10 @@ class BackgroundWriter:
         self.written = 0
         self._on_written = on_written
         self._on_committed = on_committed
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        # Captures wait in the queue up to ``max_pending`` (the bound that keeps memory flat);
+        # the markers of what is committed take no place of theirs.
+        self._queue: queue.Queue = queue.Queue()
+        self._room = threading.Semaphore(max_pending)
         self._error: BaseException | None = None  # to raise in the caller, once
         self._failure: BaseException | None = None  # the first error; stays
         self._thread = threading.Thread(target=self._run, name="simkit-writer", daemon=True)
@@ -60,7 +63,12 @@ class BackgroundWriter:
                 except queue.Empty:
                     break
             stop = batch[-1] is _STOP
-            self._write(batch[:-1] if stop else batch)
+            try:
+                self._write(batch[:-1] if stop else batch)
+            finally:
+                for item in batch:
+                    if item is not _STOP and item[0] != self.writer.committed:
+                        self._room.release()
 
     def _write(self, batch: list) -> None:
         if self._failure is not None or not batch:
@@ -112,14 +120,14 @@ class BackgroundWriter:
                 ) -> None:
         """Queue one capture (host copies the caller no longer touches)."""
         self._raise_pending()
-        self._queue.put((self.writer.write_capture, (stream, step, time, arrays)))
+        self._put((self.writer.write_capture, (stream, step, time, arrays)))
 
     def capture_block(self, stream: str, steps: list[int], times: list[float],
                       arrays: Mapping[str, np.ndarray]) -> None:
         """Queue a block's captures of one stream (arrays along their first axis, host copies
         the caller no longer touches); written with one sync for the whole batch."""
         self._raise_pending()
-        self._queue.put((self.writer.write_block, (stream, steps, times, arrays)))
+        self._put((self.writer.write_block, (stream, steps, times, arrays)))
 
     def committed(self, step: int) -> None:
         """Mark every capture due up to ``step`` as queued: once they are synced, the file says
@@ -130,7 +138,12 @@ class BackgroundWriter:
     def final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
         """Queue the final state."""
         self._raise_pending()
-        self._queue.put((self.writer.write_final, (step, time, arrays)))
+        self._put((self.writer.write_final, (step, time, arrays)))
+
+    def _put(self, item: tuple) -> None:
+        """Queue a write, waiting while ``max_pending`` of them are queued."""
+        self._room.acquire()
+        self._queue.put(item)
 
     @property
     def partial_path(self) -> Path:

@@ -371,9 +371,11 @@ class NetCDFWriter:
 
     def committed(self, step: int) -> None:
         """Record that every capture due up to ``step`` is in the file. Call it only once they
-        are synced: the attribute reaches the disk with a later flush, never before them."""
+        are synced (fsync'ed): the attribute is flushed now, after them, so a killed run's file
+        says all it holds (no fsync of its own: what it claims is on the disk already)."""
         with self._writing(), self._space_errors(), hdf5_lock():
             self._ds.setncattr(schema.ATTR_COMMITTED, np.int64(step))
+            self._ds.sync()
 
     def write_final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None:
         """Write the final state to the root group (created now, so that an unfinished run has

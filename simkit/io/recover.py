@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import netCDF4
 import numpy as np
@@ -119,8 +120,10 @@ def _schedule_state(group: netCDF4.Dataset, i: int) -> dict[str, float] | None:
 
 
 def _copy_group(src: netCDF4.Dataset, dst: netCDF4.Dataset, keep: Mapping[str, int],
-                name: str | None) -> None:
+                name: str | None, attrs: Mapping[str, Any] | None = None) -> None:
     dst.setncatts({k: src.getncattr(k) for k in src.ncattrs()})
+    if attrs:
+        dst.setncatts(dict(attrs))
     for dim_name, dim in src.dimensions.items():
         dst.createDimension(dim_name, None if dim.isunlimited() else len(dim))
     n = keep.get(name, 0) if name is not None else None
@@ -141,8 +144,10 @@ def _copy_group(src: netCDF4.Dataset, dst: netCDF4.Dataset, keep: Mapping[str, i
         _copy_group(group, dst.createGroup(group_name), keep, group_name)
 
 
-def rewrite(path: str | os.PathLike, keep: Mapping[str, int]) -> None:
-    """Replace ``path`` by a copy whose streams keep only their first ``keep[name]`` captures.
+def rewrite(path: str | os.PathLike, keep: Mapping[str, int],
+            attrs: Mapping[str, Any] | None = None) -> None:
+    """Replace ``path`` by a copy whose streams keep only their first ``keep[name]`` captures
+    (and whose root has ``attrs`` set).
 
     The copy is written beside the file, fsync'ed and moved over it: a crash meanwhile leaves the
     original untouched.
@@ -160,7 +165,7 @@ def rewrite(path: str | os.PathLike, keep: Mapping[str, int]) -> None:
     try:
         with hdf5_lock(), netCDF4.Dataset(path, "r") as src, \
                 netCDF4.Dataset(tmp, "w", format=schema.FORMAT) as dst:
-            _copy_group(src, dst, keep, None)
+            _copy_group(src, dst, keep, None, attrs)
         fsync_path(tmp)
         os.replace(tmp, path)
     except (RuntimeError, OSError) as error:
