@@ -48,31 +48,44 @@ def _build() -> dict:
 
     jit = numba.njit(parallel=True, cache=False, fastmath=False)
 
+    # Each Laplacian loop also writes ``u + factor * lap``, heat2d's update, in the same pass:
+    # the two stages' loops apart read and write five arrays a step where this touches three
+    # (at 512^2: 92 us a step against 60, one hand-written loop 61).
     @jit
-    def periodic_laplacian(u, inv_h2, four, out):
+    def periodic_laplacian_update(u, inv_h2, four, factor, out, new):
         ny, nx = u.shape
         for i in numba.prange(ny):
             up, down = u[(i - 1) % ny], u[(i + 1) % ny]
-            row, lap = u[i], out[i]
+            row, lap, ahead = u[i], out[i], new[i]
             lap[0] = (((up[0] + down[0]) + row[nx - 1]) + row[1] - four * row[0]) * inv_h2
+            ahead[0] = row[0] + factor * lap[0]
             for j in range(1, nx - 1):
-                lap[j] = (((up[j] + down[j]) + row[j - 1]) + row[j + 1] - four * row[j]) * inv_h2
+                value = (((up[j] + down[j]) + row[j - 1]) + row[j + 1] - four * row[j]) * inv_h2
+                lap[j] = value
+                ahead[j] = row[j] + factor * value
             lap[nx - 1] = (((up[nx - 1] + down[nx - 1]) + row[nx - 2]) + row[0]
                            - four * row[nx - 1]) * inv_h2
+            ahead[nx - 1] = row[nx - 1] + factor * lap[nx - 1]
 
     @jit
-    def fixed_laplacian(u, inv_h2, four, out):
+    def fixed_laplacian_update(u, inv_h2, four, factor, out, new):
         ny, nx = u.shape
         for i in numba.prange(ny):
-            lap = out[i]
+            row, lap, ahead = u[i], out[i], new[i]
             if i == 0 or i == ny - 1:
                 lap[:] = 0
+                for j in range(nx):
+                    ahead[j] = row[j] + factor * lap[j]  # as the update: -0 becomes +0
                 continue
-            up, down, row = u[i - 1], u[i + 1], u[i]
+            up, down = u[i - 1], u[i + 1]
             lap[0] = 0
+            ahead[0] = row[0] + factor * lap[0]
             for j in range(1, nx - 1):
-                lap[j] = (((up[j] + down[j]) + row[j - 1]) + row[j + 1] - four * row[j]) * inv_h2
+                value = (((up[j] + down[j]) + row[j - 1]) + row[j + 1] - four * row[j]) * inv_h2
+                lap[j] = value
+                ahead[j] = row[j] + factor * value
             lap[nx - 1] = 0
+            ahead[nx - 1] = row[nx - 1] + factor * lap[nx - 1]
 
     @jit
     def axpy(x, a, y, out):
@@ -82,5 +95,5 @@ def _build() -> dict:
             for j in range(x.shape[1]):
                 oi[j] = yi[j] + a * xi[j]
 
-    return {"periodic_laplacian": periodic_laplacian, "fixed_laplacian": fixed_laplacian,
-            "axpy": axpy}
+    return {"periodic_laplacian_update": periodic_laplacian_update,
+            "fixed_laplacian_update": fixed_laplacian_update, "axpy": axpy}

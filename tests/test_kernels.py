@@ -417,3 +417,30 @@ def test_heat_numpy_kernels_equal_specification_to_the_bit(numba, boundary, monk
             g = plain(g, dt, np.int64(i), np.float64(0))
         assert f["u"].dtype == np.dtype(dtype)
         np.testing.assert_array_equal(f["u"], g["u"], err_msg=f"{dtype}, numba={numba}")
+
+
+@pytest.mark.parametrize("boundary", ["periodic", "fixed"])
+def test_heat_numba_update_hands_out_only_what_its_laplacian_made(boundary, monkeypatch):
+    """With numba, heat2d's Laplacian loop also makes the updated u; ``update`` hands it out only
+    for the very u, Laplacian and time step it was made from, and computes it otherwise."""
+    pytest.importorskip("numba")
+    monkeypatch.setenv("SIMKIT_NUMBA", "always")
+    cls = load_solver("heat2d")
+    solver = cls(cls.Params(shape=[12, 9], boundary=boundary))
+    (laplacian, update), dt = solver.stages(), np.asarray(0.1)
+    rng = np.random.default_rng(5)
+    u, other = rng.standard_normal((12, 9)), rng.standard_normal((12, 9))
+
+    def want(state, step=dt):
+        return update.fn(state, step)["u"]
+
+    state = laplacian.kernels["numpy"]({"u": u}, dt)
+    np.testing.assert_array_equal(update.kernels["numpy"](state, dt)["u"], want(state))
+    # Given another u, another Laplacian or another time step, the one made ahead is wrong.
+    cases = [({**state, "u": other}, dt),
+             ({**state, "laplacian": laplacian.fn({"u": other}, dt)["laplacian"]}, dt),
+             (state, np.asarray(0.05))]
+    for changed, step in cases:
+        laplacian.kernels["numpy"]({"u": u}, dt)
+        got = update.kernels["numpy"](changed, step)["u"]
+        np.testing.assert_array_equal(got, want(changed, step))
