@@ -318,13 +318,28 @@ def _describe_expected(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _pydantic_error(error: ValidationError, prefix: tuple, fields: Sequence[str]) -> ScenarioError:
+def _fields_at(model: type[BaseModel], loc: tuple) -> tuple[str, ...]:
+    """The keys of the (nested) model that ``loc`` leads to from ``model``."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        inner = getattr(field, "annotation", None)
+        found = [t for t in (inner, *getattr(inner, "__args__", ()))
+                 if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not found:
+            break
+        model = found[0]
+    return tuple(model.model_fields)
+
+
+def _pydantic_error(error: ValidationError, prefix: tuple, model: type[BaseModel]
+                    ) -> ScenarioError:
     first = error.errors()[0]
     loc = tuple(prefix) + tuple(first["loc"])
     key = ".".join(str(p) for p in loc) or None
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     if first["type"] == "extra_forbidden":
         name = str(first["loc"][-1])
+        fields = _fields_at(model, tuple(first["loc"][:-1]))
         return ScenarioError(f"unknown key{did_you_mean(name, fields)}; expected one of "
                              f"{', '.join(fields)}, given {name!r}{more}", key=key)
     if first["type"] == "missing":
@@ -346,7 +361,7 @@ def validate_model(model: type[BaseModel], data: Any, prefix: tuple = ()) -> Any
     try:
         return model.model_validate(dict(data))
     except ValidationError as error:
-        raise _pydantic_error(error, prefix, tuple(model.model_fields)) from None
+        raise _pydantic_error(error, prefix, model) from None
 
 
 def _names(value: Any, valid: Sequence[str], key: str, what: str) -> tuple[str, ...]:
@@ -683,20 +698,27 @@ def plan_run(
         raise ScenarioError(f"expected at most {MAX_DEPTH} levels of nesting, given far more",
                             source=source or "<scenario>") from None
     except ScenarioError as error:
-        if error.source:
-            raise
-        path = tuple(error.key.split(".")) if error.key else ()
+        raise locate(error, source, lines, sets) from None
+
+
+def locate(error: ScenarioError, source: str | None, lines: Mapping[tuple, int],
+           sets: Sequence[str] = ()) -> ScenarioError:
+    """``error`` said of the scenario ``source`` at the line of its key (``lines``, as
+    ``read_scenario_file`` gives them), or of the ``--set`` that gave the key its value."""
+    if error.source:
+        return error
+    path = tuple(error.key.split(".")) if error.key else ()
+    line = None
+    while path and line is None:
+        line = lines.get(path) or lines.get(tuple(int(p) if p.isdigit() else p for p in path))
+        path = path[:-1]
+    overridden = [s for s in sets if error.key and
+                  (error.key + ".").startswith(s.partition("=")[0].strip() + ".")]
+    where = source or "<scenario>"
+    if overridden:
+        where += f" (--set {overridden[-1]})"
         line = None
-        while path and line is None:
-            line = lines.get(path) or lines.get(tuple(int(p) if p.isdigit() else p for p in path))
-            path = path[:-1]
-        overridden = [s for s in sets if error.key and
-                      (error.key + ".").startswith(s.partition("=")[0].strip() + ".")]
-        where = source or "<scenario>"
-        if overridden:
-            where += f" (--set {overridden[-1]})"
-            line = None
-        raise error.located(where, line) from None
+    return error.located(where, line)
 
 
 _ADDED_KEYS = {"diagnostics": ("function", "units", "long_name", "dims"),
@@ -829,6 +851,9 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
           allow_import: bool | None = None, extra: Sequence[str | os.PathLike] = ()
           ) -> RunPlan:
     scenario: Scenario = validate_model(Scenario, data)
+    if scenario.gradients and scenario.objective is None:
+        raise ScenarioError("expected an objective block beside gradients (they are adjoints of "
+                            "an objective), given none", key="gradients")
     if scenario.output is not None:
         _check_output_text(scenario.output)
     search = ((Path(source).parent,) if source else ()) + tuple(Path(d) for d in extra)

@@ -555,7 +555,7 @@ def _loss(final, captures):
     (small("heat2d"), {"wrt": ["u"], "backend": "numpy"},
      r"backend: expected a backend that differentiates \(jax, torch\), given 'numpy'"),
     (small("heat2d", outputs={"s": {"sim_time": 0.3}}), {"wrt": ["u"]},
-     "outputs.s: expected step schedules .* given SimTime"),
+     "outputs.s: expected step schedules .* given sim_time"),
     ({**small("heat2d"), "steps": None, "until": 1.0}, {"wrt": ["u"]},
      "steps: expected a run length in steps"),
     (small("heat2d"), {"wrt": ["initial.v"]},
@@ -604,38 +604,12 @@ def test_simkit_run_of_a_scenario_with_an_objective(in_tmp, capsys):
                                                                  rel=1e-13)
     assert main(["run", "guess.yaml", "--overwrite", "--set", "objective.wrt=[spacing]"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("simkit: error: guess.yaml:")
-    assert ("objective.wrt: expected a differentiable parameter of heat2d (diffusivity), given "
-            "'spacing'") in err
+    assert err == ("simkit: error: guess.yaml (--set objective.wrt=[spacing]): objective.wrt: "
+                   "expected a differentiable parameter of heat2d (diffusivity), given "
+                   "'spacing'\n")
 
 
-@pytest.mark.parametrize(("setting", "line", "message"), [
-    ("objective.checkpoint={binomial: 0}", 9,
-     "objective.checkpoint: expected {binomial: N} with N an integer of at least 1 (the states "
-     "stored), given {'binomial': 0}"),
-    ("objective.checkpoint=some", 9,
-     "objective.checkpoint: expected one of all, sqrt, {binomial: N}, given 'some'"),
-    ("objective.misfit.path=nowhere.nc", 10,
-     "objective.misfit.path: expected an existing simkit file, given 'nowhere.nc'"),
-    ("objective.misfit.fields=[v]", 10,
-     "objective.misfit.fields: expected variables of stream obs (u), given 'v'"),
-    ("objective.wrt=[spacing]", 11,
-     "objective.wrt: expected a differentiable parameter of heat2d (diffusivity), given "
-     "'spacing'"),
-    ("outputs.obs.every=2", 8,
-     "outputs.obs: expected the run's stream obs to capture every observed step, given none "
-     "at step 3"),
-    ("gradients.adjoint.fields=[w]", 14,
-     "gradients.adjoint.fields: expected fields of heat2d (u), given 'w'"),
-])
-def test_validate_checks_the_objective_block_before_anything_runs(in_tmp, capsys, setting,
-                                                                   line, message):
-    require_backend("torch")
-    from simkit.cli import main
-
-    simkit.run(heat_scenario(dt=0.2, steps=6, output="truth.nc",
-                             outputs={"obs": {"every": 3, "fields": ["u"]}}))
-    (in_tmp / "guess.yaml").write_text("""\
+_GUESS = """\
 solver: heat2d
 params: {shape: [24, 20], spacing: 1.0, diffusivity: 0.6}
 initial: {kind: noise, amplitude: 1.0}
@@ -651,16 +625,83 @@ objective:
 gradients:
   adjoint: {at: [0, 6], fields: [u]}
 output: guess.nc
-""")
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "line", "message"), [
+    ("backend: torch", "backend: torch\n  checkpoint: {binomial: 0}", 13,
+     "objective.checkpoint: expected {binomial: N} with N an integer of at least 1 (the states "
+     "stored), given {'binomial': 0}"),
+    ("backend: torch", "backend: torch\n  checkpoint: some", 13,
+     "objective.checkpoint: expected one of all, sqrt, {binomial: N}, given 'some'"),
+    ("truth.nc", "nowhere.nc", 10,
+     "objective.misfit.path: expected an existing simkit file, given 'nowhere.nc'"),
+    ("truth.nc", "text.nc", 10,
+     "objective.misfit.path: expected a simkit file, given one that cannot be read as NetCDF ("),
+    ("truth.nc", "small.nc", 10,
+     "objective.misfit.path: expected observations of u of this run's shape (24, 20), given "
+     "(12, 10) in small.nc"),
+    ("stream: obs}", "stream: obs, fields: [v]}", 10,
+     "objective.misfit.fields: expected variables of stream obs (u), given 'v'"),
+    ("stream: obs}", "stream: obs, weight: 2}", 10,
+     "objective.misfit.weight: unknown key; expected one of path, stream, fields, steps, given "
+     "'weight'"),
+    ("[diffusivity, u]", "[diffusivity, spacing]", 11,
+     "objective.wrt: expected a differentiable parameter of heat2d (diffusivity), given "
+     "'spacing'"),
+    ("[diffusivity, u]", "[u, u]", 11, "objective.wrt: expected each name once, given 'u' twice"),
+    ("obs: {every: 3", "obs: {every: 2", 8,
+     "outputs.obs: expected the run's stream obs to capture every observed step, given none "
+     "at step 3"),
+    ("fields: [u]}\noutput", "fields: [w]}\noutput", 14,
+     "gradients.adjoint.fields: expected fields of heat2d (u), given 'w'"),
+])
+def test_validate_checks_the_objective_block_before_anything_runs(in_tmp, capsys, old, new,
+                                                                   line, message):
+    require_backend("torch")
+    from simkit.cli import main
+
+    simkit.run(heat_scenario(dt=0.2, steps=6, output="truth.nc",
+                             outputs={"obs": {"every": 3, "fields": ["u"]}}))
+    simkit.run(heat_scenario(dt=0.2, steps=6, output="small.nc", params={"shape": [12, 10]},
+                             outputs={"obs": {"every": 3, "fields": ["u"]}}))
+    (in_tmp / "text.nc").write_text("not a NetCDF file\n")
+    (in_tmp / "guess.yaml").write_text(_GUESS)
     assert main(["validate", "guess.yaml"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1] == ("guess.yaml: objective misfit_obs with respect to diffusivity, u on torch, "
                       "checkpoint sqrt, adjoint streams: adjoint")
-    assert main(["validate", "guess.yaml", "--set", setting]) == 2
+    (in_tmp / "guess.yaml").write_text(_GUESS.replace(old, new, 1))
+    assert main(["validate", "guess.yaml"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # nothing said valid
-    assert captured.err == f"simkit: error: guess.yaml:{line}: {message}\n"
+    assert captured.err.startswith(f"simkit: error: guess.yaml:{line}: {message}")
+    assert captured.err.count("\n") == 1
     assert not (in_tmp / "guess.nc").exists()
+
+
+def test_a_scenario_with_an_objective_runs_with_the_cli_overrides(in_tmp, capsys):
+    require_backend("torch")
+    from simkit.cli import main
+
+    simkit.run(heat_scenario(dt=0.2, steps=6, output="truth.nc",
+                             outputs={"obs": {"every": 3, "fields": ["u"]}}))
+    (in_tmp / "guess.yaml").write_text(_GUESS.replace("  backend: torch\n", ""))
+    assert main(["run", "guess.yaml", "-o", "other.nc", "--backend", "torch", "-q"]) == 0
+    assert capsys.readouterr().out.strip() == "other.nc"
+    with xr.open_dataset("other.nc") as root:
+        assert root.attrs["simkit_backend"] == "torch"
+        assert "gradient_diffusivity" in root
+    assert main(["validate", "guess.yaml", "--set", "gradients.adjoint.fields=[w]"]) == 2
+    assert capsys.readouterr().err == (
+        "simkit: error: guess.yaml (--set gradients.adjoint.fields=[w]): gradients.adjoint."
+        "fields: expected fields of heat2d (u), given 'w'\n")
+    (in_tmp / "plain.yaml").write_text(_GUESS.split("objective:")[0]
+                                       + "gradients:\n  adjoint: {at: [0]}\n")
+    assert main(["validate", "plain.yaml"]) == 2
+    assert capsys.readouterr().err == (
+        "simkit: error: plain.yaml:9: gradients: expected an objective block beside gradients "
+        "(they are adjoints of an objective), given none\n")
 
 
 def test_top_level_api_and_with_params():

@@ -99,6 +99,9 @@ def _split_wrt(run: DifferentiableRun, wrt: Sequence[str]) -> tuple[list[str], l
     if isinstance(wrt, str):
         wrt = [wrt]
     params, fields = [], []
+    twice = sorted({name for name in wrt if list(wrt).count(name) > 1})
+    if twice:
+        raise ScenarioError(f"expected each name once, given {twice[0]!r} twice", key="wrt")
     for name in wrt:
         if name.startswith("initial."):
             field_name = name.split(".", 1)[1]

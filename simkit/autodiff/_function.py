@@ -58,8 +58,10 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
     """
     for member in members(schedule):
         if isinstance(member, (When, While, WallTime)) or member.next_time(-np.inf) is not None:
+            form = {When: "when", While: "while", WallTime: "wall_time"}.get(type(member),
+                                                                             "sim_time")
             raise ScenarioError(f"expected step schedules (every, at, logspace, first, last) in a "
-                                f"differentiable run, given {type(member).__name__}", key=key)
+                                f"differentiable run, given {form}", key=key)
     found, step = [], schedule.next_step(-1)
     while step is not None and step <= steps:
         found.append(step)

@@ -59,8 +59,17 @@ class Misfit:
         if not self.path.is_file():
             raise ScenarioError(f"expected an existing simkit file, given {str(path)!r}",
                                 key="misfit.path")
-        with xarray_lock(), xr.open_dataset(self.path, group=None) as root:
-            names = str(root.attrs.get(schema.ATTR_STREAMS, "")).split()
+        try:
+            with xarray_lock(), xr.open_dataset(self.path, group=None) as root:
+                attrs = dict(root.attrs)
+        except (ValueError, OSError) as error:
+            reason = " ".join(str(error).split())[:120]
+            raise ScenarioError(f"expected a simkit file, given one that cannot be read as "
+                                f"NetCDF ({reason})", key="misfit.path") from None
+        if schema.ATTR_STREAMS not in attrs:
+            raise ScenarioError(f"expected a simkit file (with streams), given a NetCDF file "
+                                f"without {schema.ATTR_STREAMS!r}", key="misfit.path")
+        names = str(attrs[schema.ATTR_STREAMS]).split()
         if stream not in names:
             raise ScenarioError(f"expected a stream of {self.path.name} ({', '.join(names)}), "
                                 f"given {stream!r}", key="misfit.stream")
@@ -104,16 +113,27 @@ class Misfit:
         for name in self.fields:
             if name not in kept:
                 raise ScenarioError(f"expected the run's stream {self.stream} to keep {name!r}, "
-                                    f"given {', '.join(kept)}",
-                                    key=f"outputs.{self.stream}.fields")
+                                    f"given {', '.join(kept)}", key=f"outputs.{self.stream}")
 
     def check(self, run: Any) -> None:
         """Refuse, before anything is computed, a differentiable run (``DifferentiableRun``)
-        this misfit cannot compare with the observations."""
+        this misfit cannot compare with the observations: a stream it does not capture or
+        keep, or observations of another shape than the run's values."""
         found = {c.name: c for c in run.captures}
         capture = found.get(self.stream)
         self._check(list(found), capture.steps if capture else (),
                     (*capture.fields, *capture.diagnostics) if capture else ())
+        sizes = {c.name: len(c.values) for c in run.solver.coordinates()}
+        dims = {v.name: v.dims for v in (*run.solver.fields(), *run.solver.diagnostics())}
+        for name in self.fields:
+            if name not in dims:
+                continue
+            expected = tuple(sizes[d] for d in dims[name])
+            given = tuple(self.observations[name].shape[1:])
+            if given != expected:
+                raise ScenarioError(f"expected observations of {name} of this run's shape "
+                                    f"{expected}, given {given} in {self.path.name}",
+                                    key="misfit.path")
 
     def __call__(self, final: Mapping[str, Any], captures: Mapping[str, Mapping[str, Any]]
                  ) -> Any:

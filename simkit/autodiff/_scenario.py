@@ -15,6 +15,7 @@ gradients:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from simkit.autodiff._api import GradResult, prepare, value_and_grad
 from simkit.autodiff._objective import misfit
 from simkit.errors import ScenarioError
-from simkit.scenario import plan_run, read_scenario_file, validate_model
+from simkit.scenario import locate, plan_run, read_scenario_file, validate_model
 
 
 class MisfitSpec(BaseModel):
@@ -62,13 +63,17 @@ def run_scenario(scenario: Any, *, sets: Sequence[str] = (), overwrite: bool = F
                     allow_import=allow_import)
     try:
         spec, objective = _objective(plan)
+        # The scenario's overrides go in as settings: `backend` and `output` are also names
+        # of value_and_grad's own (the gradient's backend, the file it writes).
+        settings = [*sets, *(f"{key}={json.dumps(value)}" for key, value in overrides.items()
+                             if key != "output")]
         with _said_of_the_block():
             return value_and_grad(scenario, objective, spec.wrt, checkpoint=spec.checkpoint,
                                   backend=spec.backend, gradients=plan.scenario.gradients,
-                                  output=plan.output, overwrite=overwrite, sets=sets,
-                                  allow_import=allow_import, **overrides)
+                                  output=plan.output, overwrite=overwrite, sets=settings,
+                                  allow_import=allow_import)
     except ScenarioError as error:
-        raise _located(error, scenario) from None
+        raise _located(error, scenario, sets) from None
 
 
 def check_scenario(scenario: Any, *, sets: Sequence[str] = (), allow_import: bool | None = None,
@@ -91,7 +96,7 @@ def check_scenario(scenario: Any, *, sets: Sequence[str] = (), allow_import: boo
             run, _, _, adjoint = prepare(plan, objective, spec.wrt, spec.checkpoint,
                                          spec.backend, plan.scenario.gradients)
     except ScenarioError as error:
-        raise _located(error, scenario) from None
+        raise _located(error, scenario, sets) from None
     streams = ", ".join(adjoint) or "none"
     return (f"objective {objective.name} with respect to {', '.join(spec.wrt)} on "
             f"{run.library}, checkpoint {run.checkpointing}, adjoint streams: "
@@ -114,23 +119,21 @@ def _objective(plan: Any) -> tuple[ObjectiveSpec, Any]:
 
 @contextlib.contextmanager
 def _said_of_the_block() -> Iterator[None]:
-    """Errors about ``wrt`` and ``checkpoint`` named as keys of the objective block."""
+    """Errors about ``wrt``, ``checkpoint`` and the misfit named as keys of the objective
+    block."""
     try:
         yield
     except ScenarioError as error:
-        if error.source or error.key not in ("wrt", "checkpoint"):
+        if error.source or not (error.key in ("wrt", "checkpoint")
+                                or str(error.key).startswith("misfit.")):
             raise
         raise ScenarioError(error.message, key=f"objective.{error.key}") from None
 
 
-def _located(error: ScenarioError, scenario: Any) -> ScenarioError:
-    """``error`` said of the scenario file and the line of its key, when it came from one."""
+def _located(error: ScenarioError, scenario: Any, sets: Sequence[str]) -> ScenarioError:
+    """``error`` said of the scenario file and the line of its key (or the ``--set`` that gave
+    it), when it came from one."""
     if error.source or not isinstance(scenario, (str, os.PathLike)):
         return error
     _, _, lines = read_scenario_file(scenario)
-    path = tuple(error.key.split(".")) if error.key else ()
-    line = None
-    while path and line is None:
-        line = lines.get(path) or lines.get(tuple(int(p) if p.isdigit() else p for p in path))
-        path = path[:-1]
-    return error.located(str(scenario), line)
+    return locate(error, str(scenario), lines, sets)

@@ -115,8 +115,6 @@ def _layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
     )
 
 
-
-
 def execute(plan: RunPlan, progress: ProgressFn | None = None,
             resume: ResumePoint | None = None, on_capture: CaptureFn | None = None,
             stop: threading.Event | None = None) -> RunResult:
@@ -124,7 +122,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
 
     Args:
         plan: from ``simkit.scenario.plan_run``.
-        progress: called between segments; when given, segments are cut so it is called about
+        progress: called between blocks; when given, blocks are cut so it is called about
             ``simkit.driver._loop.PROGRESS_UPDATES`` times.
         resume: continue the existing file at ``plan.output`` from this point.
         on_capture: called with every capture once it is on disk (on the writer thread).
@@ -236,7 +234,8 @@ def failed(error: BaseException, status: str = schema.STATUS_FAILED) -> dict[str
     return {schema.ATTR_FINISHED: _now(), schema.ATTR_STATUS: status,
             schema.ATTR_ERROR: message}
 
-# The ensemble loop builds on the run loop above, so it is imported after it.
+# The ensemble loop imports what this module defines (RunResult, provenance, ...), so it comes
+# after them.
 from simkit.driver._ensemble import check_vectorizable, execute_ensemble  # noqa: E402
 
 __all__ = ["Capture", "CaptureFn", "ProgressFn", "ResumePoint", "RunResult",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from simkit.driver._replay import check_diagnostics
-from simkit.driver._run import save_schedules
+from simkit.driver._run import Run, save_schedules
 from simkit.io import schema
 from simkit.scenario import StreamPlan
 from simkit.schedule import While
@@ -75,7 +75,7 @@ def check_shape(solver: Any, diagnostic: Any, shape: Any, sizes: Mapping[str, in
                          f"{expected} from its dims {diagnostic.dims}, given {given}")
 
 
-def check_diagnostic_shapes(run: Any, names: set[str], state: Mapping[str, Any] | None = None
+def check_diagnostic_shapes(run: Run, names: set[str], state: Mapping[str, Any] | None = None
                             ) -> None:
     """Refuse a diagnostic whose value has another shape than its dims declare, before any block
     stores it (evaluated once, on the state the run starts from or ``state``)."""
@@ -120,7 +120,7 @@ class HostBuffers:
                     self._free.setdefault(key, []).append(buffer)
 
 
-def capture(run: Any, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
+def capture(run: Run, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
             ) -> None:
     """Host copies of what ``streams`` keep, from the run's fields (or a mid-step ``source``),
     queued for writing."""
@@ -155,7 +155,7 @@ def capture(run: Any, streams: list[StreamPlan], source: Mapping[str, Any] | Non
         run.writer.capture(stream.name, run.step, run.time, arrays)
 
 
-def due(run: Any, streams: list[StreamPlan], step: int, time: float, final: bool,
+def due(run: Run, streams: list[StreamPlan], step: int, time: float, final: bool,
         stages: Callable[[str], Mapping[str, Any] | None] = lambda stage: None
         ) -> list[StreamPlan]:
     """The streams that capture the run's current state (at ``step``) on the host path; a
@@ -166,7 +166,7 @@ def due(run: Any, streams: list[StreamPlan], step: int, time: float, final: bool
             and (not isinstance(s.schedule, While) or _holds(run, s.schedule, stages))]
 
 
-def _holds(run: Any, condition: While,
+def _holds(run: Run, condition: While,
            stages: Callable[[str], Mapping[str, Any] | None]) -> bool:
     state = run.fields if condition.stage is None else stages(condition.stage)
     if state is None:  # the state the run starts from: no stage made it

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from array_api_compat import array_namespace
 
 from simkit.backends import AbstractBackend
+from simkit.driver._run import Run
 from simkit.driver._steps import step_for
 from simkit.errors import NonFiniteError
 
@@ -34,7 +35,7 @@ def block_steps(pieces: list[Piece]) -> Iterator[tuple[float, float]]:
             yield piece.dt, piece.time(i)
 
 
-def replay(run: Any, fields: Any, step: int, pieces: list[Piece], upto: int) -> Any:
+def replay(run: Run, fields: Any, step: int, pieces: list[Piece], upto: int) -> Any:
     """The state at step ``upto`` from ``fields`` at ``step``, retaking the block's steps."""
     for dt, time in block_steps(pieces):
         if step == upto:
@@ -74,7 +75,7 @@ def non_finite(backend: AbstractBackend, state: Mapping[str, Any]) -> list[str]:
     return [name for name, flag in flags.items() if not bool(flag)]
 
 
-def check_start(run: Any) -> None:
+def check_start(run: Run) -> None:
     """Stop with NonFiniteError when the state the run starts from (its initial condition or a
     checkpoint) is not finite, before any of it is written as data."""
     bad = non_finite(run.backend, run.fields)
@@ -85,7 +86,7 @@ def check_start(run: Any) -> None:
             f"was computed from it")
 
 
-def check_finite(run: Any, start: dict[str, Any], start_step: int, pieces: list[Piece]) -> None:
+def check_finite(run: Run, start: dict[str, Any], start_step: int, pieces: list[Piece]) -> None:
     """Stop with NonFiniteError naming step, stage and field if the run's state is not finite;
     ``start`` at ``start_step`` is where the block that reached it began."""
     run.checked_at = run.step
@@ -105,7 +106,7 @@ def check_finite(run: Any, start: dict[str, Any], start_step: int, pieces: list[
                          "replay")
 
 
-def _locate(run: Any, fields: dict[str, Any], dt: float, step: int, time: float) -> str:
+def _locate(run: Run, fields: dict[str, Any], dt: float, step: int, time: float) -> str:
     """The message naming the first stage of the step from ``fields`` after which a value is not
     finite, and the entry (field or intermediate) holding it."""
     solver, seed = run.plan.solver, run.plan.scenario.seed
@@ -121,7 +122,7 @@ def _locate(run: Any, fields: dict[str, Any], dt: float, step: int, time: float)
             f"final state of {run.writer.partial_path}")
 
 
-def check_diagnostics(run: Any, values: Mapping[str, Any], stage: str | None) -> None:
+def check_diagnostics(run: Run, values: Mapping[str, Any], stage: str | None) -> None:
     """Stop with NonFiniteError when a diagnostic about to be captured is not finite (a finite
     state may overflow in a reduction); the state it came from becomes the file's final state,
     and the capture is not written."""

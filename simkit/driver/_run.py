@@ -7,7 +7,7 @@ import logging
 import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from simkit.io import BackgroundWriter
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import AbstractSchedule, WallTime, When, members
 
+if TYPE_CHECKING:  # the buffers' module captures for a run: it imports this one
+    from simkit.driver._captures import HostBuffers
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +27,6 @@ def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
     """Whether the captures of ``stream`` are checkpoints: full states at the end of a step (a
     stream that captures after a stage holds mid-step states, which a resume must not use)."""
     return stream.stage is None and set(field_names) <= set(stream.fields)
-
 
 
 def _schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
@@ -78,7 +80,7 @@ class Run:
     """The state of one run as it advances."""
 
     def __init__(self, plan: RunPlan, backend: AbstractBackend, writer: BackgroundWriter,
-                 buffers: Any, resume: ResumePoint | None = None) -> None:
+                 buffers: HostBuffers, resume: ResumePoint | None = None) -> None:
         self.plan = plan
         self.backend = backend
         self.writer = writer
@@ -123,11 +125,11 @@ class Run:
             self.last_capture = dict(resume.last_capture)
         restore_schedules(plan, saved)
         self.watch = self._make_watch() if self.whens else None
-        # The step rate that sizes segments before a wall-clock capture counts this process's
+        # The step rate that sizes blocks before a wall-clock capture counts this process's
         # steps only (a resumed run starts at its checkpoint's step).
         self.wall_started, self.wall_start_step = _time.perf_counter(), self.step
         self.checked_at = self.step
 
     def _make_watch(self):
         return watch_for(self.plan.solver,
-                          tuple((m.diagnostic, m.above, m.below) for _, m in self.whens))
+                         tuple((m.diagnostic, m.above, m.below) for _, m in self.whens))
