@@ -107,10 +107,11 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
     schedule = parse_schedule({k: v for k, v in spec.items() if k not in RECORD_STREAM_KEYS},
                               key)
     for member in members(schedule):
-        if isinstance(member, While) and member.stage is not None:
+        if isinstance(member, (When, While)) and member.stage is not None:
+            form = "while" if isinstance(member, While) else "when"
             raise ScenarioError("expected a condition on a value the loop passes, given one on "
                                 f"stage {member.stage!r} (a scenario run's form)",
-                                key=f"{key}.while.stage")
+                                key=f"{key}.{form}.stage")
     if stage is not None:
         for member in members(schedule):
             if isinstance(member, While) or not isinstance(member, (Every, At, LogSpaced, First,

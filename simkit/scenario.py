@@ -438,13 +438,17 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
                                 f"{member.diagnostic!r}", key=f"{key}.{form}.diagnostic")
         if isinstance(member, (When, While)):
             _check_scalar(solver, member.diagnostic, f"{key}.{form}.diagnostic")
-        if isinstance(member, While) and member.stage is not None:
-            stage_names = [s.name for s in solver.stages()]
-            if member.stage not in stage_names:
-                raise ScenarioError(f"unknown stage{did_you_mean(member.stage, stage_names)}; "
-                                    f"expected one of {', '.join(stage_names)}, given "
-                                    f"{member.stage!r}", key=f"{key}.while.stage")
+        if isinstance(member, (When, While)):
+            _check_stage(solver, member.stage, f"{key}.{form}.stage")
     return StreamPlan(name, schedule, fields, diagnostics, stage)
+
+
+def _check_stage(solver: AbstractSolver, stage: str | None, key: str) -> None:
+    """A condition taken after a stage names one of the solver's stages."""
+    stage_names = [s.name for s in solver.stages()]
+    if stage is not None and stage not in stage_names:
+        raise ScenarioError(f"unknown stage{did_you_mean(stage, stage_names)}; expected one of "
+                            f"{', '.join(stage_names)}, given {stage!r}", key=key)
 
 
 def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> None:
@@ -899,6 +903,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
                                 f"; expected one of {', '.join(diag_names)}, given "
                                 f"{stop_when.diagnostic!r}", key="stop_when.diagnostic")
         _check_scalar(solver, stop_when.diagnostic, "stop_when.diagnostic")
+        _check_stage(solver, stop_when.stage, "stop_when.stage")
     _check_initial(solver, initial, scenario.seed)
     mesh = _mesh(scenario, solver)
     _warn_questionable(scenario, solver, streams, dt, steps)

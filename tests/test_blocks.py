@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
@@ -239,3 +242,54 @@ def test_when_and_wall_time_on_a_stage_stream(backend, in_tmp):
                                rtol=1e-12, atol=1e-15)
     clock = _group(result.path, "clock")
     assert len(clock.step) >= 1 and 0 not in clock.step.values  # no stage before a step
+
+
+def _edges(values, threshold, cooldown, end):
+    """Steps (1..end) where ``values[s - 1] > threshold`` rises, cooldown after each firing;
+    the state a run starts from holds no stage, so it never holds."""
+    fired, held, until = [], False, 0
+    for step in range(1, end + 1):
+        now = values[step - 1] > threshold
+        if now and not held and step >= until:
+            fired.append(step)
+            until = step + cooldown + 1
+        held = now
+    return fired
+
+
+def test_when_on_a_stage_fires_at_its_edges_and_a_resume_keeps_its_memory(backend, in_tmp):
+    """``when`` with ``stage``: edges of a diagnostic of the state right after a stage (Lorenz's
+    second RK stage), cooldown, ``stop_when`` on a stage, and resumes from checkpoints at every
+    kind of step (the condition's memory is saved with them) equal the uninterrupted run."""
+    from simkit.io.recover import rewrite
+
+    base = {"solver": "lorenz63", "backend": backend, "steps": 1500, "seed": 2}
+    probe = simkit.run({**base, "output": "probe.nc", "outputs": {
+        "k2": {"every": 1, "stage": "k2", "diagnostics": ["mean_z"]}}})
+    values = _group(probe.path, "k2").mean_z.values  # steps 1..1500
+    threshold, cooldown = 30.0, 7
+    expected = _edges(values, threshold, cooldown, 1500)
+    assert 10 < len(expected) < 200
+    when = {"diagnostic": "mean_z", "stage": "k2", "above": threshold, "cooldown": cooldown}
+    scenario = {**base, "output": "ref.nc", "outputs": {
+        "rise": {"when": when, "fields": "all"}, "ckpt": {"every": 1, "fields": "all"}}}
+    reference = simkit.run(scenario)
+    rise = _group(reference.path, "rise")
+    assert list(rise.step.values) == expected
+    # Resumed from a checkpoint at a firing, inside its cooldown, where the condition still
+    # holds after the cooldown, and where it does not hold
+    first = expected[2]
+    holding = [s for s in range(first + cooldown + 1, 1500) if values[s - 1] > threshold
+               and s not in expected]
+    for cut in (first, first + 3, holding[0], expected[3] - 1):
+        shutil.copy(reference.path, "cut.nc")
+        with netCDF4.Dataset("cut.nc") as ds:
+            keep = {g: int((ds.groups[g].variables["step"][:] <= cut).sum())
+                    for g in ("rise", "ckpt")}
+        rewrite("cut.nc", keep, {"simkit_status": "running",
+                                 "simkit_committed_step": np.int64(cut)})
+        simkit.resume("cut.nc")
+        assert list(_group("cut.nc", "rise").step.values) == expected, cut
+    stop = simkit.run({**base, "output": "stop.nc", "stop_when": when,
+                       "outputs": {"e": {"every": 1, "diagnostics": ["mean_z"]}}})
+    assert stop.step == expected[0]

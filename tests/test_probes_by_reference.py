@@ -141,9 +141,14 @@ def test_conditions_on_stages_are_refused_where_they_cannot_be_taken(in_tmp):
                        r'\(did you mean "laplacian"\?\); expected one of laplacian, update, given '
                        r"'lapl'"):
         simkit.run(heat_scenario(outputs={"hot": stream}))
-    with pytest.raises(ScenarioError, match=r"outputs\.hot\.when\.stage: unknown key"):
+    with pytest.raises(ScenarioError, match=r"outputs\.hot\.when\.stage: unknown stage .*"
+                       r"given 'update2'"):
         simkit.run(heat_scenario(outputs={"hot": {"when": {
-            "diagnostic": "energy", "stage": "laplacian", "above": 1.0}, "fields": ["u"]}}))
+            "diagnostic": "energy", "stage": "update2", "above": 1.0}, "fields": ["u"]}}))
+    with pytest.raises(ScenarioError, match=r"stop_when\.stage: unknown stage.*given 'x'"):
+        simkit.run(heat_scenario(stop_when={"diagnostic": "energy", "stage": "x", "above": 1.0}))
+    with pytest.raises(ScenarioError, match=r"stop_when\.when\.stage: expected a stage name, given 3"):
+        simkit.run(heat_scenario(stop_when={"diagnostic": "energy", "stage": 3, "above": 1.0}))
     with pytest.raises(ScenarioError, match=r"outputs\.hot\.while\.stage: expected a condition "
                        r"on a value the loop passes, given one on stage 'laplacian'"):
         simkit.record("r.nc", {"hot": {"while": {"diagnostic": "loss", "stage": "laplacian",

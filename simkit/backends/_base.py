@@ -162,8 +162,11 @@ class AbstractBackend(abc.ABC):
         small = {"counts": result.counts, "steps": result.steps, "finite": result.finite}
         if result.fired is not None:
             small["fired"] = result.fired
+        if result.held is not None:
+            small["held"] = result.held
         host = {name: _host_value(self, value) for name, value in small.items()}
         host.setdefault("fired", None)
+        host.setdefault("held", None)
         # Whole buffers, cut on the host: a device slice of each new length would compile anew.
         host["buffers"] = [
             {name: value[:int(count)] for name, value in self.to_host(buffers).items()}

@@ -19,6 +19,9 @@ from simkit._types import Array, State, StepFn, WatchFn
 #: Per-slot key of the step index of each capture in a block's buffers (the host knows their
 #: times: it planned them).
 STEP = "step"
+#: In a checkpoint slot's buffers (with edge conditions on stages): whether each held at the
+#: captured step.
+HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Slot:
         diagnostics: diagnostics kept, computed on the device from the captured state.
         capacity: the most captures of this stream in one block.
         level: index into the program's level conditions gating each capture, or None.
+        held: also keep, per capture, whether each edge condition held (``HELD``).
     """
 
     stream: str
@@ -40,6 +44,7 @@ class Slot:
     diagnostics: tuple[str, ...]
     capacity: int
     level: int | None = None
+    held: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,12 +59,14 @@ class BlockProgram:
         diagnostics: diagnostic functions by name, ``state -> 0-d or small array``.
         slots: what each stream keeps.
         points: the most capture points in one block (the length of a plan's arrays).
-        watch: edge-triggered conditions (``fields -> bool (W,)``) that end a block where one
-            turns true; None when there are none.
+        watch: edge-triggered conditions (``(fields, seen) -> bool (W,)``) that end a block
+            where one turns true; None when there are none.
         levels: level conditions (``(fields, seen) -> bool (L,)``, ``seen`` as ``staged`` returns
             it, or None) gating slots; None when there are none.
         shapes: host shape and dtype of everything a slot may keep, by name (buffers are made
             from these).
+        watch_staged: per edge condition, whether it is taken of a stage's state: then every
+            step of a watched gap is ``staged`` and its memory comes in with the plan.
     """
 
     step: StepFn
@@ -70,6 +77,7 @@ class BlockProgram:
     watch: WatchFn | None
     levels: Callable[..., Array] | None
     shapes: Mapping[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    watch_staged: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -93,6 +101,8 @@ class BlockPlan:
     due: np.ndarray
     used: int
     enabled: np.ndarray
+    #: Whether each edge condition on a stage held at the step the block starts from.
+    held: np.ndarray
 
     @classmethod
     def empty(cls, points: int, slots: int, watched: int) -> BlockPlan:
@@ -100,7 +110,7 @@ class BlockPlan:
                    np.zeros(points, np.float64), np.zeros(points, np.int64),
                    np.zeros(points, np.float64), np.zeros(points, np.int64),
                    np.zeros((points, slots), bool), 0,
-                   np.ones(watched, bool))
+                   np.ones(watched, bool), np.zeros(watched, bool))
 
 
 @dataclass
@@ -115,6 +125,7 @@ class BlockResult:
         steps: steps taken.
         fired: edge conditions that turned true at the last step (bool (W,)), or None.
         finite: whether the final fields and every stored value are finite (0-d bool).
+        held: whether each edge condition held at the last step (bool (W,)), or None.
     """
 
     fields: dict[str, Array]
@@ -124,6 +135,7 @@ class BlockResult:
     steps: Any
     fired: Any
     finite: Any
+    held: Any = None
 
 
 def slot_values(program: BlockProgram, slot: Slot, fields: State,
@@ -180,8 +192,13 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
     finite = True
     out = dict(fields)
     steps_taken, fired = 0, None
-    watching = program.watch is not None and bool(plan.enabled.any())
-    prev = ops.flags(program.watch(out)) if watching else None
+    # Conditions on a stage keep watching in a cooldown (their memory goes on); the others are
+    # taken of the state, so a block without enabled ones need not watch.
+    staged_watch = np.asarray(program.watch_staged, dtype=bool)
+    watching = program.watch is not None and bool(plan.enabled.any() or staged_watch.any())
+    prev = None
+    if watching:
+        prev = np.where(staged_watch, plan.held, ops.flags(program.watch(out, None)))
     k = 0
     while k < plan.used:
         n, dt, last = int(plan.counts[k]), float(plan.dts[k]), float(plan.last_dts[k])
@@ -190,13 +207,14 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
         for i in range(n):
             scalars = ops.scalars(last if i == n - 1 else dt, step0 + i,
                                   time0 + (offset + i) * dt)
-            if i == n - 1 and program.staged is not None and plan.due[k].any():
+            if program.staged is not None and (
+                    (i == n - 1 and plan.due[k].any()) or (watching and staged_watch.any())):
                 out, seen = program.staged(out, *scalars)
             else:
                 out = program.step(out, *scalars)
             steps_taken += 1
             if watching:
-                now = ops.flags(program.watch(out))
+                now = ops.flags(program.watch(out, seen))
                 turned = now & ~prev & plan.enabled
                 prev = now
                 if turned.any():
@@ -215,6 +233,8 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
                     continue
             values = slot_values(program, slot, out, seen)
             finite = ops.both(finite, ops.all_finite(values))
+            if slot.held:
+                values[HELD] = np.array(prev, dtype=bool)
             for name, value in values.items():
                 ops.store(buffers[s][name], indices[s], value)
             ops.store(buffers[s][STEP], indices[s], step0 + n)
@@ -225,12 +245,12 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
     finite = ops.both(finite, ops.all_finite(out))
     return BlockResult(out, buffers, np.asarray(indices, dtype=np.int64), k, steps_taken,
                        fired if fired is not None or not watching else np.zeros_like(prev),
-                       finite)
+                       finite, prev if watching else plan.held)
 
 
 def _slot_buffers(program: BlockProgram, slot: Slot, ops: EagerBlockOps) -> dict[str, Any]:
     buffers = {}
-    for name in slot.fields + slot.diagnostics:
+    for name in slot.fields + slot.diagnostics + ((HELD,) if slot.held else ()):
         shape, dtype = program.shapes[name]
         buffers[name] = ops.buffer((slot.capacity, *shape), dtype)
     buffers[STEP] = ops.buffer((slot.capacity,), "int64")

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simkit.backends._block import STEP, BlockPlan, BlockProgram, BlockResult, slot_values
+from simkit.backends._block import HELD, STEP, BlockPlan, BlockProgram, BlockResult, slot_values
 
 
 def _all_finite(values: dict[str, Any]) -> Any:
@@ -45,22 +45,28 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
     """The traceable (not yet jitted) block of ``program``."""
     slots = program.slots
     watch, levels = program.watch, program.levels
+    # Edge conditions on a stage: every watched step is the staged one, and their memory comes
+    # with the plan (the state holds none of it).
+    staged_watch = np.asarray(program.watch_staged, dtype=bool)
+    watch_step = (program.staged if staged_watch.any()
+                  else lambda f, dt, step, time: (program.step(f, dt, step, time), None))
 
     def last_step(f, dt, step, time):
         if program.staged is None:
             return program.step(f, dt, step, time), None
         return program.staged(f, dt, step, time)
 
-    def run(fields, counts, dts, last_dts, steps, times, offsets, due, used, enabled):
+    def run(fields, counts, dts, last_dts, steps, times, offsets, due, used, enabled, held):
         buffers = []
         for slot in slots:
             b = {name: jnp.zeros((slot.capacity, *program.shapes[name][0]),
                                  program.shapes[name][1])
-                 for name in slot.fields + slot.diagnostics}
+                 for name in slot.fields + slot.diagnostics + ((HELD,) if slot.held else ())}
             b[STEP] = jnp.zeros(slot.capacity, jnp.int64)
             buffers.append(b)
         no_flags = jnp.zeros(0, bool)
-        prev0 = watch(fields) if watch is not None else no_flags
+        prev0 = (jnp.where(staged_watch, held, watch(fields, None)) if watch is not None
+                 else no_flags)
         false = jnp.asarray(False)
 
         def point(carry):
@@ -94,8 +100,8 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
 
                 def body(c):
                     i, g, _, p, _ = c
-                    g = program.step(g, dt_of(i), s0 + i, time_at(i))
-                    now = watch(g)
+                    g, stage_states = watch_step(g, dt_of(i), s0 + i, time_at(i))
+                    now = watch(g, stage_states)
                     turned = now & ~p & enabled
                     return i + 1, g, jnp.any(turned), now, turned
 
@@ -116,7 +122,7 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                     f, seen = jax.lax.cond(completed & ~stopped,
                                            lambda g: last_step(g, *args),
                                            lambda g: (g, skipped[1]), f)
-                    now = watch(f)
+                    now = watch(f, seen)
                     turned = now & ~prev & enabled & completed & ~stopped
                     fired = jnp.where(jnp.any(turned), turned, fired)
                     taken = taken + (completed & ~stopped).astype(jnp.int64)
@@ -138,6 +144,8 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                     values = slot_values(program, slot, f, seen)
                     good = _all_finite(values)
                     values[STEP] = s0 + n
+                    if slot.held:
+                        values[HELD] = prev
                     out = {name: jax.lax.dynamic_update_index_in_dim(
                         b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
                     return out, good
@@ -156,26 +164,26 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
         start = (jnp.asarray(0, jnp.int64), dict(fields), buffers,
                  jnp.zeros(len(slots), jnp.int64), jnp.asarray(True), false, prev0,
                  jnp.zeros_like(prev0), jnp.asarray(0, jnp.int64))
-        k, f, bufs, idx, ok, _, _, fired, taken = jax.lax.while_loop(more, point, start)
+        k, f, bufs, idx, ok, _, prev, fired, taken = jax.lax.while_loop(more, point, start)
         ok = ok & _all_finite(f)
-        return f, bufs, idx, k, taken, fired, ok
+        return f, bufs, idx, k, taken, fired, ok, prev
 
     return run
 
 
 def run_block(compiled: Any, fields: dict[str, Any], plan: BlockPlan) -> BlockResult:
     """Dispatch one block (asynchronously: nothing here waits for the device)."""
-    f, bufs, idx, k, taken, fired, ok = compiled(
+    f, bufs, idx, k, taken, fired, ok, held = compiled(
         dict(fields), plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times, plan.offsets,
-        plan.due, np.int64(plan.used), plan.enabled)
-    return BlockResult(f, bufs, idx, k, taken, fired, ok)
+        plan.due, np.int64(plan.used), plan.enabled, plan.held)
+    return BlockResult(f, bufs, idx, k, taken, fired, ok, held)
 
 
 def run_ensemble_block(compiled: Any, fields: dict[str, Any], values: Any, plan: BlockPlan
                        ) -> BlockResult:
     """Dispatch one block of every member (asynchronously); each entry of the result has a
     leading member axis (``counts`` (M, S), ``finite`` (M,))."""
-    f, bufs, idx, k, taken, fired, ok = compiled(
+    f, bufs, idx, k, taken, fired, ok, held = compiled(
         dict(fields), values, plan.counts, plan.dts, plan.last_dts, plan.steps, plan.times,
-        plan.offsets, plan.due, np.int64(plan.used), plan.enabled)
-    return BlockResult(f, bufs, idx, k, taken, fired, ok)
+        plan.offsets, plan.due, np.int64(plan.used), plan.enabled, plan.held)
+    return BlockResult(f, bufs, idx, k, taken, fired, ok, held)

@@ -24,6 +24,8 @@ class TorchBlockOps(EagerBlockOps):
     def store(self, buffer: torch.Tensor, index: int, value: Any) -> None:
         if isinstance(value, torch.Tensor):
             buffer[index].copy_(value.detach())
+        elif isinstance(value, np.ndarray):  # host flags
+            buffer[index].copy_(torch.from_numpy(value))
         else:
             buffer[index] = value  # a host number: one fill kernel, no sync
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from simkit.backends._block import STEP, BlockPlan, BlockProgram, Slot
+from simkit.backends._block import HELD, STEP, BlockPlan, BlockProgram, Slot
 from simkit.driver._captures import check_diagnostic_shapes
 from simkit.driver._replay import Piece, block_steps, check_finite, replay
-from simkit.driver._run import save_schedules
-from simkit.driver._steps import levels_for, solver_cached, step_for
+from simkit.driver._run import held_slot, save_schedules
+from simkit.driver._steps import conditions_for, solver_cached, step_for
 from simkit.errors import NonFiniteError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
@@ -81,10 +81,12 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
     plan = run.plan
     streams = list(plan.streams)
     levels = [(s.name, s.schedule) for s in streams if isinstance(s.schedule, While)]
-    # Stages whose states a block keeps at a point's last step: those streams capture after,
-    # and those level conditions look at.
+    # Stages whose states a block keeps: those streams capture after and those conditions look
+    # at (an edge condition on a stage: at every step).
+    watch_staged = tuple(when.stage is not None for _, when in run.whens)
     stages = tuple(dict.fromkeys([s.stage for s in streams if s.stage is not None]
-                                 + [w.stage for _, w in levels if w.stage is not None]))
+                                 + [w.stage for _, w in levels if w.stage is not None]
+                                 + [w.stage for _, w in run.whens if w.stage is not None]))
     seed = plan.scenario.seed
     staged = step_for(plan.solver, seed, stages) if stages else None
     shapes: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -94,17 +96,22 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
         shapes[spec.name] = (tuple(sizes[d] for d in spec.dims), plan.scenario.dtype)
     for diag in run.diagnostics.values():
         shapes[diag.name] = (tuple(sizes[d] for d in diag.dims), "float64")
+    shapes[HELD] = ((len(run.whens),), "bool")
     points = BLOCK_POINTS
     per_capture = [sum(int(np.prod(shapes[n][0], dtype=np.int64)) * np.dtype(shapes[n][1]).itemsize
                        for n in s.fields + s.diagnostics) + 16 for s in streams]
     budget = BLOCK_BYTES // max(1, len(streams))
     level_index = {name: i for i, (name, _) in enumerate(levels)}
+    # A checkpoint keeps whether each edge condition on a stage held at its step: a resume
+    # cannot take that from the state.
+    held = any(watch_staged)
     slots = tuple(Slot(s.name, s.stage, s.fields, s.diagnostics,
                        capacity=max(1, min(points, budget // per)),
-                       level=level_index.get(s.name))
+                       level=level_index.get(s.name),
+                       held=held and s.name in run.checkpoints)
                   for s, per in zip(streams, per_capture, strict=True))
-    level_fn = (levels_for(plan.solver, tuple((w.diagnostic, w.above, w.below, w.stage)
-                                              for _, w in levels)) if levels else None)
+    level_fn = (conditions_for(plan.solver, tuple((w.diagnostic, w.above, w.below, w.stage)
+                                                  for _, w in levels)) if levels else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
     check_diagnostic_shapes(run, {n for s in streams if s.stage is None for n in s.diagnostics})
     at_stages: dict[str, set[str]] = {}
@@ -120,13 +127,13 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
     backend = run.backend
     key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
            getattr(backend, "compile", None), stages, slots, points,
-           tuple((m.diagnostic, m.above, m.below) for _, m in run.whens),
+           tuple((m.diagnostic, m.above, m.below, m.stage) for _, m in run.whens),
            tuple((w.diagnostic, w.above, w.below, w.stage) for _, w in levels),
            tuple(sorted(shapes.items())))
 
     def make() -> tuple[BlockProgram, Any]:
         program = BlockProgram(run.step_fn, staged, diagnostics, slots, points, run.watch,
-                               level_fn, shapes)
+                               level_fn, shapes, watch_staged)
         return program, backend.block_runner(program)
 
     return cache(plan.solver, key, make)
@@ -208,6 +215,7 @@ class BlockLoop:
         plan = BlockPlan.empty(program.points, len(program.slots), len(run.whens))
         plan.enabled = np.array([when.may_fire(start + 1) for _, when in run.whens],
                                 dtype=bool)
+        plan.held = np.array([when.held for _, when in run.whens], dtype=bool)
         budget = (max(1, int(self.rate * self.flush_seconds)) if self.rate
                   else 64)  # the first block is short: it measures the rate
         step, time = start, start_time
@@ -296,6 +304,9 @@ class BlockLoop:
         if run.plan.scenario.check_finite and not bool(host["finite"]):
             self._non_finite(start, start_step, start_time, pieces, host, times)
         self._commit(host, times)
+        if host["held"] is not None:  # the memory of conditions on stages goes on
+            for (_, when), held in zip(run.whens, np.asarray(host["held"]), strict=True):
+                when.hold(bool(held))
         fired = host["fired"]
         if fired is not None and fired.size and fired.any():
             self._next = None  # the schedules' state changes with the firing
@@ -338,12 +349,22 @@ class BlockLoop:
                 if schedules is None:
                     saved = save_schedules(run.plan)
                     schedules = np.array([saved[s] for s in run.state_slots], dtype=np.float64)
-                arrays[schema.SCHEDULE_STATE] = np.broadcast_to(
-                    schedules, (count, len(schedules))).copy()
+                state = np.broadcast_to(schedules, (count, len(schedules))).copy()
+                if slot.held:  # as each condition on a stage stood at each captured step
+                    for j, column in self._held_columns():
+                        state[:, column] = buffers[HELD][:count, j]
+                arrays[schema.SCHEDULE_STATE] = state
             step_list = [int(s) for s in steps]
             run.writer.capture_block(slot.stream, step_list, [times[s] for s in step_list],
                                      arrays)
             run.last_capture[slot.stream] = step_list[-1]
+
+    def _held_columns(self) -> list[tuple[int, int]]:
+        """``(condition, column)``: where each edge condition on a stage keeps its memory in
+        the schedules' saved state."""
+        run = self.run
+        return [(j, run.state_slots.index(held_slot(run.plan, when)))
+                for j, (_, when) in enumerate(run.whens) if when.stage is not None]
 
     def _non_finite(self, start: Any, start_step: int, start_time: float,
                     pieces: list[Piece], host: dict[str, Any],

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simkit.backends import AbstractBackend
-from simkit.driver._steps import diagnostics_for, step_for, watch_for
+from simkit.driver._steps import conditions_for, diagnostics_for, step_for
 from simkit.io import BackgroundWriter
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import AbstractSchedule, WallTime, When, members
@@ -35,6 +35,18 @@ def _schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
     if plan.stop_when is not None:
         found["stop_when"] = plan.stop_when
     return found
+
+
+def held_slot(plan: RunPlan, when: When) -> str:
+    """The name under which ``save_schedules`` keeps the memory of an edge condition on a stage
+    (whether it held at the last step)."""
+    for key, schedule in _schedules(plan).items():
+        if schedule is when:
+            return f"{key}.held"
+        found = [i for i, m in enumerate(members(schedule)) if m is when]
+        if found and schedule is not when:
+            return f"{key}.{found[0]}.held"
+    raise ValueError(f"expected a condition of this run's schedules, given {when!r}")
 
 
 def save_schedules(plan: RunPlan) -> dict[str, float]:
@@ -131,5 +143,5 @@ class Run:
         self.checked_at = self.step
 
     def _make_watch(self):
-        return watch_for(self.plan.solver,
-                         tuple((m.diagnostic, m.above, m.below) for _, m in self.whens))
+        return conditions_for(self.plan.solver, tuple((m.diagnostic, m.above, m.below, m.stage)
+                                                      for _, m in self.whens))

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from simkit.solver import KERNELS_ENV, make_step
 
@@ -50,43 +50,29 @@ def diagnostics_for(solver: Any) -> dict[str, Any]:
                           lambda: {d.name: d for d in solver.diagnostics()})
 
 
-def watch_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None], ...]
-               ) -> Any:
-    """The device predicate of the watched conditions ``(diagnostic, above, below)``: a bool
-    vector of ``fields``, one entry per condition; the same function for the same conditions."""
-    def make() -> Any:
-        diagnostics = diagnostics_for(solver)
-        tests = [(diagnostics[name].fn, above, below) for name, above, below in conditions]
-
-        def watch(fields):
-            flags = [fn(fields) > above if above is not None else fn(fields) < below
-                     for fn, above, below in tests]
-            return array_namespace(*flags).stack(flags)
-
-        return watch
-
-    return solver_cached(solver, ("watch", conditions), make)
-
-
-def levels_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None,
-                                                 str | None], ...]) -> Any:
-    """The device predicate of level conditions ``(diagnostic, above, below, stage)``: a bool
-    vector of ``(fields, seen)``, one entry per condition, each evaluated on the end-of-step
-    ``fields`` or, with a stage, on ``seen[stage]`` (the state right after it); the same
-    function for the same conditions."""
+def conditions_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None,
+                                                     str | None], ...]) -> Any:
+    """The device predicate of conditions ``(diagnostic, above, below, stage)``: a bool vector
+    of ``(fields, seen)``, one entry per condition, each taken of the end-of-step ``fields`` or,
+    with a stage, of ``seen[stage]`` (the state right after it; False where ``seen`` is None:
+    no step made the state); the same function for the same conditions."""
     def make() -> Any:
         diagnostics = diagnostics_for(solver)
         tests = [(diagnostics[name].fn, above, below, stage)
                  for name, above, below, stage in conditions]
 
-        def levels(fields, seen=None):
-            values = [fn(fields if stage is None else seen[stage])
-                      for fn, _, _, stage in tests]
-            flags = [value > above if above is not None else value < below
-                     for value, (_, above, below, _) in zip(values, tests, strict=True)]
-            return array_namespace(*flags).stack(flags)
+        def flags(fields, seen=None):
+            values = []
+            for fn, above, below, stage in tests:
+                if stage is not None and seen is None:
+                    some = next(iter(fields.values()))
+                    xp = array_namespace(some)
+                    values.append(xp.zeros((), dtype=xp.bool, device=device(some)))
+                    continue
+                value = fn(fields if stage is None else seen[stage])
+                values.append(value > above if above is not None else value < below)
+            return array_namespace(*values).stack(values)
 
-        return levels
+        return flags
 
-    return solver_cached(solver, ("levels", conditions), make)
-
+    return solver_cached(solver, ("conditions", conditions), make)

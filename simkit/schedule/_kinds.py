@@ -262,12 +262,19 @@ class When(_DriverDecided):
     above: float | None = None
     below: float | None = None
     cooldown: int = 0
+    #: Take the diagnostic of the state right after this stage of each step (its probes).
+    stage: str | None = None
 
     def __post_init__(self) -> None:
         _check_condition(self, "when")
         if not _is_int(self.cooldown) or self.cooldown < 0:
             raise ScenarioError(f"expected an integer >= 0, given {self.cooldown!r}",
                                 key="when.cooldown")
+        if self.stage is not None:
+            if not isinstance(self.stage, str) or not self.stage:
+                raise ScenarioError(f"expected a stage name, given {self.stage!r}",
+                                    key="when.stage")
+            self._state["held"] = 0
 
     def holds(self, value: float) -> bool:
         """The condition on a host value (the device evaluates the same comparison)."""
@@ -275,9 +282,21 @@ class When(_DriverDecided):
 
     # The edge memory (was the condition true at the step before?) is the condition on the state
     # the run stands at: the loop evaluates it from the state itself, so a run resumed from a
-    # checkpointed state sees the same edges. The cooldown is history, so it is kept here.
+    # checkpointed state sees the same edges. A condition on a stage's state cannot be taken
+    # from the end-of-step state: its memory (``held``) is kept here with the cooldown, which
+    # is history too.
     _state: dict[str, int] = field(default_factory=lambda: {"cooldown_until": 0}, init=False,
                                    repr=False, compare=False)
+
+    @property
+    def held(self) -> bool:
+        """Whether a condition on a stage held at the last step taken (False for others)."""
+        return bool(self._state.get("held", 0))
+
+    def hold(self, value: bool) -> None:
+        """Record whether a condition on a stage held at the last step taken."""
+        if self.stage is not None:
+            self._state["held"] = int(bool(value))
 
     @property
     def resumes_at(self) -> int:
@@ -297,10 +316,10 @@ class When(_DriverDecided):
 
     def restore(self, state: Mapping[str, float]) -> None:
         check_state_names(self, state)
-        self._state["cooldown_until"] = int(state["cooldown_until"])
+        self._state.update({name: int(value) for name, value in state.items()})
 
     def reset(self) -> None:
-        self._state["cooldown_until"] = 0
+        self._state.update({name: 0 for name in self._state})
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ VALID_FORMS = (
 )
 SCHEDULE_KEYS = ("every", "offset", "at", "logspace", "sim_time", "start", "first", "last",
                  "wall_time", "when", "while", "any")
-_WHEN_KEYS = ("diagnostic", "above", "below", "cooldown")
+_WHEN_KEYS = ("diagnostic", "above", "below", "cooldown", "stage")
 _WHILE_KEYS = ("diagnostic", "above", "below", "every", "stage")
 _MODIFIERS = {"offset": "every", "start": "sim_time"}
 
