@@ -162,7 +162,11 @@ def watch(path: str | os.PathLike, interval: float = 1.0, console: Any = None) -
             summary = live_summary(path)
             status = str(summary["attrs"].get(schema.ATTR_STATUS, "?"))
             if status == schema.STATUS_RUNNING and writer_alive(current_file(path)) is False:
-                status = "gone"
+                # Read again: the run may have closed the file between the two looks.
+                summary = live_summary(path)
+                status = str(summary["attrs"].get(schema.ATTR_STATUS, "?"))
+                if status == schema.STATUS_RUNNING:
+                    status = "gone"
             step = max((s["step"] for s in summary["streams"].values()
                         if s["step"] is not None), default=0)
             seen = [*seen[-9:], (time.monotonic(), step)]

@@ -177,6 +177,20 @@ def test_watch_in_a_terminal_follows_the_run_to_its_end(in_tmp):
     assert "complete; step 150000/150000" in out, out
 
 
+def test_watch_reads_again_when_the_run_closes_between_its_two_looks(in_tmp, monkeypatch):
+    """The status read says running, then the run closes its file (lock released): that is a
+    finished run, not a killed one."""
+    import simkit.live
+
+    result = simkit.run(heat_scenario(output="done.nc"))
+    summaries = iter([{"attrs": {"simkit_status": "running"}, "streams": {}}] * 2)
+    real = simkit.live.live_summary
+    monkeypatch.setattr(simkit.live, "live_summary",
+                        lambda path: next(summaries, None) or real(path))
+    monkeypatch.setattr(simkit.live, "writer_alive", lambda path: False)
+    assert simkit.live.watch(result.path, interval=0.01) == "complete"
+
+
 def test_watch_says_when_the_run_was_killed(in_tmp):
     proc = _start(in_tmp, RUNNING)
     proc.kill()
