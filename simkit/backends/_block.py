@@ -36,6 +36,8 @@ class Slot:
         capacity: the most captures of this stream in one block.
         level: index into the program's level conditions gating each capture, or None.
         held: also keep, per capture, whether each edge condition held (``HELD``).
+        inline: small values due at every step (diagnostics every step): a compiled block
+            computes them at every point, without a branch, and stores them where due.
     """
 
     stream: str
@@ -45,6 +47,7 @@ class Slot:
     capacity: int
     level: int | None = None
     held: bool = False
+    inline: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -88,7 +88,19 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                 return jnp.where(i == n - 1, last, dt)
 
             seen = None
-            if watch is None:
+            if watch is None and program.staged is None:
+                # The point's last step is taken apart from the loop, in the computation that
+                # stores the captures: XLA then fuses the captured reductions with the step's
+                # own pass over the state instead of reading the state again. A point of no
+                # steps (an ensemble's first) keeps its state.
+                f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), n - 1, lambda i, g: program.step(
+                    g, dt, s0 + i, time_at(i)), f)
+                stepped = program.step(f, last, s0 + n - 1, time_at(n - 1))
+                f = jax.tree_util.tree_map(lambda new, old: jnp.where(n > 0, new, old), stepped,
+                                           f)
+                taken = taken + n
+                completed = jnp.asarray(True)
+            elif watch is None:
                 f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), plain, lambda i, g: program.step(
                     g, dt_of(i), s0 + i, time_at(i)), f)
                 taken = taken + plain
@@ -150,8 +162,22 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                         b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
                     return out, good
 
-                b, good = jax.lax.cond(do, write, lambda operand: (operand[0], jnp.asarray(True)),
-                                       (bufs[s], idx[s]))
+                if not slot.inline:  # computed and stored only where due
+                    b, good = jax.lax.cond(do, write,
+                                           lambda operand: (operand[0], jnp.asarray(True)),
+                                           (bufs[s], idx[s]))
+                else:
+                    # Due at (nearly) every point: computed in line with the step (a branch
+                    # would keep them apart from it), stored where due; elsewhere the row at
+                    # the index (clamped when the buffer is full) keeps its value.
+                    values = slot_values(program, slot, f, seen)
+                    good = _all_finite(values) | ~do
+                    values[STEP] = s0 + n
+                    row = jnp.minimum(idx[s], slot.capacity - 1)
+                    b = {name: jax.lax.dynamic_update_index_in_dim(old, jnp.where(
+                        do, jnp.asarray(values[name], old.dtype),
+                        jax.lax.dynamic_index_in_dim(old, row, 0, keepdims=False)), row, 0)
+                         for name, old in bufs[s].items()}
                 ok = ok & good
                 new_bufs.append(b)
                 new_idx.append(idx[s] + do.astype(jnp.int64))

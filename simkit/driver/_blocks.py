@@ -25,7 +25,7 @@ from simkit.driver._steps import conditions_for, solver_cached, step_for
 from simkit.errors import NonFiniteError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
-from simkit.schedule import TIME_RTOL, While
+from simkit.schedule import TIME_RTOL, Every, While, members
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
     slots = tuple(Slot(s.name, s.stage, s.fields, s.diagnostics,
                        capacity=max(1, min(points, budget // per)),
                        level=level_index.get(s.name),
-                       held=held and s.name in run.checkpoints)
+                       held=held and s.name in run.checkpoints,
+                       inline=not s.fields and any(isinstance(m, Every) and m.every == 1
+                                                   for m in members(s.schedule)))
                   for s, per in zip(streams, per_capture, strict=True))
     level_fn = (conditions_for(plan.solver, tuple((w.diagnostic, w.above, w.below, w.stage)
                                                   for _, w in levels)) if levels else None)
