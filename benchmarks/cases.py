@@ -241,6 +241,13 @@ def diagnostics_every_step(quick: bool = False) -> dict:
             out[f"{key} none s"] = times["none"]
             out[f"{key} 3 diagnostics every step s"] = times["diag"]
             _target(out, f"{key} diagnostics / none", times["diag"] / times["none"], 1.10)
+        u0 = np.random.default_rng(0).standard_normal((n, n))
+        for name, loop in (("numpy", _hand_numpy_heat), ("torch", _hand_torch_heat)):
+            by_hand = interleaved({
+                "diagnostics": lambda f=loop, u=u0: f(u, steps // 2, 0.2, diagnostics=True),
+                "none": lambda f=loop, u=u0: f(u, steps // 2, 0.2)}, repeats)
+            out[f"{n}^2 hand-written {name} loop, in place: diagnostics / none"] = \
+                by_hand["diagnostics"] / by_hand["none"]
         hand = interleaved(_hand_jax_diagnostics(n, steps), repeats)
         out[f"{n}^2 hand-written jax scan, roll stencil: diagnostics / none"] = \
             hand["diagnostics"] / hand["none"]
@@ -506,11 +513,14 @@ def nbody_pairs(quick: bool = False) -> dict:
 # ---------------------------------------------------------------- stage kernels
 
 
-def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float) -> np.ndarray:
-    """heat2d FTCS as one would write it by hand in NumPy: in place, one scratch array."""
+def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float, diagnostics: bool = False
+                     ) -> np.ndarray:
+    """heat2d FTCS as one would write it by hand in NumPy: in place, one scratch array (with
+    ``diagnostics``, heat2d's three reductions every step, kept)."""
     u = u0.copy()
     lap = np.empty_like(u)
-    for _ in range(steps):
+    kept = np.empty((steps, 3))
+    for i in range(steps):
         np.multiply(u, -4.0, out=lap)
         lap[1:] += u[:-1]
         lap[:1] += u[-1:]
@@ -522,17 +532,20 @@ def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float) -> np.ndarray:
         lap[:, -1:] += u[:, :1]
         lap *= dt_d
         u += lap
+        if diagnostics:
+            kept[i] = 0.5 * np.sum(u * u), np.sum(u), np.max(np.abs(u))
     return u
 
 
-def _hand_torch_heat(u0: np.ndarray, steps: int, dt_d: float):
+def _hand_torch_heat(u0: np.ndarray, steps: int, dt_d: float, diagnostics: bool = False):
     """heat2d FTCS by hand in torch: in place, one scratch tensor (``_hand_numpy_heat``)."""
     import torch
 
     with torch.inference_mode():
         u = torch.tensor(u0)
         lap = torch.empty_like(u)
-        for _ in range(steps):
+        kept = torch.empty((steps, 3), dtype=u.dtype)
+        for i in range(steps):
             torch.mul(u, -4.0, out=lap)
             lap[1:] += u[:-1]
             lap[:1] += u[-1:]
@@ -543,6 +556,9 @@ def _hand_torch_heat(u0: np.ndarray, steps: int, dt_d: float):
             lap[:, :-1] += u[:, 1:]
             lap[:, -1:] += u[:, :1]
             u.add_(lap, alpha=dt_d)
+            if diagnostics:
+                kept[i, 0], kept[i, 1] = 0.5 * torch.sum(u * u), torch.sum(u)
+                kept[i, 2] = torch.max(torch.abs(u))
     return u
 
 

@@ -235,7 +235,6 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
                 if not levels[slot.level]:
                     continue
             values = slot_values(program, slot, out, seen)
-            finite = ops.both(finite, ops.all_finite(values))
             if slot.held:
                 values[HELD] = np.array(prev, dtype=bool)
             for name, value in values.items():
@@ -245,6 +244,10 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
         k += 1
         if fired is not None:
             break
+    # What was stored is checked once, buffer by buffer (not capture by capture).
+    for s, slot in enumerate(program.slots):
+        finite = ops.both(finite, ops.all_finite(
+            {name: buffers[s][name][:indices[s]] for name in slot.fields + slot.diagnostics}))
     finite = ops.both(finite, ops.all_finite(out))
     return BlockResult(out, buffers, np.asarray(indices, dtype=np.int64), k, steps_taken,
                        fired if fired is not None or not watching else np.zeros_like(prev),
