@@ -48,6 +48,8 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
     # Edge conditions on a stage: every watched step is the staged one, and their memory comes
     # with the plan (the state holds none of it).
     staged_watch = np.asarray(program.watch_staged, dtype=bool)
+    # One step, traced once wherever the block takes it (XLA inlines the call).
+    one_step = jax.jit(program.step)
     watch_step = (program.staged if staged_watch.any()
                   else lambda f, dt, step, time: (program.step(f, dt, step, time), None))
 
@@ -93,9 +95,9 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
                 # stores the captures: XLA then fuses the captured reductions with the step's
                 # own pass over the state instead of reading the state again. A point of no
                 # steps (an ensemble's first) keeps its state.
-                f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), n - 1, lambda i, g: program.step(
+                f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), n - 1, lambda i, g: one_step(
                     g, dt, s0 + i, time_at(i)), f)
-                stepped = program.step(f, last, s0 + n - 1, time_at(n - 1))
+                stepped = one_step(f, last, s0 + n - 1, time_at(n - 1))
                 f = jax.tree_util.tree_map(lambda new, old: jnp.where(n > 0, new, old), stepped,
                                            f)
                 taken = taken + n
