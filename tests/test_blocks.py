@@ -263,23 +263,26 @@ def test_when_on_a_stage_fires_at_its_edges_and_a_resume_keeps_its_memory(backen
     kind of step (the condition's memory is saved with them) equal the uninterrupted run."""
     from simkit.io.recover import rewrite
 
-    base = {"solver": "lorenz63", "backend": backend, "steps": 1500, "seed": 2}
+    base = {"solver": "lorenz63", "backend": backend, "steps": 3000, "seed": 2}
     probe = simkit.run({**base, "output": "probe.nc", "outputs": {
         "k2": {"every": 1, "stage": "k2", "diagnostics": ["mean_z"]}}})
-    values = _group(probe.path, "k2").mean_z.values  # steps 1..1500
-    threshold, cooldown = 30.0, 7
-    expected = _edges(values, threshold, cooldown, 1500)
-    assert 10 < len(expected) < 200
+    values = _group(probe.path, "k2").mean_z.values  # steps 1..3000
+    # A cooldown longer than some gaps between rises: a resume must keep it to skip them
+    threshold, cooldown = 30.0, 150
+    expected = _edges(values, threshold, cooldown, 3000)
+    assert len(expected) < len(_edges(values, threshold, 0, 3000)) and len(expected) > 5
     when = {"diagnostic": "mean_z", "stage": "k2", "above": threshold, "cooldown": cooldown}
     scenario = {**base, "output": "ref.nc", "outputs": {
-        "rise": {"when": when, "fields": "all"}, "ckpt": {"every": 1, "fields": "all"}}}
+        "rise": {"when": when, "diagnostics": ["energy"]},
+        "ckpt": {"every": 1, "fields": "all"}}}
     reference = simkit.run(scenario)
     rise = _group(reference.path, "rise")
     assert list(rise.step.values) == expected
-    # Resumed from a checkpoint at a firing, inside its cooldown, where the condition still
-    # holds after the cooldown, and where it does not hold
-    first = expected[2]
-    holding = [s for s in range(first + cooldown + 1, 1500) if values[s - 1] > threshold
+    # Resumed from a checkpoint at a firing whose cooldown skips a later rise, inside that
+    # cooldown, where the condition still holds after it, and where it does not hold
+    rises = _edges(values, threshold, 0, 3000)
+    first = next(f for f in expected if any(f < r <= f + cooldown for r in rises))
+    holding = [s for s in range(first + cooldown + 1, 3000) if values[s - 1] > threshold
                and s not in expected]
     for cut in (first, first + 3, holding[0], expected[3] - 1):
         shutil.copy(reference.path, "cut.nc")

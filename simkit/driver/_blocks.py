@@ -305,15 +305,29 @@ class BlockLoop:
         self._taken = (start, start_step, pieces)
         if run.plan.scenario.check_finite and not bool(host["finite"]):
             self._non_finite(start, start_step, start_time, pieces, host, times)
-        self._commit(host, times)
+        fired = host["fired"]
+        fired = fired if fired is not None and fired.size and fired.any() else None
+        before = self._saved()
+        if fired is not None:  # a firing starts its cooldown at the step it fired at
+            for j in np.flatnonzero(fired):
+                run.whens[j][1].fired(run.step)
+        # Checkpoints before that step keep the schedules' state from before the firing, one at
+        # that step the state after it: a resume from either fires where this run does.
+        self._commit(host, times, states=(before, self._saved(), run.step))
         if host["held"] is not None:  # the memory of conditions on stages goes on
             for (_, when), held in zip(run.whens, np.asarray(host["held"]), strict=True):
                 when.hold(bool(held))
-        fired = host["fired"]
-        if fired is not None and fired.size and fired.any():
+        if fired is not None:
             self._next = None  # the schedules' state changes with the firing
-            return fired
-        return None
+        return fired
+
+    def _saved(self) -> np.ndarray | None:
+        """The schedules' state now, as checkpoints keep it (None when they keep none)."""
+        run = self.run
+        if not run.state_slots:
+            return None
+        saved = save_schedules(run.plan)
+        return np.array([saved[s] for s in run.state_slots], dtype=np.float64)
 
     def has_taken_steps(self) -> bool:
         """Whether a block has taken steps (so ``last_step_stages`` has a step to retake)."""
@@ -330,11 +344,16 @@ class BlockLoop:
         fields = replay(run, fields, step, pieces, last)
         return run.backend.call_step(staged, fields, dt, last, time)[1]
 
-    def _commit(self, host: dict[str, Any], times: dict[int, float], upto: int | None = None
-                ) -> None:
-        """Hand every stream's captures of the block to the writer (those up to ``upto``)."""
+    def _commit(self, host: dict[str, Any], times: dict[int, float], upto: int | None = None,
+                states: tuple[Any, Any, int] | None = None) -> None:
+        """Hand every stream's captures of the block to the writer (those up to ``upto``);
+        checkpoints keep the schedules' state: ``states`` = (before, after, step) gives the
+        state after a firing to the checkpoint at its step, else the state now serves all."""
         run = self.run
-        schedules = None
+        if states is None:
+            now = self._saved()
+            states = (now, now, -1)
+        before, after, fired_at = states
         for slot, buffers, count in zip(self.program.slots, host["buffers"], host["counts"],
                                         strict=True):
             count = int(count)
@@ -348,10 +367,8 @@ class BlockLoop:
                     continue
             arrays = {name: buffers[name][:count] for name in slot.fields + slot.diagnostics}
             if slot.stream in run.checkpoints and run.state_slots:
-                if schedules is None:
-                    saved = save_schedules(run.plan)
-                    schedules = np.array([saved[s] for s in run.state_slots], dtype=np.float64)
-                state = np.broadcast_to(schedules, (count, len(schedules))).copy()
+                state = np.broadcast_to(before, (count, len(before))).copy()
+                state[steps == fired_at] = after
                 if slot.held:  # as each condition on a stage stood at each captured step
                     for j, column in self._held_columns():
                         state[:, column] = buffers[HELD][:count, j]

@@ -66,9 +66,8 @@ def loop(run: Run, progress: ProgressFn | None,
             final = run.stopped or _is_final(sc, run.step, run.time)
             streams = due(run, run.plain, run.step, run.time, final,
                           lambda stage: _stage_state(run, blocks, stage))
-            for j in np.flatnonzero(fired):
-                stream, when = run.whens[j]
-                when.fired(run.step)
+            for j in np.flatnonzero(fired):  # (their cooldowns started in the block loop)
+                stream = run.whens[j][0]
                 if (stream is not None and stream not in streams
                         and run.last_capture.get(stream.name) != run.step):
                     streams.append(stream)
