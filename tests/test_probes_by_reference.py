@@ -154,3 +154,37 @@ def test_conditions_on_stages_are_refused_where_they_cannot_be_taken(in_tmp):
         simkit.record("r.nc", {"hot": {"while": {"diagnostic": "loss", "stage": "laplacian",
                                                  "above": 1.0}, "diagnostics": ["loss"]}})
 
+
+def test_a_condition_reading_what_its_state_lacks_or_of_another_shape_stops_before_a_step(
+        tmp_path, in_tmp):
+    (tmp_path / "cond_mod.py").write_text(textwrap.dedent('''
+        from array_api_compat import array_namespace
+
+
+        def update_only(state):  # the Laplacian probe exists only right after its stage
+            return array_namespace(state["u"]).max(state["laplacian"])
+
+
+        def pair(state):
+            xp = array_namespace(state["u"])
+            return xp.stack([xp.max(state["u"]), xp.min(state["u"])])
+    '''))
+
+    def run(**outputs):
+        data = heat_scenario(steps=6, output=str(tmp_path / "c.nc"), outputs=outputs,
+                             diagnostics={"lap": "cond_mod:update_only", "pair": "cond_mod:pair"})
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return simkit.run(path, allow_import=True, overwrite=True)
+
+    with pytest.raises(ScenarioError, match=r"expected the values diagnostic 'lap' reads in the "
+                       r"state at the end of a step, given one without 'laplacian' \(it holds "
+                       r"u\)"):
+        run(hot={"when": {"diagnostic": "lap", "above": 1.0}, "fields": ["u"]})
+    with pytest.raises(ValueError, match=r"diagnostic 'pair': expected shape \(\) from its dims "
+                       r"\(\), given \(2,\)"):
+        run(hot={"while": {"diagnostic": "pair", "stage": "laplacian", "above": 0.0},
+                 "fields": ["u"]})
+    assert run(hot={"when": {"diagnostic": "lap", "stage": "laplacian", "above": 1e9},
+                    "fields": ["u"]}).step == 6
+

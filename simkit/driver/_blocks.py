@@ -115,17 +115,24 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
     level_fn = (conditions_for(plan.solver, tuple((w.diagnostic, w.above, w.below, w.stage)
                                                   for _, w in levels)) if levels else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
-    check_diagnostic_shapes(run, {n for s in streams if s.stage is None for n in s.diagnostics})
+    # Every diagnostic a stream keeps or a condition reads, tried once on the state it will be
+    # taken of: a wrong shape, or a value the state does not hold, stops the run before a step.
+    conditions = [w for _, w in levels] + [w for _, w in run.whens]
+    check_diagnostic_shapes(run, {n for s in streams if s.stage is None for n in s.diagnostics}
+                            | {w.diagnostic for w in conditions if w.stage is None})
     at_stages: dict[str, set[str]] = {}
     for s in streams:
         if s.stage is not None and s.diagnostics:
             at_stages.setdefault(s.stage, set()).update(s.diagnostics)
+    for w in conditions:
+        if w.stage is not None:
+            at_stages.setdefault(w.stage, set()).add(w.diagnostic)
     if at_stages:  # evaluated on a stage's state: one step taken aside, from a copy
         copy = {name: run.backend.asarray(value)
                 for name, value in run.backend.to_host(run.fields).items()}
         _, seen = run.backend.call_step(staged, copy, plan.dt, run.step, run.time)
         for stage, names in at_stages.items():
-            check_diagnostic_shapes(run, names, seen[stage])
+            check_diagnostic_shapes(run, names, seen[stage], stage)
     backend = run.backend
     key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
            getattr(backend, "compile", None), stages, slots, points,

@@ -14,6 +14,7 @@ import numpy as np
 
 from simkit.driver._replay import check_diagnostics
 from simkit.driver._run import Run, save_schedules
+from simkit.errors import ScenarioError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
 from simkit.schedule import While
@@ -75,12 +76,19 @@ def check_shape(solver: Any, diagnostic: Any, shape: Any, sizes: Mapping[str, in
                          f"{expected} from its dims {diagnostic.dims}, given {given}")
 
 
-def check_diagnostic_shapes(run: Run, names: set[str], state: Mapping[str, Any] | None = None
-                            ) -> None:
+def check_diagnostic_shapes(run: Run, names: set[str], state: Mapping[str, Any] | None = None,
+                            stage: str | None = None) -> None:
     """Refuse a diagnostic whose value has another shape than its dims declare, before any block
     stores it (evaluated once, on the state the run starts from or ``state``)."""
+    given = run.fields if state is None else state
     for name in sorted(names):
-        value = run.backend.call(run.diagnostics[name].fn, run.fields if state is None else state)
+        try:
+            value = run.backend.call(run.diagnostics[name].fn, given)
+        except KeyError as error:
+            where = "at the end of a step" if stage is None else f"right after stage {stage!r}"
+            raise ScenarioError(
+                f"expected the values diagnostic {name!r} reads in the state {where}, given one "
+                f"without {error.args[0]!r} (it holds {', '.join(map(str, given))})") from None
         check_shape(run.plan.solver, run.diagnostics[name], getattr(value, "shape", ()),
                     run.sizes)
 

@@ -54,9 +54,9 @@ def loop(run: Run, progress: ProgressFn | None,
     chunk = max(1, expected // PROGRESS_UPDATES) if progress else None
     if sc.check_finite:
         check_start(run)
+    program, runner = build_program(run)  # first: it checks what the captures will take
     capture(run, due(run, run.plain, run.step, run.time,
                      final=_is_final(sc, run.step, run.time)))
-    program, runner = build_program(run)
     blocks = BlockLoop(run, program, runner, sc.flush_seconds, chunk)
     while not (run.stopped or _is_final(sc, run.step, run.time)):
         fired = blocks.run_block()
