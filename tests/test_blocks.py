@@ -154,6 +154,16 @@ def test_a_non_finite_captured_value_is_never_committed(backend, in_tmp):
         assert int(ds.variables["step"][...]) == 4
 
 
+def test_a_non_finite_value_captured_after_a_stage_is_named_with_the_stage(backend, in_tmp):
+    with pytest.raises(NonFiniteError, match=r"non-finite value in 'energy' after stage 'k4' "
+                       r"captured at step \d+"):
+        simkit.run(lorenz_scenario(backend=backend, dt=0.3, steps=2000, seed=42,
+                                   params={"trajectories": 64},
+                                   initial={"x": 1.0, "y": 1.0, "z": 1.0, "spread": 0.001},
+                                   outputs={"d": {"every": 1, "stage": "k4",
+                                                  "diagnostics": ["energy"]}}))
+
+
 def test_block_boundaries_inside_a_sim_time_gap_change_no_bit(backend, in_tmp, monkeypatch):
     """A block boundary (a finiteness check every step, a progress update, a tiny durability
     lag) that cuts the gap toward a sim_time capture gives the same times, the same shortened

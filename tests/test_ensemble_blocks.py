@@ -144,6 +144,21 @@ def test_the_batched_loop_is_gone():
         assert not hasattr(JaxBackend, name), name
 
 
+@pytest.mark.parametrize(("stream", "stage"), [
+    ({"every": 10, "stage": "k1", "fields": ["x"]}, "k1"),
+    ({"while": {"diagnostic": "mean_z", "stage": "k2", "above": 1.0}, "fields": ["x"]}, "k2")])
+def test_vectorize_refuses_streams_and_conditions_on_a_stage_naming_it(in_tmp, capsys, stream,
+                                                                       stage):
+    base = _lorenz(10.0, "x.nc")
+    base["outputs"]["mid"] = stream
+    (in_tmp / "base.yaml").write_text(yaml.safe_dump(base))
+    (in_tmp / "s.yaml").write_text(yaml.safe_dump({
+        "scenario": "base.yaml", "output": "sweep", "parameters": {"params.sigma": [9.0, 10.0]}}))
+    assert main(["sweep", "s.yaml", "--vectorize"]) == 2
+    assert (f"--vectorize: expected streams and conditions at the end of a step, given "
+            f"outputs.mid on stage {stage!r}") in capsys.readouterr().err
+
+
 def test_vectorize_refuses_a_swept_integer_parameter(in_tmp, capsys):
     (in_tmp / "base.yaml").write_text(yaml.safe_dump(_lorenz(10.0, "x.nc")))
     (in_tmp / "s.yaml").write_text(yaml.safe_dump({

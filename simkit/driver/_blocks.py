@@ -416,13 +416,14 @@ class BlockLoop:
         fields = replay(run, start, start_step, pieces, bad_step)
         run.fields, run.step, run.time = fields, bad_step, times[bad_step]
         raise NonFiniteError(
-            f"non-finite value in {bad_name!r} captured at step {bad_step}; the captures before "
+            f"non-finite value in {bad_name} captured at step {bad_step}; the captures before "
             f"it are kept in {run.writer.partial_path}")
 
 
 def _first_bad_capture(program: BlockProgram, host: dict[str, Any]
                        ) -> tuple[int | None, str | None]:
-    """The first step at which a block captured a non-finite value, and the value's name."""
+    """The first step at which a block captured a non-finite value, and the value's name (with
+    the stage it was captured after, if any)."""
     bad_step, bad_name = None, None
     for slot, buffers, count in zip(program.slots, host["buffers"], host["counts"], strict=True):
         if not int(count):
@@ -435,7 +436,8 @@ def _first_bad_capture(program: BlockProgram, host: dict[str, Any]
             if rows.any():
                 step = int(buffers[STEP][int(np.argmax(rows))])
                 if bad_step is None or step < bad_step:
-                    bad_step, bad_name = step, name
+                    bad_step, bad_name = step, repr(name) + (
+                        f" after stage {slot.stage!r}" if slot.stage is not None else "")
     return bad_step, bad_name
 
 

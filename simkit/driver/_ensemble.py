@@ -68,7 +68,11 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
     if first.scenario.steps is None or first.stop_when is not None:
         reasons.append("a run length in steps without stop_when")
     for stream in first.streams:
-        if stream.stage is not None or getattr(stream.schedule, "stage", None) or any(
+        stages = [stream.stage, *(getattr(m, "stage", None) for m in members(stream.schedule))]
+        if any(stages):
+            reasons.append(f"streams and conditions at the end of a step, given "
+                           f"outputs.{stream.name} on stage {next(filter(None, stages))!r}")
+        elif any(
                 m.next_time(-math.inf) is not None or isinstance(m, (When, WallTime))
                 for m in members(stream.schedule)):
             reasons.append(f"step schedules only, given outputs.{stream.name}")
