@@ -42,6 +42,8 @@ class Member:
     values: dict[str, Any]
     data: dict[str, Any]
     path: Path
+    #: Where modules the scenario names by reference are looked for: the base scenario's folder.
+    search: tuple[str, ...] = ()
 
     def label(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.values.items())
@@ -62,7 +64,6 @@ class SweepResult:
 
 def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
     """Read a sweep file and expand it into members (validated before anything runs)."""
-    from simkit.scenario import plan_run
 
     source = str(path)
     _, data, _ = read_scenario_file(path)
@@ -81,6 +82,7 @@ def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
     rows = itertools.product(*columns) if sweep.combine == "product" else zip(*columns,
                                                                               strict=True)
     _, base, _ = read_scenario_file(sweep.scenario)
+    search = (str(Path(sweep.scenario).resolve().parent),)
     directory = Path(sweep.output)
     members = []
     for index, row in enumerate(rows):
@@ -89,9 +91,9 @@ def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
         for key, value in {**sweep.set, **values}.items():
             apply_override(data, f"{key}={_yaml(value)}")
         data["output"] = str(directory / f"member_{index:03d}.nc")
-        member = Member(index, values, data, directory / f"member_{index:03d}.nc")
+        member = Member(index, values, data, directory / f"member_{index:03d}.nc", search)
         try:
-            plan_run(member.data, overwrite=True)
+            _plan(member)
         except ScenarioError as error:
             raise ScenarioError(f"member {index} ({member.label()}): {error.message}",
                                 source=source, key=error.key) from None
@@ -109,7 +111,6 @@ def _is_complete(member: Member) -> bool:
     if not member.path.exists():
         return False
     from simkit.io import read_attrs, schema
-    from simkit.scenario import plan_run
 
     try:
         attrs = read_attrs(member.path)
@@ -117,13 +118,19 @@ def _is_complete(member: Member) -> bool:
         return False
     recorded = attrs.get(schema.ATTR_SCENARIO)
     return (attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE
-            and recorded == plan_run(member.data, overwrite=True).text)
+            and recorded == _plan(member).text)
 
 
-def _run_member(data: dict[str, Any]) -> str:
-    from simkit.api import run
+def _plan(member: Member) -> Any:
+    from simkit.scenario import plan_run
 
-    return str(run(data, overwrite=True).path)
+    return plan_run(member.data, overwrite=True, search=member.search)
+
+
+def _run_member(member: Member) -> str:
+    from simkit.driver import execute
+
+    return str(execute(_plan(member)).path)
 
 
 def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers: int = 2,
@@ -153,7 +160,7 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
         cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1,
                                                       processes=True, dashboard_address=None)
         with Client(scheduler or cluster) as client:
-            futures = {m.index: client.submit(_run_member, m.data, pure=False) for m in todo}
+            futures = {m.index: client.submit(_run_member, m, pure=False) for m in todo}
             for member in todo:
                 try:
                     futures[member.index].result()
@@ -170,14 +177,13 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
 
 def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:
     from simkit.driver import execute_ensemble
-    from simkit.scenario import plan_run
 
     Path(sweep.output).mkdir(parents=True, exist_ok=True)
     skipped = [m for m in members if _is_complete(m)]
     todo = [m for m in members if m not in skipped]
     failed: dict[int, str] = {}
     if todo:
-        outcomes = execute_ensemble([plan_run(m.data, overwrite=True) for m in todo],
+        outcomes = execute_ensemble([_plan(m) for m in todo],
                                     list(sweep.parameters))
         logger.info("%d members run as one ensemble", len(todo))
         for member, outcome in zip(todo, outcomes, strict=True):

@@ -68,6 +68,27 @@ def test_a_failed_member_is_reported_and_the_others_kept(in_tmp, capsys, monkeyp
         assert list(tree.to_dataset().steps.values) == [10, 20]
 
 
+def test_sweep_finds_the_modules_beside_its_base_scenario(in_tmp, capsys):
+    """A diagnostic by reference in a module beside the base scenario, not on the path: found
+    when members are planned and when they run on the cluster's workers."""
+    (in_tmp / "cfg").mkdir()
+    (in_tmp / "cfg" / "sweep_beside.py").write_text(
+        "from array_api_compat import array_namespace\n\n\n"
+        "def spread(state):\n"
+        "    xp = array_namespace(state['u'])\n"
+        "    return xp.max(state['u']) - xp.min(state['u'])\n")
+    (in_tmp / "cfg" / "base.yaml").write_text(yaml.safe_dump({
+        "solver": "heat2d", "params": {"shape": [16, 16]}, "steps": 10,
+        "diagnostics": {"spread": "sweep_beside:spread"},
+        "outputs": {"diag": {"every": 5, "diagnostics": ["spread"]}}}))
+    (in_tmp / "s.yaml").write_text(yaml.safe_dump({
+        "scenario": "cfg/base.yaml", "output": "sweep",
+        "parameters": {"params.diffusivity": [0.5, 1.0]}}))
+    assert main(["sweep", "s.yaml", "--allow-import"]) == 0, capsys.readouterr().err
+    with xr.open_dataset("sweep/member_001.nc", group="diag") as diag:
+        assert list(diag.step.values) == [0, 5, 10] and diag.spread.attrs["units"] == "1"
+
+
 def test_bad_sweep_file_is_one_line_exit_2(in_tmp, capsys):
     _base(in_tmp)
     (in_tmp / "s.yaml").write_text(yaml.safe_dump({
