@@ -534,6 +534,24 @@ def nbody_pairs(quick: bool = False) -> dict:
 # ---------------------------------------------------------------- stage kernels
 
 
+def _add_neighbours(lap, u) -> None:
+    """``lap += `` the four periodic neighbours of ``u``, in place: NumPy arrays and torch
+    tensors alike."""
+    lap[1:] += u[:-1]
+    lap[:1] += u[-1:]
+    lap[:-1] += u[1:]
+    lap[-1:] += u[:1]
+    lap[:, 1:] += u[:, :-1]
+    lap[:, :1] += u[:, -1:]
+    lap[:, :-1] += u[:, 1:]
+    lap[:, -1:] += u[:, :1]
+
+
+def _reductions(u) -> tuple:
+    """heat2d's three diagnostics as written by hand (NumPy arrays and torch tensors alike)."""
+    return 0.5 * (u * u).sum(), u.sum(), abs(u).max()
+
+
 def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float, diagnostics: bool = False
                      ) -> np.ndarray:
     """heat2d FTCS as one would write it by hand in NumPy: in place, one scratch array (with
@@ -543,18 +561,11 @@ def _hand_numpy_heat(u0: np.ndarray, steps: int, dt_d: float, diagnostics: bool 
     kept = np.empty((steps, 3))
     for i in range(steps):
         np.multiply(u, -4.0, out=lap)
-        lap[1:] += u[:-1]
-        lap[:1] += u[-1:]
-        lap[:-1] += u[1:]
-        lap[-1:] += u[:1]
-        lap[:, 1:] += u[:, :-1]
-        lap[:, :1] += u[:, -1:]
-        lap[:, :-1] += u[:, 1:]
-        lap[:, -1:] += u[:, :1]
+        _add_neighbours(lap, u)
         lap *= dt_d
         u += lap
         if diagnostics:
-            kept[i] = 0.5 * np.sum(u * u), np.sum(u), np.max(np.abs(u))
+            kept[i, 0], kept[i, 1], kept[i, 2] = _reductions(u)
     return u
 
 
@@ -568,18 +579,10 @@ def _hand_torch_heat(u0: np.ndarray, steps: int, dt_d: float, diagnostics: bool 
         kept = torch.empty((steps, 3), dtype=u.dtype)
         for i in range(steps):
             torch.mul(u, -4.0, out=lap)
-            lap[1:] += u[:-1]
-            lap[:1] += u[-1:]
-            lap[:-1] += u[1:]
-            lap[-1:] += u[:1]
-            lap[:, 1:] += u[:, :-1]
-            lap[:, :1] += u[:, -1:]
-            lap[:, :-1] += u[:, 1:]
-            lap[:, -1:] += u[:, :1]
+            _add_neighbours(lap, u)
             u.add_(lap, alpha=dt_d)
             if diagnostics:
-                kept[i, 0], kept[i, 1] = 0.5 * torch.sum(u * u), torch.sum(u)
-                kept[i, 2] = torch.max(torch.abs(u))
+                kept[i, 0], kept[i, 1], kept[i, 2] = _reductions(u)
     return u
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ from simkit.io import (
 from simkit.io.netcdf import exclusive, release
 from simkit.io.recover import require_run_file
 from simkit.scenario import RunPlan, Scenario, plan_run
-from simkit.schedule import WallTime, When, While, members
+from simkit.schedule import fixed_in_steps, members
 
 
 def _check_inputs(scenario: Any, sets: Any) -> None:
@@ -184,8 +183,7 @@ def _complete_up_to(plan: RunPlan, steps: dict[str, list[int]], committed: int |
     checkpoint)."""
     bound = committed
     for stream in plan.streams:
-        if any(isinstance(m, (When, While, WallTime)) or m.next_time(-math.inf) is not None
-               for m in members(stream.schedule)):
+        if not all(fixed_in_steps(m) for m in members(stream.schedule)):
             continue  # due when a condition or a clock says: the file's word only
         taken = steps.get(stream.name, [])
         due = stream.schedule.next_step(taken[-1] if taken else -1)

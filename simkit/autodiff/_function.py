@@ -30,7 +30,7 @@ from simkit.autodiff._reverse import Plan, run_jax, run_torch
 from simkit.backends import AbstractBackend, get_backend
 from simkit.errors import ScenarioError
 from simkit.scenario import RunPlan
-from simkit.schedule import AbstractSchedule, WallTime, When, While, members
+from simkit.schedule import AbstractSchedule, WallTime, When, While, fixed_in_steps, members
 from simkit.solver import make_step, with_params
 
 #: Backends that differentiate.
@@ -57,7 +57,7 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
             advance (simulated or wall-clock times, conditions).
     """
     for member in members(schedule):
-        if isinstance(member, (When, While, WallTime)) or member.next_time(-np.inf) is not None:
+        if not fixed_in_steps(member):
             form = {When: "when", While: "while", WallTime: "wall_time"}.get(type(member),
                                                                              "sim_time")
             raise ScenarioError(f"expected step schedules (every, at, logspace, first, last) in a "

@@ -20,7 +20,7 @@ import numpy as np
 from simkit.backends._block import HELD, STEP, BlockPlan, BlockProgram, Slot
 from simkit.driver._captures import check_diagnostic_shapes
 from simkit.driver._replay import Piece, block_steps, check_finite, replay
-from simkit.driver._run import held_slot, save_schedules
+from simkit.driver._run import held_slot, schedule_state
 from simkit.driver._steps import conditions_for, solver_cached, step_for
 from simkit.errors import NonFiniteError
 from simkit.io import schema
@@ -314,27 +314,21 @@ class BlockLoop:
             self._non_finite(start, start_step, start_time, pieces, host, times)
         fired = host["fired"]
         fired = fired if fired is not None and fired.size and fired.any() else None
-        before = self._saved()
+        states = None
         if fired is not None:  # a firing starts its cooldown at the step it fired at
+            before = schedule_state(run)
             for j in np.flatnonzero(fired):
                 run.whens[j][1].fired(run.step)
-        # Checkpoints before that step keep the schedules' state from before the firing, one at
-        # that step the state after it: a resume from either fires where this run does.
-        self._commit(host, times, states=(before, self._saved(), run.step))
+            # Checkpoints before that step keep the schedules' state from before the firing,
+            # one at that step the state after it: a resume from either fires where this does.
+            states = (before, schedule_state(run), run.step)
+        self._commit(host, times, states=states)
         if host["held"] is not None:  # the memory of conditions on stages goes on
             for (_, when), held in zip(run.whens, np.asarray(host["held"]), strict=True):
                 when.hold(bool(held))
         if fired is not None:
             self._next = None  # the schedules' state changes with the firing
         return fired
-
-    def _saved(self) -> np.ndarray | None:
-        """The schedules' state now, as checkpoints keep it (None when they keep none)."""
-        run = self.run
-        if not run.state_slots:
-            return None
-        saved = save_schedules(run.plan)
-        return np.array([saved[s] for s in run.state_slots], dtype=np.float64)
 
     def has_taken_steps(self) -> bool:
         """Whether a block has taken steps (so ``last_step_stages`` has a step to retake)."""
@@ -357,10 +351,6 @@ class BlockLoop:
         checkpoints keep the schedules' state: ``states`` = (before, after, step) gives the
         state after a firing to the checkpoint at its step, else the state now serves all."""
         run = self.run
-        if states is None:
-            now = self._saved()
-            states = (now, now, -1)
-        before, after, fired_at = states
         for slot, buffers, count in zip(self.program.slots, host["buffers"], host["counts"],
                                         strict=True):
             count = int(count)
@@ -374,6 +364,10 @@ class BlockLoop:
                     continue
             arrays = {name: buffers[name][:count] for name in slot.fields + slot.diagnostics}
             if slot.stream in run.checkpoints and run.state_slots:
+                if states is None:  # no firing: the state now serves every capture
+                    now = schedule_state(run)
+                    states = (now, now, -1)
+                before, after, fired_at = states
                 state = np.broadcast_to(before, (count, len(before))).copy()
                 state[steps == fired_at] = after
                 if slot.held:  # as each condition on a stage stood at each captured step

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from simkit.driver._replay import check_diagnostics
-from simkit.driver._run import Run, save_schedules
+from simkit.driver._run import Run, schedule_state
 from simkit.errors import ScenarioError
 from simkit.io import schema
 from simkit.scenario import StreamPlan
@@ -149,10 +149,8 @@ def capture(run: Run, streams: list[StreamPlan], source: Mapping[str, Any] | Non
                     run.sizes)
     for stream in streams:
         run.last_capture[stream.name] = run.step
-    schedules = None
-    if run.state_slots and any(s.name in run.checkpoints for s in streams):
-        saved = save_schedules(run.plan)
-        schedules = np.array([saved[slot] for slot in run.state_slots], dtype=np.float64)
+    schedules = (schedule_state(run) if any(s.name in run.checkpoints for s in streams)
+                 else None)
     users = {name: sum(name in s.fields for s in streams) for name in device}
     out = {name: run.buffers.take(device[name], users[name]) for name in device if users[name]}
     host = run.backend.to_host(device, out)

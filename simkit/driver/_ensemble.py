@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time as _time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from simkit.driver._run import Run
 from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan
-from simkit.schedule import WallTime, When, While, members
+from simkit.schedule import While, fixed_in_steps, members
 from simkit.solver import make_step, with_params
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
             reasons.append(f"streams and conditions at the end of a step, given "
                            f"outputs.{stream.name} on stage {next(filter(None, stages))!r}")
         elif any(
-                m.next_time(-math.inf) is not None or isinstance(m, (When, WallTime))
+                not (fixed_in_steps(m) or isinstance(m, While))  # levels are vectorized
                 for m in members(stream.schedule)):
             reasons.append(f"step schedules only, given outputs.{stream.name}")
     if reasons:

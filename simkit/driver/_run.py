@@ -49,6 +49,15 @@ def held_slot(plan: RunPlan, when: When) -> str:
     raise ValueError(f"expected a condition of this run's schedules, given {when!r}")
 
 
+def schedule_state(run: Run) -> np.ndarray | None:
+    """The schedules' state now as checkpoints keep it, one number per slot of
+    ``run.state_slots`` (None when the run's schedules keep none)."""
+    if not run.state_slots:
+        return None
+    saved = save_schedules(run.plan)
+    return np.array([saved[slot] for slot in run.state_slots], dtype=np.float64)
+
+
 def save_schedules(plan: RunPlan) -> dict[str, float]:
     """The state of every schedule of the run (cooldowns, deadlines), flat, by slot name."""
     return {f"{key}.{name}": value for key, schedule in _schedules(plan).items()

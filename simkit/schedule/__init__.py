@@ -12,6 +12,7 @@ from simkit.schedule._kinds import (
     WallTime,
     When,
     While,
+    fixed_in_steps,
 )
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_schedule
 
@@ -29,6 +30,7 @@ __all__ = [
     "WallTime",
     "When",
     "While",
+    "fixed_in_steps",
     "members",
     "SCHEDULE_KEYS",
     "VALID_FORMS",

@@ -365,3 +365,10 @@ class WallTime(_DriverDecided):
 
     def reset(self) -> None:
         self._state["deadline"] = self.clock() + self.seconds
+
+
+def fixed_in_steps(member: AbstractSchedule) -> bool:
+    """Whether ``member`` (one schedule, not a union) fires at steps known before a run: every,
+    at, logspace, first, last; not a condition, a clock or simulated times."""
+    return isinstance(member, _StepSchedule) and not isinstance(member, While)
+
