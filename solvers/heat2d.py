@@ -161,7 +161,7 @@ class Heat2D(AbstractSolver):
                 lap, new = pool.take(u), pool.take(u)
                 factor = u.dtype.type(dt * diffusivity)
                 _numba_stencil.loops()[stencil](u, u.dtype.type(inv_h2), u.dtype.type(4), factor,
-                                                lap, new)
+                                                lap, new, True)
                 ahead["u"] = (u, lap, factor, new)
                 return {**state, "laplacian": lap}
 
@@ -194,6 +194,26 @@ class Heat2D(AbstractSolver):
         return [Stage("laplacian", laplacian, probes=(probe,), kernels=laplacian_kernels),
                 Stage("update", update, kernels={
                     "numpy": update_numpy, "torch": _stencil.eager_torch(update_torch, update)})]
+
+    def step_kernels(self) -> dict:
+        """With the numba extra (on grids where it is used), a whole NumPy step in one loop that
+        writes only the new u: no Laplacian array is made when no one reads it."""
+        if not _numba_stencil.available(int(np.prod(self.params.shape))):
+            return {}
+        pool = ScratchPool()
+        inv_h2 = 1.0 / self.params.spacing**2
+        diffusivity = self.params.diffusivity
+        stencil = ("periodic_laplacian_update" if self.params.boundary == "periodic"
+                   else "fixed_laplacian_update")
+
+        def step_numpy(state, dt):
+            u = state["u"]
+            new = pool.take(u)
+            _numba_stencil.loops()[stencil](u, u.dtype.type(inv_h2), u.dtype.type(4),
+                                            u.dtype.type(dt * diffusivity), new, new, False)
+            return {**state, "u": new}
+
+        return {"numpy": step_numpy}
 
     def diagnostics(self) -> list[Diagnostic]:
         area = self.params.spacing**2

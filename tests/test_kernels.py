@@ -5,9 +5,11 @@ untouched, earlier results intact when the kernel reuses its scratch arrays)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import tracemalloc
 import typing
 import zlib
+from unittest import mock
 
 import numpy as np
 import pydantic
@@ -77,6 +79,30 @@ def _kernel_cases() -> list:
 
 
 CASES = _kernel_cases()
+
+
+def _step_kernel_cases() -> list:
+    """Whole-step kernels (``AbstractSolver.step_kernels``) of every solver and variant, with the
+    optional numba loops on at any size (where they are installed) so that small grids have
+    theirs."""
+    cases = []
+    with mock.patch.dict(os.environ, {"SIMKIT_NUMBA": "always"}):
+        for name in available_solvers():
+            cls = load_solver(name)
+            for params in _variants(cls):
+                try:
+                    solver = cls(cls.Params(**params))
+                except pydantic.ValidationError:
+                    continue
+                for library in solver.step_kernels():
+                    cases += [pytest.param(name, library, params, dtype,
+                                           id=f"{name}-{library}-{dtype}-"
+                                              + "-".join(f"{k}={v}" for k, v in params.items()))
+                              for dtype in DTYPES]
+    return cases
+
+
+STEP_CASES = _step_kernel_cases()
 
 
 def _namespace(library: str):
@@ -172,6 +198,47 @@ def test_kernel_matches_specification(solver_name, stage_name, library, params, 
                                       err_msg=f"{stage_name} wrote into its input {key!r}")
 
 
+@pytest.mark.parametrize(("solver_name", "library", "params", "dtype"), STEP_CASES)
+def test_step_kernel_matches_its_stages(solver_name, library, params, dtype, monkeypatch):
+    """A whole-step kernel gives the fields the stages' specifications give, run in order, on
+    random states, within rounding; the state it is given is left as it was."""
+    monkeypatch.setenv("SIMKIT_NUMBA", "always")
+    xp = _namespace(library)
+    cls = load_solver(solver_name)
+    solver = cls(cls.Params(**params))
+    first = solver.stages()[0].name
+    host, dt = _state_before(solver, first, dtype, np.random.default_rng(SEED))
+    want = host
+    for stage in solver.stages():
+        want = stage.fn(want, dt)
+    state = _to_library(library, xp, host)
+    before = {k: _host(v) for k, v in state.items() if k != SEED_KEY}
+    got = solver.step_kernels()[library](state, _to_library(library, xp, {"dt": dt})["dt"])
+    names = [f.name for f in solver.fields()]
+    _compare({k: got[k] for k in names}, {k: want[k] for k in names}, dtype,
+             f"{solver_name} step kernel ({library})")
+    for key, value in before.items():
+        np.testing.assert_array_equal(_host(state[key]), value, err_msg=f"{key} was written")
+
+
+def test_a_step_with_stage_states_wanted_runs_the_stages(monkeypatch):
+    """A step asked for a stage's state runs the stages (their kernels), not the whole-step
+    kernel, and gives the same fields to the bit."""
+    pytest.importorskip("numba")
+    monkeypatch.setenv("SIMKIT_NUMBA", "always")
+    cls = load_solver("heat2d")
+    solver = cls(cls.Params(shape=[20, 24]))
+    assert solver.step_kernels(), "heat2d has a whole-step kernel with numba"
+    u = np.random.default_rng(3).standard_normal((20, 24))
+    dt = np.asarray(solver.default_dt())
+    whole = make_step(solver)({"u": u}, dt, np.int64(0), np.float64(0))
+    staged, seen = make_step(solver, capture_after=("laplacian",))({"u": u}, dt, np.int64(0),
+                                                                 np.float64(0))
+    np.testing.assert_array_equal(whole["u"], staged["u"])
+    spec = solver.stages()[0].fn({"u": u}, dt)["laplacian"]
+    np.testing.assert_array_equal(seen["laplacian"]["laplacian"], spec)
+
+
 def test_every_kernel_solver_is_covered():
     """The cases above come from the solvers themselves: the kernels this issue added are among
     them (a refactor that drops them silently would shrink the test to nothing)."""
@@ -191,6 +258,10 @@ def test_every_kernel_solver_is_covered():
         assert {("ising2d", stage, "numpy"), ("ising2d", stage, "jax")} <= covered
     for stage in ("collide", "stream", "boundaries"):
         assert {("cavity_lbm", stage, "numpy"), ("cavity_lbm", stage, "jax")} <= covered
+    if importlib.util.find_spec("numba") is not None:
+        assert {(c.values[0], c.values[1], c.values[2]["boundary"]) for c in STEP_CASES
+                if "boundary" in c.values[2]} == {("heat2d", "numpy", "periodic"),
+                                                  ("heat2d", "numpy", "fixed")}
 
 
 # ------------------------------------------------------------------ the step's choice

@@ -137,6 +137,15 @@ class AbstractSolver(abc.ABC):
     def stages(self) -> Sequence[Stage]:
         """The ordered stages of one step."""
 
+    def step_kernels(self) -> Mapping[str, StageFn]:
+        """Whole steps in one function, per array library (keys as ``Stage.kernels``): a step
+        whose stages' states nobody reads (no stream or condition on a stage) runs this instead
+        of the stages, e.g. one fused loop where the stages would make and read intermediates.
+        Same contract as a stage (``(state, dt) -> state``, the arrays it is given never
+        written); the stages' ``fn`` in order are its specification, held to it by
+        ``tests/test_kernels.py``. Default: none."""
+        return {}
+
     @abc.abstractmethod
     def diagnostics(self) -> Sequence[Diagnostic]:
         """The diagnostics a stream may record."""
@@ -179,34 +188,40 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
     wanted = frozenset(capture_after)
     if kernels is None:
         kernels = os.environ.get(KERNELS_ENV, "1").strip() != "0"
-    plain = tuple(stage.fn for stage in stages)
-    choose = kernels and any(stage.kernels for stage in stages)
-    chosen: dict[type, tuple[StageFn, ...]] = {}
+    plain = tuple((stage.name, stage.fn) for stage in stages)
+    # A whole-step kernel only where no stage's own state is wanted.
+    whole = dict(solver.step_kernels()) if kernels and not wanted else {}
+    unknown = sorted(set(whole) - set(KERNEL_BACKENDS))
+    if unknown:
+        raise ValueError(f"solver {solver.name} step_kernels: expected keys among "
+                         f"{', '.join(KERNEL_BACKENDS)}, given {unknown[0]!r}")
+    choose = kernels and (bool(whole) or any(stage.kernels for stage in stages))
+    chosen: dict[type, tuple[tuple[str, StageFn], ...]] = {}
 
-    def stage_fns(fields: State) -> tuple[StageFn, ...]:
+    def stage_fns(fields: State) -> tuple[tuple[str, StageFn], ...]:
         if not choose:
             return plain
         # Chosen once per array type: a JAX step is traced once, an eager one pays a dict lookup.
         first = next(iter(fields.values()), None)
         fns = chosen.get(type(first))
         if fns is None:
-            fns = chosen.setdefault(type(first), _choose(stages, first))
+            fns = chosen.setdefault(type(first), _choose(stages, whole, first))
         return fns
 
     def step(fields: State, dt: Any, index: Any, time: Any) -> Any:
         state: Mapping[str, Array] = {**fields, STEP_KEY: index, TIME_KEY: time, SEED_KEY: seed}
         seen = {}
-        for stage, fn in zip(stages, stage_fns(fields), strict=True):
+        for name, fn in stage_fns(fields):
             try:
                 state = fn(state, dt)
             except TypeError as error:
                 if "immutable" not in str(error):
                     raise
-                raise TypeError(_in_place_error(solver, stage.name, names, error)) from None
+                raise TypeError(_in_place_error(solver, name, names, error)) from None
             if not (isinstance(state, Mapping) and required <= state.keys()):
-                raise ValueError(_stage_output_error(solver, stage.name, state, names))
-            if stage.name in wanted:
-                seen[stage.name] = _copies(state)
+                raise ValueError(_stage_output_error(solver, name, state, names))
+            if name in wanted:
+                seen[name] = _copies(state)
         out = {name: state[name] for name in names}
         return (out, seen) if wanted else out
 
@@ -238,11 +253,20 @@ def _stage_output_error(solver: AbstractSolver, stage: str, state: Any,
             f"{{**state, {missing[0]!r}: new_value}}")
 
 
-def _choose(stages: Sequence[Stage], array: Any) -> tuple[StageFn, ...]:
-    """Each stage's kernel for the library of ``array`` where it has one, else its ``fn``."""
+#: The name a whole-step kernel goes by in errors (it stands for every stage).
+WHOLE_STEP = "step"
+
+
+def _choose(stages: Sequence[Stage], whole: Mapping[str, StageFn], array: Any
+            ) -> tuple[tuple[str, StageFn], ...]:
+    """The whole-step kernel for the library of ``array`` where there is one, else each stage
+    (by name) with its kernel for that library where it has one, else its ``fn``."""
     kind = ("numpy" if is_numpy_array(array) else "jax" if is_jax_array(array)
             else "torch" if is_torch_array(array) else None)
-    return tuple(stage.kernels.get(kind, stage.fn) if kind else stage.fn for stage in stages)
+    if kind in whole:
+        return ((WHOLE_STEP, whole[kind]),)
+    return tuple((stage.name, stage.kernels.get(kind, stage.fn) if kind else stage.fn)
+                 for stage in stages)
 
 
 def _copies(state: Mapping[str, Any]) -> dict[str, Any]:
