@@ -529,6 +529,66 @@ def test_misfit_and_gradient_file(lib, in_tmp):
                        ["diffusivity"], backend=lib)
 
 
+@pytest.mark.parametrize("policy", ["sqrt", "all", {"binomial": 2}], ids=str)
+def test_a_written_run_is_taken_backward_from_its_own_checkpoints(lib, policy, in_tmp,
+                                                                  monkeypatch):
+    """With a run file to write and checkpoints in it, the backward pass goes segment by segment
+    from the file's states (no call of the run function spans more than a segment) and gives
+    the whole-run function's value, gradients and adjoints; captures of fields and diagnostics
+    inside and at the ends of segments, and adjoints at checkpoints, all reach the gradient."""
+    scenario = small("gray_scott", steps=11, backend=lib, outputs={
+        "checkpoint": {"every": 3, "fields": "all"},
+        "diag": {"every": 2, "diagnostics": ["v_std", "mean_u"]},
+        "snap": {"at": [0, 4, 6, 11], "fields": ["u"]}})
+
+    def objective(final, captures):
+        return (0.5 * (final["v"] ** 2).sum() + (captures["snap"]["u"] ** 3).sum()
+                + 2.0 * captures["diag"]["v_std"].sum() + captures["diag"]["mean_u"].sum())
+
+    options = {"backend": lib, "checkpoint": policy,
+               "gradients": {"adjoint": {"at": [0, 3, 5, 11], "fields": ["u", "v"]}}}
+    wrt = ["feed", "kill", "u", "v"]
+    whole = value_and_grad(scenario, objective, wrt, **options)
+    from simkit.autodiff._function import DifferentiableRun
+
+    spans, call = [], DifferentiableRun.__call__
+
+    def spy(self, *args, **kwargs):
+        spans.append(self.steps)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(DifferentiableRun, "__call__", spy)
+    written = value_and_grad(scenario, objective, wrt, output="run.nc", **options)
+    assert spans and max(spans) <= 3, spans
+    assert written.value == pytest.approx(whole.value, rel=1e-13)
+    for name in wrt:
+        np.testing.assert_allclose(written.grad[name], whole.grad[name], rtol=1e-11,
+                                   atol=1e-13 * np.max(np.abs(whole.grad[name])), err_msg=name)
+    for name in ("u", "v"):
+        got, want = written.adjoints["adjoint"][name], whole.adjoints["adjoint"][name]
+        assert np.max(np.abs(want[1])) > 0  # the adjoint at a checkpoint is not lost
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13 * np.max(np.abs(want)))
+    with xr.open_dataset("run.nc") as root:
+        assert int(root.attrs["simkit_checkpoints_reused"]) == 3  # steps 3, 6, 9
+
+
+def test_a_written_run_without_checkpoints_runs_its_steps_forward_itself(in_tmp):
+    """No full-state stream: nothing to start from, the gradient runs the steps itself (and
+    says it reused none)."""
+    require_backend("jax")
+    scenario = small("heat2d", steps=6, backend="jax",
+                     outputs={"diag": {"every": 2, "diagnostics": ["energy"]}})
+
+    def objective(final, captures):
+        return captures["diag"]["energy"].sum()
+
+    whole = value_and_grad(scenario, objective, ["diffusivity"])
+    written = value_and_grad(scenario, objective, ["diffusivity"], output="run.nc")
+    assert written.grad["diffusivity"] == pytest.approx(whole.grad["diffusivity"], rel=1e-13)
+    with xr.open_dataset("run.nc") as root:
+        assert int(root.attrs["simkit_checkpoints_reused"]) == 0
+
+
 # ------------------------------------------------------------------ refusals
 
 

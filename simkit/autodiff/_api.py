@@ -20,12 +20,14 @@ from simkit.autodiff._function import (
     schedule_steps,
 )
 from simkit.autodiff._objective import per_unit
+from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute
 from simkit.errors import ScenarioError
 from simkit.io.gradients import (
     ATTR_CHECKPOINT,
     ATTR_OBJECTIVE,
+    ATTR_REUSED,
     GRADIENT_PREFIX,
     OBJECTIVE,
     AdjointStream,
@@ -214,16 +216,27 @@ def value_and_grad(
     run, params, fields, adjoint = prepare(plan, objective, wrt, checkpoint, backend, gradients)
     policy, probe_steps = run.checkpointing, list(run.probe_steps)
     probe_fields = sorted({f for _, names in adjoint.values() for f in names})
-    compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
-    value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
+    result = reused = None
+    if output is not None:
+        # The run that writes the file goes first; where it keeps checkpoints, the backward
+        # pass starts its segments from them instead of running the steps forward again.
+        result = execute(plan)
+        reused = checkpoint_steps(plan, run)
+    if reused:
+        value, grads, probe_grads = value_and_grad_reusing(
+            run, objective, result.path, reused, params, fields, probe_fields)
+    else:
+        compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
+        value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
     adjoints = {}
     for name, (steps, names) in adjoint.items():
         at = [probe_steps.index(s) for s in steps]
         adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
                           **{f: probe_grads[f][at] for f in names}}
     path = None
-    if output is not None:
-        path = _write(plan, run, objective, value, grads, adjoints, policy)
+    if result is not None:
+        path = _write(plan, Path(result.path), objective, value, grads, adjoints, policy,
+                      len(reused or ()))
     return GradResult(value, grads, adjoints, path)
 
 
@@ -294,10 +307,9 @@ def _torch_value_and_grad(run: DifferentiableRun, objective: Objective, params: 
 # -------------------------------------------------------------------------- the file
 
 
-def _write(plan: RunPlan, run: DifferentiableRun, objective: Objective, value: float,
+def _write(plan: RunPlan, path: Path, objective: Objective, value: float,
            grads: Mapping[str, Any], adjoints: Mapping[str, Mapping[str, np.ndarray]],
-           policy: Checkpointing) -> Path:
-    result = execute(plan)
+           policy: Checkpointing, reused: int) -> Path:
     name = str(getattr(objective, "name", getattr(objective, "__name__", OBJECTIVE)))
     units = str(getattr(objective, "units", "1"))
     dtype = np.dtype(plan.scenario.dtype)
@@ -323,8 +335,9 @@ def _write(plan: RunPlan, run: DifferentiableRun, objective: Objective, value: f
             f"adjoint: derivative of {name} with respect to the {specs[f].long_name}",
             np.asarray(v, dtype=dtype)) for f, v in found.items() if f != "step")
         streams.append(AdjointStream(stream_name, steps, steps * plan.dt, variables))
-    write_gradients(result.path, GradientVariable(OBJECTIVE, (), units, name,
-                                                  np.asarray(value, dtype=np.float64)),
+    write_gradients(path, GradientVariable(OBJECTIVE, (), units, name,
+                                           np.asarray(value, dtype=np.float64)),
                     gradients, streams, plan.solver.time_units,
-                    {ATTR_OBJECTIVE: name, ATTR_CHECKPOINT: json.dumps(policy.form)})
-    return Path(result.path)
+                    {ATTR_OBJECTIVE: name, ATTR_CHECKPOINT: json.dumps(policy.form),
+                     ATTR_REUSED: np.int64(reused)})
+    return path

@@ -18,6 +18,9 @@ that state, dL/du_k.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,6 +144,28 @@ class DifferentiableRun:
             raise ScenarioError(f"expected probe steps from 0 to {self.steps}, given {bad[0]}",
                                 key="probe_steps")
 
+    def segment(self, first: int, last: int) -> DifferentiableRun:
+        """The same run over steps ``first`` to ``last`` only, started from the state at
+        ``first``: its captures and probes are those of steps after ``first`` up to ``last``
+        (from step 0 on when ``first`` is 0), counted from ``first``, and streams that take
+        none there are left out; called with
+        ``offset=first`` it steps as the whole run does there (step indices and times)."""
+        if not 0 <= first < last <= self.steps:
+            raise ValueError(f"expected 0 <= first < last <= {self.steps}, given {first}, "
+                             f"{last}")
+        low = -1 if first == 0 else first
+
+        def inside(steps: Sequence[int]) -> tuple[int, ...]:
+            return tuple(s - first for s in steps if low < s <= last)
+
+        part = copy.copy(self)
+        part.steps = last - first
+        # Streams that take nothing in the segment are left out (nothing to stack).
+        part.captures = tuple(dataclasses.replace(c, steps=inside(c.steps))
+                              for c in self.captures if inside(c.steps))
+        part.probe_steps = inside(self.probe_steps)
+        return part
+
     # ----------------------------------------------------------------- inputs
 
     def initial_params(self) -> dict[str, Any]:
@@ -161,7 +186,8 @@ class DifferentiableRun:
     # ----------------------------------------------------------------- calling
 
     def __call__(self, params: Mapping[str, Any], fields: Mapping[str, Any],
-                 probes: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
+                 probes: Mapping[str, Any] | None = None, offset: Any = 0
+                 ) -> tuple[dict[str, Any], dict]:
         check_differentiable(self.solver, list(params))
         missing = [name for name in self.field_names if name not in fields]
         if missing:
@@ -184,10 +210,10 @@ class DifferentiableRun:
             rules = jax.numpy_dtype_promotion("standard")
         with rules:
             if self.checkpointing.kind == "binomial" and self.steps >= 1:
-                final, taken = self._run_binomial(params, fields, probes or None)
+                final, taken = self._run_binomial(params, fields, probes or None, offset)
             else:
                 run = self._run_jax if self.library == "jax" else self._run_torch
-                final, taken = run(step, fields, probes or None)
+                final, taken = run(step, fields, probes or None, offset)
             diagnostics = {d.name: d.fn for d in solver.diagnostics()}
             captures = {}
             for capture in self.captures:
@@ -226,8 +252,8 @@ class DifferentiableRun:
 
     # ------------------------------------------------------------------- JAX
 
-    def _run_jax(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None
-                 ) -> tuple[dict[str, Any], Any]:
+    def _run_jax(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None,
+                 offset: Any) -> tuple[dict[str, Any], Any]:
         import jax
         import jax.numpy as jnp
 
@@ -254,6 +280,7 @@ class DifferentiableRun:
 
             def body(g, x):
                 i, p = x
+                i = i + offset  # the step's index in the whole run (a traced one may come)
                 g = step(g, dt, i, jnp.asarray(i, jnp.float64) * dt64)
                 g = add_probe(g, p)
                 return g, {k: g[k] for k in names}
@@ -293,10 +320,12 @@ class DifferentiableRun:
     # -------------------------------------------------------------- binomial
 
     def _run_binomial(self, params: Mapping[str, Any], fields: dict[str, Any],
-                      probes: Mapping[str, Any] | None) -> tuple[dict[str, Any], Any]:
+                      probes: Mapping[str, Any] | None, offset: Any
+                      ) -> tuple[dict[str, Any], Any]:
         """The steps under the binomial schedule (``simkit.autodiff._reverse``): its own
         backward pass, so the parameters go in as arguments and the step is rebuilt around
-        them."""
+        them (and ``offset`` is a number: the schedule's tables are worked out for it)."""
+        offset = operator.index(offset)
         take, _, probe_slot = self._layout()
         names = self._taken_fields()
         with_probes = probes is not None and bool(self.probe_steps)
@@ -306,7 +335,7 @@ class DifferentiableRun:
                       for k, v in fields.items()}
         start = dict(fields)
         plan = Plan(self.checkpointing.schedule(self.steps), self.dt, self.field_names, names,
-                    tuple(s for s in take if s >= 1), probe_slot if probes else {})
+                    tuple(s for s in take if s >= 1), probe_slot if probes else {}, offset)
         seed, kernels = self.plan.scenario.seed, None if self.library == "jax" else False
 
         def step_of(values: Mapping[str, Any]) -> Any:
@@ -324,15 +353,16 @@ class DifferentiableRun:
         params = {k: v if isinstance(v, torch.Tensor) else self.scalar(v)
                   for k, v in params.items()}
         final, states = run_torch(plan, step_of,
-                                  lambda i: self.backend.scalars(self.dt, i, i * self.dt),
+                                  lambda i: self.backend.scalars(self.dt, i + offset,
+                                                                 (i + offset) * self.dt),
                                   params, fields, probes)
         order = [(j, None, s) for j, s in enumerate(plan.take_steps)]
         return final, _Taken(names, start, states, order, torch)
 
     # ----------------------------------------------------------------- torch
 
-    def _run_torch(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None
-                   ) -> tuple[dict[str, Any], Any]:
+    def _run_torch(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None,
+                   offset: Any) -> tuple[dict[str, Any], Any]:
         import torch
         from torch.utils.checkpoint import checkpoint
 
@@ -357,7 +387,8 @@ class DifferentiableRun:
                 f = dict(zip(keys, flat, strict=True))
                 out = []
                 for i in range(start, stop):
-                    f = step(f, *self.backend.scalars(self.dt, i, i * self.dt))
+                    at = i + offset
+                    f = step(f, *self.backend.scalars(self.dt, at, at * self.dt))
                     f = add_probe(f, i + 1)
                     if i + 1 in take_slot:
                         out += [f[k] for k in names]

@@ -33,6 +33,7 @@ class Plan:
     names: tuple[str, ...]           # the fields taken at capture steps
     take_steps: tuple[int, ...]      # capture steps after step 0, increasing
     probe_slot: Mapping[int, int]    # probe step -> index in the probes' first axis
+    offset: int = 0                  # the index in the whole run of the first step
 
     def tables(self) -> dict[str, np.ndarray]:
         """Per step (0..n): index in the taken buffer and in the probes (-1: none); the sweep's
@@ -86,6 +87,7 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
         dt = jnp.asarray(plan.dt, dtype=jnp.float64)
 
         def one(x, i):
+            i = i + plan.offset
             return step(x, jnp.asarray(plan.dt, dtype=x[plan.keys[0]].dtype), i,
                         jnp.asarray(i, jnp.float64) * dt)
 

@@ -24,6 +24,9 @@ from simkit.io.netcdf import capture_checksum, fsync_path
 ATTR_GRADIENT_STREAMS = "simkit_gradient_streams"
 ATTR_OBJECTIVE = "simkit_objective"
 ATTR_CHECKPOINT = "simkit_checkpoint"
+#: How many of the run's own checkpoints the backward pass started its segments from (0: it ran
+#: the steps forward again itself).
+ATTR_REUSED = "simkit_checkpoints_reused"
 ATTR_ADJOINT_OF = "simkit_adjoint_of"
 #: Root variable of the objective's value.
 OBJECTIVE = "objective"
@@ -54,7 +57,7 @@ class AdjointStream:
 
 def write_gradients(path: str | os.PathLike, objective: GradientVariable,
                     gradients: Sequence[GradientVariable], streams: Sequence[AdjointStream],
-                    time_units: str, attrs: Mapping[str, str]) -> None:
+                    time_units: str, attrs: Mapping[str, object]) -> None:
     """Add the objective, its gradients and adjoint streams to the finished run file ``path``.
 
     Raises:

@@ -1,0 +1,253 @@
+"""A gradient that reuses the run's own checkpoints: the forward run has written its file (final
+state, captures, and full states at its checkpoint steps); the backward pass goes over the
+segments between those checkpoints from the last to the first, each recomputed from the state
+the file holds at its start under the chosen policy (``sqrt``, ``all``, ``binomial``) and taken
+backward with the adjoint that the later segments handed it.
+
+So the run is computed forward once, by the ordinary run that writes the file, and the states
+the backward pass starts from are on disk, not in memory: a segment at a time is held. The
+objective is taken of the file's final state and captures (the run's own values), its
+derivatives with respect to them seed the adjoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from simkit.autodiff._checkpoint import Checkpointing
+from simkit.autodiff._function import DifferentiableRun
+from simkit.driver import is_checkpoint
+from simkit.io import schema, xarray_lock
+from simkit.scenario import RunPlan
+
+Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
+
+
+def checkpoint_steps(plan: RunPlan, run: DifferentiableRun) -> tuple[int, ...]:
+    """The steps strictly inside the run at which one of its checkpoint streams (full states at
+    the end of a step) captures: where the backward pass can start a segment from the file."""
+    names = list(run.field_names)
+    full = {s.name for s in plan.streams if is_checkpoint(s, names)}
+    return tuple(sorted({s for c in run.captures if c.name in full for s in c.steps
+                         if 0 < s < run.steps}))
+
+
+class _RunFile:
+    """The run file's final state, the captures the run function would return, and its full
+    states at ``steps``, as host arrays."""
+
+    def __init__(self, path: Any, run: DifferentiableRun, steps: Sequence[int]) -> None:
+        names = run.field_names
+        with xarray_lock(), xr.open_dataset(path) as root:
+            self.final = {k: np.asarray(root[k].values) for k in names}
+        self.captures: dict[str, dict[str, np.ndarray]] = {}
+        self.steps: dict[str, np.ndarray] = {}
+        wanted = set(steps)
+        self.states: dict[int, dict[str, np.ndarray]] = {}
+        for capture in run.captures:
+            with xarray_lock(), xr.open_dataset(path, group=capture.name) as ds:
+                held = np.asarray(ds[schema.STEP].values, dtype=np.int64)
+                at = np.searchsorted(held, capture.steps)
+                if len(capture.steps) and (at.max() >= len(held)
+                                           or not np.array_equal(held[at], capture.steps)):
+                    raise RuntimeError(f"the run file {path} lacks captures of stream "
+                                       f"{capture.name} at steps the run takes them")
+                self.steps[capture.name] = np.asarray(capture.steps, dtype=np.int64)
+                self.captures[capture.name] = {
+                    name: np.asarray(ds[name].values[at])
+                    for name in (*capture.fields, *capture.diagnostics)}
+                if set(names) <= set(capture.fields):
+                    for step in wanted & set(capture.steps):
+                        row = capture.steps.index(step)
+                        self.states.setdefault(step, {k: self.captures[capture.name][k][row]
+                                                      for k in names})
+
+
+def _within_segments(run: DifferentiableRun, steps: Sequence[int]) -> DifferentiableRun:
+    """The run whose segments are taken backward: under ``sqrt``, segments no longer than
+    sqrt's own (about sqrt(n) steps) keep every step's state while they are taken backward (the
+    memory sqrt holds anyway, and no forward pass of their own); longer ones are cut again."""
+    policy = run.checkpointing
+    longest = max(b - a for a, b in zip([0, *steps], [*steps, run.steps], strict=True))
+    if policy.kind != "sqrt" or longest > policy.segment_length(run.steps):
+        return run
+    every = copy.copy(run)
+    every.checkpointing = Checkpointing("all")
+    return every
+
+
+def _segments(run: DifferentiableRun, steps: Sequence[int]) -> list[tuple[int, int]]:
+    bounds = [0, *steps, run.steps]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))[::-1]
+
+
+def _rows(run: DifferentiableRun, first: int, last: int) -> dict[str, np.ndarray]:
+    """Per stream, the rows of its captures that the segment from ``first`` to ``last`` takes."""
+    low = -1 if first == 0 else first
+    return {c.name: np.asarray([i for i, s in enumerate(c.steps) if low < s <= last],
+                               dtype=np.int64) for c in run.captures}
+
+
+def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: Any,
+                           steps: Sequence[int], params: Sequence[str], fields: Sequence[str],
+                           probe_fields: Sequence[str]) -> tuple[float, dict, dict]:
+    """The objective of the run written at ``path`` and its gradient with respect to
+    ``params`` and initial ``fields`` (and the adjoints at the run's probe steps, for
+    ``probe_fields``), the backward pass starting its segments from the file's states at
+    ``steps`` (``checkpoint_steps``).
+
+    Returns:
+        ``(value, grads, probe_grads)`` as the whole-run computation gives them: floats for
+        parameters, host arrays for fields and probes (``(len(probe_steps), *shape)``).
+    """
+    held = _RunFile(path, run, steps)
+    run = _within_segments(run, steps)
+    reverse = _jax_reverse if run.library == "jax" else _torch_reverse
+    return reverse(run, objective, held, _segments(run, steps), params, fields, probe_fields)
+
+
+def _values(captures: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s: {n: v for n, v in c.items() if n != schema.STEP} for s, c in captures.items()}
+
+
+def _with_steps(values: Mapping[str, Mapping[str, Any]], held: _RunFile) -> dict:
+    return {s: {schema.STEP: held.steps[s], **v} for s, v in values.items()}
+
+
+def _place(probe_grads: dict[str, np.ndarray], run: DifferentiableRun, part: DifferentiableRun,
+           first: int, found: Mapping[str, Any], host: Callable[[Any], np.ndarray]) -> None:
+    at = [run.probe_steps.index(first + s) for s in part.probe_steps]
+    for name, value in found.items():
+        probe_grads[name][at] = host(value)
+
+
+# ----------------------------------------------------------------------------------- JAX
+
+
+def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
+                 segments: list[tuple[int, int]], params: Sequence[str],
+                 fields: Sequence[str], probe_fields: Sequence[str]) -> tuple:
+    import jax
+    import jax.numpy as jnp
+
+    put = run.backend.asarray
+    p0, f0 = run.initial_params(), run.initial_fields()
+    final = {k: put(v) for k, v in held.final.items()}
+    values = {s: {n: put(v) for n, v in c.items()} for s, c in held.captures.items()}
+    value, pull = jax.vjp(lambda f, c: objective(f, _with_steps(c, held)), final, values)
+    ct_final, ct_values = pull(jnp.ones_like(value))
+    fixed = {k: v for k, v in p0.items() if k not in params}
+    binomial = run.checkpointing.kind == "binomial"
+    compiled: dict[tuple, Any] = {}
+
+    def backward(part: DifferentiableRun) -> Any:
+        def pull_back(p, x, probes, offset, lam, ct):
+            def forward(p, x, probes):
+                end, captures = part({**fixed, **p}, x, probes, offset=offset)
+                return end, {s: v for s, v in _values(captures).items() if s in ct}
+            _, vjp = jax.vjp(forward, p, x, probes)
+            return vjp((lam, ct))
+        # One compiled backward pass for every segment of the same shape: the offset is an
+        # argument (the binomial schedule's tables are worked out for their own offset).
+        return jax.jit(pull_back, static_argnums=(3,) if binomial else ())
+
+    grads = {k: jnp.zeros_like(p0[k]) for k in params}
+    probe_grads = {f: np.zeros((len(run.probe_steps), *held.final[f].shape),
+                               dtype=held.final[f].dtype) for f in probe_fields}
+    lam = ct_final
+    for first, last in segments:
+        part = run.segment(first, last)
+        rows = {s: r for s, r in _rows(run, first, last).items() if len(r)}
+        key = (part.steps, tuple((c.name, c.steps) for c in part.captures), part.probe_steps,
+               first if binomial else first == 0)
+        if key not in compiled:
+            compiled[key] = backward(part)
+        start = f0 if first == 0 else {k: put(v) for k, v in held.states[first].items()}
+        probes = {f: jnp.zeros((len(part.probe_steps), *start[f].shape), start[f].dtype)
+                  for f in probe_fields} if part.probe_steps and probe_fields else None
+        ct = {s: {n: v[rows[s]] for n, v in c.items()} for s, c in ct_values.items()
+              if s in rows}
+        offset = first if binomial else jnp.asarray(first, jnp.int64)
+        dp, lam, dprobes = compiled[key]({k: p0[k] for k in params}, start, probes, offset,
+                                         lam, ct)
+        grads = {k: grads[k] + dp[k] for k in params}
+        if dprobes:
+            _place(probe_grads, run, part, first, dprobes, np.asarray)
+    out = {k: float(grads[k]) for k in params}
+    out.update({k: np.array(lam[k]) for k in fields})
+    return float(value), out, probe_grads
+
+
+# --------------------------------------------------------------------------------- torch
+
+
+def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
+                   segments: list[tuple[int, int]], params: Sequence[str],
+                   fields: Sequence[str], probe_fields: Sequence[str]) -> tuple:
+    import torch
+
+    from simkit.errors import ScenarioError
+
+    put = run.backend.asarray
+    p0, f0 = run.initial_params(), run.initial_fields()
+
+    def host(value: Any) -> np.ndarray:
+        return value.detach().cpu().numpy().copy()
+
+    def grads_of(outputs: list, inputs: list, seeds: list | None = None) -> list:
+        pairs = [(o, s) for o, s in zip(outputs, seeds or outputs, strict=True)
+                 if o.requires_grad]
+        found = torch.autograd.grad([o for o, _ in pairs], inputs,
+                                    [s for _, s in pairs] if seeds else None,
+                                    allow_unused=True) if pairs else [None] * len(inputs)
+        return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found,
+                                                                         strict=True)]
+
+    with torch.enable_grad():
+        final = {k: put(v).requires_grad_(True) for k, v in held.final.items()}
+        values = {s: {n: put(v).requires_grad_(True) for n, v in c.items()}
+                  for s, c in held.captures.items()}
+        loss = objective(final, _with_steps(values, held))
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise ScenarioError(f"expected an objective that returns a scalar tensor, given "
+                                f"{type(loss).__name__}", key="objective")
+        flat = [(s, n, v) for s, c in values.items() for n, v in c.items()]
+        found = grads_of([loss], [*final.values(), *(v for _, _, v in flat)],
+                         [torch.ones_like(loss)])
+    keys = list(final)
+    lam = dict(zip(keys, found[:len(keys)], strict=True))
+    ct = {(s, n): g for (s, n, _), g in zip(flat, found[len(keys):], strict=True)}
+    grads = {k: torch.zeros_like(p0[k]) for k in params}
+    probe_grads = {f: np.zeros((len(run.probe_steps), *held.final[f].shape),
+                               dtype=held.final[f].dtype) for f in probe_fields}
+    for first, last in segments:
+        part = run.segment(first, last)
+        rows = _rows(run, first, last)
+        start = f0 if first == 0 else {k: put(v) for k, v in held.states[first].items()}
+        with torch.enable_grad():
+            p = {k: p0[k].clone().requires_grad_(True) for k in params}
+            x = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+            probes = {f: torch.zeros((len(part.probe_steps), *x[f].shape), dtype=x[f].dtype,
+                                     device=x[f].device).requires_grad_(True)
+                      for f in probe_fields} if part.probe_steps and probe_fields else {}
+            end, captures = part({**p0, **p}, x, probes or None, offset=first)
+            outputs, seeds = [end[k] for k in keys], [lam[k] for k in keys]
+            for (s, n), g in ct.items():
+                if len(rows[s]):
+                    outputs.append(captures[s][n])
+                    seeds.append(g[torch.as_tensor(rows[s], device=g.device)])
+            found = grads_of(outputs, [*p.values(), *x.values(), *probes.values()], seeds)
+        grads = {k: grads[k] + g.detach() for k, g in zip(params, found, strict=False)}
+        lam = {k: g.detach() for k, g in zip(keys, found[len(p):len(p) + len(keys)],
+                                             strict=True)}
+        if probes:
+            _place(probe_grads, run, part, first,
+                   dict(zip(probes, found[len(p) + len(keys):], strict=True)), host)
+    out = {k: float(grads[k]) for k in params}
+    out.update({k: host(lam[k]) for k in fields})
+    return float(loss.detach()), out, probe_grads
