@@ -817,7 +817,7 @@ def gradient_reusing_checkpoints(quick: bool = False) -> dict:
     compilation included."""
     import jax.numpy as jnp
 
-    from simkit.autodiff import value_and_grad
+    from simkit.autodiff import Checkpointing, value_and_grad
 
     n, steps, every, repeats = (64, 400, 20, 3) if quick else (256, 10_000, 100, 3)
     tmp = tempfile.mkdtemp()
@@ -841,6 +841,9 @@ def gradient_reusing_checkpoints(quick: bool = False) -> dict:
                  "simkit.run s": times["run"], "gradient reusing checkpoints s": times["reusing"],
                  "gradient without checkpoints s": times["without"],
                  "dL/dD reusing": found[kept["output"]], "dL/dD without": found[bare["output"]]}
+    policy = Checkpointing.parse("sqrt")
+    out["states held on the device, reusing (one segment)"] = policy.states_held(every)
+    out["states held on the device, without (whole run)"] = policy.states_held(steps)
     out["gradient without / reusing"] = times["without"] / times["reusing"]
     out["gradient without checkpoints / run"] = times["without"] / times["run"]
     _target(out, "gradient reusing checkpoints / run", times["reusing"] / times["run"], 4.0)

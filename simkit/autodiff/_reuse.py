@@ -1,25 +1,23 @@
 """A gradient that reuses the run's own checkpoints: the forward run has written its file (final
 state, captures, and full states at its checkpoint steps); the backward pass goes over the
 segments between those checkpoints from the last to the first, each recomputed from the state
-the file holds at its start under the chosen policy (``sqrt``, ``all``, ``binomial``) and taken
-backward with the adjoint that the later segments handed it.
+the file holds at its start under the chosen policy (``sqrt``, ``all``, ``binomial``, applied
+to the segment) and taken backward with the adjoint that the later segments handed it.
 
-So the run is computed forward once, by the ordinary run that writes the file, and the states
-the backward pass starts from are on disk, not in memory: a segment at a time is held. The
-objective is taken of the file's final state and captures (the run's own values), its
+The states the backward pass starts from are on disk, not in memory: one segment's states are
+held at a time, however long the run (a whole-run ``sqrt`` holds about 2 sqrt(n)). The
+objective is taken of the file's final state and captures (the run's own values); its
 derivatives with respect to them seed the adjoint.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from simkit.autodiff._checkpoint import Checkpointing
 from simkit.autodiff._function import DifferentiableRun
 from simkit.driver import is_checkpoint
 from simkit.io import schema, xarray_lock
@@ -68,19 +66,6 @@ class _RunFile:
                                                       for k in names})
 
 
-def _within_segments(run: DifferentiableRun, steps: Sequence[int]) -> DifferentiableRun:
-    """The run whose segments are taken backward: under ``sqrt``, segments no longer than
-    sqrt's own (about sqrt(n) steps) keep every step's state while they are taken backward (the
-    memory sqrt holds anyway, and no forward pass of their own); longer ones are cut again."""
-    policy = run.checkpointing
-    longest = max(b - a for a, b in zip([0, *steps], [*steps, run.steps], strict=True))
-    if policy.kind != "sqrt" or longest > policy.segment_length(run.steps):
-        return run
-    every = copy.copy(run)
-    every.checkpointing = Checkpointing("all")
-    return every
-
-
 def _segments(run: DifferentiableRun, steps: Sequence[int]) -> list[tuple[int, int]]:
     bounds = [0, *steps, run.steps]
     return list(zip(bounds[:-1], bounds[1:], strict=True))[::-1]
@@ -106,7 +91,6 @@ def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: A
         parameters, host arrays for fields and probes (``(len(probe_steps), *shape)``).
     """
     held = _RunFile(path, run, steps)
-    run = _within_segments(run, steps)
     reverse = _jax_reverse if run.library == "jax" else _torch_reverse
     return reverse(run, objective, held, _segments(run, steps), params, fields, probe_fields)
 
