@@ -58,24 +58,27 @@ def _variants(cls: type[AbstractSolver]) -> list[dict]:
     return variants
 
 
-def _kernel_cases() -> list:
-    cases = []
+def _solvers() -> typing.Iterator[tuple[str, dict, AbstractSolver]]:
+    """Every registered solver under each of its variants (name, params, solver)."""
     for name in available_solvers():
         cls = load_solver(name)
         for params in _variants(cls):
             try:
-                solver = cls(cls.Params(**params))
+                yield name, params, cls(cls.Params(**params))
             except pydantic.ValidationError:
                 continue  # e.g. ising2d wants even sides: its other shapes still run
-            # Which kernels a stage has may depend on the parameters (heat2d's boundary).
-            for stage in solver.stages():
-                for library in stage.kernels:
-                    for dtype in DTYPES:
-                        cases.append(pytest.param(
-                            name, stage.name, library, params, dtype,
-                            id=f"{name}-{stage.name}-{library}-{dtype}-"
-                               + "-".join(f"{k}={v}" for k, v in params.items())))
-    return cases
+
+
+def _id(*parts: str, params: dict) -> str:
+    return "-".join([*parts, *(f"{k}={v}" for k, v in params.items())])
+
+
+def _kernel_cases() -> list:
+    # Which kernels a stage has may depend on the parameters (heat2d's boundary).
+    return [pytest.param(name, stage.name, library, params, dtype,
+                         id=_id(name, stage.name, library, dtype, params=params))
+            for name, params, solver in _solvers() for stage in solver.stages()
+            for library in stage.kernels for dtype in DTYPES]
 
 
 CASES = _kernel_cases()
@@ -85,21 +88,11 @@ def _step_kernel_cases() -> list:
     """Whole-step kernels (``AbstractSolver.step_kernels``) of every solver and variant, with the
     optional numba loops on at any size (where they are installed) so that small grids have
     theirs."""
-    cases = []
     with mock.patch.dict(os.environ, {"SIMKIT_NUMBA": "always"}):
-        for name in available_solvers():
-            cls = load_solver(name)
-            for params in _variants(cls):
-                try:
-                    solver = cls(cls.Params(**params))
-                except pydantic.ValidationError:
-                    continue
-                for library in solver.step_kernels():
-                    cases += [pytest.param(name, library, params, dtype,
-                                           id=f"{name}-{library}-{dtype}-"
-                                              + "-".join(f"{k}={v}" for k, v in params.items()))
-                              for dtype in DTYPES]
-    return cases
+        return [pytest.param(name, library, params, dtype,
+                             id=_id(name, library, dtype, params=params))
+                for name, params, solver in _solvers() for library in solver.step_kernels()
+                for dtype in DTYPES]
 
 
 STEP_CASES = _step_kernel_cases()
