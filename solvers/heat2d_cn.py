@@ -46,10 +46,6 @@ class Heat2DCN(Heat2D):
         kyy, kxx = np.meshgrid(ky, kx, indexing="ij")
         return {"lam": -(4 / h**2) * (np.sin(kyy / 2) ** 2 + np.sin(kxx / 2) ** 2)}
 
-    def step_kernels(self) -> dict:
-        """None: heat2d's fused explicit step is not this solver's step."""
-        return {}
-
     def stages(self):
         p = self.params
         inv_h2 = 1.0 / p.spacing**2

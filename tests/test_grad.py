@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import re
 
 import numpy as np
 import pytest
@@ -570,6 +572,65 @@ def test_a_written_run_is_taken_backward_from_its_own_checkpoints(lib, policy, i
         np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13 * np.max(np.abs(want)))
     with xr.open_dataset("run.nc") as root:
         assert int(root.attrs["simkit_checkpoints_reused"]) == 3  # steps 3, 6, 9
+
+
+@pytest.mark.parametrize("policy", ["sqrt", {"binomial": 2}], ids=str)
+def test_segments_of_one_shape_are_traced_once_on_jax(policy, in_tmp, monkeypatch):
+    """Segments alike but for where they start share one compiled backward pass (the step
+    offset is an argument, under binomial too): the run function is traced once for four
+    segments."""
+    require_backend("jax")
+    scenario = small("heat2d", steps=12, backend="jax",
+                     outputs={"checkpoint": {"every": 3, "fields": "all"}})
+    from simkit.autodiff._function import DifferentiableRun
+
+    spans, call = [], DifferentiableRun.__call__
+
+    def spy(self, *args, **kwargs):
+        spans.append(self.steps)
+        return call(self, *args, **kwargs)
+
+    def objective(final, captures):
+        return (final["u"] ** 2).sum()
+
+    whole = value_and_grad(scenario, objective, ["diffusivity"], checkpoint=policy)
+    monkeypatch.setattr(DifferentiableRun, "__call__", spy)
+    written = value_and_grad(scenario, objective, ["diffusivity"], checkpoint=policy,
+                             output="run.nc")
+    assert spans == [3], spans
+    assert written.grad["diffusivity"] == pytest.approx(whole.grad["diffusivity"], rel=1e-12)
+
+
+def test_a_float32_run_reuses_its_checkpoints_with_float64_summaries(lib, in_tmp):
+    """Summaries are float64 in a float32 run: the backward pass takes them from the file in
+    float64 (as the whole-run function computes them), and agrees with it in float32."""
+    scenario = small("heat2d", steps=8, backend=lib, dtype="float32", outputs={
+        "checkpoint": {"every": 4, "fields": "all"},
+        "sm": {"every": 2, "fields": [], "summaries": {"u": ["mean", "std"]}}})
+
+    def objective(final, captures):
+        return captures["sm"]["u_std"].sum() + 3.0 * captures["sm"]["u_mean"].sum()
+
+    whole = value_and_grad(scenario, objective, ["diffusivity", "u"])
+    written = value_and_grad(scenario, objective, ["diffusivity", "u"], output="run.nc")
+    assert written.value == pytest.approx(whole.value, rel=1e-6)
+    assert written.grad["diffusivity"] == pytest.approx(whole.grad["diffusivity"], rel=1e-4)
+    np.testing.assert_allclose(written.grad["u"], whole.grad["u"], rtol=1e-4,
+                               atol=1e-5 * np.max(np.abs(whole.grad["u"])))
+
+
+@pytest.mark.parametrize(("returns", "given"), [
+    (lambda final: final["u"].sum(axis=0), "an array of shape (7,) and dtype float"),
+    (lambda final: (final["u"] > 0).sum(), "an array of shape () and dtype int64"),
+    (lambda final: final["missing"], "given one that raised KeyError: 'missing'")])
+def test_an_objective_is_refused_before_the_run_writes_anything(lib, in_tmp, returns, given):
+    scenario = small("heat2d", steps=4, backend=lib,
+                     outputs={"checkpoint": {"every": 2, "fields": "all"}})
+    with pytest.raises(ScenarioError, match=r"objective: expected an objective .*" +
+                       re.escape(given)):
+        value_and_grad(scenario, lambda final, captures: returns(final), ["diffusivity"],
+                       output="run.nc")
+    assert not os.path.exists("run.nc")
 
 
 def test_a_written_run_without_checkpoints_runs_its_steps_forward_itself(in_tmp):

@@ -232,6 +232,28 @@ def test_a_step_with_stage_states_wanted_runs_the_stages(monkeypatch):
     np.testing.assert_array_equal(seen["laplacian"]["laplacian"], spec)
 
 
+def test_a_subclass_that_changes_the_stages_does_not_inherit_the_step_kernel(monkeypatch):
+    """A solver deriving from heat2d with a stage of its own runs its stages, not heat2d's
+    whole-step kernel (which would skip that stage)."""
+    pytest.importorskip("numba")
+    monkeypatch.setenv("SIMKIT_NUMBA", "always")
+    heat = load_solver("heat2d")
+
+    class Cooled(heat):
+        def stages(self):
+            def cool(state, dt):
+                return {**state, "u": state["u"] * (1 - 0.5 * dt)}
+            return [*super().stages(), Stage("cool", cool)]
+
+    solver = Cooled(heat.Params(shape=[8, 8]))
+    u, dt = np.ones((8, 8)), np.asarray(0.1)
+    assert solver.step_kernels()  # inherited, yet not used
+    fast = make_step(solver)({"u": u}, dt, np.int64(0), np.float64(0))["u"]
+    plain = make_step(solver, kernels=False)({"u": u}, dt, np.int64(0), np.float64(0))["u"]
+    np.testing.assert_array_equal(fast, plain)
+    np.testing.assert_allclose(fast, 0.95)
+
+
 def test_every_kernel_solver_is_covered():
     """The cases above come from the solvers themselves: the kernels this issue added are among
     them (a refactor that drops them silently would shrink the test to nothing)."""

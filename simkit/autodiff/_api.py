@@ -169,7 +169,67 @@ def prepare(plan: RunPlan, objective: Objective, wrt: Sequence[str], checkpoint:
     check = getattr(objective, "check", None)
     if callable(check):
         check(run)
+    check_objective(run, objective)
     return run, params, fields, adjoint
+
+
+def check_objective(run: DifferentiableRun, objective: Objective) -> None:
+    """Refuse, before any step runs, an objective that does not give a real scalar of this
+    run's final state and captures, or fails on them: it is taken of arrays of their shapes
+    (abstract ones on JAX: nothing is computed; zeros on torch).
+
+    Raises:
+        ScenarioError: naming ``objective``, saying what it gave or raised.
+    """
+    f0 = run.initial_fields()
+    diagnostics = {d.name: d.fn for d in run.solver.diagnostics()}
+    if run.library == "jax":
+        import jax
+
+        def like(value: Any, count: int | None = None) -> Any:
+            shape = value.shape if count is None else (count, *value.shape)
+            return jax.ShapeDtypeStruct(shape, value.dtype)
+
+        abstract = {k: like(v) for k, v in f0.items()}
+        shapes = {name: jax.eval_shape(diagnostics[name], abstract)
+                  for c in run.captures for name in c.diagnostics}
+    else:
+        def like(value: Any, count: int | None = None) -> Any:
+            zero = value.new_zeros(value.shape)
+            return zero if count is None else zero.expand(count, *value.shape)
+
+        shapes = {name: diagnostics[name](f0) for c in run.captures for name in c.diagnostics}
+    final = {k: like(v) for k, v in f0.items()}
+    values = {c.name: {**{n: like(f0[n], len(c.steps)) for n in c.fields},
+                       **{n: like(shapes[n], len(c.steps)) for n in c.diagnostics}}
+              for c in run.captures}
+
+    def taken(final: Any, values: Any) -> Any:
+        return objective(final, {c.name: {"step": np.asarray(c.steps, dtype=np.int64),
+                                          **values[c.name]} for c in run.captures})
+
+    try:
+        if run.library == "jax":
+            out = jax.eval_shape(taken, final, values)
+        else:
+            import torch
+
+            with torch.no_grad():
+                out = taken(final, values)
+    except ScenarioError:
+        raise
+    except Exception as error:  # what the user's objective raises, said of it
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        raise ScenarioError(f"expected an objective of the run's final state and captures "
+                            f"(streams: {', '.join(values) or 'none'}), given one that raised "
+                            f"{reason}", key="objective") from None
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    real = dtype is not None and np.dtype(str(dtype).removeprefix("torch.")).kind == "f"
+    if shape is None or tuple(shape) != () or not real:
+        given = (f"an array of shape {tuple(shape)} and dtype {str(dtype).removeprefix('torch.')}"
+                 if shape is not None else f"a {type(out).__name__}")
+        raise ScenarioError(f"expected an objective that returns a real scalar (an array of "
+                            f"shape ()), given {given}", key="objective")
 
 
 def value_and_grad(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -324,8 +323,7 @@ class DifferentiableRun:
                       ) -> tuple[dict[str, Any], Any]:
         """The steps under the binomial schedule (``simkit.autodiff._reverse``): its own
         backward pass, so the parameters go in as arguments and the step is rebuilt around
-        them (and ``offset`` is a number: the schedule's tables are worked out for it)."""
-        offset = operator.index(offset)
+        them."""
         take, _, probe_slot = self._layout()
         names = self._taken_fields()
         with_probes = probes is not None and bool(self.probe_steps)
@@ -335,7 +333,7 @@ class DifferentiableRun:
                       for k, v in fields.items()}
         start = dict(fields)
         plan = Plan(self.checkpointing.schedule(self.steps), self.dt, self.field_names, names,
-                    tuple(s for s in take if s >= 1), probe_slot if probes else {}, offset)
+                    tuple(s for s in take if s >= 1), probe_slot if probes else {})
         seed, kernels = self.plan.scenario.seed, None if self.library == "jax" else False
 
         def step_of(values: Mapping[str, Any]) -> Any:
@@ -345,7 +343,7 @@ class DifferentiableRun:
             import jax.numpy as jnp
 
             params = {k: jnp.asarray(v) for k, v in params.items()}
-            final, taken = run_jax(plan, step_of, params, fields, probes)
+            final, taken = run_jax(plan, step_of, params, fields, probes, offset)
             order = [(0, j, s) for j, s in enumerate(plan.take_steps)]
             return final, _Taken(names, start, [taken], order, jnp)
         import torch

@@ -95,6 +95,19 @@ def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: A
     return reverse(run, objective, held, _segments(run, steps), params, fields, probe_fields)
 
 
+def _putter(run: DifferentiableRun) -> Callable[[np.ndarray], Any]:
+    """Host arrays onto the run's device: in the run's dtype where the file holds that one,
+    else in their own (summaries are float64 in any run)."""
+    dtype = np.dtype(run.dtype)
+    return lambda value: run.backend.asarray(value, cast=np.asarray(value).dtype == dtype)
+
+
+def _nonzero(cts: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """The cotangents of the streams the objective depends on (some value not zero): the
+    others need not be taken again in the segments."""
+    return {s: c for s, c in cts.items() if any(np.any(v) for v in c.values())}
+
+
 def _values(captures: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {s: {n: v for n, v in c.items() if n != schema.STEP} for s, c in captures.items()}
 
@@ -119,14 +132,18 @@ def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
     import jax
     import jax.numpy as jnp
 
-    put = run.backend.asarray
+    put = _putter(run)
     p0, f0 = run.initial_params(), run.initial_fields()
     final = {k: put(v) for k, v in held.final.items()}
     values = {s: {n: put(v) for n, v in c.items()} for s, c in held.captures.items()}
     value, pull = jax.vjp(lambda f, c: objective(f, _with_steps(c, held)), final, values)
     ct_final, ct_values = pull(jnp.ones_like(value))
+    # The captures leave the device; their cotangents go back a segment's rows at a time.
+    del final, values
+    ct_host = _nonzero({s: {n: np.asarray(v) for n, v in c.items()}
+                        for s, c in ct_values.items()})
+    del ct_values
     fixed = {k: v for k, v in p0.items() if k not in params}
-    binomial = run.checkpointing.kind == "binomial"
     compiled: dict[tuple, Any] = {}
 
     def backward(part: DifferentiableRun) -> Any:
@@ -137,8 +154,8 @@ def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
             _, vjp = jax.vjp(forward, p, x, probes)
             return vjp((lam, ct))
         # One compiled backward pass for every segment of the same shape: the offset is an
-        # argument (the binomial schedule's tables are worked out for their own offset).
-        return jax.jit(pull_back, static_argnums=(3,) if binomial else ())
+        # argument.
+        return jax.jit(pull_back)
 
     grads = {k: jnp.zeros_like(p0[k]) for k in params}
     probe_grads = {f: np.zeros((len(run.probe_steps), *held.final[f].shape),
@@ -146,19 +163,18 @@ def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
     lam = ct_final
     for first, last in segments:
         part = run.segment(first, last)
-        rows = {s: r for s, r in _rows(run, first, last).items() if len(r)}
+        rows = {s: r for s, r in _rows(run, first, last).items() if len(r) and s in ct_host}
+        part.captures = tuple(c for c in part.captures if c.name in rows)
         key = (part.steps, tuple((c.name, c.steps) for c in part.captures), part.probe_steps,
-               first if binomial else first == 0)
+               tuple(rows))
         if key not in compiled:
             compiled[key] = backward(part)
         start = f0 if first == 0 else {k: put(v) for k, v in held.states[first].items()}
         probes = {f: jnp.zeros((len(part.probe_steps), *start[f].shape), start[f].dtype)
                   for f in probe_fields} if part.probe_steps and probe_fields else None
-        ct = {s: {n: v[rows[s]] for n, v in c.items()} for s, c in ct_values.items()
-              if s in rows}
-        offset = first if binomial else jnp.asarray(first, jnp.int64)
-        dp, lam, dprobes = compiled[key]({k: p0[k] for k in params}, start, probes, offset,
-                                         lam, ct)
+        ct = {s: {n: put(v[rows[s]]) for n, v in ct_host[s].items()} for s in rows}
+        dp, lam, dprobes = compiled[key]({k: p0[k] for k in params}, start, probes,
+                                         jnp.asarray(first, jnp.int64), lam, ct)
         grads = {k: grads[k] + dp[k] for k in params}
         if dprobes:
             _place(probe_grads, run, part, first, dprobes, np.asarray)
@@ -177,7 +193,7 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
 
     from simkit.errors import ScenarioError
 
-    put = run.backend.asarray
+    put = _putter(run)
     p0, f0 = run.initial_params(), run.initial_fields()
 
     def host(value: Any) -> np.ndarray:
@@ -205,13 +221,19 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
                          [torch.ones_like(loss)])
     keys = list(final)
     lam = dict(zip(keys, found[:len(keys)], strict=True))
-    ct = {(s, n): g for (s, n, _), g in zip(flat, found[len(keys):], strict=True)}
+    # The captures leave the device; their cotangents go back a segment's rows at a time.
+    cts = _nonzero({s: {n: host(g) for (t, n, _), g in zip(flat, found[len(keys):],
+                                                             strict=True) if t == s}
+                    for s in values})
+    del final, values, flat, found
+    ct = {(s, n): g for s, c in cts.items() for n, g in c.items()}
     grads = {k: torch.zeros_like(p0[k]) for k in params}
     probe_grads = {f: np.zeros((len(run.probe_steps), *held.final[f].shape),
                                dtype=held.final[f].dtype) for f in probe_fields}
     for first, last in segments:
         part = run.segment(first, last)
         rows = _rows(run, first, last)
+        part.captures = tuple(c for c in part.captures if c.name in cts)
         start = f0 if first == 0 else {k: put(v) for k, v in held.states[first].items()}
         with torch.enable_grad():
             p = {k: p0[k].clone().requires_grad_(True) for k in params}
@@ -224,7 +246,7 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
             for (s, n), g in ct.items():
                 if len(rows[s]):
                     outputs.append(captures[s][n])
-                    seeds.append(g[torch.as_tensor(rows[s], device=g.device)])
+                    seeds.append(put(g[rows[s]]))
             found = grads_of(outputs, [*p.values(), *x.values(), *probes.values()], seeds)
         grads = {k: grads[k] + g.detach() for k, g in zip(params, found, strict=False)}
         lam = {k: g.detach() for k, g in zip(keys, found[len(p):len(p) + len(keys)],

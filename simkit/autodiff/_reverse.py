@@ -33,7 +33,6 @@ class Plan:
     names: tuple[str, ...]           # the fields taken at capture steps
     take_steps: tuple[int, ...]      # capture steps after step 0, increasing
     probe_slot: Mapping[int, int]    # probe step -> index in the probes' first axis
-    offset: int = 0                  # the index in the whole run of the first step
 
     def tables(self) -> dict[str, np.ndarray]:
         """Per step (0..n): index in the taken buffer and in the probes (-1: none); the sweep's
@@ -64,9 +63,10 @@ class Plan:
 
 
 def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[str, Any],
-            probes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+            probes: dict[str, Any], offset: Any = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """The final fields and the taken ones ``{name: (len(take_steps), ...)}``, differentiable
-    in ``params``, ``fields`` and ``probes`` by reverse mode (forward mode is refused)."""
+    in ``params``, ``fields`` and ``probes`` by reverse mode (forward mode is refused); the
+    steps are those of a whole run from index ``offset`` on (a number or a traced integer)."""
     import jax
     import jax.numpy as jnp
 
@@ -82,12 +82,12 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
         # The bwd is traced after the caller's promotion context has closed.
         return jax.numpy_dtype_promotion("standard")
 
-    def stepper(params, probes):
+    def stepper(params, probes, offset):
         step = step_of(params)
         dt = jnp.asarray(plan.dt, dtype=jnp.float64)
 
         def one(x, i):
-            i = i + plan.offset
+            i = i + offset
             return step(x, jnp.asarray(plan.dt, dtype=x[plan.keys[0]].dtype), i,
                         jnp.asarray(i, jnp.float64) * dt)
 
@@ -106,8 +106,8 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
         at = jnp.maximum(index, 0)
         return {k: b.at[at].set(jnp.where(index >= 0, x[k], b[at])) for k, b in buffers.items()}
 
-    def sweep(params, x0, probes, keep):
-        _, advance = stepper(params, probes)
+    def sweep(params, x0, probes, offset, keep):
+        _, advance = stepper(params, probes, offset)
         taken = {k: jnp.zeros((max(count, 1), *x0[k].shape), x0[k].dtype) for k in plan.names}
         # Rows 0..used-1 are the slots, ``used`` the working state.
         rows = used + (plan.schedule.working_step >= 0)
@@ -128,22 +128,24 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
         x = advance(x, last, n)
         return x, {k: v[:count] for k, v in taken.items()}, slots
 
+    # The offset is an argument (an integer: its cotangent is float0), not a closed-over
+    # value, so that one compiled pass serves segments at any offset.
     @jax.custom_vjp
-    def core(params, x0, probes):
+    def core(params, x0, probes, offset):
         with rules():
-            x, taken, _ = sweep(params, x0, probes, keep=False)
+            x, taken, _ = sweep(params, x0, probes, offset, keep=False)
         return x, taken
 
-    def fwd(params, x0, probes):
+    def fwd(params, x0, probes, offset):
         with rules():
-            x, taken, slots = sweep(params, x0, probes, keep=True)
-        return (x, taken), (params, probes, slots)
+            x, taken, slots = sweep(params, x0, probes, offset, keep=True)
+        return (x, taken), (params, probes, slots, offset)
 
     def bwd(res, cts):
-        params, probes, slots = res
+        params, probes, slots, offset = res
         ct_final, ct_taken = cts
         with rules():
-            _, advance = stepper(params, probes)
+            _, advance = stepper(params, probes, offset)
 
             def join(cot, gprobe, k):
                 # The adjoint of x_k: what flows back plus its capture's cotangent; a probe at k
@@ -167,7 +169,8 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
                 def back(args):
                     cot, gp, gprobe = args
                     k = r["k1"]
-                    _, pull = jax.vjp(lambda p, g: stepper(p, probes)[0](g, k), params, x)
+                    _, pull = jax.vjp(lambda p, g: stepper(p, probes, offset)[0](g, k),
+                                      params, x)
                     dp, dx = pull(cot)
                     dx, gprobe = join(dx, gprobe, k)
                     return dx, jax.tree_util.tree_map(jnp.add, gp, dp), gprobe
@@ -178,10 +181,10 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
 
             rows = {k: t[k] for k in ("src", "k0", "k1", "dst", "reverse")}
             (_, cot, gp, gprobe), _ = jax.lax.scan(row, (slots, cot, gp, gprobe), rows)
-        return gp, cot, gprobe
+        return gp, cot, gprobe, np.zeros(np.shape(offset), dtype=jax.dtypes.float0)
 
     core.defvjp(fwd, bwd)
-    return core(params, fields, probes)
+    return core(params, fields, probes, jnp.asarray(offset, dtype=jnp.int64))
 
 
 # --------------------------------------------------------------------------------- torch

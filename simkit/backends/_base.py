@@ -63,8 +63,9 @@ class AbstractBackend(abc.ABC):
         """The device the state lives on, in the library's own words (e.g. ``cuda:0``)."""
 
     @abc.abstractmethod
-    def asarray(self, host: np.ndarray) -> Array:
-        """A copy of ``host`` on this backend's device, cast to its dtype."""
+    def asarray(self, host: np.ndarray, cast: bool = True) -> Array:
+        """A copy of ``host`` on this backend's device, cast to its dtype (``cast=False``: in
+        the host array's own)."""
 
     def place(self, host: np.ndarray, dims: tuple[str, ...]) -> Array:
         """A copy of the field ``host`` (named dimensions ``dims``) laid out on the backend's

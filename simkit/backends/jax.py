@@ -154,10 +154,11 @@ class JaxBackend(AbstractBackend):
         split = " ".join(f"{name}={size}" for name, size in self._mesh.shape.items())
         return f"{self._device.platform}:{','.join(map(str, ids))} (mesh {split})"
 
-    def asarray(self, host: np.ndarray) -> jax.Array:
+    def asarray(self, host: np.ndarray, cast: bool = True) -> jax.Array:
+        host = np.asarray(host, dtype=self.dtype if cast else None)
         if self._mesh is not None:
-            return _global(np.asarray(host, dtype=self.dtype), self._replicated)
-        return jax.device_put(np.asarray(host, dtype=self.dtype), self._device)
+            return _global(host, self._replicated)
+        return jax.device_put(host, self._device)
 
     def place(self, host: np.ndarray, dims: tuple[str, ...]) -> jax.Array:
         if self._mesh is None:

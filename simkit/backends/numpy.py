@@ -34,8 +34,8 @@ class NumpyBackend(AbstractBackend):
     def device(self) -> str:
         return "cpu"
 
-    def asarray(self, host: np.ndarray) -> np.ndarray:
-        return np.array(host, dtype=self.dtype, copy=True)
+    def asarray(self, host: np.ndarray, cast: bool = True) -> np.ndarray:
+        return np.array(host, dtype=self.dtype if cast else None, copy=True)
 
     def scalars(self, dt: float, step: int, time: float) -> tuple[np.ndarray, ...]:
         return (np.asarray(dt, dtype=self.dtype), np.asarray(step, dtype=STEP_DTYPE),

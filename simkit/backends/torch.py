@@ -40,8 +40,9 @@ class TorchBackend(AbstractBackend):
     def device(self) -> str:
         return str(self._device)
 
-    def asarray(self, host: np.ndarray) -> torch.Tensor:
-        return torch.tensor(np.asarray(host), dtype=self.dtype, device=self._device)
+    def asarray(self, host: np.ndarray, cast: bool = True) -> torch.Tensor:
+        return torch.tensor(np.asarray(host), dtype=self.dtype if cast else None,
+                            device=self._device)
 
     def scalars(self, dt: float, step: int, time: float) -> tuple[torch.Tensor, ...]:
         return (torch.tensor(dt, dtype=self.dtype, device=self._device),

@@ -12,6 +12,10 @@ from array_api_compat import array_namespace, device
 
 from simkit.solver import KERNELS_ENV, make_step
 
+#: Environment variables whose values are part of what a cached step is (``KERNELS_ENV`` among
+#: them).
+ENV_PREFIX = KERNELS_ENV.split("_", 1)[0] + "_"
+
 #: Functions made from a solver (steps, stage steps, diagnostics, watched conditions) by solver
 #: class, parameters and what they are, so a process that runs the same solver again (a notebook,
 #: a sweep, a benchmark) reuses them and what the backend compiled for them. Backends keep
@@ -25,8 +29,10 @@ def solver_cached(solver: Any, what: tuple, make: Callable[[], Any]) -> Any:
     params = getattr(solver, "params", None)
     if params is None or not hasattr(params, "model_dump_json"):
         return make()
-    # The kernel switch changes what a step is made of: part of the key.
-    key = (type(solver), params.model_dump_json(), os.environ.get(KERNELS_ENV, ""), *what)
+    # The kernel switches (SIMKIT_KERNELS, and those of solvers' own kernels, e.g. SIMKIT_NUMBA)
+    # change what a step is made of: part of the key.
+    switches = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    key = (type(solver), params.model_dump_json(), switches, *what)
     found = _STEPS.get(key)
     if found is None:
         found = _STEPS[key] = make()

@@ -143,7 +143,9 @@ class AbstractSolver(abc.ABC):
         of the stages, e.g. one fused loop where the stages would make and read intermediates.
         Same contract as a stage (``(state, dt) -> state``, the arrays it is given never
         written); the stages' ``fn`` in order are its specification, held to it by
-        ``tests/test_kernels.py``. Default: none."""
+        ``tests/test_kernels.py``. Used only where the class that defines this method also
+        defines ``stages``: a subclass that changes the stages does not inherit it. Default:
+        none."""
         return {}
 
     @abc.abstractmethod
@@ -189,8 +191,10 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
     if kernels is None:
         kernels = os.environ.get(KERNELS_ENV, "1").strip() != "0"
     plain = tuple((stage.name, stage.fn) for stage in stages)
-    # A whole-step kernel only where no stage's own state is wanted.
-    whole = dict(solver.step_kernels()) if kernels and not wanted else {}
+    # A whole-step kernel only where no stage's own state is wanted, and only one that the class
+    # defining the stages gives: a subclass that changes the stages does not inherit it.
+    whole = dict(solver.step_kernels()) if kernels and not wanted and \
+        _defined_by(type(solver), "step_kernels") is _defined_by(type(solver), "stages") else {}
     unknown = sorted(set(whole) - set(KERNEL_BACKENDS))
     if unknown:
         raise ValueError(f"solver {solver.name} step_kernels: expected keys among "
@@ -251,6 +255,11 @@ def _stage_output_error(solver: AbstractSolver, stage: str, state: Any,
     return (f"{where}: expected the new state to hold every field ({', '.join(names)}), given "
             f"one without {', '.join(map(repr, missing))}; return e.g. "
             f"{{**state, {missing[0]!r}: new_value}}")
+
+
+def _defined_by(cls: type, name: str) -> type | None:
+    """The class of ``cls``'s method resolution order that defines ``name``."""
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
 #: The name a whole-step kernel goes by in errors (it stands for every stage).
