@@ -12,6 +12,7 @@ from simkit.solver._base import (
     SolverModel,
     Stage,
     make_step,
+    whole_step_kernels,
 )
 from simkit.solver._constants import Constants
 from simkit.solver._loops import repeat
@@ -39,6 +40,7 @@ __all__ = [
     "SolverModel",
     "Stage",
     "make_step",
+    "whole_step_kernels",
     "repeat",
     "counter_uniform",
     "hash32",

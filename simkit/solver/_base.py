@@ -193,8 +193,7 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
     plain = tuple((stage.name, stage.fn) for stage in stages)
     # A whole-step kernel only where no stage's own state is wanted, and only one that the class
     # defining the stages gives: a subclass that changes the stages does not inherit it.
-    whole = dict(solver.step_kernels()) if kernels and not wanted and \
-        _defined_by(type(solver), "step_kernels") is _defined_by(type(solver), "stages") else {}
+    whole = whole_step_kernels(solver) if kernels and not wanted else {}
     unknown = sorted(set(whole) - set(KERNEL_BACKENDS))
     if unknown:
         raise ValueError(f"solver {solver.name} step_kernels: expected keys among "
@@ -257,9 +256,15 @@ def _stage_output_error(solver: AbstractSolver, stage: str, state: Any,
             f"{{**state, {missing[0]!r}: new_value}}")
 
 
-def _defined_by(cls: type, name: str) -> type | None:
-    """The class of ``cls``'s method resolution order that defines ``name``."""
-    return next((c for c in cls.__mro__ if name in vars(c)), None)
+def whole_step_kernels(solver: AbstractSolver) -> dict[str, StageFn]:
+    """The whole-step kernels a step of ``solver`` may run: its ``step_kernels()`` where the
+    class that defines them also defines ``stages``, else none."""
+    def defined_by(name: str) -> type | None:
+        return next((c for c in type(solver).__mro__ if name in vars(c)), None)
+
+    if defined_by("step_kernels") is not defined_by("stages"):
+        return {}
+    return dict(solver.step_kernels())
 
 
 #: The name a whole-step kernel goes by in errors (it stands for every stage).
