@@ -18,6 +18,7 @@ from conftest import heat_scenario, require_backend
 from simkit.autodiff import Checkpointing, misfit, run_function, value_and_grad
 from simkit.autodiff._revolve import WORKING, binomial_schedule, fewest_advances
 from simkit.errors import ScenarioError
+from simkit.io.inspect import describe
 from simkit.io.netcdf import capture_checksum
 from simkit.solver import available_solvers, load_solver, make_step
 
@@ -525,6 +526,12 @@ def test_misfit_and_gradient_file(lib, in_tmp):
             crc = capture_checksum(int(step), float(adj.time.values[i]),
                                    {"u": adj.u.values[i]}, ("u",))
             assert int(adj.simkit_crc32.values[i]) == crc
+    text = describe("guess.nc")
+    assert f"objective misfit_snap: {result.value:.6g} K2 (checkpoint sqrt, 3 of the run's " \
+           "checkpoints reused)" in text  # snap keeps every field: steps 2, 4, 6
+    assert f"gradient diffusivity: {result.grad['diffusivity']:.6g} K2/(m2 s-1)" in text
+    assert "adjoint stream adjoint: u; steps 0, 4, 8 (3)" in text
+    assert "fields u\n" in text  # the gradients are not listed as fields
     with pytest.raises(ScenarioError, match="expected the run's stream snap to capture every "
                                             "observed step, given none at step 2"):
         value_and_grad({**off, "outputs": {"snap": {"every": 4, "fields": ["u"]}}}, objective,

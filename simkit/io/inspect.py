@@ -8,7 +8,7 @@ import os
 import netCDF4
 import numpy as np
 
-from simkit.io import schema
+from simkit.io import gradients, schema
 from simkit.io._lock import hdf5_lock
 from simkit.io.recover import require_run_file
 
@@ -47,7 +47,8 @@ def describe(path: str | os.PathLike) -> str:
             lines.append(f"error: {attrs[schema.ATTR_ERROR]}")
         step = ds.variables[schema.STEP][...] if schema.STEP in ds.variables else np.ma.masked
         time = ds.variables.get(schema.TIME)
-        final = [v for v in ds.variables if ds.variables[v].dimensions and v not in ds.dimensions]
+        final = [v for v in ds.variables if ds.variables[v].dimensions and v not in ds.dimensions
+                 and not v.startswith(gradients.GRADIENT_PREFIX)]
         if np.ma.is_masked(step):
             lines.append("final state: not written (the run did not finish; "
                          "the root group holds no state until it does)")
@@ -64,6 +65,7 @@ def describe(path: str | os.PathLike) -> str:
                                          group.getncattr(schema.ATTR_STREAM_DIAGNOSTICS)) if v)
             span = f", time {float(times[0]):g}..{float(times[-1]):g}" if steps else ""
             lines.append(f"stream {name}: {what}; steps {summarize_steps(steps)}{span}")
+        lines.extend(_gradient_lines(ds, attrs))
         lines.append("provenance:")
         for key in schema.PROVENANCE_ATTRS:
             if key in attrs:
@@ -74,3 +76,33 @@ def describe(path: str | os.PathLike) -> str:
         lines.append("  scenario:")
         lines.extend("    " + line for line in attrs.get(schema.ATTR_SCENARIO, "").splitlines())
     return "\n".join(lines)
+
+
+def _gradient_lines(ds: netCDF4.Dataset, attrs: dict) -> list[str]:
+    """What a differentiated run added: the objective, its gradients, its adjoint streams."""
+    if gradients.ATTR_OBJECTIVE not in attrs or gradients.OBJECTIVE not in ds.variables:
+        return []
+    objective = ds.variables[gradients.OBJECTIVE]
+    policy = json.loads(attrs.get(gradients.ATTR_CHECKPOINT, '"?"'))
+    reused = attrs.get(gradients.ATTR_REUSED)
+    how = f"checkpoint {policy}" + ("" if reused is None else
+                                    f", {int(reused)} of the run's checkpoints reused")
+    lines = [f"objective {attrs[gradients.ATTR_OBJECTIVE]}: {float(objective[...]):.6g} "
+             f"{objective.units} ({how})"]
+    for name, var in ds.variables.items():
+        if not name.startswith(gradients.GRADIENT_PREFIX):
+            continue
+        wrt = name.removeprefix(gradients.GRADIENT_PREFIX)
+        if var.dimensions:
+            value = np.asarray(var[...])
+            lines.append(f"  gradient {wrt}: {' x '.join(map(str, value.shape))} array, "
+                         f"largest |value| {float(np.max(np.abs(value))):.6g} {var.units}")
+        else:
+            lines.append(f"  gradient {wrt}: {float(var[...]):.6g} {var.units}")
+    for name in attrs.get(gradients.ATTR_GRADIENT_STREAMS, "").split():
+        group = ds.groups[name]
+        steps = [int(s) for s in group.variables[schema.STEP][:]]
+        fields = [v for v in group.variables if group.variables[v].dimensions[1:]]
+        lines.append(f"adjoint stream {name}: {', '.join(fields)}; steps "
+                     f"{summarize_steps(steps)}")
+    return lines
