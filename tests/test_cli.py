@@ -145,6 +145,12 @@ BAD = [
     ("when above and below", _replace(GOOD, "every: 1, diagnostics", "when: {diagnostic: "
                                       "energy, above: 1.0, below: 0.5}, diagnostics"), [],
      "s.yaml:7: outputs.diag.when: expected exactly one of 'above' or 'below'"),
+    ("while every zero", _replace(GOOD, "every: 1, diagnostics", "while: {diagnostic: "
+                                  "energy, above: 1.0, every: 0}, diagnostics"), [],
+     "s.yaml:7: outputs.diag.while.every: expected an integer >= 1, given 0"),
+    ("when cooldown negative", _replace(GOOD, "every: 1, diagnostics", "when: {diagnostic: "
+                                        "energy, above: 1.0, cooldown: -3}, diagnostics"), [],
+     "s.yaml:7: outputs.diag.when.cooldown: expected an integer >= 0, given -3"),
     ("params scalar", _replace(GOOD, "params: {diffusivity: 1.0, shape: [16, 16], spacing: 1.0}",
                                "params: 5"), [],
      "s.yaml:2: params: expected a valid dictionary, given 5"),

@@ -94,6 +94,18 @@ def _flag(value: Any, key: str) -> bool:
     return value
 
 
+def _inside(kind: type, value: Mapping, key: str) -> AbstractSchedule:
+    """``kind(**value)``, its errors said of the keys inside ``key`` (``while.every``, not the
+    stream's own ``every``)."""
+    try:
+        return kind(**value)
+    except ScenarioError as error:
+        inner, name = str(error.key or ""), key.rsplit(".", 1)[-1]
+        if inner == name or inner.startswith(name + "."):  # said of the schedule already
+            inner = inner.removeprefix(name).lstrip(".")
+        raise ScenarioError(error.message, key=f"{key}.{inner}" if inner else key) from None
+
+
 def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractSchedule]:
     if name == "every":
         return [Every(value, spec.get("offset", 0))]
@@ -123,7 +135,7 @@ def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractS
                 raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHEN_KEYS)}; expected "
                                     f"one of {', '.join(_WHEN_KEYS)}, given {item!r}",
                                     key=f"{key}.{item}")
-        return [When(**value)]
+        return [_inside(When, value, key)]
     if name == "while":
         if not isinstance(value, Mapping):
             raise ScenarioError(f"expected {{diagnostic: D, above|below: X [, every: N, stage: S]}}"
@@ -133,7 +145,7 @@ def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractS
                 raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHILE_KEYS)}; expected "
                                     f"one of {', '.join(_WHILE_KEYS)}, given {item!r}",
                                     key=f"{key}.{item}")
-        return [While(**{"every": 1, **value})]
+        return [_inside(While, {"every": 1, **value}, key)]
     if name == "any":
         if not isinstance(value, (list, tuple)) or not value:
             raise ScenarioError(f"expected a non-empty list of schedules, given {value!r}", key=key)
