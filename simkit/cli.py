@@ -274,8 +274,14 @@ def _run_objective(args: argparse.Namespace, overrides: dict) -> int:
     if args.resume:
         raise ScenarioError("expected no --resume for a scenario with an objective (its "
                             "gradients are computed whole), given --resume", key="--resume")
-    result = run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
-                          allow_import=args.allow_import or None, **overrides)
+    bar = _progress_bar(args.quiet)
+    try:
+        result = run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
+                              allow_import=args.allow_import or None, progress=bar,
+                              **overrides)
+    finally:
+        if bar is not None:
+            bar.close()
     print(result.path)
     return 0
 

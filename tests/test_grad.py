@@ -640,6 +640,17 @@ def test_an_objective_is_refused_before_the_run_writes_anything(lib, in_tmp, ret
     assert not os.path.exists("run.nc")
 
 
+def test_the_forward_run_of_a_written_gradient_reports_its_progress(in_tmp):
+    """``progress`` is called during the forward run that writes the file, as for simkit.run
+    (what the CLI's progress bar draws), up to the last step."""
+    require_backend("jax")
+    seen = []
+    value_and_grad(small("heat2d", steps=6, backend="jax"),
+                   lambda final, captures: (final["u"] ** 2).sum(), ["diffusivity"],
+                   output="run.nc", progress=lambda *args: seen.append(args))
+    assert seen and seen[-1][0] == 6 and seen[-1][3] == 6, seen
+
+
 def test_a_written_run_without_checkpoints_runs_its_steps_forward_itself(in_tmp):
     """No full-state stream: nothing to start from, the gradient runs the steps itself (and
     says it reused none)."""

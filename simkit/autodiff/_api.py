@@ -244,6 +244,7 @@ def value_and_grad(
     overwrite: bool = False,
     sets: Sequence[str] = (),
     allow_import: bool | None = None,
+    progress: Any = None,
     **overrides: Any,
 ) -> GradResult:
     """The objective of a run and its gradient with respect to parameters and initial fields.
@@ -264,6 +265,7 @@ def value_and_grad(
             and final state) with the objective, gradients and adjoint streams added.
         overwrite: replace an existing ``output``.
         sets, allow_import, overrides: as for ``simkit.run``.
+        progress: as for ``simkit.run``: called during the forward run that writes ``output``.
 
     Raises:
         ScenarioError: bad input (a solver or parameter that is not differentiable, schedules a
@@ -280,7 +282,7 @@ def value_and_grad(
     if output is not None:
         # The run that writes the file goes first; where it keeps checkpoints, the backward
         # pass starts its segments from them instead of running the steps forward again.
-        result = execute(plan)
+        result = execute(plan, progress=progress)
         reused = checkpoint_steps(plan, run)
     if reused:
         value, grads, probe_grads = value_and_grad_reusing(

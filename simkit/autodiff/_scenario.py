@@ -51,7 +51,8 @@ class ObjectiveSpec(BaseModel):
 
 
 def run_scenario(scenario: Any, *, sets: Sequence[str] = (), overwrite: bool = False,
-                 allow_import: bool | None = None, **overrides: Any) -> GradResult:
+                 allow_import: bool | None = None, progress: Any = None,
+                 **overrides: Any) -> GradResult:
     """Run a scenario with an ``objective`` block: its file, with the objective, gradients and
     ``gradients`` streams added (what ``simkit run`` does for such a scenario).
 
@@ -71,7 +72,7 @@ def run_scenario(scenario: Any, *, sets: Sequence[str] = (), overwrite: bool = F
             return value_and_grad(scenario, objective, spec.wrt, checkpoint=spec.checkpoint,
                                   backend=spec.backend, gradients=plan.scenario.gradients,
                                   output=plan.output, overwrite=overwrite, sets=settings,
-                                  allow_import=allow_import)
+                                  allow_import=allow_import, progress=progress)
     except ScenarioError as error:
         raise _located(error, scenario, sets) from None
 
