@@ -4,10 +4,10 @@ segments between those checkpoints from the last to the first, each recomputed f
 the file holds at its start under the chosen policy (``sqrt``, ``all``, ``binomial``, applied
 to the segment) and taken backward with the adjoint that the later segments handed it.
 
-The states the backward pass starts from are on disk, not in memory: one segment's states are
-held at a time, however long the run (a whole-run ``sqrt`` holds about 2 sqrt(n)). The
-objective is taken of the file's final state and captures (the run's own values); its
-derivatives with respect to them seed the adjoint.
+The states the backward pass starts from are read from the file (host memory), not kept on the
+device: it holds one segment's states at a time, however long the run (a whole-run ``sqrt``
+holds about 2 sqrt(n)). The objective is taken of the file's final state and captures (the
+run's own values); its derivatives with respect to them seed the adjoint.
 """
 
 from __future__ import annotations
