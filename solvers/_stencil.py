@@ -52,7 +52,8 @@ def laplacian_numpy(u: np.ndarray, inv_h2: float, pool: ScratchPool, *, periodic
         np.add(edge, u[:, 0], out=lap[:, -1])
         np.multiply(u, 4, out=four_u)
         lap -= four_u
-        lap *= inv_h2
+        if inv_h2 != 1:  # x * 1 is x to the bit: a pass saved at unit spacing
+            lap *= inv_h2
         return lap
     inner, four_inner = lap[1:-1, 1:-1], four_u[1:-1, 1:-1]
     np.add(u[:-2, 1:-1], u[2:, 1:-1], out=inner)
@@ -60,7 +61,8 @@ def laplacian_numpy(u: np.ndarray, inv_h2: float, pool: ScratchPool, *, periodic
     inner += u[1:-1, 2:]
     np.multiply(u[1:-1, 1:-1], 4, out=four_inner)
     inner -= four_inner
-    inner *= inv_h2
+    if inv_h2 != 1:
+        inner *= inv_h2
     lap[0], lap[-1], lap[:, 0], lap[:, -1] = 0, 0, 0, 0
     return lap
 
@@ -89,13 +91,14 @@ def laplacian_torch(u, inv_h2: float, pool: ScratchPool, *, periodic: bool = Tru
         lap[:, :-1] += u[:, 1:]
         lap[:, -1:] += u[:, :1]
         lap.add_(u, alpha=-4)
-        return lap.mul_(inv_h2)
+        return lap.mul_(inv_h2) if inv_h2 != 1 else lap
     inner = lap[1:-1, 1:-1]
     torch.add(u[:-2, 1:-1], u[2:, 1:-1], out=inner)
     inner += u[1:-1, :-2]
     inner += u[1:-1, 2:]
     inner.add_(u[1:-1, 1:-1], alpha=-4)
-    inner.mul_(inv_h2)
+    if inv_h2 != 1:
+        inner.mul_(inv_h2)
     lap[0], lap[-1], lap[:, 0], lap[:, -1] = 0, 0, 0, 0
     return lap
 

@@ -196,15 +196,29 @@ class Heat2D(AbstractSolver):
                     "numpy": update_numpy, "torch": _stencil.eager_torch(update_torch, update)})]
 
     def step_kernels(self) -> dict:
-        """With the numba extra (on grids where it is used), a whole NumPy step in one loop that
-        writes only the new u: no Laplacian array is made when no one reads it."""
-        if not _numba_stencil.available(int(np.prod(self.params.shape))):
-            return {}
+        """Whole steps: on torch the two stages' kernels in one call (no stage state made or
+        checked between them); with the numba extra (on grids where it is used), a NumPy step in
+        one loop that writes only the new u: no Laplacian array is made when no one reads it."""
         pool = ScratchPool()
         inv_h2 = 1.0 / self.params.spacing**2
         diffusivity = self.params.diffusivity
-        stencil = ("periodic_laplacian_update" if self.params.boundary == "periodic"
-                   else "fixed_laplacian_update")
+        periodic = self.params.boundary == "periodic"
+        stages = self.stages()
+
+        def step_torch(state, dt):
+            u = state["u"]
+            lap = _stencil.laplacian_torch(u, inv_h2, pool, periodic=periodic)
+            return {**state, "u": _stencil.axpy_torch(lap, dt * diffusivity, u, pool)}
+
+        def specification(state, dt):
+            for stage in stages:
+                state = stage.fn(state, dt)
+            return state
+
+        kernels = {"torch": _stencil.eager_torch(step_torch, specification)}
+        if not _numba_stencil.available(int(np.prod(self.params.shape))):
+            return kernels
+        stencil = "periodic_laplacian_update" if periodic else "fixed_laplacian_update"
 
         def step_numpy(state, dt):
             u = state["u"]
@@ -213,7 +227,7 @@ class Heat2D(AbstractSolver):
                                             u.dtype.type(dt * diffusivity), new, new, False)
             return {**state, "u": new}
 
-        return {"numpy": step_numpy}
+        return {**kernels, "numpy": step_numpy}
 
     def diagnostics(self) -> list[Diagnostic]:
         area = self.params.spacing**2

@@ -277,8 +277,10 @@ def test_every_kernel_solver_is_covered():
         assert {("cavity_lbm", stage, "numpy"), ("cavity_lbm", stage, "jax")} <= covered
     if importlib.util.find_spec("numba") is not None:
         assert {(c.values[0], c.values[1], c.values[2]["boundary"]) for c in STEP_CASES
-                if "boundary" in c.values[2]} == {("heat2d", "numpy", "periodic"),
-                                                  ("heat2d", "numpy", "fixed")}
+                if "boundary" in c.values[2]} == {(name, library, boundary)
+                                                  for name in ("heat2d",)
+                                                  for library in ("numpy", "torch")
+                                                  for boundary in ("periodic", "fixed")}
 
 
 # ------------------------------------------------------------------ the step's choice
