@@ -122,7 +122,7 @@ def eager_torch(kernel, specification):
         import torch
 
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-                isinstance(v, torch.Tensor) and v.requires_grad for v in state.values())):
+                isinstance(v, torch.Tensor) and v.requires_grad for v in (dt, *state.values()))):
             return specification(state, dt)
         return kernel(state, dt)
 

@@ -459,6 +459,12 @@ def test_torch_kernel_gives_way_to_autograd():
     # d u'[3,3] / d u: 1 - 4 c at the centre, c at the four neighbours (c = dt D / h^2 = 0.2).
     assert float(u.grad[3, 3]) == pytest.approx(0.2)
     assert float(u.grad[2, 3]) == pytest.approx(0.2) and float(u.grad.sum()) == pytest.approx(1)
+    # A time step that requires grad is recorded too: d u'[3,3] / d dt = D lap(u)[3,3].
+    u0 = torch.zeros((8, 8), dtype=torch.float64)
+    u0[3, 3] = 1.0
+    dt = torch.asarray(0.2, dtype=torch.float64, requires_grad=True)
+    make_step(solver)({"u": u0}, dt, 0, 0.0)["u"][3, 3].backward()
+    assert float(dt.grad) == pytest.approx(-4.0)
 
 
 @pytest.mark.parametrize("library", ["numpy", "torch"])

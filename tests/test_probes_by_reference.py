@@ -147,7 +147,7 @@ def test_conditions_on_stages_are_refused_where_they_cannot_be_taken(in_tmp):
             "diagnostic": "energy", "stage": "update2", "above": 1.0}, "fields": ["u"]}}))
     with pytest.raises(ScenarioError, match=r"stop_when\.stage: unknown stage.*given 'x'"):
         simkit.run(heat_scenario(stop_when={"diagnostic": "energy", "stage": "x", "above": 1.0}))
-    with pytest.raises(ScenarioError, match=r"stop_when\.when\.stage: expected a stage name, given 3"):
+    with pytest.raises(ScenarioError, match=r"stop_when\.stage: expected a stage name, given 3"):
         simkit.run(heat_scenario(stop_when={"diagnostic": "energy", "stage": 3, "above": 1.0}))
     with pytest.raises(ScenarioError, match=r"outputs\.hot\.while\.stage: expected a condition "
                        r"on a value the loop passes, given one on stage 'laplacian'"):

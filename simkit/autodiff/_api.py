@@ -19,7 +19,7 @@ from simkit.autodiff._function import (
     param_units,
     schedule_steps,
 )
-from simkit.autodiff._objective import per_unit
+from simkit.autodiff._objective import per_unit, real_scalar
 from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute
@@ -169,67 +169,7 @@ def prepare(plan: RunPlan, objective: Objective, wrt: Sequence[str], checkpoint:
     check = getattr(objective, "check", None)
     if callable(check):
         check(run)
-    check_objective(run, objective)
     return run, params, fields, adjoint
-
-
-def check_objective(run: DifferentiableRun, objective: Objective) -> None:
-    """Refuse, before any step runs, an objective that does not give a real scalar of this
-    run's final state and captures, or fails on them: it is taken of arrays of their shapes
-    (abstract ones on JAX: nothing is computed; zeros on torch).
-
-    Raises:
-        ScenarioError: naming ``objective``, saying what it gave or raised.
-    """
-    f0 = run.initial_fields()
-    diagnostics = {d.name: d.fn for d in run.solver.diagnostics()}
-    if run.library == "jax":
-        import jax
-
-        def like(value: Any, count: int | None = None) -> Any:
-            shape = value.shape if count is None else (count, *value.shape)
-            return jax.ShapeDtypeStruct(shape, value.dtype)
-
-        abstract = {k: like(v) for k, v in f0.items()}
-        shapes = {name: jax.eval_shape(diagnostics[name], abstract)
-                  for c in run.captures for name in c.diagnostics}
-    else:
-        def like(value: Any, count: int | None = None) -> Any:
-            zero = value.new_zeros(value.shape)
-            return zero if count is None else zero.expand(count, *value.shape)
-
-        shapes = {name: diagnostics[name](f0) for c in run.captures for name in c.diagnostics}
-    final = {k: like(v) for k, v in f0.items()}
-    values = {c.name: {**{n: like(f0[n], len(c.steps)) for n in c.fields},
-                       **{n: like(shapes[n], len(c.steps)) for n in c.diagnostics}}
-              for c in run.captures}
-
-    def taken(final: Any, values: Any) -> Any:
-        return objective(final, {c.name: {"step": np.asarray(c.steps, dtype=np.int64),
-                                          **values[c.name]} for c in run.captures})
-
-    try:
-        if run.library == "jax":
-            out = jax.eval_shape(taken, final, values)
-        else:
-            import torch
-
-            with torch.no_grad():
-                out = taken(final, values)
-    except ScenarioError:
-        raise
-    except Exception as error:  # what the user's objective raises, said of it
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        raise ScenarioError(f"expected an objective of the run's final state and captures "
-                            f"(streams: {', '.join(values) or 'none'}), given one that raised "
-                            f"{reason}", key="objective") from None
-    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
-    real = dtype is not None and np.dtype(str(dtype).removeprefix("torch.")).kind == "f"
-    if shape is None or tuple(shape) != () or not real:
-        given = (f"an array of shape {tuple(shape)} and dtype {str(dtype).removeprefix('torch.')}"
-                 if shape is not None else f"a {type(out).__name__}")
-        raise ScenarioError(f"expected an objective that returns a real scalar (an array of "
-                            f"shape ()), given {given}", key="objective")
 
 
 def value_and_grad(
@@ -284,12 +224,20 @@ def value_and_grad(
         # pass starts its segments from them instead of running the steps forward again.
         result = execute(plan, progress=progress)
         reused = checkpoint_steps(plan, run)
-    if reused:
-        value, grads, probe_grads = value_and_grad_reusing(
-            run, objective, result.path, reused, params, fields, probe_fields)
-    else:
-        compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
-        value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
+    try:
+        if reused:
+            value, grads, probe_grads = value_and_grad_reusing(
+                run, objective, result.path, reused, params, fields, probe_fields)
+        else:
+            compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
+            value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
+    except ScenarioError as error:
+        if result is None:
+            raise
+        # The objective is the user's code: known bad only once it is taken of the run.
+        raise ScenarioError(f"{error.message} (the forward run is written to {result.path}, "
+                            f"without gradients)", source=error.source, key=error.key,
+                            line=error.line) from None
     adjoints = {}
     for name, (steps, names) in adjoint.items():
         at = [probe_steps.index(s) for s in steps]
@@ -328,7 +276,7 @@ def _jax_value_and_grad(run: DifferentiableRun, objective: Objective, params: li
 
     def loss(pw, fw, probe):
         final, captures = run({**p0, **pw}, {**f0, **fw}, probe)
-        return objective(final, captures)
+        return real_scalar(objective(final, captures))
 
     value, (gp, gf, gprobe) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
         {k: p0[k] for k in params}, {k: f0[k] for k in fields}, probes)
@@ -350,10 +298,7 @@ def _torch_value_and_grad(run: DifferentiableRun, objective: Objective, params: 
         for value in (probes or {}).values():
             value.requires_grad_(True)
         final, captures = run({**p0, **pw}, {**f0, **fw}, probes)
-        loss = objective(final, captures)
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-            raise ScenarioError(f"expected an objective that returns a scalar tensor, given "
-                                f"{type(loss).__name__}", key="objective")
+        loss = real_scalar(objective(final, captures))
         inputs = [*pw.values(), *fw.values(), *(probes or {}).values()]
         found = torch.autograd.grad(loss, inputs, allow_unused=True) if inputs else []
     found = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found, strict=True)]

@@ -41,6 +41,26 @@ def per_unit(numerator: str, denominator: str) -> str:
     return f"{top}/({denominator})"
 
 
+def real_scalar(value: Any) -> Any:
+    """``value`` when it is a 0-d array of a real floating dtype (what a gradient is taken of),
+    checked when the objective is traced or run, not before.
+
+    Raises:
+        ScenarioError: naming ``objective``, saying what it returned.
+    """
+    try:
+        xp = array_namespace(value)
+    except TypeError:
+        raise ScenarioError(f"expected an objective that returns a real scalar (an array of "
+                            f"shape ()), given a {type(value).__name__}", key="objective") from None
+    if getattr(value, "ndim", None) != 0 or not xp.isdtype(value.dtype, "real floating"):
+        dtype = str(value.dtype).removeprefix("torch.")
+        raise ScenarioError(f"expected an objective that returns a real scalar (an array of "
+                            f"shape ()), given an array of shape {tuple(value.shape)} and dtype "
+                            f"{dtype}", key="objective")
+    return value
+
+
 class Misfit:
     """Half the sum of squared differences between this run's captures of ``stream`` and the
     observations, at every observed step (each must be a step the run captures too).

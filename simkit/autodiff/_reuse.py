@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from simkit.autodiff._function import DifferentiableRun
+from simkit.autodiff._objective import real_scalar
 from simkit.driver import is_checkpoint
 from simkit.io import schema, xarray_lock
 from simkit.scenario import RunPlan
@@ -136,7 +137,8 @@ def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
     p0, f0 = run.initial_params(), run.initial_fields()
     final = {k: put(v) for k, v in held.final.items()}
     values = {s: {n: put(v) for n, v in c.items()} for s, c in held.captures.items()}
-    value, pull = jax.vjp(lambda f, c: objective(f, _with_steps(c, held)), final, values)
+    value, pull = jax.vjp(lambda f, c: real_scalar(objective(f, _with_steps(c, held))), final,
+                          values)
     ct_final, ct_values = pull(jnp.ones_like(value))
     # The captures leave the device; their cotangents go back a segment's rows at a time.
     del final, values
@@ -191,8 +193,6 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
                    fields: Sequence[str], probe_fields: Sequence[str]) -> tuple:
     import torch
 
-    from simkit.errors import ScenarioError
-
     put = _putter(run)
     p0, f0 = run.initial_params(), run.initial_fields()
 
@@ -212,10 +212,7 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
         final = {k: put(v).requires_grad_(True) for k, v in held.final.items()}
         values = {s: {n: put(v).requires_grad_(True) for n, v in c.items()}
                   for s, c in held.captures.items()}
-        loss = objective(final, _with_steps(values, held))
-        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-            raise ScenarioError(f"expected an objective that returns a scalar tensor, given "
-                                f"{type(loss).__name__}", key="objective")
+        loss = real_scalar(objective(final, _with_steps(values, held)))
         flat = [(s, n, v) for s, c in values.items() for n, v in c.items()]
         found = grads_of([loss], [*final.values(), *(v for _, _, v in flat)],
                          [torch.ones_like(loss)])

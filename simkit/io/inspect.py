@@ -84,6 +84,8 @@ def _gradient_lines(ds: netCDF4.Dataset, attrs: dict) -> list[str]:
         return []
     objective = ds.variables[gradients.OBJECTIVE]
     policy = json.loads(attrs.get(gradients.ATTR_CHECKPOINT, '"?"'))
+    if isinstance(policy, dict):  # {"binomial": N}, as a scenario writes it
+        policy = "{" + ", ".join(f"{k}: {v}" for k, v in policy.items()) + "}"
     reused = attrs.get(gradients.ATTR_REUSED)
     how = f"checkpoint {policy}" + ("" if reused is None else
                                     f", {int(reused)} of the run's checkpoints reused")
@@ -93,7 +95,8 @@ def _gradient_lines(ds: netCDF4.Dataset, attrs: dict) -> list[str]:
         if not name.startswith(gradients.GRADIENT_PREFIX):
             continue
         wrt = name.removeprefix(gradients.GRADIENT_PREFIX)
-        if var.dimensions:
+        if var.dimensions:  # an initial field's, named as wrt names it
+            wrt = "initial." + wrt.removeprefix("initial_")
             value = np.asarray(var[...])
             lines.append(f"  gradient {wrt}: {' x '.join(map(str, value.shape))} array, "
                          f"largest |value| {float(np.max(np.abs(value))):.6g} {var.units}")
