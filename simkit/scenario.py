@@ -711,7 +711,8 @@ def locate(error: ScenarioError, source: str | None, lines: Mapping[tuple, int],
     ``read_scenario_file`` gives them), or of the ``--set`` that gave the key its value."""
     if error.source:
         return error
-    path = tuple(error.key.split(".")) if error.key else ()
+    # List items are named key[i]: their lines are under the item's index.
+    path = tuple(error.key.replace("[", ".").replace("]", "").split(".")) if error.key else ()
     line = None
     while path and line is None:
         line = lines.get(path) or lines.get(tuple(int(p) if p.isdigit() else p for p in path))

@@ -151,6 +151,14 @@ BAD = [
     ("when cooldown negative", _replace(GOOD, "every: 1, diagnostics", "when: {diagnostic: "
                                         "energy, above: 1.0, cooldown: -3}, diagnostics"), [],
      "s.yaml:7: outputs.diag.when.cooldown: expected an integer >= 0, given -3"),
+    ("inside any", _replace(GOOD, "every: 1, diagnostics", "any: [{every: 2}, {when: "
+                                  "{diagnostic: energy, above: 1.0, cooldown: -1}}], diagnostics"),
+     [], "s.yaml:7: outputs.diag.any[1].when.cooldown: expected an integer >= 0, given -1"),
+    ("inside a block any", _replace(GOOD, "  diag: {every: 1, diagnostics: [energy]}\n",
+                                    "  diag:\n    diagnostics: [energy]\n    any:\n"
+                                    "      - every: 2\n      - while: {diagnostic: energy, "
+                                    "above: 1.0, every: 0}\n"), [],
+     "s.yaml:11: outputs.diag.any[1].while.every: expected an integer >= 1, given 0"),
     ("params scalar", _replace(GOOD, "params: {diffusivity: 1.0, shape: [16, 16], spacing: 1.0}",
                                "params: 5"), [],
      "s.yaml:2: params: expected a valid dictionary, given 5"),
