@@ -27,6 +27,7 @@ from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, _is_final, _Point, bui
 from simkit.driver._captures import HostBuffers
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
+from simkit.driver._steps import condition_flags
 from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import RunPlan
@@ -354,17 +355,14 @@ def _program_for(solver: Any, names: tuple[str, ...], seed: int, plan: RunPlan,
                  program: BlockProgram) -> Callable[[Any], BlockProgram]:
     """The block program of one member given its parameter row (traced values): the solver's
     stages, diagnostics and level conditions close over them as a run's close over constants."""
-    levels = [s.schedule for s in plan.streams if isinstance(s.schedule, While)]
+    # Level conditions only: conditions on a stage are refused with --vectorize.
+    levels = tuple((s.schedule.diagnostic, s.schedule.above, s.schedule.below, None)
+                   for s in plan.streams if isinstance(s.schedule, While))
 
     def program_for(row: Any) -> BlockProgram:
         member = with_params(solver, {n: row[i] for i, n in enumerate(names)})
         diagnostics = {d.name: d.fn for d in member.diagnostics()}
-        level_fn = None
-        if levels:
-            def level_fn(fields, seen=None):
-                flags = [diagnostics[w.diagnostic](fields) > w.above if w.above is not None
-                         else diagnostics[w.diagnostic](fields) < w.below for w in levels]
-                return array_namespace(*flags).stack(flags)
+        level_fn = condition_flags(diagnostics, levels) if levels else None
         return dataclasses.replace(program, step=make_step(member, seed), staged=None,
                                    diagnostics=diagnostics, watch=None, levels=level_fn)
 

@@ -64,21 +64,28 @@ def conditions_for(solver: Any, conditions: tuple[tuple[str, float | None, float
     no step made the state); the same function for the same conditions."""
     def make() -> Any:
         diagnostics = diagnostics_for(solver)
-        tests = [(diagnostics[name].fn, above, below, stage)
-                 for name, above, below, stage in conditions]
-
-        def flags(fields, seen=None):
-            values = []
-            for fn, above, below, stage in tests:
-                if stage is not None and seen is None:
-                    some = next(iter(fields.values()))
-                    xp = array_namespace(some)
-                    values.append(xp.zeros((), dtype=xp.bool, device=device(some)))
-                    continue
-                value = fn(fields if stage is None else seen[stage])
-                values.append(value > above if above is not None else value < below)
-            return array_namespace(*values).stack(values)
-
-        return flags
+        return condition_flags({name: d.fn for name, d in diagnostics.items()}, conditions)
 
     return solver_cached(solver, ("conditions", conditions), make)
+
+
+def condition_flags(diagnostics: dict[str, Callable[[Any], Any]],
+                    conditions: tuple[tuple[str, float | None, float | None, str | None], ...]
+                    ) -> Callable[..., Any]:
+    """``conditions_for``'s predicate over the given diagnostic functions (an ensemble member's
+    close over its traced parameters, so they are not cached)."""
+    tests = [(diagnostics[name], above, below, stage) for name, above, below, stage in conditions]
+
+    def flags(fields, seen=None):
+        values = []
+        for fn, above, below, stage in tests:
+            if stage is not None and seen is None:
+                some = next(iter(fields.values()))
+                xp = array_namespace(some)
+                values.append(xp.zeros((), dtype=xp.bool, device=device(some)))
+                continue
+            value = fn(fields if stage is None else seen[stage])
+            values.append(value > above if above is not None else value < below)
+        return array_namespace(*values).stack(values)
+
+    return flags
