@@ -147,8 +147,8 @@ class Heat2D(AbstractSolver):
             u = _stencil.axpy_numpy(state["laplacian"], dt * diffusivity, state["u"], pool)
             return {**state, "u": u}
 
-        if _numba_stencil.available(int(np.prod(self.params.shape))):  # the optional numba extra: parallel loops instead
-            stencil = "periodic_laplacian_update" if periodic else "fixed_laplacian_update"
+        fused = self._numba_pass()
+        if fused is not None:  # the optional numba extra: parallel loops instead
             # The Laplacian's loop also makes the updated u (one pass where two would read and
             # write five arrays); ``update`` hands that out when it is given the very arrays and
             # time step it was made from (arrays a stage is given are never written to), else
@@ -159,10 +159,7 @@ class Heat2D(AbstractSolver):
             def laplacian_numpy(state, dt):
                 u = state["u"]
                 lap, new = pool.take(u), pool.take(u)
-                factor = u.dtype.type(dt * diffusivity)
-                _numba_stencil.loops()[stencil](u, u.dtype.type(inv_h2), u.dtype.type(4), factor,
-                                                lap, new, True)
-                ahead["u"] = (u, lap, factor, new)
+                ahead["u"] = (u, lap, fused(u, dt, lap, new, True), new)
                 return {**state, "laplacian": lap}
 
             def update_numpy(state, dt):
@@ -196,38 +193,44 @@ class Heat2D(AbstractSolver):
                     "numpy": update_numpy, "torch": _stencil.eager_torch(update_torch, update)})]
 
     def step_kernels(self) -> dict:
-        """Whole steps: on torch the two stages' kernels in one call (no stage state made or
-        checked between them); with the numba extra (on grids where it is used), a NumPy step in
-        one loop that writes only the new u: no Laplacian array is made when no one reads it."""
-        pool = ScratchPool()
-        inv_h2 = 1.0 / self.params.spacing**2
-        diffusivity = self.params.diffusivity
-        periodic = self.params.boundary == "periodic"
-        stages = self.stages()
-
-        def step_torch(state, dt):
-            u = state["u"]
-            lap = _stencil.laplacian_torch(u, inv_h2, pool, periodic=periodic)
-            return {**state, "u": _stencil.axpy_torch(lap, dt * diffusivity, u, pool)}
-
-        def specification(state, dt):
-            for stage in stages:
-                state = stage.fn(state, dt)
-            return state
-
-        kernels = {"torch": _stencil.eager_torch(step_torch, specification)}
-        if not _numba_stencil.available(int(np.prod(self.params.shape))):
+        """Whole steps: on torch the two stages' kernels in one call (no stage state checked
+        between them); with the numba extra (on grids where it is used), a NumPy step in one
+        loop that writes only the new u: no Laplacian array is made when no one reads it."""
+        # This class's own stages (a subclass's may differ; it does not inherit these anyway).
+        laplacian, update = (stage.kernels for stage in Heat2D.stages(self))
+        kernels = {"torch": lambda state, dt: update["torch"](laplacian["torch"](state, dt), dt)}
+        fused = self._numba_pass()
+        if fused is None:
             return kernels
-        stencil = "periodic_laplacian_update" if periodic else "fixed_laplacian_update"
+        pool = ScratchPool()
 
         def step_numpy(state, dt):
             u = state["u"]
             new = pool.take(u)
-            _numba_stencil.loops()[stencil](u, u.dtype.type(inv_h2), u.dtype.type(4),
-                                            u.dtype.type(dt * diffusivity), new, new, False)
+            fused(u, dt, new, new, False)
             return {**state, "u": new}
 
         return {**kernels, "numpy": step_numpy}
+
+    def _numba_pass(self):
+        """``fused(u, dt, lap, new, keep) -> factor``: one parallel numba pass writing
+        ``u + factor * laplacian(u)`` into ``new`` (and the Laplacian into ``lap`` with
+        ``keep``), ``factor = dt * diffusivity`` in u's dtype; None where the numba loops are not
+        used (not installed, turned off, or a grid too small)."""
+        if not _numba_stencil.available(int(np.prod(self.params.shape))):
+            return None
+        inv_h2 = 1.0 / self.params.spacing**2
+        diffusivity = self.params.diffusivity
+        stencil = ("periodic_laplacian_update" if self.params.boundary == "periodic"
+                   else "fixed_laplacian_update")
+
+        def fused(u, dt, lap, new, keep):
+            factor = u.dtype.type(dt * diffusivity)
+            _numba_stencil.loops()[stencil](u, u.dtype.type(inv_h2), u.dtype.type(4), factor,
+                                            lap, new, keep)
+            return factor
+
+        return fused
 
     def diagnostics(self) -> list[Diagnostic]:
         area = self.params.spacing**2
