@@ -12,7 +12,7 @@ run's own values); its derivatives with respect to them seed the adjoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,6 +96,26 @@ def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: A
     return reverse(run, objective, held, _segments(run, steps), params, fields, probe_fields)
 
 
+def _parts(run: DifferentiableRun, held: _RunFile, segments: list[tuple[int, int]],
+           wanted: Mapping[str, Any], start: Mapping[str, Any], put: Callable[[Any], Any]
+           ) -> Iterator[tuple[int, DifferentiableRun, dict[str, np.ndarray], dict[str, Any]]]:
+    """Per segment, last first: where it starts, the segment's run keeping only the streams of
+    ``wanted`` that capture in it, their rows there, and the state it starts from (``start`` at
+    step 0, else the file's, on the device)."""
+    for first, last in segments:
+        part = run.segment(first, last)
+        rows = {s: r for s, r in _rows(run, first, last).items() if len(r) and s in wanted}
+        part.captures = tuple(c for c in part.captures if c.name in rows)
+        state = start if first == 0 else {k: put(v) for k, v in held.states[first].items()}
+        yield first, part, rows, state
+
+
+def _probe_zeros(run: DifferentiableRun, held: _RunFile, probe_fields: Sequence[str]
+                 ) -> dict[str, np.ndarray]:
+    return {f: np.zeros((len(run.probe_steps), *held.final[f].shape), dtype=held.final[f].dtype)
+            for f in probe_fields}
+
+
 def _putter(run: DifferentiableRun) -> Callable[[np.ndarray], Any]:
     """Host arrays onto the run's device: in the run's dtype where the file holds that one,
     else in their own (summaries are float64 in any run)."""
@@ -160,18 +180,13 @@ def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
         return jax.jit(pull_back)
 
     grads = {k: jnp.zeros_like(p0[k]) for k in params}
-    probe_grads = {f: np.zeros((len(run.probe_steps), *held.final[f].shape),
-                               dtype=held.final[f].dtype) for f in probe_fields}
+    probe_grads = _probe_zeros(run, held, probe_fields)
     lam = ct_final
-    for first, last in segments:
-        part = run.segment(first, last)
-        rows = {s: r for s, r in _rows(run, first, last).items() if len(r) and s in ct_host}
-        part.captures = tuple(c for c in part.captures if c.name in rows)
+    for first, part, rows, start in _parts(run, held, segments, ct_host, f0, put):
         key = (part.steps, tuple((c.name, c.steps) for c in part.captures), part.probe_steps,
                tuple(rows))
         if key not in compiled:
             compiled[key] = backward(part)
-        start = f0 if first == 0 else {k: put(v) for k, v in held.states[first].items()}
         probes = {f: jnp.zeros((len(part.probe_steps), *start[f].shape), start[f].dtype)
                   for f in probe_fields} if part.probe_steps and probe_fields else None
         ct = {s: {n: put(v[rows[s]]) for n, v in ct_host[s].items()} for s in rows}
@@ -223,15 +238,9 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
                                                              strict=True) if t == s}
                     for s in values})
     del final, values, flat, found
-    ct = {(s, n): g for s, c in cts.items() for n, g in c.items()}
     grads = {k: torch.zeros_like(p0[k]) for k in params}
-    probe_grads = {f: np.zeros((len(run.probe_steps), *held.final[f].shape),
-                               dtype=held.final[f].dtype) for f in probe_fields}
-    for first, last in segments:
-        part = run.segment(first, last)
-        rows = _rows(run, first, last)
-        part.captures = tuple(c for c in part.captures if c.name in cts)
-        start = f0 if first == 0 else {k: put(v) for k, v in held.states[first].items()}
+    probe_grads = _probe_zeros(run, held, probe_fields)
+    for first, part, rows, start in _parts(run, held, segments, cts, f0, put):
         with torch.enable_grad():
             p = {k: p0[k].clone().requires_grad_(True) for k in params}
             x = {k: v.clone().requires_grad_(True) for k, v in start.items()}
@@ -240,10 +249,10 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
                       for f in probe_fields} if part.probe_steps and probe_fields else {}
             end, captures = part({**p0, **p}, x, probes or None, offset=first)
             outputs, seeds = [end[k] for k in keys], [lam[k] for k in keys]
-            for (s, n), g in ct.items():
-                if len(rows[s]):
+            for s, at in rows.items():
+                for n, g in cts[s].items():
                     outputs.append(captures[s][n])
-                    seeds.append(put(g[rows[s]]))
+                    seeds.append(put(g[at]))
             found = grads_of(outputs, [*p.values(), *x.values(), *probes.values()], seeds)
         grads = {k: grads[k] + g.detach() for k, g in zip(params, found, strict=False)}
         lam = {k: g.detach() for k, g in zip(keys, found[len(p):len(p) + len(keys)],
