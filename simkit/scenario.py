@@ -37,6 +37,7 @@ from simkit.schedule import (
     When,
     While,
     members,
+    parse_condition,
     parse_schedule,
 )
 from simkit.solver import AbstractSolver, SolverModel, load_solver
@@ -897,13 +898,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
     _check_output(output, overwrite, inputs)
     stop_when = None
     if scenario.stop_when is not None:
-        try:
-            stop_when = parse_schedule({"when": scenario.stop_when}, "stop_when")
-        except ScenarioError as error:  # said of stop_when's own keys, not of a "when" in it
-            key = str(error.key or "stop_when")
-            key = "stop_when" + key.removeprefix("stop_when.when") if \
-                key.startswith("stop_when.when") else key
-            raise ScenarioError(error.message, key=key) from None
+        stop_when = parse_condition("when", scenario.stop_when, "stop_when")
         diag_names = [d.name for d in solver.diagnostics()]
         if stop_when.diagnostic not in diag_names:
             raise ScenarioError(f"unknown diagnostic{did_you_mean(stop_when.diagnostic, diag_names)}"

@@ -14,7 +14,7 @@ from simkit.schedule._kinds import (
     While,
     fixed_in_steps,
 )
-from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_schedule
+from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_condition, parse_schedule
 
 __all__ = [
     "MAX_STEP",
@@ -34,5 +34,6 @@ __all__ = [
     "members",
     "SCHEDULE_KEYS",
     "VALID_FORMS",
+    "parse_condition",
     "parse_schedule",
 ]

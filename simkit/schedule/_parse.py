@@ -94,15 +94,34 @@ def _flag(value: Any, key: str) -> bool:
     return value
 
 
-def _inside(kind: type, value: Mapping, key: str) -> AbstractSchedule:
-    """``kind(**value)``, its errors said of the keys inside ``key`` (``while.every``, not the
-    stream's own ``every``)."""
+#: Per condition form: the schedule, its keys, its shape as said in errors, its defaults.
+_CONDITIONS: dict[str, tuple[type, tuple[str, ...], str, dict[str, Any]]] = {
+    "when": (When, _WHEN_KEYS, "{diagnostic: D, above|below: X}", {}),
+    "while": (While, _WHILE_KEYS, "{diagnostic: D, above|below: X [, every: N, stage: S]}",
+              {"every": 1}),
+}
+
+
+def parse_condition(form: str, value: Any, key: str) -> When | While:
+    """A ``when`` or ``while`` condition from its mapping ``value`` at ``key``, every error said
+    of the key inside it that is wrong (``outputs.hot.while.every``, ``stop_when.cooldown``).
+
+    Raises:
+        ScenarioError: for a value that is not a mapping, an unknown key or a bad value.
+    """
+    kind, keys, shape, defaults = _CONDITIONS[form]
+    if not isinstance(value, Mapping):
+        raise ScenarioError(f"expected {shape}, given {value!r}", key=key)
+    for item in value:
+        if item not in keys:
+            raise ScenarioError(f"unknown key{did_you_mean(str(item), keys)}; expected one of "
+                                f"{', '.join(keys)}, given {item!r}", key=f"{key}.{item}")
     try:
-        return kind(**value)
+        return kind(**{**defaults, **value})
     except ScenarioError as error:
-        inner, name = str(error.key or ""), key.rsplit(".", 1)[-1]
-        if inner == name or inner.startswith(name + "."):  # said of the schedule already
-            inner = inner.removeprefix(name).lstrip(".")
+        inner = str(error.key or "")
+        if inner == form or inner.startswith(form + "."):  # the schedule names itself
+            inner = inner.removeprefix(form).lstrip(".")
         raise ScenarioError(error.message, key=f"{key}.{inner}" if inner else key) from None
 
 
@@ -126,26 +145,8 @@ def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractS
         return [Last()] if _flag(value, key) else []
     if name == "wall_time":
         return [WallTime(value)]
-    if name == "when":
-        if not isinstance(value, Mapping):
-            raise ScenarioError(f"expected {{diagnostic: D, above|below: X}}, given {value!r}",
-                                key=key)
-        for item in value:
-            if item not in _WHEN_KEYS:
-                raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHEN_KEYS)}; expected "
-                                    f"one of {', '.join(_WHEN_KEYS)}, given {item!r}",
-                                    key=f"{key}.{item}")
-        return [_inside(When, value, key)]
-    if name == "while":
-        if not isinstance(value, Mapping):
-            raise ScenarioError(f"expected {{diagnostic: D, above|below: X [, every: N, stage: S]}}"
-                                f", given {value!r}", key=key)
-        for item in value:
-            if item not in _WHILE_KEYS:
-                raise ScenarioError(f"unknown key{did_you_mean(str(item), _WHILE_KEYS)}; expected "
-                                    f"one of {', '.join(_WHILE_KEYS)}, given {item!r}",
-                                    key=f"{key}.{item}")
-        return [_inside(While, {"every": 1, **value}, key)]
+    if name in _CONDITIONS:
+        return [parse_condition(name, value, key)]
     if name == "any":
         if not isinstance(value, (list, tuple)) or not value:
             raise ScenarioError(f"expected a non-empty list of schedules, given {value!r}", key=key)
