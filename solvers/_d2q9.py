@@ -215,15 +215,7 @@ def bounce_jax(post, streamed, rho, directions: np.ndarray, opposite: list[int],
                lid_terms: list[float]):
     """``where(wall, post[opposite] + moving * rho, streamed)`` with the wall and the lid found
     from the direction and the cell's row and column, not read from (9, N, N) mask arrays.
-
-    Args:
-        post: populations after collision (9, ny, nx).
-        streamed: populations after streaming (9, ny, nx).
-        rho: density (ny, nx).
-        directions: the lattice vectors (9, 2) as integers (cx, cy).
-        opposite: the direction opposite each.
-        lid_terms: per direction, the factor of ``rho`` that a population bounced off the moving
-            wall at the last row gains (the specification's ``moving`` there).
+    Arguments as ``bounce_inplace``'s (without ``pool``).
     """
     import jax.numpy as jnp
     from jax import lax
