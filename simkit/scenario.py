@@ -157,6 +157,12 @@ _Loader.add_implicit_resolver(
     list("-+0123456789"))
 
 
+#: Tags YAML 1.1 gives plain words and numbers. A mapping key is a name: read as its text, as
+#: YAML 1.2 reads `on`, `off`, `yes` and `no` (a stream named `on` is not `True`).
+_TEXT_KEY_TAGS = frozenset(f"tag:yaml.org,2002:{kind}"
+                           for kind in ("bool", "null", "int", "float", "timestamp"))
+
+
 def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[int],
           source: str | None) -> None:
     budget[0] -= 1
@@ -171,6 +177,9 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[in
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.style is None \
+                    and key_node.tag in _TEXT_KEY_TAGS:
+                key_node.tag = "tag:yaml.org,2002:str"
             line = key_node.start_mark.line + 1
             if key in seen:
                 dotted = ".".join(str(p) for p in (*path, key))
@@ -185,7 +194,8 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[in
 
 
 def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML safely; returns the data and the line of each key path."""
+    """Parse YAML safely; returns the data and the line of each key path. Plain mapping keys are
+    read as their text (`on:` is the name "on"); values as PyYAML reads them (`yes` is true)."""
     loader = None
     try:
         loader = _Loader(text)

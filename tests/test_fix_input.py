@@ -380,3 +380,27 @@ def test_explicit_steps_after_the_end_are_reported(in_tmp):
         plan_run(_heat(steps=10, outputs={"early": {"at": [2, 50], "fields": ["u"]}}))
     with pytest.warns(SimkitWarning, match=r"outputs.log: steps 100, 1000 come after"):
         plan_run(_heat(steps=10, outputs={"log": {"logspace": [1, 1000, 4], "fields": ["u"]}}))
+
+
+# ---------------------------------------------------------------- issue 19 item 12: names are names
+
+
+def test_stream_named_on_off_yes_no_keeps_its_name(in_tmp, capsys):
+    """YAML 1.1 reads the plain words on/off/yes/no as booleans: as mapping keys they are names
+    (as in YAML 1.2); as values they stay what PyYAML reads (``compile: yes`` is true)."""
+    text = SMALL.replace("  snap: {every: 5, fields: [u]}\n",
+                         "  on: {every: 5, fields: [u]}\n  off: {every: 10}\n"
+                         "  yes: {at: [3]}\n  no: {every: 20}\n  null: {at: [4]}\n")
+    _write(in_tmp, text.replace("steps: 20", "steps: 20\ncompile: yes"))
+    plan = plan_run("s.yaml")
+    assert [s.name for s in plan.streams] == ["on", "off", "yes", "no", "null"]
+    assert plan.scenario.compile is True
+    assert main(["run", "s.yaml", "-q"]) == 0
+    with netCDF4.Dataset(in_tmp / "out.nc") as ds:
+        assert ds.getncattr("simkit_streams") == "on off yes no null"
+        assert list(ds.groups["yes"].variables["step"][:]) == [3]
+    # A key YAML would read as a number is a name too, refused as a name at its own line.
+    _write(in_tmp, SMALL.replace("  snap:", "  1:"))
+    assert main(["validate", "s.yaml"]) == 2
+    assert _one_line_error(capsys) == ("s.yaml:6: outputs.1: expected a stream name of letters, "
+                                       "digits and _, given '1'")
