@@ -44,6 +44,7 @@ from simkit.schedule import (
     members,
     parse_schedule,
 )
+from simkit.solver._summaries import DTYPES as SUMMARY_DTYPES
 from simkit.solver._summaries import Summary, parse_summaries
 
 #: Keys of a recorder stream besides its schedule.
@@ -403,7 +404,7 @@ class Recorder:
                 fixed = self._summaries.get(summary.name)
                 if fixed is None:
                     seen = self._seen.get(summary.field, ((), "float64"))[1]
-                    fixed = replace(summary, dtype="float32" if seen == "float32" else "float64")
+                    fixed = replace(summary, dtype=seen if seen in SUMMARY_DTYPES else "float64")
                     fixed = self._summaries[summary.name] = fixed.with_range_of(
                         _to_host(source) if summary.range is None
                         and summary.kind == "histogram" else None)

@@ -26,6 +26,9 @@ SCALAR_KINDS = ("mean", "min", "max", "std", "l2")
 KINDS = (*SCALAR_KINDS, "quantiles", "histogram")
 _LONG = {"mean": "mean", "min": "minimum", "max": "maximum", "std": "standard deviation",
          "l2": "L2 norm (root of the sum of squares)"}
+#: The dtypes a histogram is made in (as ``numpy.histogram`` in the values' own); anything else
+#: is summarized in float64.
+DTYPES = ("float64", "float32", "float16")
 #: At most this many histogram bins or quantiles: summaries are short vectors.
 MAX_LENGTH = 4096
 
@@ -44,6 +47,9 @@ class Summary:
             (``with_range_of``), as ``numpy.histogram`` chooses it.
         dtype: the floating dtype of the summarized values; a histogram's edges are made and
             compared in it, as ``numpy.histogram`` does (float32 values, float32 edges).
+        fitted: the range was taken from the values (``with_range_of``): numpy then makes the
+            edges from extremes of the values' dtype, not from numbers given to it, which rounds
+            them differently in float32.
     """
 
     field: str
@@ -52,14 +58,15 @@ class Summary:
     bins: int = 0
     range: tuple[float, float] | None = None
     dtype: str = "float64"
+    fitted: bool = False
 
     def __post_init__(self) -> None:
         key = f"summaries.{self.field}"
         if self.kind not in KINDS:
             raise ScenarioError(f"unknown summary{did_you_mean(str(self.kind), KINDS)}; expected "
                                 f"one of {', '.join(KINDS)}, given {self.kind!r}", key=key)
-        if self.dtype not in ("float64", "float32"):
-            raise ScenarioError(f"expected dtype float64 or float32, given {self.dtype!r}",
+        if self.dtype not in DTYPES:
+            raise ScenarioError(f"expected dtype {', '.join(DTYPES)}, given {self.dtype!r}",
                                 key=f"{key}.dtype")
         if self.kind == "quantiles":
             qs = self.quantiles
@@ -94,24 +101,39 @@ class Summary:
         return ()
 
     def with_range_of(self, value: Any) -> Summary:
-        """This summary, with a histogram range taken from ``value`` where none was given
-        (its minimum and maximum; a constant ``c`` gives ``[c - 0.5, c + 0.5]``, as NumPy)."""
+        """This summary, with a histogram range taken from ``value`` where none was given: its
+        minimum and maximum in ``dtype`` (a constant ``c`` gives ``[c - 0.5, c + 0.5]``), exactly
+        as ``numpy.histogram`` chooses them."""
         if self.kind != "histogram" or self.range is not None:
             return self
         host = np.asarray(value, dtype=self.dtype)
-        low, high = float(np.min(host)), float(np.max(host))
-        if not (math.isfinite(low) and math.isfinite(high)):
+        low, high = host.min(), host.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
             raise ScenarioError(f"expected finite values to fix the histogram range from, given "
                                 f"{low}..{high}", key=f"summaries.{self.field}.histogram.range")
         if low == high:
-            low, high = low - 0.5, high + 0.5
-        return replace(self, range=(low, high))
+            low, high = low - 0.5, high + 0.5  # in the values' dtype, as numpy
+        return replace(self, range=(float(low), float(high)), fitted=True)
 
     def edges(self) -> np.ndarray:
-        """The histogram's bin edges (``bins + 1``, float64), as ``numpy.histogram`` makes them."""
+        """The histogram's bin edges (``bins + 1``, in ``dtype``): ``numpy.histogram``'s own, of
+        values of ``dtype`` with this range (numbers given, or the values' extremes).
+
+        Raises:
+            ScenarioError: a range too narrow for its bins in ``dtype``.
+        """
         if self.range is None:
             raise ValueError(f"summary {self.name}: the histogram range is not fixed yet")
-        return np.linspace(self.range[0], self.range[1], self.bins + 1, dtype=self.dtype)
+        low, high = self.range
+        if self.fitted:
+            low, high = np.asarray([low, high], dtype=self.dtype)
+        try:
+            return np.histogram_bin_edges(np.empty(0, dtype=self.dtype), self.bins,
+                                          range=(low, high))
+        except ValueError as error:
+            raise ScenarioError(f"expected a range wide enough for {self.bins} distinct bin "
+                                f"edges in {self.dtype}, given {list(self.range)}",
+                                key=f"summaries.{self.field}.histogram.range") from error
 
     def coordinates(self, units: str) -> list[Coordinate]:
         """The coordinates of a vector summary: quantile probabilities, or bin centres and edges
@@ -141,12 +163,21 @@ class Summary:
         return f"{_LONG[self.kind]} of {what}"
 
     def compute(self, value: Any) -> Any:
-        """The summary of ``value`` (any shape), on its device, as float64."""
+        """The summary of ``value`` (any shape), on its device, as float64 (also for JAX arrays
+        while JAX's x64 is off, its default)."""
+        if is_jax_array(value):
+            import jax
+
+            if not jax.config.jax_enable_x64:
+                with _jax_x64(jax):
+                    return self._compute(value)
+        return self._compute(value)
+
+    def _compute(self, value: Any) -> Any:
         xp = array_namespace(value)
         x = xp.reshape(value, (-1,))
         # Moments in float64; a histogram compares in its edges' dtype, as NumPy does.
-        wanted = xp.float32 if self.kind == "histogram" and self.dtype == "float32" \
-            else xp.float64
+        wanted = getattr(xp, self.dtype) if self.kind == "histogram" else xp.float64
         if x.dtype != wanted:
             x = xp.astype(x, wanted)
         if self.kind == "mean":
@@ -161,7 +192,7 @@ class Summary:
             return xp.sqrt(xp.sum(x * x))
         where = device(x)
         if self.kind == "histogram":
-            return _histogram(xp, x, self.edges(), self.range, where)
+            return _histogram(xp, x, self, where)
         return _quantiles(xp, xp.sort(x), self.quantiles, where)
 
     def diagnostic(self, field_units: str, field_long_name: str | None = None) -> Diagnostic:
@@ -171,15 +202,34 @@ class Summary:
                           self.units(field_units), self.long_name(field_long_name), self.dims)
 
 
-def _histogram(xp: Any, x: Any, host_edges: np.ndarray, low_high: tuple[float, float],
-               where: Any) -> Any:
-    """Counts of ``x`` in the bins ``[edge, next edge)`` (the last closed), exactly as
-    ``numpy.histogram``: a bin index from the bin width, corrected by comparing with the edges
-    themselves (in ``x``'s dtype), then one pass counting (no sort)."""
-    bins = len(host_edges) - 1
+def _jax_x64(jax: Any) -> Any:
+    """JAX's context that enables float64 (``jax.enable_x64``; ``jax.experimental`` before)."""
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        from jax.experimental import enable_x64 as enable
+    return enable(True)
+
+
+def _histogram(xp: Any, x: Any, summary: Summary, where: Any) -> Any:
+    """Counts of ``x`` (in the summary's dtype) in the bins ``[edge, next edge)`` (the last
+    closed), exactly as ``numpy.histogram``: a bin index from the bin width, in the arithmetic
+    and dtypes NumPy uses for it, corrected by comparing with the edges themselves, then one pass
+    counting (no sort)."""
+    host_edges = summary.edges()
+    bins = summary.bins
     edges = xp.asarray(host_edges, dtype=x.dtype, device=where)
-    low, high = low_high
-    guess = xp.floor((x - low) * (bins / (high - low)))
+    # NumPy's operands: the range as given (numbers) or as the values' extremes (fitted); the
+    # width is their difference in their own dtype, and the guess takes the wider dtype of
+    # ``x - low`` and the width (float64 for float32 values and a range given as numbers).
+    low, high = summary.range
+    if summary.fitted:
+        low, high = np.asarray([low, high], dtype=summary.dtype)
+    width = np.subtract(high, low, dtype=np.result_type(high, low))
+    kind = ((np.zeros(1, dtype=host_edges.dtype) - low) / width * bins).dtype
+    shifted = x - xp.asarray(host_edges[0], dtype=x.dtype, device=where)
+    if kind != host_edges.dtype:
+        shifted = xp.astype(shifted, getattr(xp, kind.name))
+    guess = xp.floor(shifted / xp.asarray(width, dtype=shifted.dtype, device=where) * bins)
     index = xp.astype(xp.clip(xp.where(xp.isnan(guess), 0.0, guess), 0, bins - 1), xp.int64)
     index = index - xp.astype(x < xp.take(edges, index), xp.int64)
     index = xp.clip(index, 0, bins - 1)

@@ -1,0 +1,102 @@
+"""The recorder and summaries after a hostile try: histograms equal numpy.histogram in every dtype,
+summaries are float64 whatever the library's defaults, a stream keeps everything by default, and
+every failure leaves a file that says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import simkit
+from conftest import heat_scenario
+from simkit.solver._summaries import Summary
+
+
+def _on(backend, x):
+    if backend == "torch":
+        import torch
+
+        return torch.asarray(x)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        import simkit.backends.jax  # noqa: F401 - float64 needs x64
+
+        return jnp.asarray(x)
+    return x
+
+
+def _uniform_and_its_edges(dtype):
+    """30 uniform values, 12 on the linspace between their extremes, and numpy's own 13-bin
+    edges of them: values on edges count in another bin when an edge is one ulp off."""
+    a = np.random.default_rng(4).random(30).astype(dtype)
+    return np.concatenate([a, np.linspace(a.min(), a.max(), 12, dtype=dtype),
+                           np.histogram(a, bins=13)[1].astype(dtype)])
+
+
+# Item 2: a histogram without a range has numpy.histogram's edges and counts in every dtype.
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_recorder_histogram_without_range_equals_numpy_histogram(backend, dtype, in_tmp):
+    x = _uniform_and_its_edges(dtype)
+    want, edges = np.histogram(x, bins=13)
+    with simkit.record("h.nc", {"s": {"every": 1, "summaries": {
+            "u": {"histogram": {"bins": 13}}}}}) as rec:
+        rec.step(0, u=_on(backend, x))
+        rec.step(1, u=_on(backend, x[::-1].copy()))
+    s = xr.open_dataset("h.nc", group="s")
+    np.testing.assert_array_equal(s.u_bin_edge.values, edges.astype(np.float64))
+    np.testing.assert_array_equal(s.u_histogram.values, [want, want])
+
+
+def test_histogram_edges_fitted_to_data_follow_numpy_in_float32():
+    x = _uniform_and_its_edges("float32")
+    fitted = Summary("u", "histogram", bins=13, dtype="float32").with_range_of(x)
+    want, edges = np.histogram(x, bins=13)
+    assert fitted.edges().dtype == np.float32
+    np.testing.assert_array_equal(fitted.edges(), edges)
+    np.testing.assert_array_equal(fitted.compute(x), want)
+    # A constant: numpy widens by 0.5 in the values' dtype.
+    flat = Summary("u", "histogram", bins=3, dtype="float32").with_range_of(
+        np.full(4, 0.1, dtype=np.float32))
+    np.testing.assert_array_equal(flat.edges(), np.histogram(np.full(4, 0.1, np.float32), 3)[1])
+    # A range given as numbers keeps numpy's edges of that range.
+    given = Summary("u", "histogram", bins=13, range=(0.1, 0.7), dtype="float32")
+    np.testing.assert_array_equal(given.edges(), np.histogram(x, bins=13, range=(0.1, 0.7))[1])
+
+
+def test_float32_run_histogram_without_range_equals_numpy_histogram(backend, in_tmp):
+    result = simkit.run(heat_scenario(backend=backend, dtype="float32", steps=3, outputs={
+        "snap": {"every": 1, "fields": ["u"]},
+        "s": {"every": 1, "summaries": {"u": {"histogram": {"bins": 13}}}}}))
+    u = xr.open_dataset(result.path, group="snap").u.values
+    s = xr.open_dataset(result.path, group="s")
+    assert u.dtype == np.float32
+    edges = np.histogram(u[0], bins=13)[1]
+    np.testing.assert_array_equal(s.u_bin_edge.values, edges.astype(np.float64))
+    np.testing.assert_array_equal(s.u_histogram.values,
+                                  [np.histogram(v, bins=edges)[0] for v in u])
+
+
+# Item 3: summaries of JAX arrays are float64 with JAX's x64 off.
+
+def test_summaries_of_jax_arrays_are_float64_with_x64_off(in_tmp):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    x = np.random.default_rng(1).random(1000).astype(np.float32) + np.float32(1000)
+    wide = x.astype(np.float64)
+    qs = [0.1, 0.37, 0.5, 0.9]
+    with jax.enable_x64(False):
+        value = jnp.asarray(x)
+        assert value.dtype == jnp.float32
+        with simkit.record("j.nc", {"s": {"every": 1, "summaries": {
+                "u": ["mean", "std", "l2", {"quantiles": qs}]}}}) as rec:
+            rec.step(0, u=value)
+    s = xr.open_dataset("j.nc", group="s").isel(step=0)
+    assert s.u_mean.dtype == np.float64
+    np.testing.assert_allclose(s.u_mean.values, wide.mean(), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(s.u_std.values, wide.std(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(s.u_l2.values, np.linalg.norm(wide), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(s.u_quantiles.values, np.quantile(wide, qs), rtol=1e-15, atol=0)
