@@ -582,6 +582,31 @@ def test_a_written_run_is_taken_backward_from_its_own_checkpoints(lib, policy, i
         assert int(root.attrs["simkit_checkpoints_reused"]) == 3  # steps 3, 6, 9
 
 
+@pytest.mark.parametrize("slots", [1, 4])
+def test_reused_segments_shorter_than_the_binomial_slots(lib, slots, in_tmp):
+    """Segments of 1 to 3 steps under {binomial: N} with N up to 4, some of them taking no
+    capture that the objective reads: the whole-run store-everything numbers."""
+    scenario = {"solver": "heat2d", "params": {"shape": [8, 8], "diffusivity": 0.7},
+                "initial": {"kind": "noise"}, "steps": 14, "dt": 0.1, "seed": 1, "backend": lib,
+                "outputs": {"snapshots": {"every": 5, "fields": ["u"]},
+                            "ck": {"every": 3, "fields": "all"}}}
+
+    def objective(final, captures):
+        return (final["u"] ** 2).sum() + (captures["snapshots"]["u"] ** 2).sum()
+
+    whole = value_and_grad(scenario, objective, ["diffusivity", "u"], checkpoint="all")
+    written = value_and_grad(scenario, objective, ["diffusivity", "u"], output="run.nc",
+                             checkpoint={"binomial": slots})
+    assert written.value == pytest.approx(whole.value, rel=1e-13)
+    assert written.grad["diffusivity"] == pytest.approx(whole.grad["diffusivity"], rel=1e-12)
+    np.testing.assert_allclose(written.grad["u"], whole.grad["u"], rtol=1e-12,
+                               atol=1e-13 * np.max(np.abs(whole.grad["u"])))
+    with xr.open_dataset("run.nc") as root:
+        # u is heat2d's whole state: the snapshots are checkpoints too (steps 3, 5, 6, 9, 10,
+        # 12), segments of 1 to 3 steps.
+        assert int(root.attrs["simkit_checkpoints_reused"]) == 6
+
+
 @pytest.mark.parametrize("policy", ["sqrt", {"binomial": 2}], ids=str)
 def test_segments_of_one_shape_are_traced_once_on_jax(policy, in_tmp, monkeypatch):
     """Segments alike but for where they start share one compiled backward pass (the step

@@ -150,9 +150,10 @@ def run_jax(plan: Plan, step_of: StepOf, params: dict[str, Any], fields: dict[st
             def join(cot, gprobe, k):
                 # The adjoint of x_k: what flows back plus its capture's cotangent; a probe at k
                 # has it as gradient.
+                # A segment that takes nothing has empty cotangent buffers: nothing to index.
                 j, p = t["take"][k], t["probe"][k]
                 cot = {key: v + jnp.where(j >= 0, ct_taken[key][jnp.maximum(j, 0)], 0)
-                       if key in ct_taken else v for key, v in cot.items()}
+                       if key in ct_taken and count else v for key, v in cot.items()}
                 return cot, put(gprobe, p, cot)
 
             gprobe = {k: jnp.zeros_like(v) for k, v in probes.items()}
