@@ -56,7 +56,10 @@ _RESERVED = (schema.STEP, schema.TIME, schema.CHECKSUM)
 @dataclass(frozen=True)
 class RecordStream:
     """One stream of a recorder: its schedule and the values it keeps (``fields`` in their own
-    dtype, ``diagnostics`` as float64, ``summaries`` computed on the device)."""
+    dtype, ``diagnostics`` as float64, ``summaries`` computed on the device). With
+    ``everything`` (no ``fields`` or ``diagnostics`` given, as a scenario stream keeps every
+    field) the fields are every value the first ``step`` passes (a stage's stream: every probe
+    of its stage), fixed by the recorder then."""
 
     name: str
     schedule: AbstractSchedule
@@ -64,6 +67,7 @@ class RecordStream:
     diagnostics: tuple[str, ...]
     stage: str | None = None
     summaries: tuple[Summary, ...] = ()
+    everything: bool = False
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -99,7 +103,8 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
     diagnostics = _name_list(spec.get("diagnostics", []), f"{key}.diagnostics")
     summaries = (parse_summaries(spec["summaries"], f"{key}.summaries")
                  if "summaries" in spec else ())
-    if not fields and not diagnostics and not summaries:
+    everything = "fields" not in spec and "diagnostics" not in spec
+    if not everything and not fields and not diagnostics and not summaries:
         raise ScenarioError("expected at least one field, diagnostic or summary to capture, "
                             "given none", key=key)
     stage = spec.get("stage")
@@ -120,12 +125,16 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
                 raise ScenarioError("expected a step schedule (every, at, logspace, first, last) "
                                     f"for a stage capture, given {type(member).__name__.lower()}",
                                     key=f"{key}.stage")
-    names = fields + diagnostics + tuple(s.name for s in summaries)
+    _check_once(RecordStream(name, schedule, fields, diagnostics, stage, summaries))
+    return RecordStream(name, schedule, fields, diagnostics, stage, summaries, everything)
+
+
+def _check_once(stream: RecordStream) -> None:
+    names = stream.fields + stream.diagnostics + tuple(s.name for s in stream.summaries)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ScenarioError(f"expected each value once per stream, given {twice[0]!r} as field, "
-                            "diagnostic or summary at once", key=key)
-    return RecordStream(name, schedule, fields, diagnostics, stage, summaries)
+                            "diagnostic or summary at once", key=f"outputs.{stream.name}")
 
 
 def _library(value: Any) -> str:
@@ -296,8 +305,9 @@ class Recorder:
         for name, value in values.items():
             if not callable(value):
                 self._see(name, value)
-        due = self._due_streams(step, t, values)
         probes, self._probes = self._probes, {}
+        self._keep_everything(step, values, probes)
+        due = self._due_streams(step, t, values)
         # A stage that did not run this step (none before step 0) captures nothing.
         staged = [s for s in self.streams if s.stage in probes and s.schedule.fires(step, t)]
         copies, self._probe_copies = self._probe_copies, {}
@@ -313,6 +323,27 @@ class Recorder:
         self._last_step, self._last_time = step, t
         self._last_values = values
         self._last_probes = probes
+
+    def _keep_everything(self, step: int, values: Mapping[str, Any],
+                         probes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Fix the fields of the streams that keep everything: the values of this first step
+        (a stage's stream: the probes of the first step its stage runs in)."""
+        streams = list(self.streams)
+        for i, stream in enumerate(streams):
+            if not stream.everything or (stream.stage is not None and stream.stage not in probes):
+                continue
+            given = values if stream.stage is None else probes[stream.stage]
+            key = f"outputs.{stream.name}"
+            if not given:
+                what = ("every value the first step passes" if stream.stage is None
+                        else f"every probe of stage {stream.stage!r}")
+                raise ScenarioError(f"expected values to keep (a stream without fields or "
+                                    f"diagnostics keeps {what}), given none at step {step}",
+                                    key=key)
+            fields = _name_list(list(given), f"{key}.fields")
+            streams[i] = replace(stream, fields=fields, everything=False)
+            _check_once(streams[i])
+        self.streams = tuple(streams)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[Recorder]:
@@ -343,7 +374,7 @@ class Recorder:
         self._probes.setdefault(self._stage, {})[name] = value
         self._see(name, value)
         upcoming = 0 if self._last_step is None else self._last_step + 1
-        if any(s.stage == self._stage and name in s.values
+        if any(s.stage == self._stage and (name in s.values or s.everything)
                and s.schedule.fires(upcoming, math.nan) for s in self.streams):
             self._probe_copies.setdefault(self._stage, {})[name] = _to_host(value)
 
@@ -420,6 +451,7 @@ class Recorder:
         value the streams keep has been seen (a stage's probes appear only after step 0)."""
         if self._writer is None:
             unseen = [(s, n) for s in self.streams for n in s.values if n not in self._seen]
+            unseen += [(s, None) for s in self.streams if s.everything]
             # Captures wait in memory only until the step after the first (a stage's probes
             # come from step 1 on): past that, a value never given is an error, not a leak.
             waiting = len({step for _, step, _, _ in self._held})
@@ -428,9 +460,12 @@ class Recorder:
             if unseen:
                 stream, name = unseen[0]
                 when = "by the end" if required else "by the second step that captures"
+                what = (f"for {name!r} of stream {stream.name!r}" if name is not None else
+                        f"from stage {stream.stage!r}, whose every probe stream "
+                        f"{stream.name!r} keeps")
                 raise ScenarioError(f"expected every value the streams keep {when} (the file is "
-                                    f"laid out from them), given none for {name!r} of stream "
-                                    f"{stream.name!r}", key=f"outputs.{stream.name}")
+                                    f"laid out from them), given none {what}",
+                                    key=f"outputs.{stream.name}")
             self._open()
         assert self._writer is not None
         held, self._held = self._held, []

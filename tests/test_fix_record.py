@@ -10,6 +10,7 @@ import xarray as xr
 
 import simkit
 from conftest import heat_scenario
+from simkit.errors import ScenarioError
 from simkit.solver._summaries import Summary
 
 
@@ -100,3 +101,49 @@ def test_summaries_of_jax_arrays_are_float64_with_x64_off(in_tmp):
     np.testing.assert_allclose(s.u_std.values, wide.std(), rtol=1e-12, atol=0)
     np.testing.assert_allclose(s.u_l2.values, np.linalg.norm(wide), rtol=1e-15, atol=0)
     np.testing.assert_allclose(s.u_quantiles.values, np.quantile(wide, qs), rtol=1e-15, atol=0)
+
+
+# Item 14: a stream naming no fields or diagnostics keeps everything, as a scenario stream does.
+
+def test_a_stream_without_fields_keeps_every_value_the_loop_passes(in_tmp):
+    outputs = {"all": {"every": 2},
+               "stats": {"every": 1, "summaries": {"u": ["mean"]}},
+               "only": {"every": 1, "fields": [], "summaries": {"u": ["max"]}},
+               "mid": {"every": 2, "stage": "half"}}
+    with simkit.record("e.nc", outputs) as rec:
+        u = np.zeros(3)
+        for i in range(5):
+            if i:
+                with rec.stage("half"):
+                    h = u * 0.5
+                    rec.probe("h", h)
+                    rec.probe("hsum", float(h.sum()))
+                    h += 100.0  # in place after the probe: the capture is a copy
+            u = u + 1.0
+            rec.probe("loose", 2.0 * i)
+            rec.step(i, u=u, loss=1.0 / (i + 1), n=np.int32(i))
+    tree = xr.open_datatree("e.nc")
+    every = tree["all"].to_dataset()
+    assert sorted(every.data_vars) == ["loose", "loss", "n", "u"]
+    assert list(every.step.values) == [0, 2, 4] and every.n.dtype == np.int32
+    np.testing.assert_array_equal(every.u.values, [[1, 1, 1], [3, 3, 3], [5, 5, 5]])
+    np.testing.assert_array_equal(every.loss.values, [1, 1 / 3, 1 / 5])
+    np.testing.assert_array_equal(every.loose.values, [0, 4, 8])
+    assert sorted(tree["stats"].to_dataset().data_vars) == ["loose", "loss", "n", "u", "u_mean"]
+    assert sorted(tree["only"].to_dataset().data_vars) == ["u_max"]
+    mid = tree["mid"].to_dataset()
+    assert sorted(mid.data_vars) == ["h", "hsum"] and list(mid.step.values) == [2, 4]
+    np.testing.assert_array_equal(mid.h.values, [[1, 1, 1], [2, 2, 2]])
+    np.testing.assert_array_equal(mid.hsum.values, [3, 6])
+
+
+def test_a_stream_without_fields_needs_a_value_at_the_first_step(in_tmp):
+    rec = simkit.record("z.nc", {"all": {"every": 1}})
+    with pytest.raises(ScenarioError, match=r"^outputs.all: expected values to keep \(a stream "
+                                            r"without fields or diagnostics keeps every value "
+                                            r"the first step passes\), given none at step 0$"):
+        rec.step(0)
+    rec.close()
+    with pytest.raises(ScenarioError, match=r"^outputs.s: expected at least one field, "
+                                            r"diagnostic or summary to capture, given none$"):
+        simkit.record("z.nc", {"s": {"every": 1, "fields": []}})
