@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from simkit import _stop
 from simkit.errors import EXIT_FAILURE, RunInterrupted, SimkitError
 
 SCENARIO_DIR = Path("scenarios")
@@ -29,12 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="simkit",
         description="Staged physics simulation with scheduled captures into one NetCDF file.")
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log messages (-vv for debug)")
-    parser.add_argument("--log-quiet", dest="log_quiet", action="store_true",
-                        help="errors only in the log")
-    parser.add_argument("--debug", action="store_true",
-                        help="print the traceback after the one-line error message")
+    _global_options(parser, {"verbose": 0, "log_quiet": False, "debug": False, "quiet": False})
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a scenario file",
@@ -52,7 +48,6 @@ def _parser() -> argparse.ArgumentParser:
                           "exist, resume it when unfinished, do nothing when complete")
     run.add_argument("--eager", action="store_true",
                      help="no compilation: step by step (jax.disable_jit, torch eager), to debug")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _distributed_arguments(run)
 
     resume = sub.add_parser("resume", help="continue a stopped run from its last checkpoint",
@@ -60,7 +55,6 @@ def _parser() -> argparse.ArgumentParser:
                             "checkpoint; the result equals an uninterrupted run.")
     resume.add_argument("file", help="NetCDF file of the stopped run")
     resume.add_argument("--scenario", help="refuse unless the file was run from this scenario")
-    resume.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _distributed_arguments(resume)
 
     recover = sub.add_parser("recover", help="drop torn or corrupt trailing captures of a file",
@@ -126,11 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list solvers and scenarios")
     listing.add_argument("--scenarios", default=str(SCENARIO_DIR), metavar="DIR",
                          help="directory of scenario files (default: ./scenarios)")
-    # --debug is also accepted after the command (`simkit run s.yaml --debug`); SUPPRESS keeps
-    # a command from resetting a --debug given before it.
+    # The global options are accepted after the command too (`simkit run s.yaml -q --debug`);
+    # SUPPRESS keeps a command from resetting one given before it.
     for command in sub.choices.values():
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="print the traceback after the one-line error message")
+        _global_options(command, dict.fromkeys(("log_quiet", "debug", "quiet"),
+                                               argparse.SUPPRESS), verbose="verbose_after")
     # `solver: module:Class` imports (runs) that module: never for a scenario not asked to.
     for name in ("run", "resume", "validate", "sweep"):
         sub.choices[name].add_argument(
@@ -138,6 +132,20 @@ def _parser() -> argparse.ArgumentParser:
             help="allow `solver: module:Class`, which imports and runs that module (searched "
                  "first beside the scenario file); also SIMKIT_ALLOW_IMPORT=1")
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: dict[str, Any],
+                    verbose: str = "verbose") -> None:
+    """The options every command takes, before or after its name (``verbose``: where -v
+    counts, so that `simkit -v run s.yaml -v` is -vv)."""
+    parser.add_argument("-v", "--verbose", dest=verbose, action="count",
+                        default=defaults.get(verbose, 0), help="more log messages (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=defaults["quiet"],
+                        help="no progress bar")
+    parser.add_argument("--log-quiet", dest="log_quiet", action="store_true",
+                        default=defaults["log_quiet"], help="errors only in the log")
+    parser.add_argument("--debug", action="store_true", default=defaults["debug"],
+                        help="print the traceback after the one-line error message")
 
 
 def _distributed_arguments(command: argparse.ArgumentParser) -> None:
@@ -497,25 +505,29 @@ _COMMANDS = {"run": _cmd_run, "resume": _cmd_resume, "recover": _cmd_recover,
              "stop": _cmd_stop}
 
 
-#: Signals that stop a run as Ctrl-C does: batch schedulers send SIGTERM before they kill, a
-#: closed terminal or ssh session sends SIGHUP.
-_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+#: Signals that stop a command: batch schedulers send SIGTERM before they kill, a closed
+#: terminal or ssh session sends SIGHUP, Ctrl-C SIGINT.
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
 
 
 @contextlib.contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, so a run stops cleanly: queued captures
-    written, the file closed and marked interrupted, ready for ``simkit resume``."""
+    """Stop cleanly on SIGTERM, SIGHUP and SIGINT: a run stops at its next block boundary (queued
+    captures written, the file closed and marked interrupted, ready for ``simkit resume``), any
+    other command by KeyboardInterrupt.
+
+    During a run a signal is only a flag (``simkit._stop``) the run loop checks: raised as an
+    exception it could land in a library's callback, which swallows it, and the run would go on.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers can only be installed from the main thread
         return
-    received: list[int] = []
+    _stop.clear()
 
     def interrupt(signum: int, frame: object) -> None:
-        if received:
-            return  # a second signal must not break off the clean stop under way
-        received.append(signum)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if not _stop.note(name):  # no run under way: stop whatever the command is doing
+            raise KeyboardInterrupt(name)
 
     previous = {}
     for name in _STOP_SIGNALS:
@@ -566,18 +578,39 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simkit`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
-    import logging
+    with _stop_signals_interrupt(), contextlib.ExitStack() as deferring:
+        # Until the command is known a stop signal is only noted: a run takes it at its first
+        # block boundary, any other command raises it below.
+        deferring.enter_context(_stop.deferred())
+        args = _parser().parse_args(argv)
+        args.verbose += getattr(args, "verbose_after", 0)
+        import logging
 
-    level = logging.ERROR if args.log_quiet else \
-        (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="simkit: %(levelname)s: %(message)s")
-    warnings.showwarning = _show_warning
+        level = logging.ERROR if args.log_quiet else \
+            (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+        logging.basicConfig(level=level, format="simkit: %(levelname)s: %(message)s")
+        warnings.showwarning = _show_warning
+        return _command(args, deferring)
+
+
+def _command(args: argparse.Namespace, deferring: contextlib.ExitStack) -> int:
+    """Run the command; its errors as one line and an exit code."""
     try:
-        with _stop_signals_interrupt():
-            code = _COMMANDS[args.command](args)
-            sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is caught
-            return code
+        # A run (not the gradients of an objective, which stop by KeyboardInterrupt) takes stop
+        # signals as a flag throughout: its loop stops at a block boundary.
+        runs = args.command == "resume" or (
+            args.command == "run" and not _has_objective(args.scenario, args.sets))
+        if not runs:
+            deferring.close()
+            if _stop.received():
+                raise KeyboardInterrupt(_stop.received())
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is caught
+        if runs and code == 0 and _stop.received():
+            with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+                print(f"simkit: {_stop.received()} arrived once the run was complete; nothing "
+                      f"to stop", file=sys.stderr)
+        return code
     except BrokenPipeError:
         return _stdout_closed()
     except SimkitError as error:

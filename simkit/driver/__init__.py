@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from simkit import _stop
 from simkit._version import __version__
 from simkit.backends import AbstractBackend, get_backend
 from simkit.driver._captures import Capture, HostBuffers, commit_callback
@@ -158,21 +159,27 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     logger.info("%s %s on %s (%s, %s) -> %s", "resuming" if resume else "running",
                 plan.solver.name, backend.name, backend.device, sc.dtype, plan.output)
     run = None
+    requested = stop_check(plan.output, stop)
     try:
-        run = Run(plan, backend, writer, buffers, resume)
-        loop(run, progress, stop_check(plan.output, stop))
-        host = backend.to_host(run.fields)
-        writer.final(run.step, run.time, host)
-        path = writer.close({schema.ATTR_FINISHED: _now()})
+        # A stop signal is a flag the loop sees at its next block boundary (raised, it could be
+        # swallowed by a library callback); once the run is complete it changes nothing.
+        with _stop.deferred():
+            run = Run(plan, backend, writer, buffers, resume)
+            loop(run, progress, lambda: _stop.received() or requested())
+            host = backend.to_host(run.fields)
+            writer.final(run.step, run.time, host)
+            path = writer.close({schema.ATTR_FINISHED: _now()})
         logger.info("finished at step %d, time %g; %d captures written", run.step, run.time,
                     writer.written)
     except NonFiniteError as error:
         writer.final(run.step, run.time, backend.to_host(run.fields))
         writer.abort(failed(error, schema.STATUS_NON_FINITE))
         raise
-    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI
-        kept = writer.abort({schema.ATTR_FINISHED: _now(),
-                             schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
+    except KeyboardInterrupt as error:  # Ctrl-C, a stop signal or request seen by the loop
+        with _stop.deferred():  # a second signal must not break off the clean stop
+            kept = writer.abort({schema.ATTR_FINISHED: _now(),
+                                 schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
+        _stop.take()
         raise RunInterrupted(str(error) or "SIGINT", kept) from error
     except BaseException as error:
         kept = writer.abort(failed(error))
@@ -222,8 +229,9 @@ def _execute_silent(plan: RunPlan, backend: AbstractBackend, progress: ProgressF
     """``execute`` on a process that writes no file (see ``_NoFile``)."""
     buffers = HostBuffers()
     writer = _NoFile(plan.output, buffers.give_back)
-    run = Run(plan, backend, writer, buffers, resume)  # type: ignore[arg-type]
-    loop(run, progress)
+    with _stop.deferred():  # process 0 decides when to stop; every process agrees
+        run = Run(plan, backend, writer, buffers, resume)  # type: ignore[arg-type]
+        loop(run, progress, _stop.received)
     return RunResult(path=plan.output, state=backend.to_host(run.fields), step=run.step,
                      time=run.time)
 
