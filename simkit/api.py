@@ -147,7 +147,28 @@ def _run_attrs(path: str | os.PathLike) -> dict[str, object]:
     if attrs.get(schema.ATTR_SOLVER) == "record":
         raise ScenarioError("expected the file of a scenario run, given a recording of a loop "
                             "(simkit.record): the loop itself continues it", source=str(path))
+    _recorded_scenario(attrs, path)
     return attrs
+
+
+def _recorded_scenario(attrs: Mapping[str, object], path: str | os.PathLike) -> dict[str, Any]:
+    """The scenario recorded in a run file's attributes, or a ScenarioError naming the file and
+    the attribute (safe_load: a tag never constructs anything)."""
+    given = None
+    try:
+        data = yaml.safe_load(str(attrs[schema.ATTR_SCENARIO]))
+    except yaml.constructor.ConstructorError:
+        given = "a YAML tag that is not allowed"
+    except yaml.YAMLError:
+        given = "YAML that does not parse"
+    else:
+        if not isinstance(data, dict):
+            given = {list: "a list", str: "a string", type(None): "nothing"}.get(
+                type(data), f"a {type(data).__name__}")
+    if given is not None:
+        raise ScenarioError(f"expected the scenario the run was made from, a YAML mapping, "
+                            f"given {given}", source=str(path), key=schema.ATTR_SCENARIO)
+    return data
 
 
 def _complete_result(path: Path, names: Sequence[str]) -> RunResult:
@@ -226,7 +247,7 @@ def resume(
     if Path(path).is_file():  # never under a run still writing it (refused with its name)
         release(exclusive(path))
     attrs = _run_attrs(path)
-    recorded = yaml.safe_load(str(attrs[schema.ATTR_SCENARIO]))
+    recorded = _recorded_scenario(attrs, path)
     # Modules a recorded scenario names by reference are looked for where the scenario file
     # was, and beside the run file.
     recorded_file = str(attrs.get(schema.ATTR_SCENARIO_FILE, "") or "")

@@ -483,18 +483,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from simkit.solver import available_solvers, load_solver
 
     print("solvers:")
-    for name in available_solvers():
-        cls = load_solver(name)
-        print(f"  {name:<12} {cls.description}")
+    names = available_solvers()
+    for name in names:  # one column for the descriptions, however long the names
+        print(f"  {name:<{max(map(len, names))}} {load_solver(name).description}")
     directory = Path(args.scenarios)
     print(f"scenarios ({directory}):")
-    for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+    paths = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    for path in paths:
         try:
             _, data, _ = read_scenario_file(path)
             solver = data.get("solver", "?") if isinstance(data, dict) else "?"
         except ScenarioError:
             solver = "(invalid)"
-        print(f"  {str(path):<36} {solver}")
+        print(f"  {str(path):<{max(len(str(p)) for p in paths)}} {solver}")
     return 0
 
 
