@@ -32,6 +32,7 @@ from simkit.errors import RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import STREAM_KEYS
 from simkit.schedule import (
+    MAX_STEP,
     AbstractSchedule,
     At,
     Every,
@@ -286,8 +287,11 @@ class Recorder:
                 of another shape than at its first capture.
         """
         self._check_open()
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ScenarioError(f"expected a whole step number >= 0, given {step!r}", key="step")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) \
+                or not 0 <= int(step) <= MAX_STEP:
+            given = int(step) if isinstance(step, np.integer) else step
+            raise ScenarioError(f"expected a whole step number from 0 to {MAX_STEP}, given "
+                                f"{given!r}", key="step")
         step = int(step)
         if self._last_step is not None and step <= self._last_step:
             raise ScenarioError(f"expected a step after the last one recorded ({self._last_step}),"
@@ -553,9 +557,10 @@ class Recorder:
             schema.ATTR_STARTED: self._started,
             **self._attrs,
         }
-        self._writer = BackgroundWriter(NetCDFWriter(self.path, layout, attrs,
-                                                     overwrite=self._overwrite),
-                                        max_pending=self._max_pending)
+        writer = NetCDFWriter(self.path, layout, attrs, overwrite=self._overwrite)
+        writer.after_disk_full = ("a recording cannot be resumed: free space and run the loop "
+                                  "again (the captures so far stay readable in {path})")
+        self._writer = BackgroundWriter(writer, max_pending=self._max_pending)
 
     def _check_open(self) -> None:
         if self._closed is not None:
@@ -564,17 +569,28 @@ class Recorder:
 
     def close(self, error: BaseException | None = None) -> Path | None:
         """Finish the file: ``last`` captures and the final state from the last step's values
-        (copied now), then status ``complete``; with ``error``, keep what was written, status
-        ``failed`` (``interrupted`` for Ctrl-C). Returns the file (None: nothing was captured)."""
+        (copied now), then status ``complete``; with ``error``, or when finishing fails (a value
+        missing, a full disk), keep what was written, status ``failed`` (``interrupted`` for
+        Ctrl-C). Returns the file (None: nothing was captured)."""
         if self._closed is not None:
             return self._closed
-        if error is None and self._last_step is not None:
+        if error is not None:
+            return self._abort(error)
+        try:
+            return self._finish()
+        except BaseException as failure:
+            self._abort(failure)
+            raise
+
+    def _finish(self) -> Path | None:
+        if self._last_step is not None:
             step, time = self._last_step, self._last_time
             last = [s for s in self.streams if s.schedule.at_end
                     and self._last_captured.get(s.name) != step]
             plain = [s for s in last if s.stage is None]
-            values = {n: (v() if callable(v) else v) for n, v in self._last_values.items()
-                      if n in {m for s in plain for m in s.values}}
+            needed = {m for s in plain for m in s.values}
+            values = {n: (v() if callable(v) and n in needed else v)
+                      for n, v in self._last_values.items()}
             if plain:
                 self._capture(plain, step, time, values)
             for stream in last:
@@ -582,29 +598,33 @@ class Recorder:
                     self._capture([stream], step, time,
                                   self._last_probes.get(stream.stage, {}))
             self._write_held(required=True)
-        elif error is not None and self._held:
+        if self._writer is None:
+            self._closed = self.path
+            return None
+        layout = self._writer.writer.layout
+        final = {}
+        for spec in layout.fields:
+            value = self._last_values.get(spec.name)
+            if value is None:
+                continue
+            if spec.name in self._step_host:  # captured at the last step: that copy
+                final[spec.name] = self._step_host[spec.name]
+            else:
+                final[spec.name] = _to_host(value() if callable(value) else value, spec.dtype)
+        self._writer.committed(self._last_step)
+        if len(final) == len(layout.fields):
+            self._writer.final(self._last_step, self._last_time, final)
+        self._closed = self._writer.close({schema.ATTR_FINISHED: _now()})
+        return self._closed
+
+    def _abort(self, error: BaseException) -> Path | None:
+        """Close the file as stopped by ``error``, with every capture that can be kept."""
+        if self._held:
             with contextlib.suppress(Exception):  # keep what can be kept
                 self._write_held()
         if self._writer is None:
             self._closed = self.path
             return None
-        layout = self._writer.writer.layout
-        if error is None:
-            final = {}
-            for spec in layout.fields:
-                value = self._last_values.get(spec.name)
-                if value is None:
-                    continue
-                if spec.name in self._step_host:  # captured at the last step: that copy
-                    final[spec.name] = self._step_host[spec.name]
-                else:
-                    final[spec.name] = _to_host(value() if callable(value) else value,
-                                                spec.dtype)
-            self._writer.committed(self._last_step)
-            if len(final) == len(layout.fields):
-                self._writer.final(self._last_step, self._last_time, final)
-            self._closed = self._writer.close({schema.ATTR_FINISHED: _now()})
-            return self._closed
         status = (schema.STATUS_INTERRUPTED if isinstance(error, KeyboardInterrupt)
                   else schema.STATUS_FAILED)
         message = " ".join(f"{type(error).__name__}: {error}".split())

@@ -4,13 +4,19 @@ every failure leaves a file that says so."""
 
 from __future__ import annotations
 
+import shutil
+import types
+
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
 
 import simkit
 from conftest import heat_scenario
-from simkit.errors import ScenarioError
+from simkit.errors import DiskFullError, ScenarioError
+from simkit.io import netcdf as netcdf_module
+from simkit.io import schema
 from simkit.solver._summaries import Summary
 
 
@@ -147,3 +153,72 @@ def test_a_stream_without_fields_needs_a_value_at_the_first_step(in_tmp):
     with pytest.raises(ScenarioError, match=r"^outputs.s: expected at least one field, "
                                             r"diagnostic or summary to capture, given none$"):
         simkit.record("z.nc", {"s": {"every": 1, "fields": []}})
+
+
+def _status(path):
+    with netCDF4.Dataset(path) as ds:
+        attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
+        steps = {name: group["step"][:] for name, group in ds.groups.items()}
+        sizes = {name: len(group.dimensions["step"]) for name, group in ds.groups.items()}
+    for name, values in steps.items():  # no torn capture: every capture has its step
+        assert not np.ma.is_masked(values) and len(values) == sizes[name], name
+    return attrs[schema.ATTR_STATUS], attrs.get(schema.ATTR_ERROR), \
+        {name: [int(v) for v in values] for name, values in steps.items()}
+
+
+# Item 20: a step beyond what a file holds is refused before anything is written.
+
+def test_a_step_too_large_is_refused_and_leaves_no_torn_capture(in_tmp):
+    with pytest.raises(ScenarioError, match=r"^step: expected a whole step number from 0 to "
+                                            r"9007199254740992, given 1180591620717411303424$"), \
+            simkit.record("big.nc", {"s": {"every": 1, "fields": ["u"]}}) as rec:
+        rec.step(0, u=np.zeros(2))
+        rec.step(1, u=np.ones(2))
+        rec.step(2**70, u=np.ones(2))
+    status, error, steps = _status("big.nc")
+    assert (status, steps) == (schema.STATUS_FAILED, {"s": [0, 1]})
+    assert error.startswith("ScenarioError: step: expected a whole step number")
+    # Refused, the recorder goes on.
+    with simkit.record("on.nc", {"s": {"every": 1, "fields": ["u"]}}) as rec:
+        rec.step(0, u=np.zeros(2))
+        with pytest.raises(ScenarioError, match="given 18446744073709551615"):
+            rec.step(np.uint64(2**64 - 1), u=np.ones(2))
+        rec.step(1, u=np.ones(2))
+    assert _status("on.nc")[::2] == (schema.STATUS_COMPLETE, {"s": [0, 1]})
+
+
+# Item 21: whatever ends a recording, its file says failed or interrupted, never running.
+
+def test_an_error_while_closing_marks_the_file_failed(in_tmp):
+    with pytest.raises(ScenarioError, match=r"^outputs.l: expected the value 'v' that stream 'l' "
+                                            r"keeps at step 2, given u$"), \
+            simkit.record("c.nc", {"s": {"every": 1, "fields": ["u"]},
+                                   "l": {"last": True, "fields": ["v"]}}) as rec:
+        rec.step(0, u=np.zeros(2), v=1.0)
+        rec.step(1, u=np.zeros(2), v=2.0)
+        rec.step(2, u=np.zeros(2))
+    status, error, steps = _status("c.nc")
+    assert (status, steps) == (schema.STATUS_FAILED, {"s": [0, 1, 2], "l": []})
+    assert "expected the value 'v'" in error
+
+
+def test_a_recorder_on_a_full_disk_marks_the_file_failed_and_says_what_to_do(in_tmp, monkeypatch):
+    free = {"bytes": 1 << 40}
+    real = shutil.disk_usage
+    monkeypatch.setattr(netcdf_module, "shutil", types.SimpleNamespace(
+        disk_usage=lambda path: real(path)._replace(free=free["bytes"])))
+    with pytest.raises(DiskFullError) as caught, \
+            simkit.record("full.nc", {"s": {"every": 1, "fields": ["u"]}}) as rec:
+        for i in range(10):
+            if i == 4:
+                free["bytes"] = 0
+            rec.step(i, u=np.full(3, float(i)))
+            rec.flush()
+    message = str(caught.value)
+    assert "simkit resume" not in message
+    assert message.endswith("captures intact: s: 4; a recording cannot be resumed: free space "
+                            "and run the loop again (the captures so far stay readable in "
+                            "full.nc)"), message
+    status, error, steps = _status("full.nc")
+    assert (status, steps) == (schema.STATUS_FAILED, {"s": [0, 1, 2, 3]})
+    assert error.startswith("DiskFullError: disk full writing full.nc")

@@ -139,6 +139,9 @@ class NetCDFWriter:
         append: continue the existing file at ``path``.
     """
 
+    #: What a full disk's message tells the user to do (``{path}``: the file kept).
+    after_disk_full = "free space, then `simkit resume {path}`"
+
     def __init__(self, path: str | os.PathLike, layout: schema.RunLayout,
                  attrs: Mapping[str, Any], overwrite: bool = False, append: bool = False) -> None:
         self.path = Path(path)
@@ -149,6 +152,7 @@ class NetCDFWriter:
         self._bytes = {s.name: sum(_nbytes(v, layout) for v in s.variables)
                        for s in layout.streams}
         self._failed: Exception | None = None
+        self._whole = False  # a failure that wrote nothing (the space check)
         self._closed: Path | None = None
         if append:
             self._replace_at_close = False
@@ -283,6 +287,9 @@ class NetCDFWriter:
             limit = _file_size_limit()
             if free < needed or (limit is not None
                                  and self.working_path.stat().st_size + needed > limit):
+                # Refused before writing: nothing more is written, but the file is whole and
+                # closes with its status (the margin keeps room for it).
+                self._whole = True
                 raise self._disk_full(free, needed)
 
     def _disk_full(self, free: int, needed: int | None = None) -> DiskFullError:
@@ -297,8 +304,8 @@ class NetCDFWriter:
         kept = "" if self.partial_path == self.working_path else \
             f"; the run so far is kept as {self.partial_path}"
         return DiskFullError(f"disk full writing {self.working_path} ({why}); captures intact: "
-                             f"{intact}{kept}; free space, then "
-                             f"`simkit resume {self.partial_path}`")
+                             f"{intact}{kept}; "
+                             + self.after_disk_full.format(path=self.partial_path))
 
     def write_capture(self, stream: str, step: int, time: float,
                       arrays: Mapping[str, np.ndarray], sync: bool = True) -> None:
@@ -410,7 +417,7 @@ class NetCDFWriter:
         working = self.working_path
         with hdf5_lock():
             try:
-                if self._failed is None:
+                if self._failed is None or self._whole:
                     for key, value in (attrs or {}).items():
                         self._ds.setncattr(key, value)
                     if complete:
