@@ -16,7 +16,7 @@ import yaml
 
 import simkit
 from conftest import heat_scenario
-from simkit.io import export_stream
+from simkit.io import export_stream, schema
 from simkit.solver import available_solvers
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -93,3 +93,23 @@ def test_cdo_reads_the_dates_and_values_of_an_export(in_tmp):
     steps = [line.split() for line in info.stdout.splitlines()
              if line.rstrip().endswith(": step")]
     assert [float(row[-3]) for row in steps] == [0.0, 4.0, 8.0, 12.0]
+
+
+def _torn(path: Path, stream: str = "snap") -> None:
+    """A capture's data written and its step not yet, as a writer dying between the two leaves."""
+    with netCDF4.Dataset(path, "a") as ds:
+        group = ds[stream]
+        n = len(group.dimensions[schema.STEP_DIM])
+        group["u"][n] = np.ones(group["u"].shape[1:])
+        assert np.ma.is_masked(group[schema.STEP][n])
+
+
+def test_inspect_shows_the_whole_captures_of_a_file_with_a_torn_one(in_tmp):
+    path = simkit.run(heat_scenario()).path
+    _torn(path)
+    proc = _simkit("inspect", path, cwd=in_tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert "stream snap: u; steps 0..12 every 3 (5), time 0..2.4; 1 torn or corrupt after " \
+           "them (`simkit recover` drops it)" in proc.stdout
+    assert "stream diag: energy heat max_abs; steps 0..12 every 1 (13), time 0..2.4\n" \
+        in proc.stdout

@@ -10,7 +10,8 @@ import numpy as np
 
 from simkit.io import gradients, schema
 from simkit.io._lock import hdf5_lock
-from simkit.io.recover import require_run_file
+from simkit.io.live import writer_alive
+from simkit.io.recover import require_run_file, whole_captures
 
 
 def summarize_steps(steps: list[int]) -> str:
@@ -57,14 +58,25 @@ def describe(path: str | os.PathLike) -> str:
                          f"{time.units}; fields {', '.join(final)}")
         coords = ", ".join(f"{d}={len(ds.dimensions[d])}" for d in ds.dimensions)
         lines.append(f"grid: {coords}")
+        # Only whole captures (steps written, checksums right): a writer that died between a
+        # capture's data and its step leaves a torn one at the end.
+        whole = whole_captures(ds)
+        running = attrs.get(schema.ATTR_STATUS) == schema.STATUS_RUNNING \
+            and writer_alive(path) is not False
         for name in attrs.get(schema.ATTR_STREAMS, "").split():
             group = ds.groups[name]
-            steps = [int(s) for s in group.variables[schema.STEP][:]]
-            times = group.variables[schema.TIME][:]
+            n = whole[name]
+            steps = [int(s) for s in np.ma.getdata(group.variables[schema.STEP][:n])]
+            times = np.ma.getdata(group.variables[schema.TIME][:n])
             what = ", ".join(v for v in (group.getncattr(schema.ATTR_STREAM_FIELDS),
                                          group.getncattr(schema.ATTR_STREAM_DIAGNOSTICS)) if v)
             span = f", time {float(times[0]):g}..{float(times[-1]):g}" if steps else ""
-            lines.append(f"stream {name}: {what}; steps {summarize_steps(steps)}{span}")
+            torn = len(group.dimensions[schema.STEP_DIM]) - n
+            after = "" if not torn else (
+                f"; {torn} more not whole yet (being written)" if running else
+                f"; {torn} torn or corrupt after them (`simkit recover` drops "
+                f"{'them' if torn > 1 else 'it'})")
+            lines.append(f"stream {name}: {what}; steps {summarize_steps(steps)}{span}{after}")
         lines.extend(_gradient_lines(ds, attrs))
         lines.append("provenance:")
         for key in schema.PROVENANCE_ATTRS:
