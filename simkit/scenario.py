@@ -55,6 +55,13 @@ MAX_SEED = 2**32 - 1
 #: (host, process, sequence) and a file name may have 255.
 MAX_NAME_BYTES = 160
 MAX_PATH_BYTES = 4000
+#: Output streams of one run (each a group of the file, written at each of its captures).
+MAX_STREAMS = 1000
+#: Bytes of a stream's name: a netCDF name has at most 256 (NC_MAX_NAME).
+MAX_STREAM_NAME_BYTES = 255
+#: Bytes of an added diagnostic's or probe's name: room is left for a summary's suffix
+#: (``_histogram``) within the 255 of a netCDF name.
+MAX_ADDED_NAME_BYTES = 240
 STREAM_KEYS = ("fields", "diagnostics", "stage", "summaries")
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULT_OUTPUT_DIR = "runs"
@@ -398,11 +405,32 @@ def _check_scalar(solver: AbstractSolver, diagnostic: str, key: str) -> None:
                             f"{diagnostic!r} with dimensions {dims[diagnostic]}", key=key)
 
 
-def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
-    key = f"outputs.{name}"
-    if not isinstance(name, str) or not _STREAM_NAME.match(name):
+def _check_stream_name(name: Any, key: str) -> None:
+    if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
         raise ScenarioError(f"expected a stream name of letters, digits and _, given {name!r}",
                             key=key)
+    if len(name) > MAX_STREAM_NAME_BYTES:
+        raise ScenarioError(f"expected a stream name of at most {MAX_STREAM_NAME_BYTES} "
+                            f"characters (a netCDF name's limit), given one of {len(name)}",
+                            key=key)
+
+
+def _check_stream_count(scenario: Scenario) -> None:
+    """Refuse more streams than a run can keep cheaply (each is a group of the file and a write
+    at each of its captures), before anything is done per stream."""
+    count = len(scenario.outputs) + len(scenario.gradients or {})
+    if count > MAX_STREAMS:
+        raise ScenarioError(f"expected at most {MAX_STREAMS} streams (outputs and gradients "
+                            f"together), given {count}; keep several fields or diagnostics in "
+                            "one stream instead",
+                            key="outputs" if len(scenario.outputs) > MAX_STREAMS else "gradients")
+    for name in scenario.gradients or {}:
+        _check_stream_name(name, f"gradients.{name}")
+
+
+def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
+    key = f"outputs.{name}"
+    _check_stream_name(name, key)
     if not isinstance(spec, Mapping):
         raise ScenarioError(f"expected a mapping with a schedule and fields, given {spec!r}",
                             key=key)
@@ -753,9 +781,13 @@ def _additions(scenario: Scenario, solver: AbstractSolver, allow_import: bool | 
     for kind in ("diagnostics", "probes"):
         for name, spec in getattr(scenario, kind).items():
             key = f"{kind}.{name}"
-            if not _STREAM_NAME.match(name) or name in taken:
+            if not _STREAM_NAME.fullmatch(name) or name in taken:
                 raise ScenarioError(f"expected a new name of letters, digits and _ (not one of "
                                     f"{', '.join(taken)}), given {name!r}", key=key)
+            if len(name) > MAX_ADDED_NAME_BYTES:
+                raise ScenarioError(f"expected a name of at most {MAX_ADDED_NAME_BYTES} "
+                                    f"characters (a netCDF name has at most 255 with a summary's "
+                                    f"suffix), given one of {len(name)}", key=key)
             taken.append(name)
             spec = {"function": spec} if isinstance(spec, str) else spec
             if not isinstance(spec, Mapping) or "function" not in spec:
@@ -867,6 +899,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
           allow_import: bool | None = None, extra: Sequence[str | os.PathLike] = ()
           ) -> RunPlan:
     scenario: Scenario = validate_model(Scenario, data)
+    _check_stream_count(scenario)
     if scenario.gradients and scenario.objective is None:
         raise ScenarioError("expected an objective block beside gradients (they are adjoints of "
                             "an objective), given none", key="gradients")

@@ -404,3 +404,65 @@ def test_stream_named_on_off_yes_no_keeps_its_name(in_tmp, capsys):
     assert main(["validate", "s.yaml"]) == 2
     assert _one_line_error(capsys) == ("s.yaml:6: outputs.1: expected a stream name of letters, "
                                        "digits and _, given '1'")
+
+
+# ---------------------------------------------------------------- issue 19 item 22: many streams
+
+
+def _streams_scenario(names, steps: int = 10) -> dict:
+    return {"solver": "heat2d", "params": {"shape": [8, 8]}, "steps": steps,
+            "outputs": {name: {"every": 1} for name in names}, "output": "out.nc"}
+
+
+def test_stream_count_and_name_length_are_refused_by_validate(in_tmp, capsys):
+    _write(in_tmp, yaml.safe_dump(_streams_scenario([f"s{i}" for i in range(1001)]),
+                                   sort_keys=False))
+    assert main(["validate", "s.yaml"]) == 2
+    assert _one_line_error(capsys) == (
+        "s.yaml:7: outputs: expected at most 1000 streams (outputs and gradients together), "
+        "given 1001; keep several fields or diagnostics in one stream instead")
+    long = "n" * 256
+    _write(in_tmp, yaml.safe_dump(_streams_scenario(["a", long]), sort_keys=False))
+    assert main(["validate", "s.yaml"]) == 2
+    assert _one_line_error(capsys) == (
+        f"s.yaml:10: outputs.{long}: expected a stream name of at most 255 characters (a netCDF "
+        "name's limit), given one of 256")
+    _write(in_tmp, yaml.safe_dump({**_streams_scenario(["a"]),
+                                   "diagnostics": {"d" * 241: "helpers:total"}}, sort_keys=False))
+    assert main(["validate", "s.yaml"]) == 2
+    assert "expected a name of at most 240 characters" in _one_line_error(capsys)
+    # The longest name allowed makes a file.
+    result = simkit.run(_streams_scenario(["n" * 255], steps=2))
+    with netCDF4.Dataset(result.path) as ds:
+        assert list(ds.groups["n" * 255].variables["step"][:]) == [0, 1, 2]
+
+
+def test_a_file_of_many_streams_is_laid_out_in_linear_time(tmp_path):
+    """Coordinates written while the file was in define mode wrote the whole file's metadata
+    each time: 8 times the streams cost about 40 times as long."""
+    from simkit.io import NetCDFWriter, schema
+
+    coords = tuple(schema.CoordinateSpec(d, np.arange(16.0), "m", d) for d in ("y", "x"))
+    u = schema.VariableSpec("u", ("y", "x"), "K", "temperature")
+    cost = {}
+    for n in (25, 200):
+        layout = schema.RunLayout(coords, (u,), tuple(schema.StreamSpec(f"s{i}", (u,), ())
+                                                      for i in range(n)), "s")
+        start = time.process_time()
+        NetCDFWriter(tmp_path / f"{n}.nc", layout, {schema.ATTR_SCENARIO: "x"}).close()
+        cost[n] = time.process_time() - start
+    assert cost[200] < 20 * cost[25], cost
+
+
+def test_a_block_of_many_streams_is_written_with_one_sync(in_tmp, monkeypatch):
+    from simkit.io.netcdf import NetCDFWriter
+
+    syncs = []
+    real = NetCDFWriter.sync
+    monkeypatch.setattr(NetCDFWriter, "sync", lambda self: (syncs.append(1), real(self))[1])
+    counts = {}
+    for n in (1, 40):
+        syncs.clear()
+        simkit.run(_streams_scenario([f"s{i}" for i in range(n)]), overwrite=True)
+        counts[n] = len(syncs)
+    assert counts[40] <= counts[1] + 2, counts  # a sync per stream and block: 10 or more

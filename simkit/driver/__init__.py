@@ -213,9 +213,12 @@ class _NoFile:
         self.written += 1
         self._done(arrays)
 
-    def capture_block(self, stream: str, steps: list[int], times: list[float], arrays: Any
-                      ) -> None:
-        self.written += len(steps)
+    def capture_blocks(self, blocks: list[tuple[str, list[int], list[float], Any]]) -> None:
+        self.written += sum(len(steps) for _, steps, _, _ in blocks)
+
+    def capture_many(self, captures: list[tuple[str, int, float, Any]]) -> None:
+        for capture in captures:
+            self.capture(*capture)
 
     def committed(self, step: int) -> None:
         pass

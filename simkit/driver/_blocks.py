@@ -351,6 +351,7 @@ class BlockLoop:
         checkpoints keep the schedules' state: ``states`` = (before, after, step) gives the
         state after a firing to the checkpoint at its step, else the state now serves all."""
         run = self.run
+        blocks = []
         for slot, buffers, count in zip(self.program.slots, host["buffers"], host["counts"],
                                         strict=True):
             count = int(count)
@@ -375,9 +376,10 @@ class BlockLoop:
                         state[:, column] = buffers[HELD][:count, j]
                 arrays[schema.SCHEDULE_STATE] = state
             step_list = [int(s) for s in steps]
-            run.writer.capture_block(slot.stream, step_list, [times[s] for s in step_list],
-                                     arrays)
+            blocks.append((slot.stream, step_list, [times[s] for s in step_list], arrays))
             run.last_capture[slot.stream] = step_list[-1]
+        if blocks:  # one write, one sync, whatever the number of streams
+            run.writer.capture_blocks(blocks)
 
     def _held_columns(self) -> list[tuple[int, int]]:
         """``(condition, column)``: where each edge condition on a stage keeps its memory in

@@ -80,18 +80,20 @@ class BackgroundWriter:
             # The whole batch must fit before any of it is written: a full disk then leaves
             # nothing half-written behind the captures already synced.
             self.writer.check_space(
-                [args[0] for method, args in batch if method == self.writer.write_capture]
-                + [args[0] for method, args in batch if method == self.writer.write_block
-                   for _ in args[1]])
+                [one[0] for method, args in batch if method == self.writer.write_capture
+                 for one in args]
+                + [block[0] for method, args in batch if method == self.writer.write_block
+                   for block in args for _ in block[1]])
             for method, args in batch:
                 if method == self.writer.write_capture:
-                    method(*args, sync=False)
-                    stream, step, time, arrays = args
-                    done.append((stream, [step], [time], arrays, False))
+                    for stream, step, time, arrays in args:
+                        method(stream, step, time, arrays, sync=False)
+                        done.append((stream, [step], [time], arrays, False))
                 elif method == self.writer.write_block:
-                    method(*args)
-                    if args[1]:
-                        done.append((*args, True))
+                    for block in args:  # a block's captures of each stream
+                        method(*block)
+                        if block[1]:
+                            done.append((*block, True))
                 else:
                     method(*args)
             if done:
@@ -119,15 +121,22 @@ class BackgroundWriter:
     def capture(self, stream: str, step: int, time: float, arrays: Mapping[str, np.ndarray]
                 ) -> None:
         """Queue one capture (host copies the caller no longer touches)."""
-        self._raise_pending()
-        self._put((self.writer.write_capture, (stream, step, time, arrays)))
+        self.capture_many([(stream, step, time, arrays)])
 
-    def capture_block(self, stream: str, steps: list[int], times: list[float],
-                      arrays: Mapping[str, np.ndarray]) -> None:
-        """Queue a block's captures of one stream (arrays along their first axis, host copies
-        the caller no longer touches); written with one sync for the whole batch."""
+    def capture_many(self, captures: list[tuple[str, int, float, Mapping[str, np.ndarray]]]
+                     ) -> None:
+        """Queue captures of several streams, ``(stream, step, time, arrays)`` each, as one
+        write with one sync (see ``capture_blocks``)."""
         self._raise_pending()
-        self._put((self.writer.write_block, (stream, steps, times, arrays)))
+        self._put((self.writer.write_capture, tuple(captures)))
+
+    def capture_blocks(self, blocks: list[tuple[str, list[int], list[float],
+                                                Mapping[str, np.ndarray]]]) -> None:
+        """Queue a block's captures of several streams, ``(stream, steps, times, arrays)``
+        each, as one write with one sync: a sync costs about as much as the file has streams,
+        so a sync per stream made each block cost the square of their number."""
+        self._raise_pending()
+        self._put((self.writer.write_block, tuple(blocks)))
 
     def committed(self, step: int) -> None:
         """Mark every capture due up to ``step`` as queued: once they are synced, the file says

@@ -49,13 +49,19 @@ def _create_variables(group: netCDF4.Dataset, variables: tuple[schema.VariableSp
         nc.coordinates = f"{schema.STEP} {schema.TIME}" if not leading else schema.TIME
 
 
-def _create_coordinates(group: netCDF4.Dataset, layout: schema.RunLayout) -> None:
+def _create_coordinates(group: netCDF4.Dataset, layout: schema.RunLayout
+                        ) -> list[tuple[netCDF4.Variable, np.ndarray]]:
+    """Define the coordinates in ``group``; returns each variable with the values it is to hold.
+    They are written once every group is defined: a write in define mode writes the whole
+    file's metadata, which made a file of n streams cost n**2 (a minute for 600)."""
+    values = []
     for coord in layout.coordinates:
         group.createDimension(coord.name, len(coord.values))
         nc = group.createVariable(coord.name, coord.values.dtype, (coord.name,))
-        nc[:] = coord.values
         nc.units = coord.units
         nc.long_name = coord.long_name
+        values.append((nc, coord.values))
+    return values
 
 
 def capture_checksum(step: int, time: float, arrays: Mapping[str, np.ndarray],
@@ -245,10 +251,10 @@ class NetCDFWriter:
         if schema.ATTR_COMMITTED not in attrs:
             ds.setncattr(schema.ATTR_COMMITTED, np.int64(-1))
         ds.setncattr(schema.ATTR_STREAMS, " ".join(s.name for s in layout.streams))
-        _create_coordinates(ds, layout)
+        coordinates = _create_coordinates(ds, layout)
         for stream in layout.streams:
             group = ds.createGroup(stream.name)
-            _create_coordinates(group, layout)
+            coordinates += _create_coordinates(group, layout)
             group.createDimension(schema.STEP_DIM, None)
             step = group.createVariable(schema.STEP, "i8", (schema.STEP_DIM,))
             step.setncatts(schema.STEP_ATTRS)
@@ -263,6 +269,9 @@ class NetCDFWriter:
             # xarray reads a group's `coordinates` too: the checksum stays out of data_vars.
             group.setncattr("coordinates", schema.CHECKSUM)
             _define_stream_extras(group, stream)
+        ds.sync()  # out of define mode once, for all groups
+        for nc, values in coordinates:
+            nc[:] = values
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
