@@ -28,7 +28,7 @@ import yaml
 from array_api_compat import device, is_jax_array, is_torch_array
 
 from simkit._version import __version__
-from simkit.errors import RunInterrupted, ScenarioError
+from simkit.errors import DiskFullError, RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
 from simkit.scenario import STREAM_KEYS
 from simkit.schedule import (
@@ -146,19 +146,52 @@ def _to_host(value: Any, dtype: Any = None) -> np.ndarray:
     """A host copy of ``value`` (never a view of it: later in-place updates cannot reach it)."""
     if is_torch_array(value):
         tensor = value.detach()
+        if tensor.is_floating_point() and tensor.element_size() < 4:
+            tensor = tensor.float()  # bfloat16 and float8 have no NumPy dtype: float32 holds them
         host = tensor.numpy().copy() if tensor.device.type == "cpu" else tensor.cpu().numpy()
     else:
         host = np.array(value, copy=True)  # a JAX array on CPU may otherwise be a read-only view
     return host if dtype is None else host.astype(dtype, copy=False)
 
 
-def _shape_dtype(value: Any) -> tuple[tuple[int, ...], str]:
+#: Dtypes a NetCDF file has no type for, stored in the narrowest one that holds them exactly.
+_WIDENED = {"float16": "float32", "bfloat16": "float32", "bool": "int8"}
+
+
+def _dtype_name(value: Any) -> str:
+    """The dtype of ``value`` by name (``str`` and ``bytes`` for text of any length)."""
     if isinstance(value, (bool, int, float)):
-        return (), "float64"
+        return "float64"
     if is_torch_array(value):
-        return tuple(value.shape), str(value.dtype).removeprefix("torch.")
-    array = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
-    return tuple(array.shape), np.dtype(array.dtype).name
+        return str(value.dtype).removeprefix("torch.")
+    dtype = np.dtype(value.dtype if hasattr(value, "shape") and hasattr(value, "dtype")
+                     else np.asarray(value).dtype)
+    return {"U": "str", "S": "bytes"}.get(dtype.kind, dtype.name)
+
+
+def _castable(given: str, target: str) -> bool:
+    """Whether values of dtype ``given`` are real numbers that cast to ``target`` within their
+    kind (never complex to real, nor floats to integers)."""
+    stored = _WIDENED.get(given, given)
+    try:
+        return np.dtype(stored).kind in "iuf" and np.can_cast(stored, target, "same_kind")
+    except TypeError:  # a dtype NumPy does not know (float8 and the like are widened first)
+        return False
+
+
+def _shape_dtype(name: str, value: Any) -> tuple[tuple[int, ...], str]:
+    """The shape of ``value`` and the dtype it is stored in.
+
+    Raises:
+        ScenarioError: ``value`` is not real numbers (complex, text, objects).
+    """
+    given = _dtype_name(value)
+    if not _castable(given, "float64"):
+        raise ScenarioError(f"expected real numbers (booleans, integers or floats) to record, "
+                            f"given an array of {given}", key=name)
+    shape = () if isinstance(value, (bool, int, float)) else tuple(np.shape(value)) \
+        if not hasattr(value, "shape") else tuple(value.shape)
+    return shape, _WIDENED.get(given, given)
 
 
 class Recorder:
@@ -179,6 +212,7 @@ class Recorder:
             raise ScenarioError(f"expected a mapping of stream names to streams, given "
                                 f"{outputs!r}", key="outputs")
         self.path = Path(path)
+        _check_path(self.path)
         if self.path.exists() and not overwrite:
             raise ScenarioError(f"expected a new file (or overwrite=True), given "
                                 f"{str(self.path)!r}, which exists", key="path")
@@ -386,7 +420,8 @@ class Recorder:
         """Remember the shape and dtype of a value (and the first array's library and device)."""
         if name in self._seen:
             return
-        self._seen[name] = _shape_dtype(value)
+        with contextlib.suppress(ScenarioError):  # refused if a stream keeps it (``_capture``)
+            self._seen[name] = _shape_dtype(name, value)
         if self._library is None and hasattr(value, "shape"):
             self._library = _library(value)
             with contextlib.suppress(Exception):
@@ -421,11 +456,14 @@ class Recorder:
             for name in stream.fields + stream.diagnostics:
                 if name in host:
                     continue
-                shape, dtype = self._seen.setdefault(name, _shape_dtype(
-                    copies[name] if name in copies else values[name]))
+                if name not in self._seen:
+                    self._seen[name] = _shape_dtype(name, copies[name] if name in copies
+                                                    else values[name])
+                shape, dtype = self._seen[name]
                 value = copies[name] if name in copies else _to_host(values[name])
-                value = value.astype("float64" if name in stream.diagnostics else dtype,
-                                     copy=False)
+                target = "float64" if name in stream.diagnostics else dtype
+                self._check_kind(stream, name, _dtype_name(value), target)
+                value = value.astype(target, copy=False)
                 if value.shape != shape:
                     raise ScenarioError(f"expected {name!r} of shape {shape} (as first seen), "
                                         f"given shape {value.shape}",
@@ -436,10 +474,12 @@ class Recorder:
                     continue
                 source = values[summary.field] if summary.field in values \
                     else copies[summary.field]
+                given = _dtype_name(source)
+                self._check_kind(stream, summary.field, given, "float64")
                 fixed = self._summaries.get(summary.name)
-                if fixed is None:
-                    seen = self._seen.get(summary.field, ((), "float64"))[1]
-                    fixed = replace(summary, dtype=seen if seen in SUMMARY_DTYPES else "float64")
+                if fixed is None:  # a histogram in the values' dtype, as numpy.histogram
+                    fixed = replace(summary,
+                                    dtype=given if given in SUMMARY_DTYPES else "float64")
                     fixed = self._summaries[summary.name] = fixed.with_range_of(
                         _to_host(source) if summary.range is None
                         and summary.kind == "histogram" else None)
@@ -449,6 +489,15 @@ class Recorder:
             self._last_captured[stream.name] = step
         self._step_host.update(host)
         self._write_held()
+
+    def _check_kind(self, stream: RecordStream, name: str, given: str, target: str) -> None:
+        """Refuse a value that ``target`` cannot hold without changing its kind (a float field
+        given complex values, text), rather than cast it."""
+        if not _castable(given, target):
+            first = " (as first seen)" if name in stream.fields else ""
+            raise ScenarioError(f"expected {name!r} as {target}{first} or a type that casts to "
+                                f"it without loss of kind, given {given}",
+                                key=f"outputs.{stream.name}")
 
     def _write_held(self, required: bool = False) -> None:
         """Hand the captures taken so far to the writer, laying the file out first once every
@@ -557,7 +606,14 @@ class Recorder:
             schema.ATTR_STARTED: self._started,
             **self._attrs,
         }
-        writer = NetCDFWriter(self.path, layout, attrs, overwrite=self._overwrite)
+        try:
+            writer = NetCDFWriter(self.path, layout, attrs, overwrite=self._overwrite)
+        except DiskFullError:
+            raise
+        except OSError as error:  # not writable here (permissions, a read-only file system)
+            raise ScenarioError(f"expected a path where the file can be written, given "
+                                f"{str(self.path)!r} ({error.strerror or error})",
+                                key="path") from error
         writer.after_disk_full = ("a recording cannot be resumed: free space and run the loop "
                                   "again (the captures so far stay readable in {path})")
         self._writer = BackgroundWriter(writer, max_pending=self._max_pending)
@@ -641,6 +697,17 @@ class Recorder:
         if isinstance(error, KeyboardInterrupt) and not isinstance(error, RunInterrupted) \
                 and kept is not None:
             raise RunInterrupted(str(error) or "SIGINT", kept) from error
+
+
+def _check_path(path: Path) -> None:
+    """Refuse an output that is a directory, or under something that is not one."""
+    if path.is_dir():
+        raise ScenarioError(f"expected a file to write, given {str(path)!r}, a directory",
+                            key="path")
+    above = next((p for p in path.parents if os.path.lexists(p)), None)
+    if above is not None and not above.is_dir():
+        raise ScenarioError(f"expected a path in a directory, given {str(path)!r}, under "
+                            f"{str(above)!r}, which is not a directory", key="path")
 
 
 def _now() -> str:

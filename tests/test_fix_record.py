@@ -222,3 +222,51 @@ def test_a_recorder_on_a_full_disk_marks_the_file_failed_and_says_what_to_do(in_
     status, error, steps = _status("full.nc")
     assert (status, steps) == (schema.STATUS_FAILED, {"s": [0, 1, 2, 3]})
     assert error.startswith("DiskFullError: disk full writing full.nc")
+
+
+# Item 24: values a file cannot hold, and outputs that are not files, are refused cleanly.
+
+@pytest.mark.parametrize(("value", "given"), [
+    (np.zeros(3, dtype=complex), "complex128"), (np.array([1, None, 2], dtype=object), "object"),
+    (np.array(["a", "b"]), "str"), ("text", "str"), (1j, "complex128")])
+def test_values_a_file_cannot_hold_are_refused_naming_them(value, given, in_tmp):
+    with pytest.raises(ScenarioError, match=rf"^u: expected real numbers \(booleans, integers "
+                                            rf"or floats\) to record, given an array of "
+                                            rf"{given}$"), \
+            simkit.record("v.nc", {"s": {"every": 1, "fields": ["u"]}}) as rec:
+        rec.step(0, u=value)
+
+
+def test_complex_torch_values_are_refused_and_float_to_complex_is_not_cast(in_tmp):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ScenarioError, match=r"^u: expected real numbers .* given an array of "
+                                            r"complex64$"), \
+            simkit.record("t.nc", {"s": {"every": 1, "diagnostics": ["u"]}}) as rec:
+        rec.step(0, u=torch.zeros(2, dtype=torch.complex64))
+    with pytest.raises(ScenarioError, match=r"^outputs.s: expected 'u' as float64 \(as first "
+                                            r"seen\) or a type that casts to it without loss of "
+                                            r"kind, given complex128$"), \
+            simkit.record("c.nc", {"s": {"every": 1, "fields": ["u"]}}) as rec:
+        rec.step(0, u=np.zeros(2))
+        rec.step(1, u=lambda: np.zeros(2) + 1j)
+    status, error, steps = _status("c.nc")
+    assert (status, steps) == (schema.STATUS_FAILED, {"s": [0]})
+    # A summary's field, too: its values changing kind are refused, not cast.
+    with pytest.raises(ScenarioError, match=r"^outputs.m: expected 'w' as float64 .* given "
+                                            r"complex128$"), \
+            simkit.record("m.nc", {"m": {"every": 1, "fields": [], "summaries": {
+                "w": ["mean"]}}}) as rec:
+        rec.step(0, w=np.ones(2))
+        rec.step(1, w=lambda: np.ones(2) * 1j)
+
+
+def test_an_output_that_is_not_a_file_is_refused_naming_it(in_tmp):
+    (in_tmp / "folder").mkdir()
+    (in_tmp / "plain").write_text("x")
+    for path, overwrite, message in (
+            ("folder", True, "path: expected a file to write, given 'folder', a directory"),
+            ("plain/run.nc", False, "path: expected a path in a directory, given "
+                                    "'plain/run.nc', under 'plain', which is not a directory")):
+        with pytest.raises(ScenarioError, match=f"^{message}$"):
+            simkit.record(path, {"s": {"every": 1, "fields": ["u"]}}, overwrite=overwrite)
+    assert (in_tmp / "folder").is_dir() and (in_tmp / "plain").read_text() == "x"
