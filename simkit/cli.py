@@ -434,17 +434,63 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.allow_import:
         # Members are planned again in Dask worker processes, which inherit the environment.
         os.environ[ALLOW_IMPORT_ENV] = "1"
-    result = run_sweep(args.file, scheduler=args.scheduler, workers=args.workers,
-                       vectorize=args.vectorize)
+    import logging
+
+    # Dask's own log messages: errors only, warnings with -v, everything with -vv.
+    dask_level = logging.ERROR if args.log_quiet else \
+        (logging.ERROR, logging.WARNING, logging.INFO)[min(args.verbose, 2)]
+    bar = _MembersBar() if not args.quiet and sys.stderr.isatty() else None
+    try:
+        result = run_sweep(args.file, scheduler=args.scheduler, workers=args.workers,
+                           vectorize=args.vectorize, progress=bar, dask_log_level=dask_level)
+    finally:
+        if bar is not None:
+            bar.close()
+    interrupted = f", {len(result.interrupted)} interrupted" if result.stopped_by else ""
     print(f"members: {len(result.done)} complete ({len(result.skipped)} already were), "
-          f"{len(result.failed)} failed")
+          f"{len(result.failed)} failed{interrupted}")
     for index, error in result.failed.items():
         print(f"  member {index} failed: {error}", file=sys.stderr)
     for line in result.not_combined:
         print(f"  not combined: {line}", file=sys.stderr)
+    if result.stopped_by:
+        print(f"simkit: interrupted by {result.stopped_by}; the members not complete run again "
+              f"with `simkit sweep {args.file}`", file=sys.stderr)
+        return 128 + int(getattr(signal, result.stopped_by, signal.SIGINT))
     if result.combined:
         print(result.combined)
     return 1 if result.failed else 0
+
+
+class _MembersBar:
+    """A rich progress bar over a sweep's members, on stderr."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._task = None
+
+    def __call__(self, ended: int, total: int) -> None:
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn("members"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task("sweep", total=total, completed=ended)
+            self._bar.start()
+        self._bar.update(self._task, completed=ended, total=total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -599,7 +645,7 @@ def _command(args: argparse.Namespace, deferring: contextlib.ExitStack) -> int:
     try:
         # A run (not the gradients of an objective, which stop by KeyboardInterrupt) takes stop
         # signals as a flag throughout: its loop stops at a block boundary.
-        runs = args.command == "resume" or (
+        runs = args.command in ("resume", "sweep") or (
             args.command == "run" and not _has_objective(args.scenario, args.sets))
         if not runs:
             deferring.close()

@@ -8,17 +8,24 @@ import functools
 import itertools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from simkit.errors import ScenarioError
+from simkit import _stop
+from simkit.errors import RunInterrupted, ScenarioError
 from simkit.scenario import apply_override, read_scenario_file, validate_model
 
 logger = logging.getLogger(__name__)
 COMBINED = "combined.nc"
+#: In a sweep's output directory while it stops: members see it between blocks and stop, members
+#: not yet started do not start.
+STOP_MARKER = ".simkit_sweep.stop"
+#: Called as members end with (members ended, members to run).
+SweepProgress = Callable[[int, int], None]
 #: Root attribute of a combined file: what could not be combined across members, and why.
 ATTR_NOT_COMBINED = "simkit_not_combined"
 
@@ -60,6 +67,10 @@ class SweepResult:
     skipped: list[Member]
     failed: dict[int, str]
     not_combined: list[str] = field(default_factory=list)
+    #: Set when a stop signal (or Ctrl-C) stopped the sweep: its name. Members it stopped are
+    #: in ``interrupted`` (their files marked interrupted), none was combined.
+    stopped_by: str | None = None
+    interrupted: list[int] = field(default_factory=list)
 
 
 def load_sweep(path: str | os.PathLike) -> tuple[SweepFile, list[Member]]:
@@ -127,19 +138,52 @@ def _plan(member: Member) -> Any:
     return plan_run(member.data, overwrite=True, search=member.search)
 
 
-def _run_member(member: Member) -> str:
+@dataclass(frozen=True)
+class MemberInterrupted:
+    """What a member's run stopped by its sweep's stop returns (returned, not raised: Dask's
+    workers log every exception as a failure)."""
+
+    message: str
+
+
+class _Marker:
+    """A stop ``execute`` checks between blocks: whether the sweep's stop marker exists."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+
+def _run_member(member: Member, marker: Path | None = None) -> str | MemberInterrupted:
     from simkit.driver import execute
 
-    return str(execute(_plan(member)).path)
+    if marker is not None and marker.exists():
+        return MemberInterrupted("not started: the sweep was stopping")
+    try:
+        return str(execute(_plan(member), stop=_Marker(marker) if marker else None).path)
+    except RunInterrupted as error:
+        return MemberInterrupted(f"stopped; the run so far is in {error.path}")
 
 
 def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers: int = 2,
-              vectorize: bool = False) -> SweepResult:
+              vectorize: bool = False, progress: SweepProgress | None = None,
+              dask_log_level: int = logging.ERROR) -> SweepResult:
     """Run every member of a sweep on Dask (a LocalCluster unless ``scheduler`` is given), skip
     members already complete, report failures, and combine what completed.
 
     With ``vectorize`` (JAX, members differing only in real-valued ``params.*``), the members
     run on one device as one block loop with a leading ``member`` axis instead of on Dask.
+
+    A stop signal the command line noted (``simkit._stop``), or Ctrl-C, stops the sweep: every
+    running member stops at its next block boundary (its file marked interrupted), the others do
+    not start, and nothing is combined; running the sweep again goes on with what is not complete.
+
+    Args:
+        progress: called as members end, with (members ended, members to run).
+        dask_log_level: the level of Dask's own log messages, in this process and a local
+            cluster's workers (default: errors only).
 
     Raises:
         ScenarioError: bad sweep file, Dask not installed, or members that cannot be batched.
@@ -156,23 +200,72 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
     skipped = [m for m in members if _is_complete(m)]
     todo = [m for m in members if m not in skipped]
     failed: dict[int, str] = {}
+    interrupted: list[int] = []
+    stopped_by = None
     if todo:
-        cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                      processes=True, dashboard_address=None)
-        with Client(scheduler or cluster) as client:
-            futures = {m.index: client.submit(_run_member, m, pure=False) for m in todo}
-            for member in todo:
-                try:
-                    futures[member.index].result()
-                    logger.info("member %d done (%s)", member.index, member.label())
-                except Exception as error:  # noqa: BLE001 - reported, the others go on
-                    failed[member.index] = f"{type(error).__name__}: {error}"
-                    logger.error("member %d (%s) failed: %s", member.index, member.label(),
-                                 failed[member.index])
-        if cluster is not None:
-            cluster.close()
+        logging.getLogger("distributed").setLevel(dask_log_level)
+        marker = Path(sweep.output) / STOP_MARKER
+        marker.unlink(missing_ok=True)  # left by a sweep that was killed while it stopped
+        cluster = None if scheduler else LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=dask_log_level)
+        try:
+            with Client(scheduler or cluster) as client:
+                futures = {client.submit(_run_member, m, marker.resolve(), pure=False): m
+                           for m in todo}
+                stopped_by = _wait_for_members(futures, marker, progress, failed, interrupted)
+        finally:
+            marker.unlink(missing_ok=True)
+            if cluster is not None:
+                cluster.close()
+    if stopped_by is not None:
+        done = [m for m in members if m.index not in failed and m.index not in interrupted]
+        return SweepResult(None, done, skipped, failed, stopped_by=stopped_by,
+                           interrupted=sorted(interrupted))
     done = [m for m in members if m.index not in failed]
     return _result(sweep, done, skipped, failed)
+
+
+def _wait_for_members(futures: dict[Any, Member], marker: Path,
+                      progress: SweepProgress | None, failed: dict[int, str],
+                      interrupted: list[int]) -> str | None:
+    """Collect the members' outcomes as they end; on a stop signal, have the rest stop cleanly
+    and wait for them. Returns the stop signal's name, if one came."""
+    from dask.distributed import wait
+
+    pending, stopped_by = set(futures), None
+    if progress is not None:
+        progress(0, len(futures))
+    while pending:
+        try:
+            ended = wait(pending, timeout=0.2, return_when="FIRST_COMPLETED").done
+        except TimeoutError:  # (older Dask) none ended yet
+            ended = set()
+        except KeyboardInterrupt as error:  # Ctrl-C outside the command line's handler
+            ended, stopped_by = set(), stopped_by or str(error) or "SIGINT"
+        for future in ended:
+            member = futures[future]
+            pending.discard(future)
+            error = future.exception()
+            if error is None and isinstance(future.result(), MemberInterrupted):
+                interrupted.append(member.index)
+                logger.info("member %d (%s): %s", member.index, member.label(),
+                            future.result().message)
+            elif error is None:
+                logger.info("member %d done (%s)", member.index, member.label())
+            else:
+                failed[member.index] = f"{type(error).__name__}: {error}"
+                logger.error("member %d (%s) failed: %s", member.index, member.label(),
+                             failed[member.index])
+            if progress is not None:
+                progress(len(futures) - len(pending), len(futures))
+        if stopped_by is None and _stop.received():
+            stopped_by = _stop.take()
+        if stopped_by is not None and not marker.exists():
+            logger.info("stopping the sweep (%s): running members stop at their next block "
+                           "boundary", stopped_by)
+            marker.touch()
+    return stopped_by
 
 
 def _run_vectorized(sweep: SweepFile, members: list[Member]) -> SweepResult:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from simkit import _stop
 from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._block import BlockPlan, BlockProgram
 from simkit.driver import RunResult, _layout, _now, failed, provenance
@@ -229,6 +230,8 @@ class _Ensemble:
                     planned = self.planner.plan_block(lead.step, lead.time,
                                                       dict(lead.last_capture))
                 planned = self._block(*planned)
+                if _stop.received():  # a stop signal the command line noted (simkit._stop)
+                    raise KeyboardInterrupt(_stop.take())
             self._finish()
         except KeyboardInterrupt:
             self._abort({schema.ATTR_FINISHED: _now(),
