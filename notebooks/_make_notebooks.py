@@ -1,10 +1,13 @@
-"""Writes the notebooks of this folder from the cells below (committed without outputs).
+"""Writes the notebooks of this folder from the cells below and executes them, so that the
+committed notebooks show their outputs and figures (inline PNG images) to a reader:
 
-    python notebooks/_make_notebooks.py
+    python notebooks/_make_notebooks.py [--no-execute] [NAME ...]
 """
 
+import argparse
 from pathlib import Path
 
+import nbclient
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -14,16 +17,19 @@ NOTEBOOKS = {
     "01_quickstart.ipynb": [
         ("md", "# Quick start\nRun a scenario from Python, open its file with xarray, plot "
                "captures over time."),
-        ("code", "import tempfile\nfrom pathlib import Path\n\nimport matplotlib\n"
-                 "matplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport xarray as xr\n\n"
-                 "import simkit\n\nwork = Path(tempfile.mkdtemp())"),
+        ("code", "import tempfile\nfrom pathlib import Path\n\n"
+                 "import matplotlib.pyplot as plt\nimport xarray as xr\n\nimport simkit\n\n"
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its kernel stops\n"
+                 "work = Path(tmp.name)"),
         ("code", "result = simkit.run('../scenarios/heat2d.yaml', steps=400,\n"
                  "                    params={'shape': [96, 96]}, output=str(work / 'heat.nc'))\n"
-                 "result.path, result.step, result.state['u'].shape"),
-        ("code", "tree = xr.open_datatree(result.path)\ntree"),
+                 "result.path.name, result.step, result.state['u'].shape"),
+        ("code", "tree = xr.open_datatree(result.path)\n"
+                 "print('streams:', list(tree.children), '- status:', tree.attrs['simkit_status'])\n"
+                 "tree['snapshots']"),
         ("code", "snaps = tree['snapshots'].to_dataset()\n"
                  "snaps.u.isel(step=[0, 1, 2, -1]).plot(col='step', col_wrap=4, cmap='viridis')\n"
-                 "plt.savefig(work / 'snapshots.png')"),
+                 "plt.show()"),
         ("code", "diag = tree['diagnostics'].to_dataset()\n"
                  "fig, ax = plt.subplots()\ndiag.max_abs.plot(x='time', ax=ax)\n"
                  "# the heat content is conserved on a periodic plate:\n"
@@ -34,7 +40,9 @@ NOTEBOOKS = {
                "taken between its two stages) and a conditional capture (`when`), evaluated on "
                "the device inside the compiled loop."),
         ("code", "import tempfile\nfrom pathlib import Path\n\n"
-                 "import xarray as xr\n\nimport simkit\n\nwork = Path(tempfile.mkdtemp())"),
+                 "import xarray as xr\n\nimport simkit\n\n"
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its kernel stops\n"
+                 "work = Path(tmp.name)"),
         ("code", "result = simkit.run({\n"
                  "    'solver': 'heat2d', 'backend': 'jax',\n"
                  "    'params': {'shape': [64, 64]}, 'initial': {'kind': 'gaussian', 'width': 4.0},\n"
@@ -54,14 +62,15 @@ NOTEBOOKS = {
         ("code", "cooled = tree['cooled'].to_dataset()\n"
                  "print('first step with max |u| < 0.2:', int(cooled.step[0]), "
                  "float(cooled.max_abs[0]))\n"
-                 "mid = tree['mid_step'].to_dataset()\nmid.laplacian.sel(step=50).plot()"),
+                 "mid = tree['mid_step'].to_dataset()\nmid.laplacian.sel(step=50).plot();"),
     ],
     "03_validation.ipynb": [
         ("md", "# Convergence and validation\nMeasured orders of convergence and agreement with "
                "analytic and published references."),
-        ("code", "import math\nimport tempfile\nfrom pathlib import Path\n\nimport matplotlib\n"
-                 "matplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport numpy as np\n\n"
-                 "import simkit\n\nwork = Path(tempfile.mkdtemp())"),
+        ("code", "import math\nimport tempfile\nfrom pathlib import Path\n\n"
+                 "import matplotlib.pyplot as plt\nimport numpy as np\n\nimport simkit\n\n"
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its kernel stops\n"
+                 "work = Path(tmp.name)"),
         ("code", "def heat_error(n):\n"
                  "    h = 1.0 / n\n"
                  "    r = simkit.run({'solver': 'heat2d', 'params': {'shape': [n, n], 'spacing': h},\n"
@@ -96,7 +105,9 @@ NOTEBOOKS = {
         ("md", "# A Gray-Scott sweep on Dask\nFeed rates across pattern classes, run as "
                "members on a local Dask cluster and combined along `member`."),
         ("code", "import tempfile\nfrom pathlib import Path\n\nimport xarray as xr\nimport yaml\n\n"
-                 "from simkit.sweep import run_sweep\n\nwork = Path(tempfile.mkdtemp())"),
+                 "from simkit.sweep import run_sweep\n\n"
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its kernel stops\n"
+                 "work = Path(tmp.name)"),
         ("code", "sweep = {\n"
                  "    'scenario': '../scenarios/gray_scott_mitosis.yaml',\n"
                  "    'parameters': {'params.feed': [0.030, 0.0367, 0.045]},\n"
@@ -106,7 +117,7 @@ NOTEBOOKS = {
                  "    'output': str(work / 'sweep'),\n}\n"
                  "(work / 'sweep.yaml').write_text(yaml.safe_dump(sweep))\n"
                  "result = run_sweep(work / 'sweep.yaml', workers=2)\n"
-                 "result.failed, result.combined"),
+                 "result.failed, result.combined.name"),
         ("code", "tree = xr.open_datatree(result.combined)\nstats = tree['stats'].to_dataset()\n"
                  "print(stats)\nstats.covered.sel(step=1500).to_series()"),
     ],
@@ -118,7 +129,8 @@ NOTEBOOKS = {
                "L-BFGS-B does the rest."),
         ("code", "import tempfile\nfrom pathlib import Path\n\nimport numpy as np\n"
                  "import xarray as xr\nfrom scipy.optimize import minimize\n\nimport simkit\n\n"
-                 "work = Path(tempfile.mkdtemp())"),
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its kernel stops\n"
+                 "work = Path(tmp.name)"),
         ("md", "## A heat diffusivity\nThe reference run (the 'observations') has D = 0.7; the "
                "fit starts from 0.3. `dt` is fixed so that only D changes between runs."),
         ("code", "heat = {'solver': 'heat2d', 'params': {'diffusivity': 0.7, 'shape': [24, 24]},\n"
@@ -181,10 +193,12 @@ NOTEBOOKS = {
         ("md", "# Recording any loop\n`simkit.record` gives a plain Python loop the schedules, "
                "host copies, checksums and crash-safe file of a run: here a NumPy loop and a "
                "torch training-style loop, with summaries and a histogram over time."),
-        ("code", "import tempfile\nfrom pathlib import Path\n\nimport matplotlib\n"
-                 "matplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
-                 "import xarray as xr\n\nimport simkit\nfrom simkit.plot import plot\n\n"
-                 "work = Path(tempfile.mkdtemp())"),
+        ("code", "import tempfile\nfrom pathlib import Path\n\n"
+                 "import matplotlib.pyplot as plt\nimport numpy as np\nimport xarray as xr\n"
+                 "from IPython.display import Image, display\nfrom matplotlib.colors import LogNorm\n\n"
+                 "import simkit\nfrom simkit.plot import plot\n\n"
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its kernel stops\n"
+                 "work = Path(tmp.name)"),
         ("md", "## A plain NumPy loop\nA 1-D diffusion written by hand. `u` is updated in place: "
                "every capture is a copy taken when `step` is called. The `laplacian` stage is "
                "probed every 50 steps; `u`'s summaries are kept at every step."),
@@ -208,15 +222,19 @@ NOTEBOOKS = {
                  "            rec.probe('lap', lap)\n"
                  "        u += nu * dt * lap\n"
                  "        rec.step(i, time=i * dt, u=u, heat=u.sum())\n"
-                 "print(rec.path)"),
+                 "print(rec.path.name)"),
         ("code", "tree = xr.open_datatree(work / 'diffusion.nc')\n"
                  "stats = tree['stats'].to_dataset()\n"
                  "print(list(stats.data_vars), stats.u_histogram.dims)\n"
-                 "stats.u_histogram.T.plot(x='step', y='u_bin', cmap='viridis')\n"
-                 "plt.savefig(work / 'u_histogram.png')"),
-        ("code", "# The same pictures from the command line: simkit plot FILE --field u_histogram\n"
-                 "plot(work / 'diffusion.nc', 'u_histogram'), "
-                 "plot(work / 'diffusion.nc', 'u', summary=True, output=work / 'bands.png')"),
+                 "# counts on a log scale (empty bins blank): the few hot values show beside the many "
+                 "cold ones\n"
+                 "stats.u_histogram.T.plot(x='step', y='u_bin', cmap='viridis', norm=LogNorm(vmin=1))\n"
+                 "plt.show()"),
+        ("code", "# The pictures of the command line (simkit plot FILE --field u_histogram): "
+                 "image files\n"
+                 "display(Image(plot(work / 'diffusion.nc', 'u_histogram')),\n"
+                 "        Image(plot(work / 'diffusion.nc', 'u', summary=True, "
+                 "output=work / 'bands.png')))"),
         ("md", "## A torch training-style loop\nA linear model fitted by gradient descent. The "
                "loss is kept every step, the weights' histogram every 10 steps, and the first "
                "step at which the loss falls below 0.05 is captured (`when`). `rec.due(i)` lets "
@@ -248,24 +266,34 @@ NOTEBOOKS = {
                  "weights = train['weights'].to_dataset()\n"
                  "fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))\n"
                  "train['train'].to_dataset().loss.plot(ax=a, yscale='log')\n"
-                 "weights.w_histogram.T.plot(ax=b, x='step', y='w_bin', cmap='viridis')\n"
-                 "fig.savefig(work / 'training.png')"),
+                 "weights.w_histogram.T.plot(ax=b, x='step', y='w_bin', cmap='viridis', norm=LogNorm(vmin=1))\n"
+                 "plt.show()"),
     ],
     "07_live.ipynb": [
         ("md", "# Looking at a run while it goes on\nA run writes its file in the background (here "
                "a second process, as a batch job would); the notebook opens the file as often as "
                "it likes with `simkit.open`, which returns every capture committed so far and "
                "never a half-written one. Then the same from inside the process with "
-               "`simkit.iterate`, stopping the run as soon as the pattern is there."),
+               "`simkit.iterate`, stopping the run as soon as the pattern is there.\n\n"
+               "Both runs are Pearson's worms (F = 0.050, k = 0.065) on a 64 x 64 grid of the "
+               "same spacing as the scenario's 256 x 256 (a box of 0.625), so that its seeded "
+               "square is 20 cells wide: the worms grow out of it within a few thousand steps, "
+               "long before the 200,000 steps asked for."),
         ("code", "import subprocess, sys, tempfile, time\nfrom pathlib import Path\n\n"
-                 "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n\n"
-                 "import simkit\n\nwork = Path(tempfile.mkdtemp())\npath = work / 'gs.nc'"),
-        ("code", "job = subprocess.Popen([sys.executable, '-m', 'simkit', 'run',\n"
-                 "                        '../scenarios/gray_scott_worms.yaml', '-q',\n"
-                 "                        '-o', str(path), '--set', 'params.shape=[64, 64]',\n"
+                 "import matplotlib.pyplot as plt\n\nimport simkit\n\n"
+                 "tmp = tempfile.TemporaryDirectory()  # this notebook's files, removed when its "
+                 "kernel stops\n"
+                 "work = Path(tmp.name)\npath = work / 'gs.nc'\n"
+                 "worms = Path('../scenarios/gray_scott_worms.yaml').resolve()"),
+        ("code", "# The job runs in the folder of its file (`cwd`), as a batch job would.\n"
+                 "job = subprocess.Popen([sys.executable, '-m', 'simkit', 'run', str(worms), "
+                 "'-q',\n"
+                 "                        '-o', path.name, '--set', 'params.shape=[64, 64]',\n"
+                 "                        '--set', 'params.length=0.625',\n"
                  "                        '--set', 'steps=200000', '--set', 'flush_seconds=0.2',\n"
                  "                        '--set', 'outputs={pattern: {every: 500, fields: [v]}, '\n"
-                 "                        'checkpoint: {every: 5000, fields: all}}'])\n"
+                 "                        'checkpoint: {every: 5000, fields: all}}'],\n"
+                 "                       cwd=work)\n"
                  "while not path.exists() or simkit.open(path, 'pattern').sizes['step'] < 4:\n"
                  "    time.sleep(0.2)"),
         ("code", "# Re-open as often as you like: each call sees the captures committed so far.\n"
@@ -274,33 +302,66 @@ NOTEBOOKS = {
                  "    print('captured up to step', int(pattern.step[-1]))\n"
                  "    time.sleep(0.5)\n"
                  "pattern.v.isel(step=-1).plot(cmap='magma')\n"
-                 "plt.savefig(work / 'latest.png')"),
+                 "plt.show()"),
         ("code", "# Enough seen: ask the run to stop at its next block boundary (as `simkit stop`).\n"
                  "simkit.stop(path)\njob.wait(timeout=60)\n"
                  "print(simkit.open(path).attrs['simkit_status'])  # interrupted: resumable"),
-        ("code", "# In-process: captures as they are committed; leaving the loop stops the run.\n"
-                 "for capture in simkit.iterate('../scenarios/gray_scott_worms.yaml',\n"
+        ("md", "In-process: captures as they are committed; leaving the loop stops the run. The "
+               "pattern is there once the autocatalyst `v` (above 0.1) covers 30% of the box; "
+               "the seed covers 10%."),
+        ("code", "for capture in simkit.iterate(worms,\n"
                  "                              output=str(work / 'gs2.nc'), steps=200000,\n"
-                 "                              params={'shape': [64, 64]}, flush_seconds=0.2,\n"
-                 "                              outputs={'pattern': {'every': 500, 'fields': ['v']}},\n"
+                 "                              params={'shape': [64, 64], 'length': 0.625},\n"
+                 "                              flush_seconds=0.2,\n"
+                 "                              outputs={'pattern': {'every': 500, 'fields': ['v'],\n"
+                 "                                                   'diagnostics': ['covered']}},\n"
                  "                              streams=['pattern']):\n"
-                 "    spread = float(capture.values['v'].std())\n"
-                 "    if spread > 0.05:\n"
-                 "        print('pattern formed at step', capture.step, 'spread', round(spread, 3))\n"
+                 "    covered = float(capture.values['covered'])\n"
+                 "    if covered > 0.3:\n"
+                 "        print('pattern formed at step', capture.step, 'covering', "
+                 "round(covered, 2), 'of the box')\n"
                  "        break\n"
                  "else:\n"
                  "    print('no pattern by the end of the run')"),
+        ("code", "stopped = simkit.open(work / 'gs2.nc')\n"
+                 "print(stopped.attrs['simkit_status'], 'at step', "
+                 "int(stopped['pattern'].step[-1]))  # resumable\n"
+                 "stopped['pattern'].v.isel(step=-1).plot(cmap='magma')\n"
+                 "plt.show()"),
     ],
 }
 
 
+#: The last cell of every notebook: its files (in ``tmp``, made by its first cell) are removed.
+CLEANUP = "tmp.cleanup()  # remove this notebook's files"
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` from its cells, without outputs."""
+    nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src)
+                             for kind, src in [*NOTEBOOKS[name], ("code", CLEANUP)]])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Run every cell of ``nb`` in a fresh kernel started in this folder; outputs kept in it."""
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     record_timing=False,
+                                     resources={"metadata": {"path": str(HERE)}})
+    client.execute()
+    return nb
+
+
 def main() -> None:
-    for name, cells in NOTEBOOKS.items():
-        nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src)
-                                 for kind, src in cells])
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                     "language": "python"}
-        nbformat.write(nb, HERE / name)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebooks to write (default: all)")
+    parser.add_argument("--no-execute", action="store_true", help="write them without outputs")
+    args = parser.parse_args()
+    for name in args.names or NOTEBOOKS:
+        nb = build(name)
+        nbformat.write(nb if args.no_execute else execute(nb), HERE / name)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numbers
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
                             f"{panels!r}", key="--panels")
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")  # images to files; a backend already chosen (a notebook's) stays
     import matplotlib.pyplot as plt
     import xarray as xr
 

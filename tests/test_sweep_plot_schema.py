@@ -1,4 +1,4 @@
-"""Sweeps on a real Dask LocalCluster, plots, the JSON Schema, validate, warnings, notebooks."""
+"""Sweeps on a real Dask LocalCluster, plots, the JSON Schema, validate, warnings."""
 
 from __future__ import annotations
 
@@ -159,18 +159,6 @@ def test_verbose_logging_reports_the_run(in_tmp):
     assert proc.returncode == 0
     assert "simkit: INFO: running heat2d on numpy (cpu, float64) -> runs/s.nc" in proc.stderr
     assert "finished at step 3" in proc.stderr
-
-
-@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
-def test_notebook_runs_top_to_bottom(notebook):
-    import nbclient
-    import nbformat
-
-    nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
-    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(ROOT / "notebooks")}})
-    client.execute()
 
 
 def test_vectorized_sweep_matches_separate_runs(in_tmp, capsys):
