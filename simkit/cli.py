@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--panels", type=int, default=9, help="panels in a grid (default 9)")
     plot.add_argument("--summary", action="store_true",
                       help="draw the field's summaries (mean, min..max, quantile bands) over time")
+    plot.add_argument("--color-scale", choices=("auto", "linear", "log"), default="auto",
+                      help="colours of a histogram image (default auto: log when one bin holds "
+                           "far more than the others)")
 
     plot.add_argument("--follow", action="store_true",
                       help="redraw --output every few seconds while the run goes on; stops when "
@@ -374,7 +377,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.follow:
         return _follow_plot(args, plot)
     print(plot(args.file, args.field, stream=args.stream, output=args.output,
-               panels=args.panels, summary=args.summary))
+               panels=args.panels, summary=args.summary, color_scale=args.color_scale))
     return 0
 
 
@@ -393,7 +396,8 @@ def _follow_plot(args: argparse.Namespace, plot: Any) -> int:
         running = status == schema.STATUS_RUNNING and writer_alive(args.file) is not False
         try:
             drawn = plot(args.file, args.field, stream=args.stream, output=args.output,
-                         panels=args.panels, summary=args.summary)
+                         panels=args.panels, summary=args.summary,
+                         color_scale=args.color_scale)
         except (OSError, RuntimeError, KeyError, ValueError):
             if not running:
                 raise

@@ -57,20 +57,25 @@ def _find_summaries(tree, field: str, stream: str | None):
 
 
 _SUMMARY_LINES = ("mean", "min", "max", "std", "quantiles")
+#: Colour scales of a histogram image; ``auto`` is logarithmic when the counts span more than
+#: ``_LOG_SPAN`` times the median of those above zero (a bin holding most values, say zeros).
+COLOR_SCALES = ("auto", "linear", "log")
+_LOG_SPAN = 100
 
 
 def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
          output: str | os.PathLike | None = None, panels: int = MAX_PANELS,
-         summary: bool = False) -> Path:
+         summary: bool = False, color_scale: str = "auto") -> Path:
     """Draw ``field`` from a run file; returns the image or animation written.
 
     A diagnostic (one value per capture) becomes a line over simulated time; a 2D field becomes a
     grid of up to ``panels`` panels at evenly spread captured steps, or an animation of every
     captured step when ``output`` ends in .gif or .mp4. A histogram summary (``u_histogram``)
-    becomes an image of its counts over time (captures along x, bins along y); with ``summary``
-    (or when ``field`` itself was not captured), the summaries of ``field`` become lines over
-    time with bands: min to max, and each pair of quantiles ``q``, ``1 - q``, around the mean and
-    median.
+    becomes an image of its counts over time (captures along x, bins along y), its colours
+    ``color_scale`` (``auto``: logarithmic when one bin holds far more than the others, ``linear``
+    or ``log``); with ``summary`` (or when ``field`` itself was not captured), the summaries of
+    ``field`` become lines over time with bands: min to max, and each pair of quantiles ``q``,
+    ``1 - q``, around the mean and median (mean ± std drawn within min..max where they are kept).
 
     Raises:
         ScenarioError: no such stream or field, no captures, a bad output name or panel count.
@@ -79,6 +84,9 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
             not 1 <= panels <= PANELS_LIMIT:
         raise ScenarioError(f"expected a whole number of panels from 1 to {PANELS_LIMIT}, given "
                             f"{panels!r}", key="--panels")
+    if color_scale not in COLOR_SCALES:
+        raise ScenarioError(f"expected a colour scale {', '.join(COLOR_SCALES)}, given "
+                            f"{color_scale!r}", key="--color-scale")
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
@@ -115,7 +123,8 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
                                 source=source)
         return _save(_summary_lines(ds, field, f"{Path(path).name}: {name}/{field}"), output)
     if ds is not None and da.sizes.get("step", 0):
-        return _save(_histogram_image(ds, da, f"{Path(path).name}: {name}/{field}"), output)
+        return _save(_histogram_image(ds, da, f"{Path(path).name}: {name}/{field}",
+                                      color_scale), output)
     if da.sizes.get("step", 0) == 0:
         raise ScenarioError(f"expected captures in stream {name!r}, given none", source=source)
     title = f"{Path(path).name}: {name}/{field}"
@@ -158,9 +167,12 @@ def _save(fig, output: Path) -> Path:
     return output
 
 
-def _histogram_image(ds, da, title: str):
-    """Counts as an image: one column per capture, one row per bin, bins at their edges."""
+def _histogram_image(ds, da, title: str, color_scale: str = "auto"):
+    """Counts as an image: one column per capture, one row per bin, bins at their edges; on a
+    logarithmic colour scale (empty bins left white) for ``log``, and for ``auto``
+    when the counts span more than ``_LOG_SPAN`` times their median above zero."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
     edges_name = f"{da.dims[1]}_edge"
     centres = ds[da.dims[1]].values
@@ -168,9 +180,20 @@ def _histogram_image(ds, da, title: str):
         [centres[:1] - 0.5, (centres[1:] + centres[:-1]) / 2, centres[-1:] + 0.5])
     steps = ds.step.values.astype(float)
     x = np.concatenate([steps, steps[-1:] + (np.diff(steps[-2:]) if len(steps) > 1 else [1.0])])
+    counts = np.asarray(da.values, dtype=np.float64).T
+    positive = counts[counts > 0]
+    log = positive.size > 0 and (color_scale == "log" or (
+        color_scale == "auto" and positive.max() > _LOG_SPAN * np.median(positive)))
+    style = {"cmap": "viridis"}
+    if log:
+        # Empty bins: masked on a log scale, drawn blank.
+        cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+        counts = np.ma.masked_less_equal(counts, 0)
+        style = {"cmap": cmap, "norm": LogNorm(vmin=positive.min(), vmax=positive.max())}
     fig, ax = plt.subplots(figsize=(8, 4))
-    mesh = ax.pcolormesh(x, edges, da.values.T, cmap="viridis", shading="flat")
-    fig.colorbar(mesh, ax=ax, label=f"count per bin ({da.attrs.get('units', '1')})")
+    mesh = ax.pcolormesh(x, edges, counts, shading="flat", **style)
+    scale = ", log scale, empty bins white" if log else ""
+    fig.colorbar(mesh, ax=ax, label=f"count per bin ({da.attrs.get('units', '1')}{scale})")
     ax.set_xlabel("step")
     ax.set_ylabel(f"{da.dims[1].removesuffix('_bin')} "
                   f"[{ds[da.dims[1]].attrs.get('units', '')}]")
@@ -204,9 +227,14 @@ def _summary_lines(ds, field: str, title: str):
         ax.plot(time, mean.values, color="C0", label="mean")
         std = ds.get(f"{field}_std")
         if std is not None:
-            ax.plot(time, mean.values + std.values, color="C0", lw=0.8, ls="--",
-                    label="mean ± std")
-            ax.plot(time, mean.values - std.values, color="C0", lw=0.8, ls="--")
+            upper, lower = mean.values + std.values, mean.values - std.values
+            label = "mean ± std"
+            if low is not None and high is not None:  # never outside the values (a field >= 0)
+                upper = np.clip(upper, low.values, high.values)
+                lower = np.clip(lower, low.values, high.values)
+                label = "mean ± std within min..max"
+            ax.plot(time, upper, color="C0", lw=0.8, ls="--", label=label)
+            ax.plot(time, lower, color="C0", lw=0.8, ls="--")
     units = next((ds[v].attrs.get("units") for v in ds.data_vars
                   if v.startswith(f"{field}_") and ds[v].attrs.get("units")), "")
     ax.set_xlabel(f"time [{ds.time.attrs.get('units', '')}]")

@@ -270,3 +270,67 @@ def test_an_output_that_is_not_a_file_is_refused_naming_it(in_tmp):
         with pytest.raises(ScenarioError, match=f"^{message}$"):
             simkit.record(path, {"s": {"every": 1, "fields": ["u"]}}, overwrite=overwrite)
     assert (in_tmp / "folder").is_dir() and (in_tmp / "plain").read_text() == "x"
+
+
+# Item 15: a histogram image that one bin drowns gets a log colour scale; std bands stay within
+# the values.
+
+def _drowned_histograms(path):
+    """A field that is mostly zero: its zero bin holds far more than every other bin."""
+    rng = np.random.default_rng(3)
+    with simkit.record(path, {"s": {"every": 1, "fields": [], "summaries": {
+            "w": ["mean", "std", "min", "max", {"histogram": {"bins": 20, "range": [0, 4]}}]}}}
+            ) as rec:
+        for i in range(12):
+            w = np.zeros(2000)
+            w[:40] = rng.exponential(0.5 + i / 10, 40)
+            rec.step(i, w=w)
+    return xr.open_dataset(path, group="s").load()
+
+
+def test_a_histogram_image_drowned_by_one_bin_is_drawn_on_a_log_scale(in_tmp):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import LogNorm
+
+    from simkit import plot as plotting
+    from simkit.cli import main
+
+    s = _drowned_histograms("z.nc")
+    fig = plotting._histogram_image(s, s.w_histogram, "t")
+    mesh = fig.axes[0].collections[0]
+    assert isinstance(mesh.norm, LogNorm)
+    positive = s.w_histogram.values[s.w_histogram.values > 0]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (positive.min(), positive.max())
+    drawn = np.ma.asarray(mesh.get_array()).reshape(20, 12)
+    np.testing.assert_array_equal(np.ma.getmaskarray(drawn), s.w_histogram.values.T == 0)
+    assert fig.axes[1].get_ylabel() == "count per bin (1, log scale, empty bins white)"
+    linear = plotting._histogram_image(s, s.w_histogram, "t", "linear").axes[0].collections[0]
+    assert not isinstance(linear.norm, LogNorm)
+    even = s.w_histogram.copy(data=np.ones_like(s.w_histogram.values))
+    assert not isinstance(plotting._histogram_image(s, even, "t").axes[0].collections[0].norm,
+                          LogNorm)
+    assert isinstance(plotting._histogram_image(s, even, "t", "log").axes[0].collections[0].norm,
+                      LogNorm)
+    assert main(["plot", "z.nc", "--field", "w_histogram", "--color-scale", "log",
+                 "-o", "log.png"]) == 0
+    with pytest.raises(ScenarioError, match=r"^--color-scale: expected a colour scale auto, "
+                                            r"linear, log, given 'cubic'$"):
+        plotting.plot("z.nc", "w_histogram", color_scale="cubic")
+
+
+def test_summary_std_band_stays_within_min_and_max(in_tmp):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from simkit import plot as plotting
+
+    s = _drowned_histograms("b.nc")
+    mean, std, low = s.w_mean.values, s.w_std.values, s.w_min.values
+    assert (mean - std < low).all()  # the field is >= 0, mean - std is not
+    fig = plotting._summary_lines(s, "w", "t")
+    dashed = [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+    assert [line.get_label() for line in dashed][0] == "mean ± std within min..max"
+    np.testing.assert_array_equal(dashed[0].get_ydata(), np.minimum(mean + std, s.w_max.values))
+    np.testing.assert_array_equal(dashed[1].get_ydata(), np.maximum(mean - std, low))
