@@ -92,9 +92,8 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
         matplotlib.use("Agg")  # images to files; a backend already chosen (a notebook's) stays
     import matplotlib.pyplot as plt
-    import xarray as xr
 
-    from simkit.io import xarray_lock
+    from simkit.io import open_run_tree
 
     source = str(path)
     output = Path(output) if output else Path(path).with_name(f"{Path(path).stem}_{field}.png")
@@ -104,7 +103,7 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
     if output.suffix == ".mp4" and shutil.which("ffmpeg") is None:
         raise ScenarioError("expected ffmpeg on PATH to write .mp4, given none; use .gif",
                             key="-o")
-    with xarray_lock(), xr.open_datatree(path) as tree:  # runs may write in other threads
+    with open_run_tree(path) as tree:  # under the xarray lock; a bad file said in one line
         found = _find_summaries(tree, field, stream)
         held = any(field in tree[c].to_dataset().data_vars for c in tree.children)
         if found is not None and (summary or not held):

@@ -4,7 +4,11 @@ the documented exit codes for files that cannot be read (items 20, 24)."""
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +34,16 @@ _CDO = shutil.which("cdo")
 def _simkit(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "simkit", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, **kwargs)
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """The command run in this process (the tests' directory is the current one)."""
+    from simkit.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def _tiny_run(solver: str, output: str) -> Path:
@@ -113,3 +127,115 @@ def test_inspect_shows_the_whole_captures_of_a_file_with_a_torn_one(in_tmp):
            "them (`simkit recover` drops it)" in proc.stdout
     assert "stream diag: energy heat max_abs; steps 0..12 every 1 (13), time 0..2.4\n" \
         in proc.stdout
+
+
+def _bad_copies(path: Path, where: Path) -> list[Path]:
+    """Truncated, bit-flipped and non-NetCDF files, as a hostile user hands them over."""
+    data = path.read_bytes()
+    rng = np.random.default_rng(5)
+    made = {f"cut{k}.nc": data[:len(data) * k // 10] for k in (1, 5, 9)}
+    made["cut99.nc"] = data[:-100]
+    for k in range(4):
+        flipped = bytearray(data)
+        for i in rng.integers(0, len(data), 40):
+            flipped[i] ^= 1 << int(rng.integers(8))
+        made[f"flip{k}.nc"] = bytes(flipped)
+    made.update({"text.nc": b"solver: heat2d\n", "empty.nc": b"",
+                 "png.nc": b"\x89PNG\r\n\x1a\n" + bytes(100)})
+    for name, content in made.items():
+        (where / name).write_bytes(content)
+    return [where / name for name in made]
+
+
+def test_plot_of_truncated_flipped_or_foreign_files_is_bad_input(in_tmp, capsys):
+    path = simkit.run(heat_scenario()).path
+    bad = _bad_copies(path, in_tmp)
+    assert len(bad) == 11
+    for file in bad:
+        code, _, err = _main(capsys, "plot", file.name, "--field", "u", "-o", "u.png")
+        assert code == 2, (file.name, err)
+        assert err.startswith(f"simkit: error: {file.name}: expected a NetCDF file written by "
+                              "simkit, given ")
+        assert err.count("\n") == 1, err
+    assert not (in_tmp / "u.png").exists()
+    # A whole file's unreadable data (a corrupt chunk) is said the same way from Python.
+    from simkit.errors import ScenarioError
+    from simkit.io import open_run_tree
+
+    with pytest.raises(ScenarioError, match=r"out.nc: expected a NetCDF file written by "
+                                            r"simkit, given one that cannot be read \(boom\)"), \
+            open_run_tree(path):
+        raise RuntimeError("boom")
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def test_export_removes_temporaries_of_dead_exports_and_says_a_missing_group(in_tmp, capsys):
+    path = simkit.run(heat_scenario()).path
+    host, dead = socket.gethostname(), _dead_pid()
+    stale = in_tmp / f".flat.nc.{host}.{dead}.0.tmp"  # what a killed export leaves
+    live = in_tmp / f".flat.nc.{host}.{os.getpid()}.99.tmp"
+    stale.write_bytes(b"x" * 1000)
+    live.write_bytes(b"x")
+    code, _, err = _main(capsys, "export", path, "--stream", "snap", "-o", "flat.nc")
+    assert code == 0, err
+    assert not stale.exists() and live.exists()
+    with netCDF4.Dataset(path, "a") as ds:  # streams that name a group the file lacks
+        ds.setncattr(schema.ATTR_STREAMS, "snap early diag lost")
+    assert _main(capsys, "export", path, "--stream", "snap", "-o", "again.nc")[::2] == (
+        2, "simkit: error: out.nc: expected a NetCDF file written by simkit, given one without "
+           "the group 'lost' its streams name\n")
+    assert sorted(p.name for p in in_tmp.iterdir()) == [live.name, "flat.nc", "out.nc"]
+
+
+def test_export_onto_a_full_disk_says_disk_full(in_tmp):
+    data = heat_scenario(params={"shape": [64, 64]}, steps=40,
+                         outputs={"snap": {"every": 1, "fields": ["u"]}})
+    path = simkit.run(data).path
+    limit = 256 << 10  # the stream holds 41 x 32 KiB
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = _simkit("export", path, "--stream", "snap", "-o", "flat.nc", cwd=in_tmp,
+                   preexec_fn=small_disk)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "HDF error" not in proc.stderr
+    assert proc.stderr.startswith("simkit: error: disk full writing .flat.nc.")
+    assert f"(file size limit of {limit} bytes reached); flat.nc is not written; free space, " \
+           "then run the command again" in proc.stderr
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["out.nc"]
+
+
+def test_recover_and_resume_remove_the_copies_of_killed_ones(in_tmp, capsys):
+    data = heat_scenario(outputs={"snap": {"every": 3, "fields": "all"}})
+    path = simkit.run(data).path
+    dead = _dead_pid()
+    copies = [in_tmp / f".out.nc.{dead}.recover.tmp", in_tmp / f".out.nc.{dead + 1}.recover.tmp"]
+    live = in_tmp / f".out.nc.{os.getppid()}.recover.tmp"  # a live process's
+    copies[0].write_bytes(b"x")
+    live.write_bytes(b"x")
+    code, _, err = _main(capsys, "recover", path)  # nothing torn: no rewrite, still cleaned
+    assert code == 0, err
+    assert not copies[0].exists() and live.exists()
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)  # as a killed run leaves it
+    if _alive(dead + 1):
+        copies[1] = copies[0]
+    copies[1].write_bytes(b"x")
+    code, _, err = _main(capsys, "resume", path, "-q")
+    assert code == 0, err
+    assert not copies[1].exists() and live.exists()
+    assert sorted(p.name for p in in_tmp.iterdir()) == [live.name, "out.nc"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

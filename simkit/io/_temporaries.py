@@ -1,11 +1,13 @@
 """Names of the files a run writes beside its output before it is in place, and the removal of
-those left behind by processes that died (a SIGKILL during file creation leaves one)."""
+those left behind by processes that died (a SIGKILL during file creation leaves one; a killed
+``simkit tensorboard`` leaves a directory of event files)."""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -89,7 +91,10 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         if owner is None or owner[0] != host or _alive(owner[1]):
             continue
         try:
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():  # a directory of event files
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         except OSError:
             continue
         removed.append(entry)

@@ -3,9 +3,10 @@ and rewriting the file with only whole captures (``simkit recover``, and before 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 import netCDF4
 import numpy as np
 
-from simkit.errors import DiskFullError, ScenarioError
+from simkit.errors import DiskFullError, ScenarioError, SimkitError
 from simkit.io import schema
-from simkit.io._lock import hdf5_lock
+from simkit.io._lock import hdf5_lock, xarray_lock
+from simkit.io._temporaries import remove_stale_temporaries
 from simkit.io.netcdf import (
     DISK_MARGIN_BYTES,
     _file_size_limit,
@@ -150,9 +152,10 @@ def rewrite(path: str | os.PathLike, keep: Mapping[str, int],
     (and whose root has ``attrs`` set).
 
     The copy is written beside the file, fsync'ed and moved over it: a crash meanwhile leaves the
-    original untouched.
+    original untouched (and its copy, removed by the next command that writes the file).
     """
     path = Path(path)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.recover.tmp")
     # The copy needs about the file's size again: refuse up front rather than let HDF5 fail
     # with a bare "HDF error" halfway.
@@ -209,6 +212,41 @@ def require_run_file(path: str | os.PathLike) -> None:
                             f"{missing}", source=source)
 
 
+@contextlib.contextmanager
+def open_run_tree(path: str | os.PathLike) -> Iterator[Any]:
+    """The run file at ``path`` as an xarray ``DataTree``, read under the xarray lock.
+
+    A file that is not a run file, or whose bytes cannot be read (truncated, corrupt, not
+    NetCDF), is refused with one line (exit code 2), also when what fails is a read of its data
+    inside the ``with`` block.
+
+    Raises:
+        ScenarioError: naming the file and why it cannot be read.
+    """
+    import xarray as xr
+
+    require_run_file(path)
+    source = str(path)
+    with xarray_lock():
+        try:
+            tree = xr.open_datatree(path)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise _unreadable(source, error) from None
+        with tree:
+            try:
+                yield tree
+            except (OSError, RuntimeError) as error:
+                if isinstance(error, SimkitError):
+                    raise
+                raise _unreadable(source, error) from None
+
+
+def _unreadable(source: str, error: BaseException) -> ScenarioError:
+    reason = " ".join(str(error).split())[:200]
+    return ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
+                         f"read ({reason})", source=source)
+
+
 def _missing_parts(ds: netCDF4.Dataset) -> str | None:
     """What a run file should hold and ``ds`` does not, or None."""
     for attr in (schema.ATTR_STREAMS, schema.ATTR_SCENARIO):
@@ -235,6 +273,7 @@ def recover(path: str | os.PathLike) -> dict[str, int]:
     """
     require_run_file(path)
     release(exclusive(path))  # a running run's last captures are not torn: refuse
+    remove_stale_temporaries(Path(path))  # copies of killed recovers and resumes, and runs'
     with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         counts = whole_captures(ds)
         lengths = {name: len(ds.groups[name].dimensions[schema.STEP_DIM]) for name in counts}
