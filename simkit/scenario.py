@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simkit.errors import ScenarioError, did_you_mean
+from simkit.io.netcdf import check_replaceable
 from simkit.schedule import (
     MAX_STEP,
     AbstractSchedule,
@@ -628,7 +629,8 @@ _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
 
 def _check_output(path: Path, overwrite: bool, inputs: Mapping[str, str]) -> None:
     """Refuse an output that exists and is not a regular file, is one of the run's own inputs
-    (``inputs``: what it is -> path), or exists without ``overwrite``; probe that it is writable."""
+    (``inputs``: what it is -> path), exists without ``overwrite``, or is not a file simkit
+    wrote (only those are replaced); probe that it is writable."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -655,6 +657,7 @@ def _check_output(path: Path, overwrite: bool, inputs: Mapping[str, str]) -> Non
         if not overwrite:
             raise ScenarioError(f"expected a new file (or --overwrite), given {str(path)!r} "
                                 "which exists", key="output")
+        check_replaceable(path)
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -938,6 +941,9 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
     inputs = {"scenario file": source} if source else {}
     if isinstance(getattr(initial, "path", None), str):
         inputs["initial condition file"] = initial.path
+    misfit = (scenario.objective or {}).get("misfit")
+    if isinstance(misfit, Mapping) and isinstance(misfit.get("path"), str):
+        inputs["observations file (objective.misfit.path)"] = misfit["path"]
     _check_output(output, overwrite, inputs)
     stop_when = None
     if scenario.stop_when is not None:

@@ -466,3 +466,85 @@ def test_a_block_of_many_streams_is_written_with_one_sync(in_tmp, monkeypatch):
         simkit.run(_streams_scenario([f"s{i}" for i in range(n)]), overwrite=True)
         counts[n] = len(syncs)
     assert counts[40] <= counts[1] + 2, counts  # a sync per stream and block: 10 or more
+
+
+# ---------------------------------------------------------------- issue 19 item 19: --overwrite
+
+
+REFUSED = ("expected a file simkit wrote (a run, recording or export) to replace with "
+           "--overwrite, given {!r}, which is not one; remove it yourself or choose another "
+           "output")
+
+
+def test_overwrite_never_replaces_the_observations_of_the_objective(in_tmp, capsys):
+    assert main(["run", _write(in_tmp, SMALL).name, "-q", "-o", "truth.nc"]) == 0
+    before = (in_tmp / "truth.nc").read_bytes()
+    _write(in_tmp, SMALL.replace("output: out.nc", "objective:\n  misfit: {path: truth.nc, "
+                                 "stream: snap}\n  wrt: [diffusivity]\noutput: out.nc"),
+           "guess.yaml")
+    for command in (["run", "guess.yaml", "-o", "truth.nc", "--overwrite"],
+                    ["validate", "guess.yaml", "--set", "output=truth.nc"]):
+        assert main(command) == 2
+        assert _one_line_error(capsys).endswith(
+            "output: expected an output other than the run's inputs, given 'truth.nc', which "
+            "is the observations file (objective.misfit.path)")
+    from simkit.autodiff import misfit, value_and_grad
+
+    with pytest.raises(ScenarioError, match="given 'truth.nc', which is the observations"):
+        value_and_grad(SMALL_DATA, misfit("truth.nc", "snap"), ["diffusivity"],
+                       output="truth.nc", overwrite=True)
+    assert (in_tmp / "truth.nc").read_bytes() == before
+
+
+SMALL_DATA = yaml.safe_load(SMALL)
+
+
+def test_overwrite_replaces_only_files_simkit_wrote(in_tmp, capsys):
+    _write(in_tmp, SMALL)
+    passwd = in_tmp / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    other = _write(in_tmp, "not: a run\n", "other.yaml")
+    with netCDF4.Dataset(in_tmp / "foreign.nc", "w") as ds:  # NetCDF, but not simkit's
+        ds.title = "someone's data"
+    before = {p: p.read_bytes() for p in (passwd, other, in_tmp / "foreign.nc")}
+    for path in before:
+        for command in (["run", "s.yaml", "-q", "-o", path.name, "--overwrite"],
+                        ["validate", "s.yaml", "--set", f"output={path.name}"]):
+            assert main(command) == 2
+            assert _one_line_error(capsys).endswith(f"output: {REFUSED.format(path.name)}")
+    # Below the check at planning: the writer refuses too (a file that appeared since).
+    from simkit.io import NetCDFWriter
+    from simkit.io.netcdf import written_by_simkit
+
+    plan = plan_run("s.yaml")
+    with pytest.raises(ScenarioError, match="expected a file simkit wrote"):
+        NetCDFWriter(passwd, _layout_of(plan), {}, overwrite=True)
+    assert {p: p.read_bytes() for p in before} == before
+    # simkit's own files are replaced: a run, a recording and an export.
+    assert main(["run", "s.yaml", "-q"]) == 0
+    assert main(["run", "s.yaml", "-q", "--overwrite", "--set", "seed=1"]) == 0
+    with simkit.record("rec.nc", {"s": {"every": 1}}) as rec:
+        rec.step(0, 0.0, u=np.zeros(3))
+    assert main(["run", "s.yaml", "-q", "-o", "rec.nc", "--overwrite"]) == 0
+    assert main(["export", "out.nc", "--stream", "snap", "-o", "flat.nc"]) == 0
+    assert main(["run", "s.yaml", "-q", "-o", "flat.nc", "--overwrite"]) == 0
+    assert all(written_by_simkit(in_tmp / n) for n in ("out.nc", "rec.nc", "flat.nc"))
+    assert not any(written_by_simkit(p) for p in (*before, in_tmp / "missing.nc", in_tmp))
+
+
+def _layout_of(plan):
+    from simkit.driver import _layout
+
+    return _layout(plan, plan.scenario.dtype)
+
+
+def test_export_overwrite_replaces_only_files_simkit_wrote(in_tmp, capsys):
+    _write(in_tmp, SMALL)
+    assert main(["run", "s.yaml", "-q"]) == 0
+    other = _write(in_tmp, "not: an export\n", "other.yaml")
+    assert main(["export", "out.nc", "--stream", "snap", "-o", "other.yaml", "--overwrite"]) == 2
+    assert _one_line_error(capsys).endswith(f"-o: {REFUSED.format('other.yaml')}")
+    assert other.read_text() == "not: an export\n"
+    assert main(["export", "out.nc", "--stream", "snap", "-o", "flat.nc"]) == 0
+    capsys.readouterr()
+    assert main(["export", "out.nc", "--stream", "snap", "-o", "flat.nc", "--overwrite"]) == 0

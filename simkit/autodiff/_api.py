@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -215,6 +216,13 @@ def value_and_grad(
         overrides = {**overrides, "output": os.fspath(output)}
     # Without an output nothing is written: an existing file at the scenario's is no obstacle.
     plan = _plan(scenario, sets, overrides, overwrite or output is None, allow_import)
+    observed = getattr(objective, "path", None)
+    if output is not None and observed is not None and plan.output.exists():
+        with contextlib.suppress(OSError):
+            if os.path.samefile(plan.output, observed):
+                raise ScenarioError(f"expected an output other than the run's inputs, given "
+                                    f"{str(output)!r}, which is the observations file of the "
+                                    "objective", key="output")
     run, params, fields, adjoint = prepare(plan, objective, wrt, checkpoint, backend, gradients)
     policy, probe_steps = run.checkpointing, list(run.probe_steps)
     probe_fields = sorted({f for _, names in adjoint.values() for f in names})

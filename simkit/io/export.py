@@ -19,7 +19,7 @@ from simkit.errors import DiskFullError, ScenarioError, SimkitError
 from simkit.io import schema
 from simkit.io._lock import hdf5_lock
 from simkit.io._temporaries import remove_stale_temporaries, temporary_path
-from simkit.io.netcdf import _file_size_limit, _is_space_error, fsync_path
+from simkit.io.netcdf import _file_size_limit, _is_space_error, check_replaceable, fsync_path
 from simkit.io.recover import require_run_file, whole_captures
 
 #: Captures are copied in pieces of about this many bytes, so memory stays bounded.
@@ -113,6 +113,8 @@ def export_stream(path: str | os.PathLike, stream: str, output: str | os.PathLik
     if output.resolve() == Path(path).resolve():
         raise ScenarioError("expected an output other than the run file, given the run file",
                             source=source, key="-o")
+    if overwrite and os.path.lexists(output):
+        check_replaceable(output, key="-o")  # never a file simkit did not write
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
     tmp = temporary_path(output)
@@ -168,7 +170,7 @@ def _write_flat(root: netCDF4.Dataset, group: netCDF4.Dataset, stream: str, coun
     line = f"{when}: simkit {__version__} export of stream {stream}"
     history = str(attrs.get(schema.ATTR_HISTORY, ""))
     attrs[schema.ATTR_HISTORY] = f"{history}\n{line}" if history else line
-    attrs["simkit_stream"] = stream
+    attrs[schema.ATTR_EXPORTED_STREAM] = stream
     dst.setncatts(attrs)
     dst.createDimension(schema.TIME, count)
     # The checksum and the schedules' state are the run's bookkeeping, not data.

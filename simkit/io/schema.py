@@ -53,6 +53,7 @@ ATTR_RESUMED = "simkit_resumed_at"
 #: another stream's captures before it.
 ATTR_COMMITTED = "simkit_committed_step"
 ATTR_STREAMS = "simkit_streams"
+ATTR_EXPORTED_STREAM = "simkit_stream"  # the stream a flat export holds
 ATTR_STREAM_FIELDS = "simkit_fields"
 ATTR_STREAM_DIAGNOSTICS = "simkit_diagnostics"
 #: On a stream group that captures after a stage: that stage (its captures are mid-step states,
