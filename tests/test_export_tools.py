@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import netCDF4
@@ -239,3 +240,84 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _event_counts(logdir: Path) -> dict[str, int]:
+    """How many events each tag has in the event files under ``logdir``."""
+    from test_summaries import _events
+
+    counts: dict[str, int] = {}
+    for event in _events(logdir):
+        for value in event.summary.value:
+            counts[value.tag] = counts.get(value.tag, 0) + 1
+    return counts
+
+
+def test_tensorboard_twice_replaces_the_earlier_export_of_the_same_file(in_tmp, capsys):
+    pytest.importorskip("tensorboardX")
+    from test_summaries import _recorded_summaries
+
+    _recorded_summaries("r.nc")
+    _recorded_summaries("other.nc")
+    assert _main(capsys, "tensorboard", "r.nc", "logs")[:2] == (0, "logs\n")
+    once = _event_counts(in_tmp / "logs")
+    assert once["s/loss"] == 13 and once["s/w_histogram"] == 13 and once["f/w"] == 4
+    time.sleep(1.1)  # event files are named by the second they were made in
+    assert _main(capsys, "tensorboard", "r.nc", "logs")[0] == 0
+    assert _event_counts(in_tmp / "logs") == once  # not 26 per tag
+    assert len(list((in_tmp / "logs").iterdir())) == 1
+    # Another file's export beside it is its own, and stays.
+    assert _main(capsys, "tensorboard", "other.nc", "logs")[0] == 0
+    assert _main(capsys, "tensorboard", "r.nc", "logs")[0] == 0
+    assert _event_counts(in_tmp / "logs") == {tag: 2 * n for tag, n in once.items()}
+    assert len(list((in_tmp / "logs").iterdir())) == 2
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["logs", "other.nc", "r.nc"]
+
+
+def test_tensorboard_refuses_a_logdir_that_is_a_file_or_fifo_and_cleans_up(in_tmp, capsys):
+    pytest.importorskip("tensorboardX")
+    from test_summaries import _recorded_summaries
+
+    _recorded_summaries("r.nc")
+    Path("notes.txt").write_text("mine")
+    os.mkfifo("pipe")
+    for name, kind in (("notes.txt", "a regular file"), ("pipe", "a FIFO")):
+        assert _main(capsys, "tensorboard", "r.nc", name)[::2] == (
+            2, f"simkit: error: {name}: logdir: expected a directory for the event files, "
+               f"given {kind}\n")
+    assert Path("notes.txt").read_text() == "mine"
+    # A killed export's directory of events beside the logdir goes; a live one's stays.
+    host = socket.gethostname()
+    stale = in_tmp / f".logs.{host}.{_dead_pid()}.0.tmp"
+    live = in_tmp / f".logs.{host}.{os.getppid()}.0.tmp"
+    for directory in (stale, live):
+        directory.mkdir()
+        (directory / "events.out.tfevents.1.x").write_bytes(b"x")
+    assert _main(capsys, "tensorboard", "r.nc", "logs")[0] == 0
+    assert not stale.exists() and live.exists()
+
+
+def test_tensorboard_of_empty_arrays_and_non_finite_values(in_tmp, capsys):
+    pytest.importorskip("tensorboardX")
+    fields = ["empty", "none", "image", "partly", "v"]
+    with simkit.record("r.nc", {"s": {"every": 1, "fields": fields,
+                                      "diagnostics": ["loss"]}}) as rec:
+        for i in range(3):
+            v = np.array([1.0, np.nan, np.inf, 2.0]) if i else np.full(4, np.nan)
+            rec.step(i, empty=np.zeros((0, 3)), none=np.zeros((0,)), image=np.full((4, 3), np.nan),
+                     partly=np.where(np.arange(12).reshape(4, 3) % 2, np.inf, float(i)),
+                     v=v, loss=float("nan") if i == 1 else float(i))
+    code, _, err = _main(capsys, "tensorboard", "r.nc", "logs")
+    assert code == 0, err
+    from test_summaries import _events
+
+    seen: dict[str, dict[int, object]] = {}
+    for event in _events(in_tmp / "logs"):
+        for value in event.summary.value:
+            seen.setdefault(value.tag, {})[event.step] = value
+    assert "s/empty" not in seen and "s/none" not in seen  # nothing to draw
+    assert sorted(seen["s/image"]) == [0, 1, 2] and sorted(seen["s/partly"]) == [0, 1, 2]
+    assert sorted(seen["s/v"]) == [1, 2]  # no finite value at step 0: no histogram there
+    assert (seen["s/v"][1].histo.num, seen["s/v"][1].histo.sum) == (2, 3.0)
+    assert [seen["s/loss"][k].simple_value for k in (0, 2)] == [0.0, 2.0]
+    assert np.isnan(seen["s/loss"][1].simple_value)
