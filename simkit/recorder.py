@@ -30,6 +30,7 @@ from array_api_compat import device, is_jax_array, is_torch_array
 from simkit._version import __version__
 from simkit.errors import DiskFullError, RunInterrupted, ScenarioError
 from simkit.io import BackgroundWriter, NetCDFWriter, schema
+from simkit.io.netcdf import check_replaceable
 from simkit.scenario import STREAM_KEYS
 from simkit.schedule import (
     MAX_STEP,
@@ -216,6 +217,8 @@ class Recorder:
         if self.path.exists() and not overwrite:
             raise ScenarioError(f"expected a new file (or overwrite=True), given "
                                 f"{str(self.path)!r}, which exists", key="path")
+        if os.path.lexists(self.path):
+            check_replaceable(self.path, key="path")  # only a file simkit wrote
         self.streams = tuple(parse_stream(name, spec) for name, spec in outputs.items())
         self._outputs = json.loads(json.dumps(outputs, default=str))
         self._coords = dict(coords or {})

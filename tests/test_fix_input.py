@@ -519,6 +519,8 @@ def test_overwrite_replaces_only_files_simkit_wrote(in_tmp, capsys):
     plan = plan_run("s.yaml")
     with pytest.raises(ScenarioError, match="expected a file simkit wrote"):
         NetCDFWriter(passwd, _layout_of(plan), {}, overwrite=True)
+    with pytest.raises(ScenarioError, match=r"^path: expected a file simkit wrote .* 'passwd'"):
+        simkit.record("passwd", {"s": {"every": 1}}, overwrite=True)
     assert {p: p.read_bytes() for p in before} == before
     # simkit's own files are replaced: a run, a recording and an export.
     assert main(["run", "s.yaml", "-q"]) == 0
