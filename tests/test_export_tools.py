@@ -321,3 +321,19 @@ def test_tensorboard_of_empty_arrays_and_non_finite_values(in_tmp, capsys):
     assert (seen["s/v"][1].histo.num, seen["s/v"][1].histo.sum) == (2, 3.0)
     assert [seen["s/loss"][k].simple_value for k in (0, 2)] == [0.0, 2.0]
     assert np.isnan(seen["s/loss"][1].simple_value)
+
+
+def test_observations_with_a_torn_capture_are_their_whole_captures(in_tmp):
+    from simkit.autodiff import misfit
+    from simkit.errors import ScenarioError
+
+    simkit.run(heat_scenario(dt=0.2, steps=8, output="truth.nc",
+                             outputs={"snap": {"every": 2, "fields": ["u"]}}))
+    _torn(in_tmp / "truth.nc")
+    objective = misfit("truth.nc", "snap")
+    assert objective.steps.tolist() == [0, 2, 4, 6, 8]
+    with netCDF4.Dataset("truth.nc") as ds:
+        np.testing.assert_array_equal(objective.observations["u"], ds["snap"]["u"][:5])
+    with pytest.raises(ScenarioError, match=r"misfit.steps: expected steps the observations "
+                                            r"hold, given 10"):
+        misfit("truth.nc", "snap", steps=[2, 10])

@@ -20,7 +20,7 @@ import xarray as xr
 from array_api_compat import array_namespace, device
 
 from simkit.errors import ScenarioError
-from simkit.io import schema, xarray_lock
+from simkit.io import schema, whole_captures_of, xarray_lock
 
 _SYMBOL = re.compile(r"^[A-Za-z]+-?[0-9]*$")
 
@@ -93,7 +93,9 @@ class Misfit:
         if stream not in names:
             raise ScenarioError(f"expected a stream of {self.path.name} ({', '.join(names)}), "
                                 f"given {stream!r}", key="misfit.stream")
+        whole = whole_captures_of(self.path, stream)  # a torn trailing capture is no data
         with xarray_lock(), xr.open_dataset(self.path, group=stream) as ds:
+            ds = ds.isel({schema.STEP_DIM: slice(0, whole)})
             kept = str(ds.attrs.get(schema.ATTR_STREAM_FIELDS, "")).split()
             self.fields = tuple(fields) if fields is not None else tuple(kept)
             unknown = [f for f in self.fields if f not in ds.data_vars]

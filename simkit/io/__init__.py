@@ -22,6 +22,7 @@ from simkit.io.recover import (
     recover,
     rewrite,
     whole_captures,
+    whole_captures_of,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "schema",
     "stop_request_path",
     "whole_captures",
+    "whole_captures_of",
     "writer_alive",
     "xarray_lock",
 ]

@@ -68,15 +68,23 @@ def whole_captures(ds: netCDF4.Dataset) -> dict[str, int]:
     hole is never bridged); the data only at the tail: captures before the last whole one were
     fsync'ed before it.
     """
-    counts = {}
     with hdf5_lock():
-        for name in ds.getncattr(schema.ATTR_STREAMS).split():
-            group = ds.groups[name]
-            n = _ordered_steps(group)
-            while n > 0 and not _record_ok(group, n - 1):
-                n -= 1
-            counts[name] = n
-    return counts
+        return {name: _whole(ds.groups[name])
+                for name in ds.getncattr(schema.ATTR_STREAMS).split()}
+
+
+def whole_captures_of(path: str | os.PathLike, stream: str) -> int:
+    """How many leading captures of ``stream`` in the file at ``path`` are whole (see
+    ``whole_captures``): a reader of one stream sees only these."""
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
+        return _whole(ds.groups[stream])
+
+
+def _whole(group: netCDF4.Dataset) -> int:
+    n = _ordered_steps(group)
+    while n > 0 and not _record_ok(group, n - 1):
+        n -= 1
+    return n
 
 
 def _ordered_steps(group: netCDF4.Dataset) -> int:
