@@ -91,7 +91,8 @@ def loop(run: Run, progress: ProgressFn | None,
             progress(run.step, run.time, run.writer.written, expected)
         reason = stop_requested()
         if run.backend.process_count > 1:  # every process stops at the same block
-            reason = "simkit stop" if run.backend.agree(1.0 if reason else 0.0) else None
+            agreed = run.backend.agree(1.0 if reason else 0.0)
+            reason = (reason or "simkit stop") if agreed else None
         if reason is not None and not _is_final(sc, run.step, run.time) and not run.stopped:
             raise KeyboardInterrupt(reason)
 
