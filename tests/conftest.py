@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +25,58 @@ os.environ.setdefault("JAX_NUMPY_DTYPE_PROMOTION", "strict")
 # The tests' own solvers are named `fixture_solvers:Name`, an import a user must allow; the
 # refusal itself is tested with this variable removed (tests/test_fix_input.py).
 os.environ.setdefault("SIMKIT_ALLOW_IMPORT", "1")
+
+
+# Libraries' own caches that they keep on purpose under the temporary folder, as they name them
+# in the environment; each session gives them a folder of its own and removes it at the end.
+_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "torchinductor", "DASK_TEMPORARY_DIRECTORY": "dask"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdir(tmp_path_factory) -> Path:
+    """The temporary folder of this session (of each worker under pytest-xdist).
+
+    TMPDIR points here for the tests and every process they start (CLI runs, notebook kernels),
+    and ``tempfile`` of this process too; nothing may be left in it after a test
+    (``_no_leaked_files``). Files a test keeps belong under its ``tmp_path``.
+    """
+    tmp_path_factory.getbasetemp()  # pytest's own folders stay where they were chosen
+    root = tmp_path_factory.mktemp("session", numbered=True)
+    folder, caches = root / "tmp", root / "caches"
+    folder.mkdir()
+    saved = {key: os.environ.get(key) for key in ("TMPDIR", *_CACHES)}
+    saved_tempdir = tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    for key, name in _CACHES.items():
+        os.environ.setdefault(key, str(caches / name))
+    if "dask.config" in sys.modules:  # read its environment when imported: tell it now
+        sys.modules["dask.config"].set({"temporary-directory": os.environ[
+            "DASK_TEMPORARY_DIRECTORY"]})
+    yield folder
+    tempfile.tempdir = saved_tempdir
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    left = sorted(p.name for p in folder.iterdir())
+    shutil.rmtree(root, ignore_errors=True)
+    assert not left, f"left in the temporary folder at the end of the session: {', '.join(left)}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_files(session_tmpdir: Path):
+    """Fail a test that leaves anything in the temporary folder (then remove it)."""
+    yield
+    left = sorted(session_tmpdir.iterdir())
+    for path in left:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if left:
+        pytest.fail(f"the test left {len(left)} entries in the temporary folder, expected none "
+                    f"(write under tmp_path): {', '.join(p.name for p in left)}", pytrace=False)
 
 
 def require_backend(name: str) -> None:
