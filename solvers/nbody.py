@@ -158,6 +158,16 @@ class NBody(AbstractSolver):
         v -= np.average(v, axis=0, weights=mass)
         return {"x": x, "v": v, "mass": mass}
 
+    def initial_params(self, initial: NBodyInitial) -> tuple[str, ...]:
+        # kepler and plummer velocities scale as sqrt(G); positions and masses do not move.
+        return ("gravity",) if initial.kind in ("kepler", "plummer") else ()
+
+    def initial_at(self, initial: NBodyInitial, state, values):
+        if "gravity" not in values or initial.kind not in ("kepler", "plummer"):
+            return dict(state)
+        scale = array_namespace(state["v"]).sqrt(values["gravity"] / self.params.gravity)
+        return {**state, "v": state["v"] * scale}
+
     def _acceleration(self, x, mass):
         """Direct sum, one (N, N) array per component (faster than an (N, N, 3) array)."""
         xp = array_namespace(x)

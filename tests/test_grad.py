@@ -153,6 +153,108 @@ def test_gradient_matches_central_differences(lib, case):
 # ------------------------------------------------------------------ dot-product test
 
 
+def _nbody(kind: str, gravity: float, lib: str = "numpy") -> dict:
+    return {"solver": "nbody", "params": {"bodies": 2 if kind == "kepler" else 5,
+                                          "softening": 0.05, "gravity": gravity},
+            "initial": {"kind": kind}, "steps": 20, "dt": 0.02, "seed": 3, "backend": lib,
+            "outputs": {"ck": {"every": 5, "fields": "all"},
+                        "e": {"every": 4, "diagnostics": ["kinetic"]}}}
+
+
+@pytest.mark.parametrize(("lib", "kind"), [("torch", "kepler"), ("torch", "plummer"),
+                                           ("jax", "plummer")])
+def test_nbody_gravity_gradient_is_the_derivative_of_the_runs_value(lib, kind, in_tmp):
+    """kepler and plummer starts build their velocities from G: the gradient goes through
+    them (whole run and reused checkpoints), as central differences of the value say."""
+    require_backend(lib)
+    def objective(final, captures):
+        return (final["x"][:, 0] ** 2).sum() + captures["e"]["kinetic"].sum()
+
+    g, h = 1.3, 1e-5
+    require_backend("torch")  # the values for the differences: eager, nothing to compile
+    up, down = (value_and_grad(_nbody(kind, value), objective, ["gravity"],
+                               backend="torch").value for value in (g + h, g - h))
+    central = (up - down) / (2 * h)
+    whole = value_and_grad(_nbody(kind, g), objective, ["gravity", "v"], backend=lib)
+    # The forward run on NumPy writes the file; the gradient reuses its checkpoints on lib.
+    written = value_and_grad(_nbody(kind, g), objective, ["gravity", "v"], backend=lib,
+                             checkpoint={"binomial": 2}, output="run.nc")
+    assert abs(central) > 0.1
+    assert whole.grad["gravity"] == pytest.approx(central, rel=1e-7)
+    assert written.grad["gravity"] == pytest.approx(whole.grad["gravity"], rel=1e-12)
+    np.testing.assert_allclose(written.grad["v"], whole.grad["v"], rtol=1e-12)
+
+
+def test_a_parameter_that_moves_the_initial_state_undeclared_is_refused(monkeypatch):
+    """A solver whose initial state changes with a parameter without declaring how: refused,
+    never the gradient of a model whose start does not move."""
+    require_backend("torch")
+    from solvers.nbody import NBody
+
+    monkeypatch.setattr(NBody, "initial_params", lambda self, initial: ())
+    with pytest.raises(ScenarioError, match=re.escape(
+            "wrt: expected a parameter the initial state does not depend on, or one the solver "
+            "declares in initial_params, given 'gravity': nbody's initial state (initial.kind "
+            "plummer) changes with gravity and the solver does not say how, so its gradient "
+            "would leave that out")):
+        value_and_grad(_nbody("plummer", 1.0), _loss, ["gravity"], backend="torch")
+    # A start that does not move with G: nothing to refuse.
+    bodies = {**_nbody("kepler", 1.0, "torch"),
+              "initial": {"kind": "bodies", "positions": [[0, 0], [1, 0]],
+                          "velocities": [[0, 0], [0, 1]], "masses": [1.0, 0.1]}}
+    assert value_and_grad(bodies, _loss, ["gravity"]).grad["gravity"] != 0
+
+
+#: Initial conditions of each differentiable solver, one per kind (``kind: file`` reads a file).
+INITIALS = {
+    "heat2d": [{"kind": k} for k in ("gaussian", "mode", "uniform", "noise")],
+    "heat2d_cn": [{"kind": k} for k in ("gaussian", "mode", "uniform", "noise")],
+    "lorenz63": [{"kind": "point", "spread": 0.1},
+                 {"kind": "points", "points": [[1, 2, 3], [4, 5, 6]]}],
+    "wave2d": [{"kind": "gaussian"}, {"kind": "mode"}],
+    "gray_scott": [{"kind": "square", "size": 0.04}, {"kind": "uniform"}],
+    "navier_stokes2d": [{"kind": "taylor_green"}, {"kind": "turbulence"}],
+    "nbody": [{"kind": "plummer"}, {"kind": "kepler"},
+              {"kind": "bodies", "positions": [[0, 0], [1, 0]], "velocities": [[0, 0], [0, 1]],
+               "masses": [1.0, 0.1]}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_initial_states_declare_the_parameters_they_depend_on(name):
+    """Every start of every differentiable solver: where the initial state changes with a
+    differentiable parameter, the solver declares it and ``initial_at`` gives the moved state."""
+    from simkit.solver import with_params
+
+    cls = load_solver(name)
+    kinds = {i["kind"] for i in INITIALS[name]}
+    assert kinds | {"file"} >= set(cls.Initial.model_fields["kind"].annotation.__args__)
+    params = dict(SMALL[name][0], bodies=2) if name == "nbody" else SMALL[name][0]
+    solver = cls(cls.Params(**params))
+    moved = []
+    for spec in INITIALS[name]:
+        initial = cls.Initial(**spec)
+        state = solver.initial_state(initial, np.random.default_rng(5))
+        for param in cls.differentiable:
+            value = getattr(solver.params, param) * 1.25
+            other = with_params(solver, {param: value}).initial_state(
+                initial, np.random.default_rng(5))
+            declared = param in solver.initial_params(initial)
+            if all(np.array_equal(state[k], other[k]) for k in state):
+                assert not declared, (spec, param)
+                continue
+            moved.append((spec["kind"], param))
+            assert declared, (spec, param)
+            at = solver.initial_at(initial, state, {param: np.asarray(value)})
+            for key in state:
+                np.testing.assert_allclose(at[key], other[key], rtol=1e-14, atol=0)
+            same = solver.initial_at(initial, state, {param: np.asarray(
+                float(getattr(solver.params, param)))})
+            for key in state:
+                np.testing.assert_array_equal(same[key], state[key])
+    assert moved == ([("plummer", "gravity"), ("kepler", "gravity")] if name == "nbody" else [])
+
+
 def test_every_differentiable_solver_is_covered():
     declared = {name for name in available_solvers()
                 if load_solver(name).differentiable}

@@ -167,6 +167,7 @@ def prepare(plan: RunPlan, objective: Objective, wrt: Sequence[str], checkpoint:
     probe_steps = sorted({s for steps, _ in adjoint.values() for s in steps})
     run = DifferentiableRun(plan, _backend(plan, backend), policy, probe_steps)
     params, fields = _split_wrt(run, wrt)
+    run.check_initial(params)
     check = getattr(objective, "check", None)
     if callable(check):
         check(run)
@@ -283,7 +284,9 @@ def _jax_value_and_grad(run: DifferentiableRun, objective: Objective, params: li
     probes = _probe_zeros(run, f0, probe_fields, jnp) if probe_fields else None
 
     def loss(pw, fw, probe):
-        final, captures = run({**p0, **pw}, {**f0, **fw}, probe)
+        # The run starts where these parameter values put it (initial_params).
+        p = {**p0, **pw}
+        final, captures = run(p, run.at_params({**f0, **fw}, p), probe)
         return real_scalar(objective(final, captures))
 
     value, (gp, gf, gprobe) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
@@ -305,7 +308,8 @@ def _torch_value_and_grad(run: DifferentiableRun, objective: Objective, params: 
         probes = _probe_zeros(run, f0, probe_fields, torch) if probe_fields else None
         for value in (probes or {}).values():
             value.requires_grad_(True)
-        final, captures = run({**p0, **pw}, {**f0, **fw}, probes)
+        p = {**p0, **pw}
+        final, captures = run(p, run.at_params({**f0, **fw}, p), probes)
         loss = real_scalar(objective(final, captures))
         inputs = [*pw.values(), *fw.values(), *(probes or {}).values()]
         found = torch.autograd.grad(loss, inputs, allow_unused=True) if inputs else []

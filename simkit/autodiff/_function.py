@@ -178,6 +178,46 @@ class DifferentiableRun:
                                          np.random.default_rng(self.plan.scenario.seed))
         return {name: self.backend.asarray(host[name]) for name in self.field_names}
 
+    def at_params(self, fields: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        """``fields``, the initial state at the plan's parameter values (``initial_fields``),
+        taken to the values of ``params`` where the solver's initial state depends on them
+        (``initial_params``, ``initial_at``): the start of the run that those values make,
+        differentiable in both; ``fields`` itself where it depends on none of them."""
+        initial = self.plan.initial
+        names = [n for n in self.solver.initial_params(initial) if n in params]
+        if not names:
+            return dict(fields)
+        return {**fields, **self.solver.initial_at(initial, fields, {n: params[n] for n in names})}
+
+    def check_initial(self, params: Sequence[str]) -> None:
+        """Refuse a parameter of ``params`` that the initial state depends on without the solver
+        declaring how (``initial_params``): its gradient would be that of another model, one
+        whose start does not move with it.
+
+        Raises:
+            ScenarioError: naming ``wrt``, the parameter and the initial condition.
+        """
+        declared = set(self.solver.initial_params(self.plan.initial))
+        seed = self.plan.scenario.seed
+        state = self.solver.initial_state(self.plan.initial, np.random.default_rng(seed))
+        for name in params:
+            if name in declared:
+                continue
+            value = float(getattr(self.solver.params, name))
+            moved = with_params(self.solver, {name: value * (1 + 2.0**-10) if value else
+                                              2.0**-10})
+            other = moved.initial_state(self.plan.initial, np.random.default_rng(seed))
+            if all(np.array_equal(np.asarray(state[k]), np.asarray(other[k]))
+                   for k in self.field_names):
+                continue
+            kind = getattr(self.plan.initial, "kind", None)
+            start = f"initial.kind {kind}" if kind is not None else "its initial condition"
+            raise ScenarioError(
+                f"expected a parameter the initial state does not depend on, or one the solver "
+                f"declares in initial_params, given {name!r}: {self.solver.name}'s initial state "
+                f"({start}) changes with {name} and the solver does not say how, so its gradient "
+                f"would leave that out", key="wrt")
+
     def scalar(self, value: Any) -> Any:
         """``value`` as a 0-d array of the run's dtype and library."""
         return self.backend.asarray(np.asarray(value, dtype=np.float64))

@@ -195,6 +195,12 @@ def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
         grads = {k: grads[k] + dp[k] for k in params}
         if dprobes:
             _place(probe_grads, run, part, first, dprobes, np.asarray)
+    # The run started where the parameters put it (initial_params): the rest of their
+    # derivative goes through the initial state.
+    p = {k: p0[k] for k in params}
+    _, pull = jax.vjp(lambda p, f: run.at_params(f, {**p0, **p}), p, f0)
+    dp, lam = pull(lam)
+    grads = {k: grads[k] + dp[k] for k in params}
     out = {k: float(grads[k]) for k in params}
     out.update({k: np.array(lam[k]) for k in fields})
     return float(value), out, probe_grads
@@ -260,6 +266,16 @@ def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
         if probes:
             _place(probe_grads, run, part, first,
                    dict(zip(probes, found[len(p) + len(keys):], strict=True)), host)
+    # The run started where the parameters put it (initial_params): the rest of their
+    # derivative goes through the initial state.
+    with torch.enable_grad():
+        p = {k: p0[k].clone().requires_grad_(True) for k in params}
+        x = {k: v.clone().requires_grad_(True) for k, v in f0.items()}
+        start = run.at_params(x, {**p0, **p})
+        found = grads_of([start[k] for k in keys], [*p.values(), *(x[k] for k in keys)],
+                         [lam[k] for k in keys])
+    grads = {k: grads[k] + g.detach() for k, g in zip(params, found, strict=False)}
+    lam = {k: g.detach() for k, g in zip(keys, found[len(p):], strict=True)}
     out = {k: float(grads[k]) for k in params}
     out.update({k: host(lam[k]) for k in fields})
     return float(loss.detach()), out, probe_grads

@@ -133,6 +133,24 @@ class AbstractSolver(abc.ABC):
     def initial_state(self, initial: SolverModel, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """The initial fields as float64 host arrays, drawn from ``rng`` where random."""
 
+    def initial_params(self, initial: SolverModel) -> tuple[str, ...]:
+        """The differentiable parameters that the initial state of ``initial`` depends on
+        (e.g. velocities built from a gravitational constant); ``initial_at`` gives how.
+
+        A gradient with respect to such a parameter goes through the initial state too: it is
+        the derivative of the run's own value. A gradient with respect to a parameter that
+        changes the initial state without being declared here is refused. Default: none."""
+        return ()
+
+    def initial_at(self, initial: SolverModel, state: Mapping[str, Array],
+                   values: Mapping[str, Array]) -> dict[str, Array]:
+        """The initial state of ``initial`` at the parameter ``values`` (0-d arrays, traced or
+        tracked, for the names of ``initial_params(initial)``), from ``state``, the state that
+        ``initial_state`` built at this solver's own values, on the run's array library:
+        Array API code, differentiable, giving ``state`` itself at this solver's values.
+        Default: ``state`` unchanged."""
+        return dict(state)
+
     @abc.abstractmethod
     def stages(self) -> Sequence[Stage]:
         """The ordered stages of one step."""
