@@ -33,3 +33,8 @@ def test_a_test_that_leaves_files_in_the_temporary_folder_fails(pytester):
            r"tmp_path\): tmp\w+"
     result.stdout.re_match_lines([left + "$"])
     result.stdout.re_match_lines([left + r"\.nc$"])
+
+
+def test_a_passing_test_keeps_no_tmp_path(pytestconfig):
+    """pytest removes a passing test's tmp_path at once (a failing one's is kept to look at)."""
+    assert pytestconfig.getini("tmp_path_retention_policy") == "failed"
