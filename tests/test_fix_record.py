@@ -334,3 +334,32 @@ def test_summary_std_band_stays_within_min_and_max(in_tmp):
     assert [line.get_label() for line in dashed][0] == "mean ± std within min..max"
     np.testing.assert_array_equal(dashed[0].get_ydata(), np.minimum(mean + std, s.w_max.values))
     np.testing.assert_array_equal(dashed[1].get_ydata(), np.maximum(mean - std, low))
+
+
+# Item 15: the checksum is a coordinate of its own dimension: plain xarray titles leave it out.
+
+def test_plain_xarray_plot_titles_leave_the_checksum_out(in_tmp):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simkit.io import recover
+
+    result = simkit.run(heat_scenario(output="t.nc", outputs={
+        "snap": {"every": 3, "fields": ["u"]}, "diag": {"every": 1, "diagnostics": ["energy"]}}))
+    with xr.open_dataset(result.path, group="snap") as snap:
+        assert schema.CHECKSUM in snap.coords and set(snap.data_vars) == {"u"}
+        assert schema.CHECKSUM not in snap.u.coords
+        snap.u.isel(step=2).plot()
+        assert plt.gca().get_title() == "step = 6 [1], time = 1.2 [s]"
+    plt.close("all")
+    with xr.open_dataset(result.path, group="diag") as diag:
+        assert schema.CHECKSUM in diag.coords and schema.CHECKSUM not in diag.energy.coords
+    # Checked and cut with the captures as before: a torn last capture goes, with its checksum.
+    with netCDF4.Dataset(result.path, "a") as ds:
+        ds["snap"]["step"][5] = 15  # data and checksum missing: not whole
+    assert recover(result.path) == {"snap": 5, "diag": 13}
+    with netCDF4.Dataset(result.path) as ds:
+        assert ds["snap"][schema.CHECKSUM].dimensions == (schema.CHECKSUM_DIM,)
+        assert len(ds["snap"].dimensions[schema.CHECKSUM_DIM]) == 5

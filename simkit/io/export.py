@@ -176,7 +176,7 @@ def _write_flat(root: netCDF4.Dataset, group: netCDF4.Dataset, stream: str, coun
     # The checksum and the schedules' state are the run's bookkeeping, not data.
     left_out = (schema.CHECKSUM, schema.SCHEDULE_STATE)
     for name, dim in group.dimensions.items():
-        if name not in (schema.STEP_DIM, schema.SCHEDULE_SLOT_DIM):
+        if name not in (schema.STEP_DIM, schema.SCHEDULE_SLOT_DIM, schema.CHECKSUM_DIM):
             dst.createDimension(name, len(dim))
     captured = [name for name, var in group.variables.items()
                 if schema.STEP_DIM in var.dimensions and name not in left_out]

@@ -98,7 +98,8 @@ def _write_stream(ds: netCDF4.Dataset, stream: AdjointStream, time_units: str) -
     time = group.createVariable(schema.TIME, "f8", (schema.STEP_DIM,))
     time.setncatts({"standard_name": "time", "axis": "T", "long_name": schema.TIME_LONG_NAME,
                     "units": time_units})
-    crc = group.createVariable(schema.CHECKSUM, "u4", (schema.STEP_DIM,))
+    group.createDimension(schema.CHECKSUM_DIM, None)
+    crc = group.createVariable(schema.CHECKSUM, "u4", (schema.CHECKSUM_DIM,))
     crc.setncatts(schema.CHECKSUM_ATTRS)
     for var in stream.variables:
         nc = group.createVariable(var.name, var.value.dtype, (schema.STEP_DIM, *var.dims))

@@ -141,7 +141,7 @@ def _copy_group(src: netCDF4.Dataset, dst: netCDF4.Dataset, keep: Mapping[str, i
         fill = var.getncattr("_FillValue") if "_FillValue" in var.ncattrs() else None
         out = dst.createVariable(var_name, var.dtype, var.dimensions, fill_value=fill)
         out.setncatts({k: var.getncattr(k) for k in var.ncattrs() if k != "_FillValue"})
-        if schema.STEP_DIM in var.dimensions:
+        if var.dimensions[:1] in ((schema.STEP_DIM,), (schema.CHECKSUM_DIM,)):
             if n:
                 out[:n, ...] = var[:n, ...]
         elif var.dimensions:
@@ -268,8 +268,9 @@ def _missing_parts(ds: netCDF4.Dataset) -> str | None:
         if schema.STEP_DIM not in group.dimensions:
             return f"the dimension {schema.STEP_DIM!r} in group {name!r}"
         for var in (schema.STEP, schema.TIME, schema.CHECKSUM):
-            if var not in group.variables or \
-                    group.variables[var].dimensions[:1] != (schema.STEP_DIM,):
+            along = ((schema.STEP_DIM,), (schema.CHECKSUM_DIM,)) if var == schema.CHECKSUM \
+                else ((schema.STEP_DIM,),)
+            if var not in group.variables or group.variables[var].dimensions[:1] not in along:
                 return f"the variable {name}/{var} along {schema.STEP_DIM!r}"
     return None
 

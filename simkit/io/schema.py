@@ -21,6 +21,10 @@ TIME = "time"
 CHECKSUM = "simkit_crc32"
 CHECKSUM_LONG_NAME = "CRC32 of the capture (step, time, variables in file order)"
 CHECKSUM_ATTRS = {"long_name": CHECKSUM_LONG_NAME, "units": "1"}
+#: The checksum's own dimension, one entry per capture as ``step``: along ``step`` xarray would
+#: attach it to every captured variable (and print it in plot titles). Older files have the
+#: checksum along ``step``; readers take either.
+CHECKSUM_DIM = "simkit_capture"
 
 STEP_ATTRS = {"long_name": "number of steps taken", "units": "1"}
 TIME_LONG_NAME = "simulated time"
