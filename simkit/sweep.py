@@ -7,7 +7,9 @@ import copy
 import functools
 import itertools
 import logging
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ COMBINED = "combined.nc"
 #: In a sweep's output directory while it stops: members see it between blocks and stop, members
 #: not yet started do not start.
 STOP_MARKER = ".simkit_sweep.stop"
+#: Seconds a stopping sweep waits for its members to say they stopped.
+STOP_WAIT = 30.0
 #: Called as members end with (members ended, members to run).
 SweepProgress = Callable[[int, int], None]
 #: Root attribute of a combined file: what could not be combined across members, and why.
@@ -156,10 +160,26 @@ class _Marker:
         return self.path.exists()
 
 
+def _note_stop_signals(dask_worker: Any = None) -> None:
+    """In a local cluster's worker process (the main thread of its event loop): stop signals sent
+    to the whole process group (Ctrl-C in a terminal) are only noted (``simkit._stop``), so the
+    member running there stops at its next block boundary and says so, instead of the worker
+    dying with it; the sweep's own process stops the sweep."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, lambda signum, frame: _stop.note(signal.Signals(signum).name))
+
+
 def _run_member(member: Member, marker: Path | None = None) -> str | MemberInterrupted:
     from simkit.driver import execute
 
-    if marker is not None and marker.exists():
+    if (marker is not None and marker.exists()) or _stop.received():
         return MemberInterrupted("not started: the sweep was stopping")
     try:
         return str(execute(_plan(member), stop=_Marker(marker) if marker else None).path)
@@ -211,9 +231,12 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
             silence_logs=dask_log_level)
         try:
             with Client(scheduler or cluster) as client:
+                if cluster is not None:
+                    client.run(_note_stop_signals)
                 futures = {client.submit(_run_member, m, marker.resolve(), pure=False): m
                            for m in todo}
-                stopped_by = _wait_for_members(futures, marker, progress, failed, interrupted)
+                stopped_by = _wait_for_members(client, futures, marker, progress, failed,
+                                               interrupted)
         finally:
             marker.unlink(missing_ok=True)
             if cluster is not None:
@@ -226,17 +249,24 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
     return _result(sweep, done, skipped, failed)
 
 
-def _wait_for_members(futures: dict[Any, Member], marker: Path,
+def _wait_for_members(client: Any, futures: dict[Any, Member], marker: Path,
                       progress: SweepProgress | None, failed: dict[int, str],
                       interrupted: list[int]) -> str | None:
     """Collect the members' outcomes as they end; on a stop signal, have the rest stop cleanly
-    and wait for them. Returns the stop signal's name, if one came."""
+    and wait for them (at most ``STOP_WAIT`` seconds, and not once the workers are gone: a
+    Ctrl-C in a terminal stops them too). Returns the stop signal's name, if one came."""
     from dask.distributed import wait
 
-    pending, stopped_by = set(futures), None
+    pending, stopped_by, give_up = set(futures), None, math.inf
     if progress is not None:
         progress(0, len(futures))
     while pending:
+        if stopped_by is not None and (time.monotonic() > give_up
+                                       or not client.scheduler_info().get("workers")):
+            logger.warning("members %s did not say how they stopped",
+                           ", ".join(str(futures[f].index) for f in pending))
+            interrupted.extend(futures[f].index for f in pending)
+            break
         try:
             ended = wait(pending, timeout=0.2, return_when="FIRST_COMPLETED").done
         except TimeoutError:  # (older Dask) none ended yet
@@ -263,8 +293,9 @@ def _wait_for_members(futures: dict[Any, Member], marker: Path,
             stopped_by = _stop.take()
         if stopped_by is not None and not marker.exists():
             logger.info("stopping the sweep (%s): running members stop at their next block "
-                           "boundary", stopped_by)
+                        "boundary", stopped_by)
             marker.touch()
+            give_up = time.monotonic() + STOP_WAIT
     return stopped_by
 
 

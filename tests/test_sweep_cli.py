@@ -5,6 +5,7 @@ marked interrupted."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -65,23 +66,29 @@ def test_sweep_has_a_bar_over_members_in_a_terminal_unless_q(in_tmp, monkeypatch
     assert given["dask_log_level"] == logging.ERROR  # quiet by default
 
 
-def test_a_stop_signal_stops_every_member_cleanly_and_dask_says_nothing(in_tmp):
-    signame = "SIGTERM"  # (SIGHUP takes the same path)
+@pytest.mark.parametrize(("signame", "group"), [("SIGTERM", False), ("SIGINT", True)])
+def test_a_stop_signal_stops_every_member_cleanly_and_dask_says_nothing(in_tmp, signame, group):
+    """SIGTERM to the sweep's process (a batch scheduler), and SIGINT to its whole process group,
+    workers included (Ctrl-C in a terminal); SIGHUP takes SIGTERM's path."""
     _write(in_tmp, {**BASE, "steps": 10_000_000, "flush_seconds": 0.05})
     members = [in_tmp / "sweep" / f"member_{i:03d}.nc" for i in range(2)]
     proc = subprocess.Popen([sys.executable, "-m", "simkit", "sweep", "s.yaml"], cwd=in_tmp,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while (any(_status(m) != "running" for m in members) and proc.poll() is None
                and time.monotonic() < deadline):
             time.sleep(0.2)
         time.sleep(0.5)
-        proc.send_signal(getattr(signal, signame))
+        if group:
+            os.killpg(proc.pid, getattr(signal, signame))
+        else:
+            proc.send_signal(getattr(signal, signame))
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + getattr(signal, signame), err
     assert out == "members: 0 complete (0 already were), 0 failed, 2 interrupted\n"
     # Nothing else: no Dask log lines (a local cluster's start and close said 33).
@@ -93,7 +100,6 @@ def test_a_stop_signal_stops_every_member_cleanly_and_dask_says_nothing(in_tmp):
 
 def test_a_stop_signal_stops_a_vectorized_sweep_cleanly(in_tmp, capsys):
     pytest.importorskip("jax")
-    import os
     import threading
 
     _write(in_tmp, {**BASE, "backend": "jax", "steps": 10_000_000, "flush_seconds": 0.05,
