@@ -44,10 +44,13 @@ class BackgroundWriter:
         self.written = 0
         self._on_written = on_written
         self._on_committed = on_committed
-        # Captures wait in the queue up to ``max_pending`` (the bound that keeps memory flat);
+        # Captures wait in the queue up to ``max_pending`` (the bound that keeps memory flat;
+        # a write of several streams' captures takes the place of as many, up to all of it);
         # the markers of what is committed take no place of theirs.
         self._queue: queue.Queue = queue.Queue()
+        self._max_pending = max_pending
         self._room = threading.Semaphore(max_pending)
+        self._taking = threading.Lock()  # one producer takes its places at a time
         self._error: BaseException | None = None  # to raise in the caller, once
         self._failure: BaseException | None = None  # the first error; stays
         self._thread = threading.Thread(target=self._run, name="simkit-writer", daemon=True)
@@ -69,7 +72,7 @@ class BackgroundWriter:
             finally:
                 for item in batch:
                     if item is not _STOP and item[0] != self.writer.committed:
-                        self._room.release()
+                        self._room.release(self._places(item))
 
     def _write(self, batch: list) -> None:
         if self._failure is not None or not batch:
@@ -150,9 +153,17 @@ class BackgroundWriter:
         self._raise_pending()
         self._put((self.writer.write_final, (step, time, arrays)))
 
+    def _places(self, item: tuple) -> int:
+        """The places in the queue a write takes: one per stream it writes, at most all."""
+        method, args = item
+        several = method in (self.writer.write_capture, self.writer.write_block)
+        return min(len(args), self._max_pending) if several else 1
+
     def _put(self, item: tuple) -> None:
-        """Queue a write, waiting while ``max_pending`` of them are queued."""
-        self._room.acquire()
+        """Queue a write, waiting while ``max_pending`` places are taken."""
+        with self._taking:
+            for _ in range(self._places(item)):
+                self._room.acquire()
         self._queue.put(item)
 
     @property
