@@ -25,8 +25,8 @@ class BackgroundWriter:
 
     Args:
         writer: the file writer; only the writer thread touches it after this.
-        max_pending: writes queued (a capture, or a block's captures of all streams) before
-            the next one waits.
+        max_pending: captures queued before the next write waits (a write of several
+            streams' captures counts one per stream, at most ``max_pending``).
         on_written: called on the writer thread with ``(stream, step, arrays)`` once a capture is
             synced (e.g. to hand its host buffers back for reuse).
         on_committed: called on the writer thread, before ``on_written``, with ``(stream,
