@@ -363,3 +363,23 @@ def test_plain_xarray_plot_titles_leave_the_checksum_out(in_tmp):
     with netCDF4.Dataset(result.path) as ds:
         assert ds["snap"][schema.CHECKSUM].dimensions == (schema.CHECKSUM_DIM,)
         assert len(ds["snap"].dimensions[schema.CHECKSUM_DIM]) == 5
+
+
+def test_files_with_the_checksum_along_step_are_still_checked(in_tmp):
+    from simkit.io import recover
+    from simkit.io.inspect import describe
+
+    result = simkit.run(heat_scenario(output="old.nc", outputs={
+        "snap": {"every": 3, "fields": ["u"]}}))
+    with netCDF4.Dataset(result.path, "a") as ds:  # the layout of files written before
+        group = ds["snap"]
+        group.renameVariable(schema.CHECKSUM, "new_crc")
+        crc = group.createVariable(schema.CHECKSUM, "u4", (schema.STEP_DIM,))
+        crc.setncatts(schema.CHECKSUM_ATTRS)
+        crc[:] = group["new_crc"][:]
+        crc[4] = np.uint32(crc[4] ^ 1)  # the last capture's checksum fails: it goes
+    assert recover(result.path) == {"snap": 4}
+    with netCDF4.Dataset(result.path) as ds:
+        assert ds["snap"][schema.CHECKSUM].dimensions == (schema.STEP_DIM,)
+        assert len(ds["snap"].dimensions[schema.STEP_DIM]) == 4
+    assert "stream snap: u; steps 0..9 every 3 (4)" in describe(result.path)
