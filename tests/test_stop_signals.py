@@ -153,3 +153,19 @@ def test_a_signal_landing_in_a_library_callback_still_stops_the_run(
     assert (code, err) == (143, "simkit: interrupted by SIGTERM; the run so far is in s.nc: "
                                 "continue it with `simkit resume s.nc`\n")
     assert _status(in_tmp / "s.nc") == "interrupted"
+
+
+def test_a_resume_takes_signals_as_a_flag_unless_its_file_has_an_objective(in_tmp):
+    """The gradients of an objective are stopped by KeyboardInterrupt, not at block
+    boundaries: only a plain run's resume takes stop signals as a flag throughout."""
+    from simkit.cli import _file_has_objective
+
+    (in_tmp / "s.yaml").write_text(yaml.safe_dump({**SCENARIO, "steps": 10}))
+    assert main(["run", "s.yaml", "-q"]) == 0
+    assert _file_has_objective("s.nc") is False
+    with netCDF4.Dataset(in_tmp / "s.nc", "a") as ds:
+        recorded = yaml.safe_load(ds.getncattr("simkit_scenario"))
+        ds.setncattr("simkit_scenario", yaml.safe_dump({**recorded, "objective": {"mean": "u"}}))
+    assert _file_has_objective("s.nc") is True
+    assert _file_has_objective("missing.nc") is False
+    assert _file_has_objective("s.yaml") is False  # not NetCDF: resume itself says so
