@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from simkit.io import (
     schema,
     whole_captures,
 )
+from simkit.io.gradients import ATTR_GRADIENTS, GRADIENTS_PENDING
 from simkit.io.netcdf import exclusive, release
 from simkit.io.recover import require_run_file
 from simkit.scenario import RunPlan, Scenario, plan_run
@@ -219,6 +220,7 @@ def resume(
     scenario: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
     allow_import: bool | None = None,
+    gradients: Callable[[RunPlan, ResumePoint | None, ProgressFn | None], Any] | None = None,
 ) -> RunResult:
     """Continue a run that stopped (killed, disk full, non-finite) from its last checkpoint.
 
@@ -232,9 +234,14 @@ def resume(
         progress: as for ``run``.
         allow_import: as for ``run``: a file's recorded ``solver: module:Class`` is imported
             only when allowed, so resuming a file from elsewhere runs no code it names.
+        gradients: for a run whose scenario has an ``objective``: finishes it, called with the
+            plan, the point its forward run goes on from (None: the forward run is whole, only
+            the gradients are missing) and ``progress``, and its result returned
+            (``simkit.autodiff.resume_gradients``, what ``simkit resume`` passes).
 
     Raises:
-        ScenarioError: the file is missing, or from a different scenario or solver version.
+        ScenarioError: the file is missing, or from a different scenario or solver version; a
+            run with an objective without ``gradients``.
         RunComplete: (a ScenarioError) the run already finished; the file is left as it is.
             ``simkit resume`` says so and exits 0.
     """
@@ -269,6 +276,17 @@ def resume(
     if version != plan.solver.version:
         raise ScenarioError(f"expected solver {plan.solver.name} version {version} as recorded, "
                             f"given version {plan.solver.version} installed", source=source)
+    objective = plan.scenario.objective is not None
+    if not objective and attrs.get(ATTR_GRADIENTS) == GRADIENTS_PENDING:
+        raise ScenarioError("expected a run whose gradients simkit resume can compute (an "
+                            "objective block in its scenario), given one whose gradients of a "
+                            "Python objective are not written; call value_and_grad with output= "
+                            "again", source=source)
+    if objective and gradients is None:
+        raise ScenarioError("expected a run without an objective, given one whose gradients "
+                            "are still to be computed: simkit resume finishes it", source=source)
+    if objective and attrs.get(ATTR_GRADIENTS) == GRADIENTS_PENDING:
+        return gradients(plan, None, progress)
     with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
         counts = whole_captures(ds)
     names = [f.name for f in plan.solver.fields()]
@@ -294,4 +312,6 @@ def resume(
     else:
         point = ResumePoint(checkpoint.step, checkpoint.time, checkpoint.fields, last,
                             checkpoint.schedules)
+    if objective:
+        return gradients(plan, point, progress)
     return execute(plan, progress=progress, resume=point)

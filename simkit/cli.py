@@ -279,17 +279,29 @@ def _has_objective(scenario: str, sets: list[str]) -> bool:
 
 def _run_objective(args: argparse.Namespace, overrides: dict) -> int:
     """``simkit run`` of a scenario with an objective: the run file with its gradients."""
-    from simkit.autodiff import run_scenario
-    from simkit.errors import ScenarioError
+    from simkit.api import resume
+    from simkit.autodiff import resume_gradients, run_scenario
+    from simkit.errors import RunComplete
+    from simkit.scenario import plan_run
 
-    if args.resume:
-        raise ScenarioError("expected no --resume for a scenario with an objective (its "
-                            "gradients are computed whole), given --resume", key="--resume")
+    output = None
+    if args.resume:  # an unfinished file is finished (its forward run, then its gradients)
+        output = plan_run(args.scenario, sets=args.sets, overrides=overrides, overwrite=True,
+                          allow_import=args.allow_import or None).output
+        output = output if os.path.lexists(output) else None
     bar = _progress_bar(args.quiet)
     try:
-        result = run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
-                              allow_import=args.allow_import or None, progress=bar,
-                              **overrides)
+        if output is not None:
+            result = resume(output, scenario=args.scenario, progress=bar,
+                            allow_import=args.allow_import or None, gradients=resume_gradients)
+        else:
+            result = run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
+                                  allow_import=args.allow_import or None, progress=bar,
+                                  **overrides)
+    except RunComplete:
+        print(f"simkit: {output} is already complete; nothing to do", file=sys.stderr)
+        print(output)
+        return 0
     finally:
         if bar is not None:
             bar.close()
@@ -299,13 +311,14 @@ def _run_objective(args: argparse.Namespace, overrides: dict) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from simkit.api import resume
+    from simkit.autodiff import resume_gradients
     from simkit.errors import RunComplete
 
     _set_distributed(args)
     bar = _progress_bar(args.quiet)
     try:
         result = resume(args.file, scenario=args.scenario, progress=bar,
-                        allow_import=args.allow_import or None)
+                        allow_import=args.allow_import or None, gradients=resume_gradients)
     except RunComplete:
         # Friendly for requeued batch jobs: nothing left to do is not an error.
         print(f"simkit: {args.file} is already complete; nothing to resume", file=sys.stderr)

@@ -6,7 +6,12 @@ from simkit.autodiff._api import GradResult, grad, run_function, value_and_grad
 from simkit.autodiff._checkpoint import Checkpointing
 from simkit.autodiff._function import GRAD_BACKENDS, DifferentiableRun
 from simkit.autodiff._objective import Misfit, misfit
-from simkit.autodiff._scenario import ObjectiveSpec, check_scenario, run_scenario
+from simkit.autodiff._scenario import (
+    ObjectiveSpec,
+    check_scenario,
+    resume_gradients,
+    run_scenario,
+)
 
 __all__ = [
     "GRAD_BACKENDS",
@@ -18,6 +23,7 @@ __all__ = [
     "check_scenario",
     "grad",
     "misfit",
+    "resume_gradients",
     "run_function",
     "run_scenario",
     "value_and_grad",

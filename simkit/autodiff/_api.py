@@ -23,18 +23,23 @@ from simkit.autodiff._function import (
 from simkit.autodiff._objective import per_unit, real_scalar
 from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
-from simkit.driver import execute
+from simkit.driver import execute, failed
 from simkit.errors import ScenarioError
+from simkit.io import schema
 from simkit.io.gradients import (
     ATTR_CHECKPOINT,
+    ATTR_GRADIENTS,
     ATTR_OBJECTIVE,
     ATTR_REUSED,
     GRADIENT_PREFIX,
+    GRADIENTS_PENDING,
     OBJECTIVE,
     AdjointStream,
     GradientVariable,
+    mark_stopped,
     write_gradients,
 )
+from simkit.io.netcdf import exclusive, release
 from simkit.scenario import RunPlan, plan_run
 from simkit.schedule import parse_schedule
 
@@ -187,6 +192,7 @@ def value_and_grad(
     sets: Sequence[str] = (),
     allow_import: bool | None = None,
     progress: Any = None,
+    resume: Any = None,
     **overrides: Any,
 ) -> GradResult:
     """The objective of a run and its gradient with respect to parameters and initial fields.
@@ -208,6 +214,14 @@ def value_and_grad(
         overwrite: replace an existing ``output``.
         sets, allow_import, overrides: as for ``simkit.run``.
         progress: as for ``simkit.run``: called during the forward run that writes ``output``.
+        resume: finish the unfinished run file at ``output`` instead of starting it: a
+            ``simkit.driver.ResumePoint`` to continue its forward run from, or ``"gradients"``
+            when its forward run is whole and only the gradients are missing (what
+            ``simkit resume`` passes).
+
+    The file says ``complete`` only once its gradients are in it: until then its status is
+    ``running`` (``interrupted`` or ``failed`` if the gradients stopped so) and its
+    ``simkit_gradients`` attribute ``pending``, and ``simkit resume`` computes them.
 
     Raises:
         ScenarioError: bad input (a solver or parameter that is not differentiable, schedules a
@@ -227,36 +241,53 @@ def value_and_grad(
     run, params, fields, adjoint = prepare(plan, objective, wrt, checkpoint, backend, gradients)
     policy, probe_steps = run.checkpointing, list(run.probe_steps)
     probe_fields = sorted({f for _, names in adjoint.values() for f in names})
-    result = reused = None
+    written: Path | None = None
+    reused: tuple[int, ...] = ()
+    lock = None
     if output is not None:
         # The run that writes the file goes first; where it keeps checkpoints, the backward
-        # pass starts its segments from them instead of running the steps forward again.
-        result = execute(plan, progress=progress)
+        # pass starts its segments from them instead of running the steps forward again. The
+        # file is complete only once the gradients are written.
+        if resume == "gradients":
+            written = Path(plan.output)
+        else:
+            written = Path(execute(plan, progress=progress, resume=resume, closing={
+                schema.ATTR_STATUS: schema.STATUS_RUNNING,
+                ATTR_GRADIENTS: GRADIENTS_PENDING}).path)
         reused = checkpoint_steps(plan, run)
+        # Held while the gradients are computed: the file's writer is alive (watch, inspect
+        # and resume see a run going on).
+        lock = exclusive(written)
     try:
         if reused:
             value, grads, probe_grads = value_and_grad_reusing(
-                run, objective, result.path, reused, params, fields, probe_fields)
+                run, objective, written, reused, params, fields, probe_fields)
         else:
             compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
             value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
-    except ScenarioError as error:
-        if result is None:
+        adjoints = {}
+        for name, (steps, names) in adjoint.items():
+            at = [probe_steps.index(s) for s in steps]
+            adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
+                              **{f: probe_grads[f][at] for f in names}}
+        if written is not None:
+            _write(plan, written, objective, value, grads, adjoints, policy, len(reused))
+    except BaseException as error:
+        if written is None:
+            raise
+        interrupted = isinstance(error, KeyboardInterrupt)
+        with contextlib.suppress(Exception):
+            mark_stopped(written, {schema.ATTR_STATUS: schema.STATUS_INTERRUPTED} if interrupted
+                         else failed(error))
+        if not isinstance(error, ScenarioError):
             raise
         # The objective is the user's code: known bad only once it is taken of the run.
-        raise ScenarioError(f"{error.message} (the forward run is written to {result.path}, "
+        raise ScenarioError(f"{error.message} (the forward run is written to {written}, "
                             f"without gradients)", source=error.source, key=error.key,
                             line=error.line) from None
-    adjoints = {}
-    for name, (steps, names) in adjoint.items():
-        at = [probe_steps.index(s) for s in steps]
-        adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
-                          **{f: probe_grads[f][at] for f in names}}
-    path = None
-    if result is not None:
-        path = _write(plan, Path(result.path), objective, value, grads, adjoints, policy,
-                      len(reused or ()))
-    return GradResult(value, grads, adjoints, path)
+    finally:
+        release(lock)
+    return GradResult(value, grads, adjoints, written)
 
 
 def grad(scenario: Any, objective: Objective, wrt: Sequence[str], **options: Any

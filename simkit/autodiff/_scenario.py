@@ -77,6 +77,21 @@ def run_scenario(scenario: Any, *, sets: Sequence[str] = (), overwrite: bool = F
         raise _located(error, scenario, sets) from None
 
 
+def resume_gradients(plan: Any, point: Any, progress: Any = None) -> GradResult:
+    """Finish the run of a scenario with an ``objective`` that stopped (``simkit.resume`` passes
+    it as ``gradients``): its forward run from ``point`` (a ``simkit.driver.ResumePoint``; None
+    when the forward run is whole), then the objective and gradients added to its file, which
+    only then says ``complete``."""
+    spec, objective = _objective(plan)
+    with _said_of_the_block():
+        # The plan was made as the user allowed (its solver imported): planned again alike.
+        return value_and_grad(plan.scenario, objective, spec.wrt, checkpoint=spec.checkpoint,
+                              backend=spec.backend, gradients=plan.scenario.gradients,
+                              output=plan.output, overwrite=True, allow_import=True,
+                              progress=progress,
+                              resume="gradients" if point is None else point)
+
+
 def check_scenario(scenario: Any, *, sets: Sequence[str] = (), allow_import: bool | None = None,
                    **overrides: Any) -> str:
     """Check a scenario with an ``objective`` block as ``run_scenario`` would before computing

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,8 @@ def _layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
 
 def execute(plan: RunPlan, progress: ProgressFn | None = None,
             resume: ResumePoint | None = None, on_capture: CaptureFn | None = None,
-            stop: threading.Event | None = None) -> RunResult:
+            stop: threading.Event | None = None,
+            closing: Mapping[str, Any] | None = None) -> RunResult:
     """Run a validated plan to its end, writing its file.
 
     Args:
@@ -129,6 +130,8 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         on_capture: called with every capture once it is on disk (on the writer thread).
         stop: when set, the run stops at the next block boundary as on Ctrl-C (so does a
             ``simkit stop`` of its file: see ``simkit.io.request_stop``).
+        closing: attributes the finished file gets; a status among them replaces ``complete``
+            (a run whose gradients are still to be written stays ``running``).
 
     Returns:
         The output path and the final state.
@@ -168,7 +171,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
             loop(run, progress, lambda: _stop.received() or requested())
             host = backend.to_host(run.fields)
             writer.final(run.step, run.time, host)
-            path = writer.close({schema.ATTR_FINISHED: _now()})
+            path = writer.close({schema.ATTR_FINISHED: _now(), **(closing or {})})
         logger.info("finished at step %d, time %g; %d captures written", run.step, run.time,
                     writer.written)
     except NonFiniteError as error:

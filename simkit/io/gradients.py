@@ -28,6 +28,11 @@ ATTR_CHECKPOINT = "simkit_checkpoint"
 #: the steps forward again itself).
 ATTR_REUSED = "simkit_checkpoints_reused"
 ATTR_ADJOINT_OF = "simkit_adjoint_of"
+#: Root attribute of a run with an objective: ``pending`` once its forward run is whole and
+#: until its gradients are written (the status says ``running``, or how the gradients stopped;
+#: ``simkit resume`` computes them), ``written`` with status ``complete`` after.
+ATTR_GRADIENTS = "simkit_gradients"
+GRADIENTS_PENDING, GRADIENTS_WRITTEN = "pending", "written"
 #: Root variable of the objective's value.
 OBJECTIVE = "objective"
 #: Prefix of the root variables holding dL/d(parameter) and dL/d(initial field).
@@ -58,7 +63,8 @@ class AdjointStream:
 def write_gradients(path: str | os.PathLike, objective: GradientVariable,
                     gradients: Sequence[GradientVariable], streams: Sequence[AdjointStream],
                     time_units: str, attrs: Mapping[str, object]) -> None:
-    """Add the objective, its gradients and adjoint streams to the finished run file ``path``.
+    """Add the objective, its gradients and adjoint streams to the run file ``path``, whose
+    forward run is whole, and mark it complete.
 
     Raises:
         ValueError: naming a variable or group that the file already holds.
@@ -78,6 +84,18 @@ def write_gradients(path: str | os.PathLike, objective: GradientVariable,
             ds.groups[stream.name].setncattr(ATTR_ADJOINT_OF, objective.long_name)
         ds.setncatts(dict(attrs))
         ds.setncattr(ATTR_GRADIENT_STREAMS, " ".join(s.name for s in streams))
+        # Complete only now, with everything above in the file.
+        ds.setncatts({ATTR_GRADIENTS: GRADIENTS_WRITTEN,
+                      schema.ATTR_STATUS: schema.STATUS_COMPLETE})
+        ds.sync()
+    fsync_path(path)
+
+
+def mark_stopped(path: str | os.PathLike, attrs: Mapping[str, object]) -> None:
+    """Say in the run file ``path`` how the computation of its gradients stopped (``attrs``:
+    status, end time, error); they stay ``pending``."""
+    with hdf5_lock(), netCDF4.Dataset(path, "a") as ds:
+        ds.setncatts(dict(attrs))
         ds.sync()
     fsync_path(path)
 

@@ -478,7 +478,8 @@ class NetCDFWriter:
                 if self._failed is None or self._whole:
                     for key, value in (attrs or {}).items():
                         self._ds.setncattr(key, value)
-                    if complete:
+                    # A status among ``attrs`` is the caller's (a run whose gradients follow).
+                    if complete and schema.ATTR_STATUS not in (attrs or {}):
                         self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_COMPLETE)
             finally:
                 self._closed = working
