@@ -197,3 +197,48 @@ def test_an_objective_that_raises_leaves_the_run_failed_without_gradients(in_tmp
                    backend="torch", output="run.nc", overwrite=True)
     attrs = _attrs("run.nc")
     assert (attrs["simkit_status"], attrs[ATTR_GRADIENTS]) == ("complete", "written")
+
+
+def test_a_nan_objective_is_not_written_and_exits_3(in_tmp, capsys):
+    """A NaN objective (or gradient) is not written as a result: the file says ``non-finite``
+    with the error, gradients ``pending``; NonFiniteError, exit code 3 on the command line."""
+    require_backend("torch")
+    from simkit.errors import NonFiniteError
+
+    scenario = heat_scenario(dt=0.2, steps=4, output="run.nc", backend="numpy",
+                             outputs={"obs": {"every": 2, "fields": ["u"]}})
+
+    def objective(final, captures):
+        return (final["u"] * float("nan")).sum()
+
+    with pytest.raises(NonFiniteError) as raised:
+        value_and_grad(scenario, objective, ["diffusivity"], backend="torch", output="run.nc")
+    assert str(raised.value) == ("run.nc: expected a finite objective and gradients, given nan "
+                                 "for the objective (the forward run is kept, without "
+                                 "gradients)")
+    assert raised.value.exit_code == 3
+    attrs = _attrs("run.nc")
+    assert attrs["simkit_status"] == "non-finite"
+    assert attrs[ATTR_GRADIENTS] == "pending"
+    assert "objective" not in attrs["variables"]
+    # From the command line: observations that hold a NaN.
+    simkit_run = main(["run", "-q", _scenario_file(in_tmp, scenario, "truth")])
+    assert simkit_run == 0
+    with netCDF4.Dataset("truth.nc", "a") as ds:
+        ds["obs"]["u"][1, 0, 0] = np.nan
+    guess = {**scenario, "output": "guess.nc",
+             "objective": {"misfit": {"path": "truth.nc", "stream": "obs"},
+                           "wrt": ["diffusivity"], "backend": "torch"}}
+    capsys.readouterr()
+    code = main(["run", "-q", _scenario_file(in_tmp, guess, "guess")])
+    err = capsys.readouterr().err
+    assert (code, err) == (3, "simkit: error: guess.nc: expected a finite objective and "
+                              "gradients, given nan for the objective (the forward run is kept, "
+                              "without gradients)\n")
+    assert _attrs("guess.nc")["simkit_status"] == "non-finite"
+
+
+def _scenario_file(folder: Path, scenario: dict, name: str) -> str:
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({**scenario, "output": f"{name}.nc"}
+                                                        if name == "truth" else scenario))
+    return f"{name}.yaml"

@@ -24,7 +24,7 @@ from simkit.autodiff._objective import per_unit, real_scalar
 from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute, failed
-from simkit.errors import ScenarioError
+from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import schema
 from simkit.io.gradients import (
     ATTR_CHECKPOINT,
@@ -271,6 +271,7 @@ def value_and_grad(
             adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
                               **{f: probe_grads[f][at] for f in names}}
         if written is not None:
+            _check_finite(value, grads, adjoints)
             _write(plan, written, objective, value, grads, adjoints, policy, len(reused))
     except BaseException as error:
         if written is None:
@@ -278,7 +279,11 @@ def value_and_grad(
         interrupted = isinstance(error, KeyboardInterrupt)
         with contextlib.suppress(Exception):
             mark_stopped(written, {schema.ATTR_STATUS: schema.STATUS_INTERRUPTED} if interrupted
-                         else failed(error))
+                         else failed(error, schema.STATUS_NON_FINITE)
+                         if isinstance(error, NonFiniteError) else failed(error))
+        if isinstance(error, NonFiniteError):
+            raise NonFiniteError(f"{written}: {error} (the forward run is kept, without "
+                                 f"gradients)") from None
         if not isinstance(error, ScenarioError):
             raise
         # The objective is the user's code: known bad only once it is taken of the run.
@@ -288,6 +293,27 @@ def value_and_grad(
     finally:
         release(lock)
     return GradResult(value, grads, adjoints, written)
+
+
+def _check_finite(value: float, grads: Mapping[str, Any],
+                  adjoints: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    """Refuse to write a NaN or infinite objective, gradient or adjoint.
+
+    Raises:
+        NonFiniteError: naming the first one and saying what it holds.
+    """
+    found = [("the objective", value), *((f"gradient {k}", v) for k, v in grads.items()),
+             *((f"adjoint stream {s}: {k}", v) for s, c in adjoints.items()
+               for k, v in c.items() if k != "step")]
+    for name, array in found:
+        array = np.asarray(array)
+        if not np.all(np.isfinite(array)):
+            bad = array[~np.isfinite(array)].reshape(-1)[0]
+            shown = f"{float(bad)}" if array.ndim == 0 else \
+                f"{np.count_nonzero(~np.isfinite(array))} of {array.size} values non-finite " \
+                f"(first {float(bad)})"
+            raise NonFiniteError(f"expected a finite objective and gradients, given {shown} "
+                                 f"for {name}")
 
 
 def grad(scenario: Any, objective: Objective, wrt: Sequence[str], **options: Any
