@@ -389,7 +389,12 @@ def _names(value: Any, valid: Sequence[str], key: str, what: str) -> tuple[str, 
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ScenarioError(f"expected a list of {what} names or 'all', given {value!r}", key=key)
+        hint = (" (YAML reads unquoted on, off, yes and no as true or false: quote such a name)"
+                if isinstance(value, bool) or (isinstance(value, list)
+                                               and any(isinstance(v, bool) for v in value))
+                else "")
+        raise ScenarioError(f"expected a list of {what} names or 'all', given {value!r}{hint}",
+                            key=key)
     for name in value:
         if name not in valid:
             raise ScenarioError(f"unknown {what}{did_you_mean(name, valid)}; expected some of "

@@ -550,3 +550,11 @@ def test_export_overwrite_replaces_only_files_simkit_wrote(in_tmp, capsys):
     assert main(["export", "out.nc", "--stream", "snap", "-o", "flat.nc"]) == 0
     capsys.readouterr()
     assert main(["export", "out.nc", "--stream", "snap", "-o", "flat.nc", "--overwrite"]) == 0
+
+
+def test_a_name_yaml_reads_as_a_boolean_value_gets_a_quoting_hint(in_tmp, capsys):
+    _write(in_tmp, SMALL.replace("fields: [u]", "fields: [u, no]"))
+    assert main(["validate", "s.yaml"]) == 2
+    assert _one_line_error(capsys) == (
+        "s.yaml:6: outputs.snap.fields: expected a list of field names or 'all', given ['u', "
+        "False] (YAML reads unquoted on, off, yes and no as true or false: quote such a name)")
