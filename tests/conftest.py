@@ -25,6 +25,9 @@ os.environ.setdefault("JAX_NUMPY_DTYPE_PROMOTION", "strict")
 # The tests' own solvers are named `fixture_solvers:Name`, an import a user must allow; the
 # refusal itself is tested with this variable removed (tests/test_fix_input.py).
 os.environ.setdefault("SIMKIT_ALLOW_IMPORT", "1")
+# torch inductor writes its precompiled headers under the temporary folder whatever
+# TORCHINDUCTOR_CACHE_DIR says (below): compiled runs of the tests go without them.
+os.environ.setdefault("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0")
 
 
 # Libraries' own caches that they keep on purpose under the temporary folder, as they name them

@@ -1,9 +1,12 @@
 """Issue 9, items 4, 5 and 21: the types stages see on every backend and path, torch.compile,
-non-finite replay and checks, and flat memory over many runs in one process."""
+non-finite replay and checks, and flat memory over many runs in one process. Issue 19, item 1
+(and item 15's provenance part): ``compile: true`` compiles the torch block program for real,
+on every solver, and the file says whether a run was compiled."""
 
 from __future__ import annotations
 
 import gc
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +23,7 @@ from pydantic import Field
 import simkit
 from conftest import heat_scenario, lorenz_scenario, require_backend
 from simkit.backends import get_backend
+from simkit.driver._steps import _STEPS
 from simkit.errors import NonFiniteError
 from simkit.solver import (
     STEP_KEY,
@@ -205,8 +209,9 @@ def test_infinite_diagnostic_at_step_0_is_not_committed(in_tmp, name):
 
 
 @pytest.mark.parametrize("name", ["jax", "torch"])
-def test_backend_caches_let_dropped_functions_go(name):
+def test_backend_caches_let_dropped_functions_go(name, monkeypatch):
     require_backend(name)
+    monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "aot_eager")  # what is kept, not how fast
     backend = get_backend(name, compile=True)
 
     def make():
@@ -217,7 +222,8 @@ def test_backend_caches_let_dropped_functions_go(name):
     fn = make()
     fields = {"u": backend.asarray(np.ones(3))}
     backend.call(fn, fields, 0.1, 0, 0.0)
-    backend.advance(fn, fields, 2, 0.1, 0, 0.0)
+    out = backend.call_step(fn, fields, 0.1, 0, 0.0)  # compiled as the block loop's step
+    np.testing.assert_array_equal(backend.to_host(out)["u"], np.full(3, 2.0))
     ref = weakref.ref(fn)
     del fn
     gc.collect()
@@ -261,10 +267,11 @@ def test_jax_memory_stays_flat_over_200_runs(tmp_path):
     assert end - warm < 20, (warm, end)
 
 
-def test_torch_compiles_every_step_function_of_a_process():
+def test_torch_compiles_every_step_function_of_a_process(monkeypatch):
     require_backend("torch")
     import torch._dynamo
 
+    monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "aot_eager")  # whether it compiles, not how
     limit = 2  # dynamo's default is 8: lowered so the test is quick
     backend = get_backend("torch", compile=True)
     fields = {"u": backend.asarray(np.ones(3))}
@@ -276,7 +283,157 @@ def test_torch_compiles_every_step_function_of_a_process():
         kept.append(scale)
         before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         with torch._dynamo.config.patch(recompile_limit=limit):
-            out, _, _ = backend.advance(scale, fields, 1, 0.1, 0, 0.0)
+            out = backend.call_step(scale, fields, 0.1, 0, 0.0)
         # Past the recompile limit of a shared code object, dynamo would run it eagerly.
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > before, k
         np.testing.assert_array_equal(backend.to_host(out)["u"], np.full(3, k + 1.0))
+
+
+# ------------------------------------------------------------------ issue 19 item 1: torch.compile
+
+#: Every shipped solver, tiny: params, initial condition, steps and dt. Shapes are fixed per
+#: solver, so the compiled kernels come from inductor's cache after the first test run.
+TINY = {
+    "heat2d": ({"shape": [8, 8]}, {"kind": "noise"}, {"steps": 5}),
+    "heat2d_cn": ({"shape": [8, 8], "boundary": "fixed", "cg_iterations": 5},
+                  {"kind": "gaussian", "width": 2.0}, {"steps": 3, "dt": 2.0}),
+    "lorenz63": ({"trajectories": 4}, {"spread": 0.5}, {"steps": 10, "dt": 0.01}),
+    "wave2d": ({"shape": [8, 8]}, {"kind": "gaussian", "width": 2.0}, {"steps": 5}),
+    "gray_scott": ({"shape": [8, 8]}, {"kind": "square", "noise": 0.01}, {"steps": 5, "dt": 1.0}),
+    "navier_stokes2d": ({"size": 8}, {"kind": "taylor_green"}, {"steps": 3, "dt": 0.01}),
+    "nbody": ({"bodies": 4, "softening": 0.05}, {"kind": "plummer"}, {"steps": 5, "dt": 0.001}),
+    "ising2d": ({"shape": [8, 8]}, {"kind": "random"}, {"steps": 3}),
+    "cavity_lbm": ({"size": 8, "reynolds": 100.0}, {}, {"steps": 5}),
+}
+
+
+def _dynamo_frames() -> int:
+    """Frames torch.compile has compiled in this process so far (each compilation of a
+    function, first or recompiled, is one)."""
+    from torch._dynamo.utils import counters
+
+    return counters["frames"]["ok"]
+
+
+def _worst_relative(a: dict, b: dict) -> float:
+    return max(float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-300)) for k in b)
+
+
+def test_every_shipped_solver_is_one_of_the_tiny_cases():
+    from simkit.solver import available_solvers
+
+    assert set(TINY) == set(available_solvers())
+
+
+@pytest.mark.parametrize("solver", sorted(TINY))
+def test_compiled_torch_matches_eager_on_every_solver(in_tmp, monkeypatch, solver):
+    """``compile: true`` compiles the step with inductor as one graph (one frame, no graph
+    break, no recompile over the run), and its float64 state is the eager one to 1e-12."""
+    require_backend("torch")
+    monkeypatch.delenv("SIMKIT_TORCH_COMPILER", raising=False)  # the default: inductor
+    params, initial, run = TINY[solver]
+    data = {"solver": solver, "params": params, "initial": initial, "backend": "torch",
+            "seed": 1, "outputs": {}, **run}
+    eager = simkit.run({**data, "compile": False, "output": "e.nc"})
+    _STEPS.clear()  # steps made anew: compiled in this test whatever ran before it
+    before = _dynamo_frames()
+    compiled = simkit.run({**data, "compile": True, "output": "c.nc"})
+    assert _dynamo_frames() - before == 1
+    assert all(value.dtype == np.float64 for value in compiled.state.values())
+    assert _worst_relative(compiled.state, eager.state) <= 1e-12
+
+
+def _heat_everything(**overrides) -> dict:
+    """heat2d with every kind of function a block calls: the step, the step that keeps a
+    stage's state, diagnostics, a level condition and an edge condition."""
+    return heat_scenario(
+        backend="torch", params={"shape": [8, 6]}, steps=12, seed=7,
+        stop_when={"diagnostic": "max_abs", "below": 1e-9},
+        outputs={"snap": {"every": 3, "fields": ["u"]},
+                 "diag": {"every": 2, "diagnostics": ["energy", "max_abs"]},
+                 "mid": {"at": [4, 8], "stage": "laplacian", "fields": ["laplacian"]},
+                 "hot": {"while": {"diagnostic": "max_abs", "above": 0.0, "every": 2},
+                         "fields": ["u"]}},
+        **overrides)
+
+
+def test_torch_compile_compiles_every_block_function_a_bounded_number_of_times(
+        in_tmp, monkeypatch):
+    require_backend("torch")
+    import torch._dynamo
+
+    monkeypatch.delenv("SIMKIT_TORCH_COMPILER", raising=False)
+    eager = simkit.run(_heat_everything(compile=False, output="e.nc"))
+    _STEPS.clear()
+    before = _dynamo_frames()
+    compiled = simkit.run(_heat_everything(compile=True, output="c.nc"))
+    # The step, the step that keeps the stage's state, energy, max_abs, the level and the edge
+    # condition: each compiled once, none compiled again over the run's 12 steps.
+    assert _dynamo_frames() - before == 6
+    # The same run again in the process compiles nothing (a recompile would raise).
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        again = simkit.run(_heat_everything(compile=True, output="c2.nc"))
+    assert _dynamo_frames() - before == 6
+    for result in (compiled, again):
+        assert _worst_relative(result.state, eager.state) <= 1e-12
+        for group in ("snap", "diag", "mid", "hot"):
+            with xr.open_dataset(eager.path, group=group) as e, \
+                    xr.open_dataset(result.path, group=group) as c:
+                assert list(c.step.values) == list(e.step.values)
+                for name in e.data_vars:
+                    if name.startswith("simkit_"):
+                        continue
+                    np.testing.assert_allclose(c[name].values, e[name].values, rtol=1e-12,
+                                               atol=1e-14 * float(np.abs(e[name]).max()))
+
+
+PROVENANCE = [("numpy", None, "no"), ("jax", None, "jax.jit"), ("jax", False, "no"),
+              ("torch", None, "no"), ("torch", False, "no"),
+              ("torch", True, "torch.compile (aot_eager)")]
+
+
+@pytest.mark.parametrize(("name", "compile_", "expected"), PROVENANCE,
+                         ids=[f"{n}-{c}" for n, c, _ in PROVENANCE])
+def test_provenance_records_whether_the_run_was_compiled(in_tmp, monkeypatch, name, compile_,
+                                                         expected):
+    require_backend(name)
+    monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "aot_eager")
+    result = simkit.run(heat_scenario(backend=name, compile=compile_, params={"shape": [6, 4]},
+                                      steps=2, outputs={}, output="p.nc"))
+    with xr.open_datatree(result.path) as tree:  # torch on CPU compiles only when asked
+        assert tree.attrs["simkit_compiled"] == expected
+
+
+def test_vv_says_whether_the_run_was_compiled_and_inspect_shows_it(in_tmp, capsys):
+    require_backend("torch")
+    Path("c.yaml").write_text("solver: heat2d\nparams: {shape: [6, 4]}\nbackend: torch\n"
+                              "compile: true\nsteps: 2\noutputs: {}\noutput: c.nc\n")
+    env = {**os.environ, "SIMKIT_TORCH_COMPILER": "aot_eager"}
+    proc = subprocess.run([sys.executable, "-m", "simkit", "-vv", "run", "c.yaml"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"running heat2d on torch \(cpu, float64, compiled by torch\.compile "
+                     r"\(aot_eager\)\) -> c\.nc", proc.stderr), proc.stderr[-2000:]
+    from simkit.cli import main
+
+    assert main(["inspect", "c.nc"]) == 0
+    assert "  compiled: torch.compile (aot_eager)\n" in capsys.readouterr().out
+    Path("e.yaml").write_text(Path("c.yaml").read_text().replace("true", "false"))
+    proc = subprocess.run([sys.executable, "-m", "simkit", "-vv", "run", "e.yaml", "-o", "e.nc"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "running heat2d on torch (cpu, float64, not compiled) -> e.nc" in proc.stderr
+
+
+def test_unknown_torch_compiler_is_refused_with_exit_2(in_tmp, monkeypatch, capsys):
+    require_backend("torch")
+    from simkit.cli import main
+
+    monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "inductr")
+    Path("c.yaml").write_text("solver: heat2d\nparams: {shape: [6, 4]}\nbackend: torch\n"
+                              "compile: true\nsteps: 2\noutputs: {}\noutput: c.nc\n")
+    assert main(["run", "c.yaml", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"SIMKIT_TORCH_COMPILER: expected a torch\.compile backend \(.*inductor.*\), "
+                     r"given 'inductr'", err), err
+    assert not Path("c.nc").exists()

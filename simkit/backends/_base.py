@@ -1,9 +1,9 @@
 """The backend protocol: the few things that truly differ per array library.
 
-Device placement, the compiled loop, the host copy, and the types a step function is called with.
-Everything else is written once against the Array API.
+Device placement, the compiled block program, the host copy, and the types a step function is
+called with. Everything else is written once against the Array API.
 
-The type contract (the same on every backend and every path: the compiled loop, an eager run, a
+The type contract (the same on every backend and every path: the compiled block, an eager run, a
 step that captures after a stage, the non-finite replay): a step function is called as
 ``step_fn(fields, dt, step, time)`` and its stages find ``state["step"]`` and ``state["time"]``,
 where
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from simkit._types import Array, StepFn, WatchFn
+from simkit._types import Array
 from simkit.backends._block import (
     BlockPlan,
     BlockProgram,
@@ -82,20 +82,11 @@ class AbstractBackend(abc.ABC):
         same blocks (one process: ``value`` itself)."""
         return value
 
-    @abc.abstractmethod
-    def advance(self, step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float,
-                step0: int, time0: float, watch: WatchFn | None = None,
-                enabled: np.ndarray | None = None) -> tuple[dict[str, Array], int, Any]:
-        """Apply ``step_fn`` up to ``n`` times with time step ``dt``, from step ``step0`` at time
-        ``time0``; compiled where the library allows, with no host round trip per step.
-
-        With ``watch``, the loop also stops right after the first step at which one of the
-        ``enabled`` conditions of ``watch(fields)`` turns from false to true (edge-triggered).
-
-        Returns:
-            The new fields, the number of steps taken, and (with ``watch``) a host bool array of
-            the conditions that turned true at the last step, else None.
-        """
+    @property
+    def compiled_with(self) -> str | None:
+        """What compiles this backend's block program (``"jax.jit"``, ``"torch.compile
+        (inductor)"``), or None where it runs eagerly: recorded in a run's provenance."""
+        return None
 
     @abc.abstractmethod
     def scalars(self, dt: float, step: int, time: float) -> tuple[Array, Array, Array]:
@@ -180,15 +171,6 @@ def _host_value(backend: AbstractBackend, value: Any) -> np.ndarray:
     if isinstance(value, (bool, int, float, np.ndarray, np.generic)):
         return np.asarray(value)
     return backend.to_host({"value": value})["value"]
-
-
-def eager_loop(step_fn: StepFn, fields: Mapping[str, Array], n: int, dt: float, step0: int,
-               time0: float, scalars: Callable[[float, int, float], tuple]) -> dict[str, Array]:
-    """The plain loop, for backends without a loop compiler; ``scalars`` is the backend's."""
-    out = dict(fields)
-    for i in range(n):
-        out = step_fn(out, *scalars(dt, step0 + i, time0 + i * dt))
-    return out
 
 
 def weakly(fn: Callable) -> Callable:

@@ -1,5 +1,5 @@
-"""The JAX backend: one jitted loop per step function, compiled once and reused for every
-segment length (trip count, time step, start step and time are passed as data)."""
+"""The JAX backend: one jitted block program per run, compiled once and reused for every block
+(trip counts, time steps, start steps and times are passed as data)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from simkit._types import StepFn, WatchFn
 from simkit.backends._base import (
     COORDINATOR_ENV,
     PROCESS_ID_ENV,
@@ -25,7 +24,6 @@ from simkit.backends._base import (
     TIME_DTYPE,
     AbstractBackend,
     check_options,
-    eager_loop,
     host_copy,
     no_gpu,
     weakly,
@@ -76,45 +74,6 @@ def _gpu_devices() -> list[jax.Device]:
         return []
 
 
-def _time_at(time0, i, dt64):
-    # Simulated time is float64 whatever the state's dtype, computed as the host computes it.
-    return time0 + jnp.asarray(i, dtype=jnp.float64) * dt64
-
-
-def _plain_loop(step_fn: StepFn, dtype: Any):
-    def run(fields, n, dt64, step0, time0):
-        dt = dt64.astype(dtype)
-
-        def body(i, f):
-            return step_fn(f, dt, step0 + i, _time_at(time0, i, dt64))
-
-        return jax.lax.fori_loop(jnp.zeros((), jnp.int64), n, body, fields)
-
-    return jax.jit(run)
-
-
-def _watched_loop(step_fn: StepFn, watch: WatchFn, dtype: Any):
-    def run(fields, n, dt64, step0, time0, enabled):
-        dt = dt64.astype(dtype)
-
-        def cond(carry):
-            i, _, fired, _ = carry
-            return (i < n) & ~jnp.any(fired)
-
-        def body(carry):
-            i, f, _, prev = carry
-            f = step_fn(f, dt, step0 + i, _time_at(time0, i, dt64))
-            now = watch(f)
-            return i + 1, f, now & ~prev & enabled, now
-
-        prev = watch(fields)
-        start = (jnp.zeros((), dtype=jnp.int64), fields, jnp.zeros_like(prev), prev)
-        i, f, fired, _ = jax.lax.while_loop(cond, body, start)
-        return f, i, fired
-
-    return jax.jit(run)
-
-
 class JaxBackend(AbstractBackend):
     name = "jax"
 
@@ -145,6 +104,10 @@ class JaxBackend(AbstractBackend):
         if mesh:
             self._mesh = _make_mesh(mesh, devices)
             self._replicated = NamedSharding(self._mesh, PartitionSpec())
+
+    @property
+    def compiled_with(self) -> str | None:
+        return "jax.jit" if self.compile else None
 
     @property
     def device(self) -> str:
@@ -183,37 +146,6 @@ class JaxBackend(AbstractBackend):
         # What was compiled for ``fn``: dropped with ``fn`` (every entry calls it through
         # ``weakly``, so nothing here keeps its own key alive).
         return self._compiled.setdefault(fn, {})
-
-    def compiled_loop(self, step_fn: StepFn, watch: WatchFn | None = None):
-        """The jitted loop for ``step_fn`` (and ``watch``), built once per backend and kept as
-        long as both functions live."""
-        table = self._table(step_fn)
-        if watch is None:
-            if "loop" not in table:
-                table["loop"] = _plain_loop(weakly(step_fn), self.dtype)
-            return table["loop"]
-        watched = table.setdefault("watched", weakref.WeakKeyDictionary())
-        if watch not in watched:
-            watched[watch] = _watched_loop(weakly(step_fn), weakly(watch), self.dtype)
-        return watched[watch]
-
-    def advance(self, step_fn: StepFn, fields: Mapping[str, jax.Array], n: int, dt: float,
-                step0: int, time0: float, watch: WatchFn | None = None,
-                enabled: np.ndarray | None = None) -> tuple[dict[str, jax.Array], int, Any]:
-        # NumPy scalars of fixed dtypes: one trace serves every segment, and the loop hands the
-        # stages dt, step and time with the types of the backend contract.
-        args = (dict(fields), np.int64(n), np.float64(dt), np.int64(step0), np.float64(time0))
-        if not self.compile:
-            with jax.disable_jit():
-                if watch is None:
-                    return eager_loop(step_fn, fields, n, dt, step0, time0, self.scalars), n, None
-                f, i, fired = _watched_loop(step_fn, watch, self.dtype)(
-                    *args, jnp.asarray(enabled, dtype=bool))
-                return f, int(i), np.asarray(fired)
-        if watch is None:
-            return self.compiled_loop(step_fn)(*args), n, None
-        f, i, fired = self.compiled_loop(step_fn, watch)(*args, np.asarray(enabled, dtype=bool))
-        return f, int(i), np.array(fired)
 
     def ensemble_runner(self, program_for: Callable[[jax.Array], BlockProgram]) -> Any:
         return compile_ensemble_block(program_for, self.dtype)

@@ -8,13 +8,11 @@ from typing import Any
 import array_api_compat.numpy as xp
 import numpy as np
 
-from simkit._types import StepFn, WatchFn
 from simkit.backends._base import (
     STEP_DTYPE,
     TIME_DTYPE,
     AbstractBackend,
     check_options,
-    eager_loop,
     host_copy,
     no_gpu,
 )
@@ -40,22 +38,6 @@ class NumpyBackend(AbstractBackend):
     def scalars(self, dt: float, step: int, time: float) -> tuple[np.ndarray, ...]:
         return (np.asarray(dt, dtype=self.dtype), np.asarray(step, dtype=STEP_DTYPE),
                 np.asarray(time, dtype=TIME_DTYPE))
-
-    def advance(self, step_fn: StepFn, fields: Mapping[str, np.ndarray], n: int, dt: float,
-                step0: int, time0: float, watch: WatchFn | None = None,
-                enabled: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], int, Any]:
-        if watch is None:
-            return eager_loop(step_fn, fields, n, dt, step0, time0, self.scalars), n, None
-        out = dict(fields)
-        prev = np.asarray(watch(out), dtype=bool)
-        for i in range(n):
-            out = step_fn(out, *self.scalars(dt, step0 + i, time0 + i * dt))
-            now = np.asarray(watch(out), dtype=bool)
-            fired = now & ~prev & enabled
-            if fired.any():
-                return out, i + 1, fired
-            prev = now
-        return out, n, np.zeros_like(prev)
 
     def call(self, fn: Any, *args: Any) -> Any:
         return fn(*args)

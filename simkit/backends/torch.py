@@ -1,21 +1,44 @@
-"""The PyTorch backend: an inference-mode loop with no host sync per step, optionally
-``torch.compile``-d."""
+"""The PyTorch backend: an inference-mode block loop with no host sync per step, its functions
+``torch.compile``-d (by default on GPU, or with ``compile: true``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils import _pytree
 
-from simkit._types import StepFn, WatchFn
 from simkit.backends._base import AbstractBackend, check_options, no_gpu, weakly
+from simkit.backends._block import BlockProgram
 from simkit.backends._torch_block import TorchBlockOps
+from simkit.errors import ScenarioError
 
-#: With a watched condition, the loop looks at the device's stop flag once per this many steps.
-WATCH_SYNC_EVERY = 32
+#: Names the ``torch.compile`` backend that lowers the captured graphs (default ``inductor``,
+#: which generates C++ or Triton kernels; ``aot_eager`` traces the same graphs and runs them with
+#: PyTorch's own kernels, for a machine without a C++ compiler).
+COMPILER_ENV = "SIMKIT_TORCH_COMPILER"
+DEFAULT_COMPILER = "inductor"
+
+
+def compiler() -> str:
+    """The ``torch.compile`` backend the environment names (``COMPILER_ENV``).
+
+    Raises:
+        ScenarioError: for a name ``torch.compile`` does not know.
+    """
+    import torch._dynamo
+
+    name = os.environ.get(COMPILER_ENV, "").strip() or DEFAULT_COMPILER
+    if name not in torch._dynamo.list_backends(exclude_tags=()):
+        usual = sorted({"aot_eager", "eager", *torch._dynamo.list_backends()})
+        raise ScenarioError(f"expected a torch.compile backend ({', '.join(usual)}), given "
+                            f"{name!r}", key=COMPILER_ENV)
+    return name
 
 
 class TorchBackend(AbstractBackend):
@@ -32,13 +55,17 @@ class TorchBackend(AbstractBackend):
         self._device = torch.device("cuda" if has_gpu and device in ("gpu", "auto") else "cpu")
         self.dtype = getattr(torch, dtype)
         self.compile = compile if compile is not None else self._device.type == "cuda"
-        # Compiled steps, kept as long as the step function lives (see weakly).
+        # Compiled functions, kept as long as the function lives (see weakly).
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pinned: dict[tuple, torch.Tensor] = {}
 
     @property
     def device(self) -> str:
         return str(self._device)
+
+    @property
+    def compiled_with(self) -> str | None:
+        return f"torch.compile ({compiler()})" if self.compile else None
 
     def asarray(self, host: np.ndarray, cast: bool = True) -> torch.Tensor:
         return torch.tensor(np.asarray(host), dtype=self.dtype if cast else None,
@@ -49,66 +76,51 @@ class TorchBackend(AbstractBackend):
                 torch.tensor(step, dtype=torch.int64, device=self._device),
                 torch.tensor(time, dtype=torch.float64, device=self._device))
 
-    def _loop_scalars(self, dt: float, step0: int, time0: float) -> Callable[[int], tuple]:
-        """The scalars of step ``i`` of a loop: made on the device from the loop's first ones, so
-        there is no host-to-device copy per step; ``time0 + i * dt`` rounds as the host's does."""
-        dt_0, step_0, time_0 = self.scalars(dt, step0, time0)
-        return lambda i: (dt_0, step_0 + i, time_0 + i * dt)
-
-    def _compiled_fn(self, fn: StepFn, fields: Mapping[str, torch.Tensor], scalars: tuple
-                     ) -> Any:
+    def compiled(self, fn: Callable) -> Callable:
+        """``fn`` ``torch.compile``-d (once per function, kept as long as it lives); ``fn``
+        itself without ``compile``."""
         if not self.compile:
             return fn
-        compiled = self._compiled.get(fn)
-        if compiled is None:
-            # One eager step first, on copies (a stage may update in place), builds what stages
-            # make once per device and dtype (Constants.like): the compiled graph then only reads
-            # them, where building them from NumPy inside the graph fails.
-            fn({name: value.clone() for name, value in fields.items()}, *scalars)
-            compiled = self._compiled[fn] = torch.compile(weakly(fn), dynamic=False)
-        return compiled
+        found = self._compiled.get(fn)
+        if found is None:
+            found = self._compiled[fn] = _Compiled(fn)
+        return found
 
-    def advance(self, step_fn: StepFn, fields: Mapping[str, torch.Tensor], n: int, dt: float,
-                step0: int, time0: float, watch: WatchFn | None = None,
-                enabled: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], int, Any]:
-        out = dict(fields)
-        with torch.inference_mode():
-            scalars = self._loop_scalars(dt, step0, time0)
-            step = self._compiled_fn(step_fn, out, scalars(0)) if n else step_fn
-            if watch is None:
-                for i in range(n):
-                    out = step(out, *scalars(i))
-                return out, n, None
-            # Steps after the condition fires are computed but discarded (torch.where), so the
-            # device decides when to stop; the host looks at the flag every WATCH_SYNC_EVERY steps.
-            mask = torch.as_tensor(np.asarray(enabled, dtype=bool), device=self._device)
-            prev = watch(out)
-            stopped = torch.zeros((), dtype=torch.bool, device=self._device)
-            fired = torch.zeros_like(prev)
-            taken = torch.zeros((), dtype=torch.int64, device=self._device)
-            for i in range(n):
-                new = step(out, *scalars(i))
-                out = {k: torch.where(stopped, out[k], new[k]) for k in out}
-                now = watch(out)
-                fire = now & ~prev & mask & ~stopped
-                fired = fired | fire
-                taken = taken + (~stopped).to(torch.int64)
-                stopped = stopped | fire.any()
-                prev = now
-                if i % WATCH_SYNC_EVERY == WATCH_SYNC_EVERY - 1 and bool(stopped):
-                    break
-            return out, int(taken), fired.cpu().numpy()
+    def block_runner(self, program: BlockProgram) -> BlockProgram:
+        """The program with every function the block loop calls compiled: the step (and the
+        step that keeps stage states), the conditions and the diagnostics. Each is one graph,
+        its shapes fixed (one compilation per function and run set-up; the step's scalars are
+        0-d tensors, so their values never recompile)."""
+        if not self.compile:
+            return program
+
+        def maybe(fn: Callable | None) -> Callable | None:
+            return None if fn is None else self.compiled(fn)
+
+        return dataclasses.replace(
+            program, step=self.compiled(program.step), staged=maybe(program.staged),
+            watch=maybe(program.watch), levels=maybe(program.levels),
+            diagnostics={name: self.compiled(fn) for name, fn in program.diagnostics.items()})
 
     def block_ops(self) -> TorchBlockOps:
         return TorchBlockOps(self._device, self.scalars)
 
     def run_block(self, runner: Any, fields: Mapping[str, torch.Tensor], plan: Any) -> Any:
         with torch.inference_mode():
+            # Every step then sees inference tensors: a compiled step given an ordinary tensor
+            # first (the initial state) would compile again for the steps after it.
+            fields = {name: value if value.is_inference() else value.clone()
+                      for name, value in fields.items()}
             return super().run_block(runner, fields, plan)
 
     def call(self, fn: Any, *args: Any) -> Any:
         with torch.inference_mode():
             return fn(*args)
+
+    def call_step(self, step_fn: Any, fields: Mapping[str, torch.Tensor], dt: float, step: int,
+                  time: float) -> Any:
+        # The loop's own compiled step, so that a replay retakes the steps the loop took.
+        return self.call(self.compiled(step_fn), dict(fields), *self.scalars(dt, step, time))
 
     def synchronize(self, arrays: Any) -> None:
         if self._device.type == "cuda":
@@ -150,3 +162,33 @@ class TorchBackend(AbstractBackend):
             if buffer is not None:
                 np.copyto(buffer, pinned.numpy())
         return host
+
+
+class _Compiled:
+    """``torch.compile`` of a function, its first call preceded by one eager call that builds
+    what stages make once per device and dtype (``Constants.like``): the compiled graph then
+    only reads them, where building them from NumPy inside the graph fails. That call takes the
+    path the tracer takes (the stages' Array API functions, not the torch kernels that write
+    into scratch tensors): it records autograd, on copies of the arguments (a stage may update
+    in place). Holds its function weakly (see ``weakly``)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self._fn = weakref.ref(fn)
+        self._compiled = torch.compile(weakly(fn), backend=compiler(), dynamic=False)
+        self._warm = False
+
+    def __call__(self, *args: Any) -> Any:
+        if not self._warm:
+            with torch.inference_mode(False), torch.enable_grad():
+                self._fn()(*_pytree.tree_map_only(torch.Tensor, _tracked_copy, args))
+            self._warm = True
+        return self._compiled(*args)
+
+
+def _tracked_copy(value: torch.Tensor) -> torch.Tensor:
+    """A copy of ``value`` that autograd tracks (floats), not a leaf: a stage may write into
+    the arrays it is given, as into any other tensor computed from a tracked input."""
+    copy = value.detach().clone()
+    if not (copy.is_floating_point() or copy.is_complex()):
+        return copy
+    return copy.requires_grad_().clone()

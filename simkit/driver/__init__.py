@@ -77,6 +77,7 @@ def provenance(plan: RunPlan, backend: AbstractBackend) -> dict[str, Any]:
         schema.ATTR_SOLVER_VERSION: plan.solver.version,
         schema.ATTR_BACKEND: backend.name,
         schema.ATTR_DEVICE: backend.device,
+        schema.ATTR_COMPILED: backend.compiled_with or "no",
         schema.ATTR_DTYPE: sc.dtype,
         schema.ATTR_SEED: sc.seed,
         schema.ATTR_DT: plan.dt,
@@ -151,6 +152,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
     if resume is not None:
         # The file holds every capture up to the checkpoint, none after it.
         attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device,
+                 schema.ATTR_COMPILED: backend.compiled_with or "no",
                  schema.ATTR_COMMITTED: np.int64(resume.step if resume.fields is not None
                                                  else -1)}
     buffers = HostBuffers()
@@ -159,8 +161,10 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
                               on_written=lambda stream, step, arrays: buffers.give_back(arrays),
                               on_committed=(commit_callback(plan, on_capture)
                                             if on_capture is not None else None))
-    logger.info("%s %s on %s (%s, %s) -> %s", "resuming" if resume else "running",
-                plan.solver.name, backend.name, backend.device, sc.dtype, plan.output)
+    compiled = backend.compiled_with
+    logger.info("%s %s on %s (%s, %s, %s) -> %s", "resuming" if resume else "running",
+                plan.solver.name, backend.name, backend.device, sc.dtype,
+                f"compiled by {compiled}" if compiled else "not compiled", plan.output)
     run = None
     requested = stop_check(plan.output, stop)
     try:

@@ -39,6 +39,7 @@ ATTR_SOLVER = "simkit_solver"
 ATTR_SOLVER_VERSION = "simkit_solver_version"
 ATTR_BACKEND = "simkit_backend"
 ATTR_DEVICE = "simkit_device"
+ATTR_COMPILED = "simkit_compiled"  # what compiled the run's steps (jax.jit, torch.compile), or no
 ATTR_DTYPE = "simkit_dtype"
 ATTR_SEED = "simkit_seed"
 ATTR_DT = "simkit_dt"
@@ -78,8 +79,9 @@ STATUS_NON_FINITE = "non-finite"  # stopped on a NaN or infinity; the last good 
 STATUS_FAILED = "failed"  # stopped by an error (ATTR_ERROR says which); resumable once fixed
 
 PROVENANCE_ATTRS = (
-    ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_DTYPE, ATTR_SEED, ATTR_DT,
-    ATTR_VERSIONS, ATTR_STARTED, ATTR_RESUMED, ATTR_FINISHED, ATTR_STATUS, ATTR_ERROR,
+    ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_COMPILED, ATTR_DTYPE,
+    ATTR_SEED, ATTR_DT, ATTR_VERSIONS, ATTR_STARTED, ATTR_RESUMED, ATTR_FINISHED, ATTR_STATUS,
+    ATTR_ERROR,
     ATTR_SCENARIO_FILE,
 )
 

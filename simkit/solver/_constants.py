@@ -6,10 +6,11 @@ its dtype and are never rebuilt inside the step loop.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_torch_array
 
 
 class Constants:
@@ -48,10 +49,22 @@ class Constants:
         if self._host is None:
             self._host = self._build()
         found = {}
-        for name, value in self._host.items():
-            dtype = array.dtype if np.issubdtype(value.dtype, np.floating) else None
-            found[name] = xp.asarray(value, dtype=dtype, device=device(array))
+        with _ordinary(array):
+            for name, value in self._host.items():
+                dtype = array.dtype if np.issubdtype(value.dtype, np.floating) else None
+                found[name] = xp.asarray(value, dtype=dtype, device=device(array))
         return found
+
+
+def _ordinary(array) -> contextlib.AbstractContextManager:
+    """Where torch constants are made: outside inference mode, so that one tensor serves
+    inference (the run's loop) and autograd (a differentiated step, the torch backend's first
+    call before it compiles) alike."""
+    if is_torch_array(array):
+        import torch
+
+        return torch.inference_mode(False)
+    return contextlib.nullcontext()
 
 
 def _is_traced(array) -> bool:

@@ -2,7 +2,7 @@
 
 A Python loop in a stage is unrolled by ``jax.jit`` and by ``torch.compile`` (slow to compile for
 hundreds of iterations); on JAX arrays this runs ``lax.fori_loop`` instead, under
-``torch.compile`` an eager loop outside the graph, elsewhere a plain loop.
+``torch.compile`` a ``while_loop`` of the graph, elsewhere a plain loop.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ def repeat(count: int, body: Callable[[Any], Any], carry: tuple) -> tuple:
         import torch
 
         if torch.compiler.is_compiling():
-            # One graph break: the loop runs eagerly between the compiled parts around it,
-            # where unrolling it would take minutes to compile.
-            return _eager_torch_loop()(count, body, carry)
+            return _torch_while_loop(count, body, carry)
     return _loop(count, body, carry)
 
 
@@ -35,12 +33,25 @@ def _loop(count: int, body: Callable[[Any], Any], carry: tuple) -> tuple:
     return carry
 
 
-_EAGER_TORCH_LOOP: list[Any] = []
+def _torch_while_loop(count: int, body: Callable[[Any], Any], carry: tuple) -> tuple:
+    """The loop as one ``while_loop`` of the graph ``torch.compile`` traces, where unrolling it
+    would take minutes to compile (and a graph break would leave the stage's code around it
+    eager)."""
+    import torch
+    from torch._higher_order_ops import while_loop
 
+    def more(i: Any, *_: Any) -> Any:
+        return i < count
 
-def _eager_torch_loop() -> Callable[[int, Callable[[Any], Any], tuple], tuple]:
-    if not _EAGER_TORCH_LOOP:
-        import torch
+    # The loop's carry holds distinct tensors of one layout: contiguous copies (a stage's views
+    # are strided, and a carry may hold one array twice).
+    def own(values: Any) -> tuple:
+        return tuple(torch.clone(value, memory_format=torch.contiguous_format)
+                     for value in values)
 
-        _EAGER_TORCH_LOOP.append(torch.compiler.disable(_loop))
-    return _EAGER_TORCH_LOOP[0]
+    def step(i: Any, *values: Any) -> tuple:
+        return (i + 1, *own(body(tuple(values))))
+
+    start = torch.zeros((), dtype=torch.int64, device=carry[0].device)
+    _, *out = while_loop(more, step, (start, *own(carry)))
+    return tuple(out)
