@@ -682,6 +682,68 @@ def heat_kernels(quick: bool = False) -> dict:
     return out
 
 
+def torch_compile(quick: bool = False) -> dict:
+    """heat2d 512^2 on torch, ms/step (runs of 2k minus runs of k steps): simkit eager, simkit
+    with ``compile: true`` and a hand-written loop of a ``torch.compile``-d step, in one process
+    (the GPU where there is one), and what compiling costs once."""
+    import torch
+
+    import simkit.driver
+
+    n, k, repeats = (256, 100, 3) if quick else (512, 400, 5)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out: dict = {"grid": n, "steps k": k, "repeats": repeats, "device": str(device)}
+    tmp = tempfile.mkdtemp()
+    dt_d = 0.8 * 0.25  # the solver's default dt * D / h^2
+
+    def scenario(compile_: bool):
+        def make(m: int) -> dict:
+            return {**_heat(n, m, "torch", {}, f"{tmp}/t{compile_}{m}.nc"), "device": "auto",
+                    "compile": compile_}
+        return make
+
+    # Compiling once: a first compiled run from scratch against the same run compiled.
+    simkit.driver._steps._STEPS.clear()
+    start = time.perf_counter()
+    _run(scenario(True)(k))
+    first = time.perf_counter() - start
+    again, _ = median_seconds(lambda: _run(scenario(True)(k)), repeats, warmup=0)
+    out["simkit compiled: compile s (first run - median)"] = first - again
+    per_step = {label: _seconds_per_step(scenario(flag), k, repeats)
+                for label, flag in (("simkit eager", False), ("simkit compiled", True))}
+
+    def hand_step(u):
+        return u + dt_d * (torch.roll(u, 1, 0) + torch.roll(u, -1, 0) + torch.roll(u, 1, 1)
+                           + torch.roll(u, -1, 1) - 4 * u)
+
+    compiled_step = torch.compile(hand_step, dynamic=False)
+    u0 = np.random.default_rng(0).standard_normal((n, n))
+
+    def hand(m: int):
+        with torch.inference_mode():
+            u = torch.tensor(u0, device=device)
+            for _ in range(m):
+                u = compiled_step(u)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return u
+
+    start = time.perf_counter()
+    hand(1)
+    out["hand-written compiled: compile s"] = time.perf_counter() - start
+    medians = interleaved({"short": lambda: hand(k), "long": lambda: hand(2 * k)}, repeats)
+    per_step["hand-written compiled"] = (medians["long"] - medians["short"]) / k
+    for label, seconds in per_step.items():
+        out[f"{label} ms/step"] = seconds * 1e3
+    hand_s = per_step["hand-written compiled"]
+    out["simkit compiled / simkit eager"] = per_step["simkit compiled"] / per_step["simkit eager"]
+    out["simkit compiled / hand-written compiled"] = per_step["simkit compiled"] / hand_s
+    out["simkit eager / hand-written compiled"] = per_step["simkit eager"] / hand_s
+    _target(out, "simkit compiled / hand-written compiled", per_step["simkit compiled"] / hand_s,
+            1.2)
+    return out
+
+
 def cavity_kernels(quick: bool = False) -> dict:
     """Lid-driven cavity (D2Q9 lattice Boltzmann) 256^2 and 512^2, ms/step (runs of 2k minus runs
     of k steps): jax, numpy and torch with the stages' kernels and by the Array API specification
@@ -937,6 +999,7 @@ def sharded_runs(quick: bool = False) -> dict:
 
 BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, summaries_every_step,
               peer_pypde, peer_diffrax,
-              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels, cavity_kernels,
+              memory_vs_captures, bandwidth, nbody_pairs, heat_kernels, torch_compile,
+              cavity_kernels,
               sharded_runs,
               gradient_checkpointing, gradient_reusing_checkpoints, peer_diffrax_gradient]

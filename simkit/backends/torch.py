@@ -72,9 +72,9 @@ class TorchBackend(AbstractBackend):
                             device=self._device)
 
     def scalars(self, dt: float, step: int, time: float) -> tuple[torch.Tensor, ...]:
-        return (torch.tensor(dt, dtype=self.dtype, device=self._device),
-                torch.tensor(step, dtype=torch.int64, device=self._device),
-                torch.tensor(time, dtype=torch.float64, device=self._device))
+        return (torch.scalar_tensor(dt, dtype=self.dtype, device=self._device),
+                torch.scalar_tensor(step, dtype=torch.int64, device=self._device),
+                torch.scalar_tensor(time, dtype=torch.float64, device=self._device))
 
     def compiled(self, fn: Callable) -> Callable:
         """``fn`` ``torch.compile``-d (once per function, kept as long as it lives); ``fn``
