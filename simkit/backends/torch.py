@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,13 @@ from simkit.errors import ScenarioError
 #: PyTorch's own kernels, for a machine without a C++ compiler).
 COMPILER_ENV = "SIMKIT_TORCH_COMPILER"
 DEFAULT_COMPILER = "inductor"
+
+# Dynamo traces through the memoised type look-ups of array_api_compat (pure functions of a
+# type) and says so once per look-up: a screen of warnings on every compiled run, none of them
+# about the run.
+warnings.filterwarnings("ignore", category=UserWarning,
+                        message=r"Dynamo detected a call to a `functools\.lru_cache`-wrapped "
+                                r"function at '_helpers\.py:")
 
 
 def compiler() -> str:
