@@ -690,7 +690,7 @@ def torch_compile(quick: bool = False) -> dict:
 
     import simkit.driver
 
-    n, k, repeats = (256, 100, 3) if quick else (512, 400, 5)
+    n, k, repeats = (256, 100, 3) if quick else (512, 1000, 7)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out: dict = {"grid": n, "steps k": k, "repeats": repeats, "device": str(device)}
     tmp = tempfile.mkdtemp()
