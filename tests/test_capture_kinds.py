@@ -92,8 +92,11 @@ def test_stage_capture_rejects_unknown_stage_and_foreign_probe(in_tmp):
 
 
 @pytest.mark.parametrize("name", ["jax", "torch"])
-def test_eager_mode_matches_compiled(in_tmp, name):
+def test_eager_mode_matches_compiled(in_tmp, monkeypatch, name):
     require_backend(name)
+    # Captures of a dynamo-compiled block; inductor's code is held to eager on every solver in
+    # test_fix_backends (aot_eager here saves twenty seconds of C++ compilation).
+    monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "aot_eager")
     # compile=True: torch compiles only on a GPU by default, so leaving it out compared eager
     # with eager on the CPU.
     compiled = simkit.run(heat_scenario(backend=name, compile=True, output="c.nc"))

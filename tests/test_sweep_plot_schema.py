@@ -157,7 +157,7 @@ def test_verbose_logging_reports_the_run(in_tmp):
     proc = subprocess.run([sys.executable, "-m", "simkit", "-v", "run", "s.yaml", "-q"],
                           capture_output=True, text=True, cwd=in_tmp)
     assert proc.returncode == 0
-    assert "simkit: INFO: running heat2d on numpy (cpu, float64) -> runs/s.nc" in proc.stderr
+    assert "simkit: INFO: running heat2d on numpy (cpu, float64, not compiled) -> runs/s.nc" in proc.stderr
     assert "finished at step 3" in proc.stderr
 
 
