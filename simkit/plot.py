@@ -58,9 +58,10 @@ def _find_summaries(tree, field: str, stream: str | None):
 
 _SUMMARY_LINES = ("mean", "min", "max", "std", "quantiles")
 #: Colour scales of a histogram image; ``auto`` is logarithmic when the counts span more than
-#: ``_LOG_SPAN`` times the median of those above zero (a bin holding most values, say zeros).
+#: ``_LOG_SPAN`` times the median of those above zero (a bin holding most values, say zeros):
+#: on a linear scale half of the drawn cells would then share the bottom tenth of the colours.
 COLOR_SCALES = ("auto", "linear", "log")
-_LOG_SPAN = 100
+_LOG_SPAN = 10
 
 
 def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,

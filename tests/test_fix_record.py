@@ -320,6 +320,32 @@ def test_a_histogram_image_drowned_by_one_bin_is_drawn_on_a_log_scale(in_tmp):
         plotting.plot("z.nc", "w_histogram", color_scale="cubic")
 
 
+def test_a_diffusing_hot_spot_histogram_is_drawn_on_a_log_scale(in_tmp):
+    """Notebook 06's picture: a hot spot diffusing on a cold line. The zero bin holds up to 162
+    values, three quarters of the other cells 6 or fewer: on a linear scale they are one
+    colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import LogNorm
+
+    from simkit import plot as plotting
+
+    x = np.linspace(0, 1, 200)
+    u = np.exp(-((x - 0.5) / 0.05) ** 2)
+    with simkit.record("d.nc", {"s": {"every": 1, "summaries": {
+            "u": {"histogram": {"bins": 32, "range": [0.0, 1.0]}}}}}) as rec:
+        for i in range(501):
+            if i:
+                u = u + 0.4 * (np.roll(u, 1) - 2 * u + np.roll(u, -1))
+            rec.step(i, u=u)
+    s = xr.open_dataset("d.nc", group="s").load()
+    positive = s.u_histogram.values[s.u_histogram.values > 0]
+    assert positive.max() == 162 and np.percentile(positive, 75) == 6
+    mesh = plotting._histogram_image(s, s.u_histogram, "t").axes[0].collections[0]
+    assert isinstance(mesh.norm, LogNorm)
+
+
 def test_summary_std_band_stays_within_min_and_max(in_tmp):
     import matplotlib
 
