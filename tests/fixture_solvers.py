@@ -176,3 +176,32 @@ class SquareThenShift(_Decay):
 
         probe = FieldSpec("sq", ("i",), "1", "u squared")
         return [Stage("square", square, probes=(probe,)), Stage("shift", shift)]
+
+
+class SpringParams(SolverModel):
+    size: int = 3
+
+
+class Spring(_Decay):
+    """Harmonic oscillators by symplectic Euler (stage ``kick`` then ``drift``): the state goes up
+    and down with history, for conditions that turn true and false again."""
+
+    name = "spring"
+    description = "x'' = -x, symplectic Euler"
+    Params = SpringParams
+
+    def fields(self):
+        return [FieldSpec("x", ("i",), "1", "position"), FieldSpec("v", ("i",), "1", "velocity")]
+
+    def initial_state(self, initial, rng):
+        phase = np.arange(self.params.size) * 0.7
+        return {"x": np.cos(phase), "v": -np.sin(phase)}
+
+    def diagnostics(self):
+        return [Diagnostic("pos", lambda s: s["x"][0], "1", "x[0]"),
+                Diagnostic("energy", lambda s: array_namespace(s["x"]).sum(
+                    s["x"] * s["x"] + s["v"] * s["v"]), "1", "sum of x^2 + v^2")]
+
+    def stages(self):
+        return [Stage("kick", lambda s, dt: {**s, "v": s["v"] - dt * s["x"]}),
+                Stage("drift", lambda s, dt: {**s, "x": s["x"] + dt * s["v"]})]

@@ -326,6 +326,9 @@ class BlockLoop:
         if host["held"] is not None:  # the memory of conditions on stages goes on
             for (_, when), held in zip(run.whens, np.asarray(host["held"]), strict=True):
                 when.hold(bool(held))
+            if self._next is not None:  # planned before this block's memory was known
+                self._next[1][0].held = np.array([when.held for _, when in run.whens],
+                                                 dtype=bool)
         if fired is not None:
             self._next = None  # the schedules' state changes with the firing
         return fired
