@@ -53,6 +53,11 @@ def table(outcome: dict) -> list[str]:
 
 
 def _target(outcome: dict, name: str, measured: float, limit: float, below: bool = True) -> None:
+    if not np.isfinite(measured) or measured <= 0:
+        # A ratio of times or a rate is positive: a difference of medians lost in the noise
+        # (runs too short for the machine) measured nothing, so nothing is met.
+        outcome[f"target {name}"] = f"{measured:.3g}: not measured (within the machine's noise)"
+        return
     met = measured <= limit if below else measured >= limit
     outcome[f"target {name}"] = f"{measured:.3g} {'<=' if below else '>='} {limit:g}: " + \
         ("met" if met else "NOT met")

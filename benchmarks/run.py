@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def environment() -> dict:
     }
 
 
+def run_one(bench, quick: bool) -> dict:
+    """One benchmark's outcome; the files it writes in the temporary folder are removed after
+    it (runs of up to 512^2, in folders of ``tempfile.mkdtemp``)."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="simkit-bench-") as folder:
+        tempfile.tempdir = folder
+        try:
+            return bench(quick=quick)
+        except cases.Skip as skip:
+            return {"skipped": str(skip)}
+        finally:
+            tempfile.tempdir = saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
@@ -52,10 +67,7 @@ def main() -> int:
     for bench in selected:
         print(f"== {bench.__name__}: {bench.__doc__.splitlines()[0]}", flush=True)
         start = time.perf_counter()
-        try:
-            outcome = bench(quick=args.quick)
-        except cases.Skip as skip:
-            outcome = {"skipped": str(skip)}
+        outcome = run_one(bench, args.quick)
         outcome["seconds"] = round(time.perf_counter() - start, 1)
         results["benchmarks"][bench.__name__] = outcome
         for line in cases.table(outcome):
