@@ -660,11 +660,9 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace, deferring: contextlib.ExitStack) -> int:
     """Run the command; its errors as one line and an exit code."""
     try:
-        # A run (not the gradients of an objective, which stop by KeyboardInterrupt) takes stop
-        # signals as a flag throughout: its loop stops at a block boundary.
-        runs = (args.command == "sweep"
-                or (args.command == "resume" and not _file_has_objective(args.file))
-                or (args.command == "run" and not _has_objective(args.scenario, args.sets)))
+        # A run takes stop signals as a flag throughout: its loop stops at a block boundary, the
+        # gradients of an objective between their segments and before they are written.
+        runs = args.command in ("sweep", "resume", "run")
         if not runs:
             deferring.close()
             if _stop.received():
@@ -691,20 +689,6 @@ def _command(args: argparse.Namespace, deferring: contextlib.ExitStack) -> int:
         if args.debug:
             traceback.print_exc()
         return EXIT_FAILURE
-
-
-def _file_has_objective(path: str) -> bool:
-    """Whether the run file at ``path`` is of a scenario with an objective (False when it cannot
-    tell: the command itself says what is wrong with the file)."""
-    import yaml
-
-    from simkit.io import read_attrs, schema
-
-    try:
-        data = yaml.safe_load(str(read_attrs(path).get(schema.ATTR_SCENARIO, "")))
-    except (OSError, ValueError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and data.get("objective") is not None
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from simkit import _stop
 from simkit.autodiff._checkpoint import Checkpointing
 from simkit.autodiff._function import (
     GRAD_BACKENDS,
@@ -21,10 +22,10 @@ from simkit.autodiff._function import (
     schedule_steps,
 )
 from simkit.autodiff._objective import per_unit, real_scalar
-from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
+from simkit.autodiff._reuse import checkpoint_steps, stop_point, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute, failed
-from simkit.errors import NonFiniteError, ScenarioError
+from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
 from simkit.io import schema
 from simkit.io.gradients import (
     ATTR_CHECKPOINT,
@@ -259,6 +260,7 @@ def value_and_grad(
         # and resume see a run going on).
         lock = exclusive(written)
     try:
+        stop_point()
         if reused:
             value, grads, probe_grads = value_and_grad_reusing(
                 run, objective, written, reused, params, fields, probe_fields)
@@ -271,6 +273,7 @@ def value_and_grad(
             adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
                               **{f: probe_grads[f][at] for f in names}}
         if written is not None:
+            stop_point()
             _check_finite(value, grads, adjoints)
             _write(plan, written, objective, value, grads, adjoints, policy, len(reused))
     except BaseException as error:
@@ -281,6 +284,9 @@ def value_and_grad(
             mark_stopped(written, {schema.ATTR_STATUS: schema.STATUS_INTERRUPTED} if interrupted
                          else failed(error, schema.STATUS_NON_FINITE)
                          if isinstance(error, NonFiniteError) else failed(error))
+        if interrupted:
+            _stop.take()
+            raise RunInterrupted(str(error) or "SIGINT", written) from error
         if isinstance(error, NonFiniteError):
             raise NonFiniteError(f"{written}: {error} (the forward run is kept, without "
                                  f"gradients)") from None
