@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -82,13 +83,35 @@ def _no_leaked_files(session_tmpdir: Path):
                     f"(write under tmp_path): {', '.join(p.name for p in left)}", pytrace=False)
 
 
-def require_backend(name: str) -> None:
-    """Skip when the backend is missing, unless CI asks for every backend."""
-    module = {"numpy": "numpy", "jax": "jax", "torch": "torch"}[name]
-    if importlib.util.find_spec(module) is None:
+#: The backends and other optional libraries that `make setup` installs (the Makefile's extras):
+#: a test that needs one takes it from ``require_backend``, never ``pytest.importorskip``, so that
+#: CI (``SIMKIT_REQUIRE_BACKENDS=1``) fails where one is missing instead of skipping
+#: (tests/test_required_backends.py holds the test files to it).
+REQUIRED = (*BACKENDS, "numba", "dask.distributed", "tensorboardX")
+
+
+def require_backend(name: str) -> ModuleType:
+    """The module ``name`` (one of ``REQUIRED``), imported; a missing one skips the test (or the
+    test module, called at its top), or fails it when CI asks for every backend."""
+    if name not in REQUIRED:
+        raise ValueError(f"require_backend: expected one of {', '.join(REQUIRED)}, given {name!r}")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
         if REQUIRE_BACKENDS:
-            pytest.fail(f"backend {name} is not installed but SIMKIT_REQUIRE_BACKENDS=1")
-        pytest.skip(f"backend {name} is not installed")
+            pytest.fail(f"{name} is not installed ({error}) but SIMKIT_REQUIRE_BACKENDS=1",
+                        pytrace=False)
+        pytest.skip(f"{name} is not installed", allow_module_level=True)
+
+
+def has_backend(name: str) -> bool:
+    """Whether ``name`` (one of ``REQUIRED``) is installed, for a test that checks more where it
+    is; a missing one fails the test when CI asks for every backend."""
+    try:
+        require_backend(name)
+    except pytest.skip.Exception:
+        return False
+    return True
 
 
 @pytest.fixture(params=BACKENDS)

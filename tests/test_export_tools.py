@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import simkit
-from conftest import heat_scenario
+from conftest import heat_scenario, require_backend
 from simkit.io import export_stream, schema
 from simkit.solver import available_solvers
 
@@ -244,7 +244,7 @@ def _event_counts(logdir: Path) -> dict[str, int]:
 
 
 def test_tensorboard_twice_replaces_the_earlier_export_of_the_same_file(in_tmp, capsys):
-    pytest.importorskip("tensorboardX")
+    require_backend("tensorboardX")
     from test_summaries import _recorded_summaries
 
     _recorded_summaries("r.nc")
@@ -265,7 +265,7 @@ def test_tensorboard_twice_replaces_the_earlier_export_of_the_same_file(in_tmp, 
 
 
 def test_tensorboard_refuses_a_logdir_that_is_a_file_or_fifo_and_cleans_up(in_tmp, capsys):
-    pytest.importorskip("tensorboardX")
+    require_backend("tensorboardX")
     from test_summaries import _recorded_summaries
 
     _recorded_summaries("r.nc")
@@ -288,7 +288,7 @@ def test_tensorboard_refuses_a_logdir_that_is_a_file_or_fifo_and_cleans_up(in_tm
 
 
 def test_tensorboard_of_empty_arrays_and_non_finite_values(in_tmp, capsys):
-    pytest.importorskip("tensorboardX")
+    require_backend("tensorboardX")
     fields = ["empty", "none", "image", "partly", "v"]
     with simkit.record("r.nc", {"s": {"every": 1, "fields": fields,
                                       "diagnostics": ["loss"]}}) as rec:

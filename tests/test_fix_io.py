@@ -21,7 +21,7 @@ import pytest
 import xarray as xr
 
 import simkit
-from conftest import heat_scenario
+from conftest import heat_scenario, require_backend
 from simkit.errors import DiskFullError
 from simkit.io import BackgroundWriter, NetCDFWriter, export_stream, recover, schema
 from simkit.io import netcdf as netcdf_module
@@ -118,7 +118,7 @@ def test_two_runs_and_an_xarray_reader_in_three_threads(tmp_path):
 
 
 def test_sweep_on_one_dask_worker_with_two_threads(tmp_path):
-    pytest.importorskip("dask.distributed")
+    require_backend("dask.distributed")
     (tmp_path / "base.yaml").write_text(textwrap.dedent("""\
         solver: heat2d
         params: {shape: [48, 48]}

@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 import simkit
-from conftest import heat_scenario
+from conftest import heat_scenario, require_backend
 from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import netcdf as netcdf_module
 from simkit.io import schema
@@ -89,7 +89,7 @@ def test_float32_run_histogram_without_range_equals_numpy_histogram(backend, in_
 # Item 3: summaries of JAX arrays are float64 with JAX's x64 off.
 
 def test_summaries_of_jax_arrays_are_float64_with_x64_off(in_tmp):
-    jax = pytest.importorskip("jax")
+    jax = require_backend("jax")
     import jax.numpy as jnp
 
     x = np.random.default_rng(1).random(1000).astype(np.float32) + np.float32(1000)
@@ -238,7 +238,7 @@ def test_values_a_file_cannot_hold_are_refused_naming_them(value, given, in_tmp)
 
 
 def test_complex_torch_values_are_refused_and_float_to_complex_is_not_cast(in_tmp):
-    torch = pytest.importorskip("torch")
+    torch = require_backend("torch")
     with pytest.raises(ScenarioError, match=r"^u: expected real numbers .* given an array of "
                                             r"complex64$"), \
             simkit.record("t.nc", {"s": {"every": 1, "diagnostics": ["u"]}}) as rec:
@@ -409,3 +409,20 @@ def test_files_with_the_checksum_along_step_are_still_checked(in_tmp):
         assert ds["snap"][schema.CHECKSUM].dimensions == (schema.STEP_DIM,)
         assert len(ds["snap"].dimensions[schema.STEP_DIM]) == 4
     assert "stream snap: u; steps 0..9 every 3 (4)" in describe(result.path)
+
+
+@pytest.mark.parametrize(("outputs", "values", "key"), [
+    ({"s": {"every": 1}}, {"u\n": 1.0}, "outputs.s.fields"),
+    ({"s\n": {"every": 1}}, {"u": 1.0}, "outputs.s\n"),
+    ({"s": {"every": 1, "fields": ["u\n"]}}, {"u\n": np.ones(2)}, "outputs.s.fields"),
+    ({"s": {"every": 1}}, {"x" * 300: 1.0}, "outputs.s.fields"),
+    ({"s" * 300: {"every": 1}}, {"u": 1.0}, "outputs." + "s" * 300),
+])
+def test_value_and_stream_names_a_file_cannot_hold_are_refused(outputs, values, key, in_tmp):
+    """A trailing newline (``$`` matched before it) or a name over netCDF's limit reached the
+    file and raised a raw RuntimeError (NetCDF: Name contains illegal characters, NC_MAX_NAME
+    exceeded)."""
+    with pytest.raises(ScenarioError) as caught, simkit.record("n.nc", outputs) as rec:
+        rec.step(0, **values)
+    assert caught.value.key == key
+    assert "letters, digits and _, at most 240 characters" in caught.value.message

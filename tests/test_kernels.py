@@ -4,7 +4,6 @@ untouched, earlier results intact when the kernel reuses its scratch arrays)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tracemalloc
 import typing
@@ -15,6 +14,7 @@ import numpy as np
 import pydantic
 import pytest
 
+from conftest import has_backend, require_backend
 from simkit.solver import (
     SEED_KEY,
     STEP_KEY,
@@ -101,8 +101,7 @@ STEP_CASES = _step_kernel_cases()
 
 
 def _namespace(library: str):
-    if importlib.util.find_spec(library) is None:
-        pytest.skip(f"{library} is not installed")
+    require_backend(library)
     if library == "jax":
         import jax
         import jax.numpy as jnp
@@ -219,7 +218,7 @@ def test_step_kernel_matches_its_stages(solver_name, library, params, dtype, mon
 def test_a_step_with_stage_states_wanted_runs_the_stages(monkeypatch):
     """A step asked for a stage's state runs the stages (their kernels), not the whole-step
     kernel, and gives the same fields to the bit."""
-    pytest.importorskip("numba")
+    require_backend("numba")
     monkeypatch.setenv("SIMKIT_NUMBA", "always")
     cls = load_solver("heat2d")
     solver = cls(cls.Params(shape=[20, 24]))
@@ -237,7 +236,7 @@ def test_a_step_with_stage_states_wanted_runs_the_stages(monkeypatch):
 def test_a_subclass_that_changes_the_stages_does_not_inherit_the_step_kernel(monkeypatch):
     """A solver deriving from heat2d with a stage of its own runs its stages, not heat2d's
     whole-step kernel (which would skip that stage)."""
-    pytest.importorskip("numba")
+    require_backend("numba")
     monkeypatch.setenv("SIMKIT_NUMBA", "always")
     heat = load_solver("heat2d")
 
@@ -275,7 +274,7 @@ def test_every_kernel_solver_is_covered():
         assert {("ising2d", stage, "numpy"), ("ising2d", stage, "jax")} <= covered
     for stage in ("collide", "stream", "boundaries"):
         assert {("cavity_lbm", stage, "numpy"), ("cavity_lbm", stage, "jax")} <= covered
-    if importlib.util.find_spec("numba") is not None:
+    if has_backend("numba"):
         assert {(c.values[0], c.values[1], c.values[2]["boundary"]) for c in STEP_CASES
                 if "boundary" in c.values[2]} == {(name, library, boundary)
                                                   for name in ("heat2d",)
@@ -335,7 +334,7 @@ def test_step_uses_the_kernel_of_the_state_library(monkeypatch):
     assert make_step(solver, kernels=False)(fields, dt, 0, 0.0)["u"][0] == 0.0
     monkeypatch.setenv("SIMKIT_KERNELS", "0")
     assert make_step(solver)(fields, dt, 0, 0.0)["u"][0] == 0.0
-    if importlib.util.find_spec("torch") is not None:
+    if has_backend("torch"):
         import torch  # no torch kernel: the specification runs
 
         assert float(make_step(solver, kernels=True)({"u": torch.zeros(3)}, torch.tensor(1.0),
@@ -395,7 +394,7 @@ def test_numpy_step_allocates_no_field_arrays(solver_name):
 def test_torch_step_reuses_its_scratch_tensors(solver_name):
     """Eager torch steps with kernels write into a few tensors of their pool, over and over (no
     new field tensor per step once warm), and give what the specification gives."""
-    torch = pytest.importorskip("torch")
+    torch = require_backend("torch")
     cls = load_solver(solver_name)
     solver = cls(cls.Params(**_grid(solver_name, 32, 48)))
     fields = {k: torch.asarray(v) for k, v in
@@ -419,7 +418,7 @@ def test_cavity_jax_kernels_differentiate_as_the_specification():
     """Gradients through a jitted cavity step with the JAX kernels are the specification's: the
     kernels are pure jax.numpy functions, so reverse mode goes through them, and so does vmap
     (as an ensemble runs them)."""
-    jax = pytest.importorskip("jax")
+    jax = require_backend("jax")
     jnp = _namespace("jax")
     cls = load_solver("cavity_lbm")
     solver = cls(cls.Params(size=12, reynolds=50.0))
@@ -451,7 +450,7 @@ def test_cavity_jax_kernels_differentiate_as_the_specification():
 def test_torch_kernel_gives_way_to_autograd():
     """With a tensor that requires grad, the torch kernel runs the specification (its in-place
     scratch would break the graph): the gradient comes out and is the analytic one."""
-    torch = pytest.importorskip("torch")
+    torch = require_backend("torch")
     solver = load_solver("heat2d")(load_solver("heat2d").Params(shape=[8, 8]))
     u = torch.zeros((8, 8), dtype=torch.float64, requires_grad=True)
     out = make_step(solver)({"u": u}, torch.asarray(0.2, dtype=torch.float64), 0, 0.0)
@@ -475,7 +474,7 @@ def test_scratch_pool_never_hands_out_an_array_still_held(library):
 
     from simkit.solver import ScratchPool
 
-    xp = pytest.importorskip(library)
+    xp = require_backend(library)
     mode = xp.inference_mode() if library == "torch" else contextlib.nullcontext()
     with mode:
         pool, like = ScratchPool(), xp.zeros((4, 5))
@@ -498,7 +497,7 @@ def test_heat_numpy_kernels_equal_specification_to_the_bit(numba, boundary, monk
     """heat2d's NumPy kernels, through the optional numba loops and without them, give the
     specification's numbers exactly (same order of operations, same precision)."""
     if numba == "1":
-        pytest.importorskip("numba")
+        require_backend("numba")
     monkeypatch.setenv("SIMKIT_NUMBA", "always" if numba == "1" else "0")
     cls = load_solver("heat2d")
     solver = cls(cls.Params(shape=[37, 50], boundary=boundary, spacing=0.7))
@@ -519,7 +518,7 @@ def test_heat_numpy_kernels_equal_specification_to_the_bit(numba, boundary, monk
 def test_heat_numba_update_hands_out_only_what_its_laplacian_made(boundary, monkeypatch):
     """With numba, heat2d's Laplacian loop also makes the updated u; ``update`` hands it out only
     for the very u, Laplacian and time step it was made from, and computes it otherwise."""
-    pytest.importorskip("numba")
+    require_backend("numba")
     monkeypatch.setenv("SIMKIT_NUMBA", "always")
     cls = load_solver("heat2d")
     solver = cls(cls.Params(shape=[12, 9], boundary=boundary))

@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from conftest import assert_bitwise
+from conftest import assert_bitwise, require_backend
 from simkit.cli import main
 
 #: Long enough that no signal below comes after the run's end: short blocks, so that a stop
@@ -71,7 +71,7 @@ def _steps(path) -> int:
 @pytest.mark.parametrize("backend_name", ["numpy", "jax", "torch"])
 def test_every_stop_signal_at_a_random_moment_stops_the_run_and_resumes_bit_for_bit(
         in_tmp, signals_ignored_outside_main, backend_name, capsys):
-    pytest.importorskip({"numpy": "numpy", "jax": "jax", "torch": "torch"}[backend_name])
+    require_backend(backend_name)
     steps = {"numpy": 60_000, "jax": 300_000, "torch": 20_000}[backend_name]  # a second or more
     (in_tmp / "s.yaml").write_text(yaml.safe_dump({**SCENARIO, "backend": backend_name}))
     rng = random.Random(19)
@@ -163,7 +163,7 @@ def test_a_signal_swallowed_in_the_gradient_phase_still_stops_it(
     run stops (file interrupted, gradients pending), never complete, and resume finishes it. Raised
     as KeyboardInterrupt (as the gradient phase once took signals) it was swallowed there
     ("Exception ignored in ...") and the file said complete."""
-    pytest.importorskip(backend_name)
+    require_backend(backend_name)
     import simkit.autodiff._api as api
 
     truth = {**SCENARIO, "params": {"shape": [8, 8], "diffusivity": 1.1}, "steps": 40,

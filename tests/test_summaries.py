@@ -220,7 +220,7 @@ def _events(logdir):
 
 
 def test_tensorboard_events_hold_the_scalars_and_histograms_of_the_file(in_tmp):
-    pytest.importorskip("tensorboardX")
+    require_backend("tensorboardX")
     from simkit.cli import main
 
     _recorded_summaries("r.nc")

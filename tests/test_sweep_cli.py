@@ -16,9 +16,10 @@ import netCDF4
 import pytest
 import yaml
 
+from conftest import require_backend
 from simkit.cli import main
 
-pytest.importorskip("dask.distributed")
+require_backend("dask.distributed")
 
 BASE = {"solver": "heat2d", "params": {"shape": [8, 8], "diffusivity": 1.0},
         "initial": {"kind": "noise", "amplitude": 1.0}, "steps": 20, "seed": 1,
@@ -99,7 +100,7 @@ def test_a_stop_signal_stops_every_member_cleanly_and_dask_says_nothing(in_tmp, 
 
 
 def test_a_stop_signal_stops_a_vectorized_sweep_cleanly(in_tmp, capsys):
-    pytest.importorskip("jax")
+    require_backend("jax")
     import threading
 
     _write(in_tmp, {**BASE, "backend": "jax", "steps": 10_000_000, "flush_seconds": 0.05,
