@@ -51,7 +51,10 @@ from simkit.solver._summaries import Summary, parse_summaries
 
 #: Keys of a recorder stream besides its schedule.
 RECORD_STREAM_KEYS = tuple(dict.fromkeys((*STREAM_KEYS, "summaries")))
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A value, probe or stream name: what a netCDF name may hold, at most 240 characters (255
+#: with a summary's suffix such as ``_histogram``); ``\Z``, not ``$``, which matches before a
+#: trailing newline.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,239}\Z")
 _RESERVED = (schema.STEP, schema.TIME, schema.CHECKSUM)
 
 
@@ -83,7 +86,8 @@ def _name_list(value: Any, key: str) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and _NAME.match(v)
                                               for v in value):
-        raise ScenarioError(f"expected a list of value names (letters, digits and _), given "
+        raise ScenarioError(f"expected a list of value names (letters, digits and _, at most "
+                            f"240 characters), given "
                             f"{value!r}", key=key)
     return tuple(dict.fromkeys(value))
 
@@ -96,8 +100,8 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
     """
     key = f"outputs.{name}"
     if not isinstance(name, str) or not _NAME.match(name) or name in _RESERVED:
-        raise ScenarioError(f"expected a stream name of letters, digits and _ (not step or "
-                            f"time), given {name!r}", key=key)
+        raise ScenarioError(f"expected a stream name of letters, digits and _, at most 240 "
+                            f"characters (not step or time), given {name!r}", key=key)
     if not isinstance(spec, Mapping):
         raise ScenarioError(f"expected a mapping with a schedule and fields, given {spec!r}",
                             key=key)
@@ -407,8 +411,8 @@ class Recorder:
         stream of the stage is due at the next step."""
         self._check_open()
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ScenarioError(f"expected a probe name of letters, digits and _, given {name!r}",
-                                key="probe")
+            raise ScenarioError(f"expected a probe name of letters, digits and _, at most 240 "
+                                f"characters, given {name!r}", key="probe")
         if self._stage is None:
             self._loose[name] = value
             return
