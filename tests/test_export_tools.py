@@ -169,6 +169,24 @@ def test_plot_of_truncated_flipped_or_foreign_files_is_bad_input(in_tmp, capsys)
         raise RuntimeError("boom")
 
 
+@pytest.mark.parametrize("attribute", [b"simkit_dtype", b"history"])
+def test_a_file_with_a_corrupt_attribute_is_bad_input_for_every_reader(attribute, in_tmp,
+                                                                        capsys):
+    """A bit flipped in an attribute's header: netCDF raises AttributeError ("Can't open HDF5
+    attribute") when the attributes are listed, which every reader showed raw with exit 1."""
+    data = bytearray(simkit.run(heat_scenario()).path.read_bytes())
+    data[data.find(attribute) - 4] ^= 0x40
+    (in_tmp / "bad.nc").write_bytes(bytes(data))
+    for command in (["inspect", "bad.nc"], ["plot", "bad.nc", "--field", "u", "-o", "u.png"],
+                    ["export", "bad.nc", "--stream", "snap", "-o", "flat.nc"],
+                    ["tensorboard", "bad.nc", "tb"], ["recover", "bad.nc"],
+                    ["resume", "bad.nc"], ["watch", "bad.nc"]):
+        code, _, err = _main(capsys, *command)
+        assert (code, err) == (2, "simkit: error: bad.nc: expected a NetCDF file written by "
+                                  "simkit, given one that cannot be read (NetCDF: Can't open "
+                                  "HDF5 attribute)\n"), command
+
+
 def _dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout)

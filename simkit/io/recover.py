@@ -215,6 +215,9 @@ def require_run_file(path: str | os.PathLike) -> None:
     except OSError as error:
         raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
                             f"read ({error})", source=source) from None
+    except (RuntimeError, AttributeError, ValueError) as error:  # corrupt metadata (a flipped
+        # bit in an attribute's header: AttributeError "Can't open HDF5 attribute")
+        raise _unreadable(source, error) from None
     if missing:
         raise ScenarioError(f"expected a NetCDF file written by simkit, given one without "
                             f"{missing}", source=source)
