@@ -316,6 +316,9 @@ class BlockLoop:
         fired = fired if fired is not None and fired.size and fired.any() else None
         states = None
         if fired is not None:  # a firing starts its cooldown at the step it fired at
+            # and, a capture, a new gap there (as a resume from it would), wherever the block
+            # that saw it was cut
+            self._gap = None
             before = schedule_state(run)
             for j in np.flatnonzero(fired):
                 run.whens[j][1].fired(run.step)
