@@ -127,6 +127,11 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
                                       color_scale), output)
     if da.sizes.get("step", 0) == 0:
         raise ScenarioError(f"expected captures in stream {name!r}, given none", source=source)
+    if da.size == 0:  # a recorded value of zero elements
+        shape = ", ".join(f"{d}: {n}" for d, n in da.sizes.items())
+        raise ScenarioError(f"expected a field or diagnostic with values to draw, given "
+                            f"{field!r} of shape ({shape}), which holds none", source=source,
+                            key="--field")
     title = f"{Path(path).name}: {name}/{field}"
     if da.ndim == 1:
         fig, ax = plt.subplots(figsize=(7, 4))

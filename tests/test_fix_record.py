@@ -426,3 +426,19 @@ def test_value_and_stream_names_a_file_cannot_hold_are_refused(outputs, values, 
         rec.step(0, **values)
     assert caught.value.key == key
     assert "letters, digits and _, at most 240 characters" in caught.value.message
+
+
+def test_plot_of_a_recorded_value_with_no_elements_is_bad_input(in_tmp, capsys):
+    """A value of zero elements (shape (0,)) drew nothing and raised numpy's raw ValueError
+    (zero-size array to reduction operation fmin), exit 1."""
+    from simkit.cli import main
+
+    with simkit.record("z.nc", {"s": {"every": 1}}) as rec:
+        for i in range(3):
+            rec.step(i, e=np.zeros((0,)), u=np.full(4, float(i)))
+    assert main(["plot", "z.nc", "--field", "e", "-o", "e.png"]) == 2
+    assert capsys.readouterr().err == ("simkit: error: z.nc: --field: expected a field or "
+                                       "diagnostic with values to draw, given 'e' of shape "
+                                       "(step: 3, e_dim0: 0), which holds none\n")
+    assert not (in_tmp / "e.png").exists()
+    assert main(["plot", "z.nc", "--field", "u", "-o", "u.png"]) == 0
