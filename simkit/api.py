@@ -172,6 +172,32 @@ def _recorded_scenario(attrs: Mapping[str, object], path: str | os.PathLike) -> 
     return data
 
 
+def _check_layout(path: str | os.PathLike, attrs: Mapping[str, object], plan: RunPlan) -> None:
+    """Refuse a recorded scenario whose grid or streams are not the file's (a file whose
+    attribute was edited): resumed, it would drop the captures on disk and fail at the end.
+
+    Raises:
+        ScenarioError: naming the file, the attribute and what differs.
+    """
+    streams = [s.name for s in plan.streams]
+    held = str(attrs.get(schema.ATTR_STREAMS, "")).split()
+    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
+        grid = {name: len(dim) for name, dim in ds.dimensions.items()}
+    wanted = {c.name: len(c.values) for c in plan.solver.coordinates()}
+    given = None
+    if any(grid.get(name) != size for name, size in wanted.items()):
+        def shown(sizes: Mapping[str, object]) -> str:
+            return ", ".join(f"{k}={v}" for k, v in sizes.items())
+        given = (f"one for a grid of {shown(wanted)} (the file's is "
+                 f"{shown({k: grid.get(k, 'none') for k in wanted})})")
+    elif sorted(streams) != sorted(held):
+        given = (f"one with the streams {' '.join(streams) or 'none'} (the file's are "
+                 f"{' '.join(held) or 'none'})")
+    if given is not None:
+        raise ScenarioError(f"expected the scenario the run was made from, given {given}",
+                            source=str(path), key=schema.ATTR_SCENARIO)
+
+
 def _complete_result(path: Path, names: Sequence[str]) -> RunResult:
     """The result of a run that already finished, read back from its file's root group (the
     final state of the fields ``names``)."""
@@ -261,6 +287,7 @@ def resume(
     search = [Path(p).parent for p in (recorded_file, source) if p]
     plan = plan_run({**recorded, "output": source}, overwrite=True, allow_import=allow_import,
                     search=search)
+    _check_layout(path, attrs, plan)
     if scenario is not None:
         _check_inputs(scenario, ())
         given = plan_run(scenario, overrides={"output": source}, overwrite=True,

@@ -83,3 +83,26 @@ def test_resume_of_a_file_whose_recorded_scenario_is_not_a_scenario_exits_2(
     err = capsys.readouterr().err
     assert err == (f"simkit: error: s.nc: simkit_scenario: expected the scenario the run was "
                    f"made from, a YAML mapping, given {given}\n")
+
+
+@pytest.mark.parametrize(("recorded", "given"), [
+    ({**SMALL, "params": {"shape": [16, 8]}},
+     "one for a grid of y=16, x=8 (the file's is y=8, x=8)"),
+    ({**SMALL, "outputs": {}}, "one with the streams none (the file's are checkpoint)"),
+    ({**SMALL, "outputs": {"other": {"every": 5, "fields": "all"}}},
+     "one with the streams other (the file's are checkpoint)"),
+])
+def test_resume_of_a_file_whose_recorded_scenario_does_not_match_it_exits_2(
+        in_tmp, capsys, recorded, given):
+    """A recorded scenario whose grid or streams are not the file's: the resume restarted from
+    step 0, dropped the captures on disk, failed with a raw ValueError (exit 1) at the final
+    state's write and left the file running."""
+    simkit.run({**SMALL, "steps": 10})
+    with netCDF4.Dataset(in_tmp / "s.nc", "a") as ds:
+        ds.setncattr("simkit_status", "interrupted")
+        ds.setncattr("simkit_scenario", yaml.safe_dump(recorded))
+    before = (in_tmp / "s.nc").read_bytes()
+    assert main(["resume", "s.nc"]) == 2
+    assert capsys.readouterr().err == (f"simkit: error: s.nc: simkit_scenario: expected the "
+                                       f"scenario the run was made from, given {given}\n")
+    assert (in_tmp / "s.nc").read_bytes() == before
