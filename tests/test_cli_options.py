@@ -106,3 +106,16 @@ def test_resume_of_a_file_whose_recorded_scenario_does_not_match_it_exits_2(
     assert capsys.readouterr().err == (f"simkit: error: s.nc: simkit_scenario: expected the "
                                        f"scenario the run was made from, given {given}\n")
     assert (in_tmp / "s.nc").read_bytes() == before
+
+
+@pytest.mark.parametrize("form", ["when", "while"])
+def test_a_condition_naming_a_diagnostic_yaml_reads_as_a_boolean_hints_to_quote_it(
+        in_tmp, capsys, form):
+    (in_tmp / "s.yaml").write_text(
+        "solver: heat2d\nsteps: 5\noutputs:\n"
+        f"  s: {{every: 1, fields: [u], {form}: {{diagnostic: no, above: 1}}}}\n")
+    assert main(["validate", "s.yaml"]) == 2
+    assert capsys.readouterr().err == (
+        f"simkit: error: s.yaml:4: outputs.s.{form}.diagnostic: expected a diagnostic name, "
+        f"given False (YAML reads unquoted on, off, yes and no as true or false: quote such a "
+        f"name)\n")

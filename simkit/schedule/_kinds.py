@@ -210,7 +210,9 @@ class _DriverDecided(AbstractSchedule):
 def _check_condition(condition: When | While, form: str) -> None:
     """A condition names a diagnostic and exactly one finite threshold."""
     if not isinstance(condition.diagnostic, str) or not condition.diagnostic:
-        raise ScenarioError(f"expected a diagnostic name, given {condition.diagnostic!r}",
+        hint = (" (YAML reads unquoted on, off, yes and no as true or false: quote such a name)"
+                if isinstance(condition.diagnostic, bool) else "")
+        raise ScenarioError(f"expected a diagnostic name, given {condition.diagnostic!r}{hint}",
                             key=f"{form}.diagnostic")
     if (condition.above is None) == (condition.below is None):
         raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
