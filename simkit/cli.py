@@ -335,8 +335,10 @@ def _run_file(path: str) -> None:
     from simkit.errors import ScenarioError
 
     if not Path(path).is_file():
-        raise ScenarioError("expected an existing NetCDF file written by simkit, given a path "
-                            "that does not exist", source=path)
+        what = ("a directory" if Path(path).is_dir() else "a path that does not exist"
+                if not Path(path).exists() else "a FIFO, device or socket")
+        raise ScenarioError(f"expected an existing NetCDF file written by simkit, given {what}",
+                            source=path)
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:

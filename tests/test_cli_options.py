@@ -119,3 +119,17 @@ def test_a_condition_naming_a_diagnostic_yaml_reads_as_a_boolean_hints_to_quote_
         f"simkit: error: s.yaml:4: outputs.s.{form}.diagnostic: expected a diagnostic name, "
         f"given False (YAML reads unquoted on, off, yes and no as true or false: quote such a "
         f"name)\n")
+
+
+def test_a_run_file_that_is_a_directory_or_fifo_is_named_as_such(in_tmp, capsys):
+    """They were said to be paths that do not exist."""
+    import os
+
+    (in_tmp / "d.nc").mkdir()
+    os.mkfifo(in_tmp / "f.nc")
+    for command in ("inspect", "watch", "stop", "recover"):
+        for name, what in (("d.nc", "a directory"), ("f.nc", "a FIFO, device or socket"),
+                           ("none.nc", "a path that does not exist")):
+            assert main([command, name]) == 2
+            assert capsys.readouterr().err == (f"simkit: error: {name}: expected an existing "
+                                               f"NetCDF file written by simkit, given {what}\n")
