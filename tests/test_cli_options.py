@@ -133,3 +133,18 @@ def test_a_run_file_that_is_a_directory_or_fifo_is_named_as_such(in_tmp, capsys)
             assert main([command, name]) == 2
             assert capsys.readouterr().err == (f"simkit: error: {name}: expected an existing "
                                                f"NetCDF file written by simkit, given {what}\n")
+
+
+def test_a_resumed_run_no_longer_shows_the_error_that_stopped_it(in_tmp, capsys):
+    """A run stopped by an error (a full disk) and resumed to completion still said
+    ``error: DiskFullError ...`` under ``status complete`` in inspect."""
+    from simkit.io.inspect import describe
+
+    simkit.run({**SMALL, "steps": 10})
+    with netCDF4.Dataset(in_tmp / "s.nc", "a") as ds:
+        ds.setncattr("simkit_status", "failed")
+        ds.setncattr("simkit_error", "DiskFullError: disk full writing s.nc")
+    assert main(["resume", "s.nc", "-q"]) == 0
+    text = describe("s.nc")
+    assert text.startswith("s.nc: heat2d on numpy (cpu, float64), status complete\nfinal state:")
+    assert "DiskFullError" not in text

@@ -221,6 +221,8 @@ class NetCDFWriter:
                     for key, value in attrs.items():
                         self._ds.setncattr(key, value)
                     self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
+                    if schema.ATTR_ERROR in self._ds.ncattrs():  # what stopped it is past
+                        self._ds.delncattr(schema.ATTR_ERROR)
                     _add_history(self._ds, "resume", attrs.get(schema.ATTR_RESUMED))
                     self._counts = {s.name: len(self._ds.groups[s.name]
                                                 .dimensions[schema.STEP_DIM])
