@@ -242,3 +242,34 @@ def _scenario_file(folder: Path, scenario: dict, name: str) -> str:
     (folder / f"{name}.yaml").write_text(yaml.safe_dump({**scenario, "output": f"{name}.nc"}
                                                         if name == "truth" else scenario))
     return f"{name}.yaml"
+
+
+def test_gradients_finished_by_resume_drop_the_error_of_the_failed_phase(in_tmp, capsys,
+                                                                         monkeypatch):
+    """A gradient phase that failed leaves status failed and simkit_error; once simkit resume
+    writes the gradients the file is complete and no longer shows that error."""
+    require_backend("torch")
+    import simkit.autodiff._api as api
+
+    truth = heat_scenario(dt=0.2, steps=8, output="truth.nc", backend="numpy",
+                          outputs={"obs": {"every": 4, "fields": ["u"]}})
+    (in_tmp / "truth.yaml").write_text(yaml.safe_dump(truth))
+    assert main(["run", "truth.yaml", "-q"]) == 0
+    guess = {**truth, "params": {**truth["params"], "diffusivity": 0.9}, "output": "g.nc",
+             "objective": {"misfit": {"path": "truth.nc", "stream": "obs"},
+                           "wrt": ["diffusivity"], "backend": "torch"}}
+    (in_tmp / "g.yaml").write_text(yaml.safe_dump(guess))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of device memory")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "value_and_grad_reusing", broken)
+        assert main(["run", "g.yaml", "-q"]) == 1
+    attrs = _attrs("g.nc")
+    assert (attrs["simkit_status"], attrs["simkit_error"]) == (
+        "failed", "RuntimeError: out of device memory")
+    assert main(["resume", "g.nc", "-q"]) == 0
+    attrs = _attrs("g.nc")
+    assert (attrs["simkit_status"], attrs[ATTR_GRADIENTS]) == ("complete", "written")
+    assert "simkit_error" not in attrs

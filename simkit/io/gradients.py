@@ -87,6 +87,8 @@ def write_gradients(path: str | os.PathLike, objective: GradientVariable,
         # Complete only now, with everything above in the file.
         ds.setncatts({ATTR_GRADIENTS: GRADIENTS_WRITTEN,
                       schema.ATTR_STATUS: schema.STATUS_COMPLETE})
+        if schema.ATTR_ERROR in ds.ncattrs():  # of an earlier gradient phase that failed
+            ds.delncattr(schema.ATTR_ERROR)
         ds.sync()
     fsync_path(path)
 
