@@ -228,7 +228,9 @@ def run_sweep(path: str | os.PathLike, *, scheduler: str | None = None, workers:
         marker.unlink(missing_ok=True)  # left by a sweep that was killed while it stopped
         cluster = None if scheduler else LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-            silence_logs=dask_log_level)
+            # no dashboard; the scheduler's own HTTP routes on a free port (its default, 8787,
+            # is taken by any other cluster on the machine, and Dask then warns)
+            scheduler_kwargs={"dashboard_address": ":0"}, silence_logs=dask_log_level)
         try:
             with Client(scheduler or cluster) as client:
                 if cluster is not None:

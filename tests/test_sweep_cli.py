@@ -117,3 +117,25 @@ def test_a_stop_signal_stops_a_vectorized_sweep_cleanly(in_tmp, capsys):
     assert (code, capsys.readouterr().err) == (143, "simkit: interrupted by SIGTERM\n")
     assert [_status(in_tmp / "sweep" / f"member_{i:03d}.nc") for i in range(2)] == [
         "interrupted", "interrupted"]
+
+
+def test_a_sweep_says_nothing_while_another_cluster_holds_dasks_usual_port(in_tmp):
+    """Two sweeps on one machine (two users, or two test workers): the second's scheduler took
+    Dask's usual HTTP port, 8787, found it in use and warned on stderr."""
+    import socket
+
+    _write(in_tmp)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("", 8787))
+        holder.listen()
+    except OSError:
+        pass  # held by another process already, as the test wants
+    try:
+        proc = subprocess.run([sys.executable, "-m", "simkit", "sweep", "s.yaml", "-q"],
+                              cwd=in_tmp, text=True, capture_output=True, timeout=300)
+    finally:
+        holder.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
