@@ -24,7 +24,7 @@ from simkit.io import (
     schema,
     whole_captures,
 )
-from simkit.io.gradients import ATTR_GRADIENTS, GRADIENTS_PENDING
+from simkit.io.gradients import ATTR_GRADIENTS, GRADIENTS_AWAITED, GRADIENTS_PENDING
 from simkit.io.netcdf import exclusive, release
 from simkit.io.recover import require_run_file
 from simkit.scenario import RunPlan, Scenario, plan_run
@@ -304,7 +304,7 @@ def resume(
         raise ScenarioError(f"expected solver {plan.solver.name} version {version} as recorded, "
                             f"given version {plan.solver.version} installed", source=source)
     objective = plan.scenario.objective is not None
-    if not objective and attrs.get(ATTR_GRADIENTS) == GRADIENTS_PENDING:
+    if not objective and attrs.get(ATTR_GRADIENTS) in (GRADIENTS_AWAITED, GRADIENTS_PENDING):
         raise ScenarioError("expected a run whose gradients simkit resume can compute (an "
                             "objective block in its scenario), given one whose gradients of a "
                             "Python objective are not written; call value_and_grad with output= "

@@ -273,3 +273,30 @@ def test_gradients_finished_by_resume_drop_the_error_of_the_failed_phase(in_tmp,
     attrs = _attrs("g.nc")
     assert (attrs["simkit_status"], attrs[ATTR_GRADIENTS]) == ("complete", "written")
     assert "simkit_error" not in attrs
+
+
+def test_a_python_objective_stopped_in_its_forward_run_is_not_finished_as_a_plain_run(
+        in_tmp, capsys):
+    """A Python objective's scenario has no objective block: stopped during its forward run, its
+    file said nothing of gradients and ``simkit resume`` finished it as a plain run, ``complete``
+    without gradients."""
+    require_backend("torch")
+    scenario = heat_scenario(dt=0.2, steps=40, output="run.nc", backend="numpy",
+                             outputs={"ck": {"every": 2, "fields": "all"}})
+
+    def stop_at_the_first_block(*args):
+        raise KeyboardInterrupt("SIGTERM")
+
+    with pytest.raises(KeyboardInterrupt):
+        value_and_grad(scenario, lambda final, captures: (final["u"] ** 2).sum(),
+                       ["diffusivity"], backend="torch", output="run.nc",
+                       progress=stop_at_the_first_block)
+    attrs = _attrs("run.nc")
+    assert (attrs["simkit_status"], attrs[ATTR_GRADIENTS]) == ("interrupted", "awaited")
+    capsys.readouterr()
+    assert main(["resume", "run.nc"]) == 2
+    assert capsys.readouterr().err == (
+        "simkit: error: run.nc: expected a run whose gradients simkit resume can compute (an "
+        "objective block in its scenario), given one whose gradients of a Python objective "
+        "are not written; call value_and_grad with output= again\n")
+    assert _attrs("run.nc")["simkit_status"] == "interrupted"

@@ -33,6 +33,7 @@ from simkit.io.gradients import (
     ATTR_OBJECTIVE,
     ATTR_REUSED,
     GRADIENT_PREFIX,
+    GRADIENTS_AWAITED,
     GRADIENTS_PENDING,
     OBJECTIVE,
     AdjointStream,
@@ -254,7 +255,8 @@ def value_and_grad(
         else:
             written = Path(execute(plan, progress=progress, resume=resume, closing={
                 schema.ATTR_STATUS: schema.STATUS_RUNNING,
-                ATTR_GRADIENTS: GRADIENTS_PENDING}).path)
+                ATTR_GRADIENTS: GRADIENTS_PENDING},
+                opening={ATTR_GRADIENTS: GRADIENTS_AWAITED}).path)
         reused = checkpoint_steps(plan, run)
         # Held while the gradients are computed: the file's writer is alive (watch, inspect
         # and resume see a run going on).

@@ -120,7 +120,8 @@ def _layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
 def execute(plan: RunPlan, progress: ProgressFn | None = None,
             resume: ResumePoint | None = None, on_capture: CaptureFn | None = None,
             stop: threading.Event | None = None,
-            closing: Mapping[str, Any] | None = None) -> RunResult:
+            closing: Mapping[str, Any] | None = None,
+            opening: Mapping[str, Any] | None = None) -> RunResult:
     """Run a validated plan to its end, writing its file.
 
     Args:
@@ -133,6 +134,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
             ``simkit stop`` of its file: see ``simkit.io.request_stop``).
         closing: attributes the finished file gets; a status among them replaces ``complete``
             (a run whose gradients are still to be written stays ``running``).
+        opening: attributes a new file gets when it is created (not on a resume).
 
     Returns:
         The output path and the final state.
@@ -148,7 +150,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         _check_processes(plan, backend.process_count)
     if backend.process_index:  # one of several processes of a run: process 0 writes the file
         return _execute_silent(plan, backend, progress, resume)
-    attrs = provenance(plan, backend)
+    attrs = {**provenance(plan, backend), **(opening or {})}
     if resume is not None:
         # The file holds every capture up to the checkpoint, none after it.
         attrs = {schema.ATTR_RESUMED: _now(), schema.ATTR_DEVICE: backend.device,

@@ -28,11 +28,13 @@ ATTR_CHECKPOINT = "simkit_checkpoint"
 #: the steps forward again itself).
 ATTR_REUSED = "simkit_checkpoints_reused"
 ATTR_ADJOINT_OF = "simkit_adjoint_of"
-#: Root attribute of a run with an objective: ``pending`` once its forward run is whole and
-#: until its gradients are written (the status says ``running``, or how the gradients stopped;
-#: ``simkit resume`` computes them), ``written`` with status ``complete`` after.
+#: Root attribute of a run with an objective: ``awaited`` from the file's creation while its
+#: forward run goes on (a file stopped then is not a plain run, whatever its scenario says),
+#: ``pending`` once its forward run is whole and until its gradients are written (the status
+#: says ``running``, or how the gradients stopped; ``simkit resume`` computes them), ``written``
+#: with status ``complete`` after.
 ATTR_GRADIENTS = "simkit_gradients"
-GRADIENTS_PENDING, GRADIENTS_WRITTEN = "pending", "written"
+GRADIENTS_AWAITED, GRADIENTS_PENDING, GRADIENTS_WRITTEN = "awaited", "pending", "written"
 #: Root variable of the objective's value.
 OBJECTIVE = "objective"
 #: Prefix of the root variables holding dL/d(parameter) and dL/d(initial field).
