@@ -372,7 +372,10 @@ class Recorder:
     def _keep_everything(self, step: int, values: Mapping[str, Any],
                          probes: Mapping[str, Mapping[str, Any]]) -> None:
         """Fix the fields of the streams that keep everything: the values of this first step
-        (a stage's stream: the probes of the first step its stage runs in)."""
+        (a stage's stream: the probes of the first step its stage runs in). Nothing to do,
+        and no work on this per-step path, once none is left."""
+        if not any(stream.everything for stream in self.streams):
+            return
         streams = list(self.streams)
         for i, stream in enumerate(streams):
             if not stream.everything or (stream.stage is not None and stream.stage not in probes):
