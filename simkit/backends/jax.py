@@ -142,11 +142,6 @@ class JaxBackend(AbstractBackend):
         return tuple(jax.device_put(np.asarray(value, dtype=dtype), self._device)
                      for value, dtype in values)
 
-    def _table(self, fn: Any) -> dict[str, Any]:
-        # What was compiled for ``fn``: dropped with ``fn`` (every entry calls it through
-        # ``weakly``, so nothing here keeps its own key alive).
-        return self._compiled.setdefault(fn, {})
-
     def ensemble_runner(self, program_for: Callable[[jax.Array], BlockProgram]) -> Any:
         return compile_ensemble_block(program_for, self.dtype)
 
@@ -170,10 +165,12 @@ class JaxBackend(AbstractBackend):
     def call(self, fn: Any, *args: Any) -> Any:
         if not self.compile:
             return fn(*args)
-        table = self._table(fn)
-        if "call" not in table:
-            table["call"] = jax.jit(weakly(fn))
-        return table["call"](*args)
+        # ``fn`` jitted once, dropped with ``fn`` (the jitted function calls it through
+        # ``weakly``, so nothing here keeps its own key alive).
+        jitted = self._compiled.get(fn)
+        if jitted is None:
+            jitted = self._compiled[fn] = jax.jit(weakly(fn))
+        return jitted(*args)
 
     def synchronize(self, arrays: Any) -> None:
         jax.block_until_ready(arrays)
