@@ -45,6 +45,17 @@ def received() -> str | None:
     return _received[0] if _received else None
 
 
+def check() -> None:
+    """Stop here if a stop signal was noted (a place where raising cannot be swallowed).
+
+    Raises:
+        KeyboardInterrupt: naming the signal.
+    """
+    name = received()
+    if name:
+        raise KeyboardInterrupt(name)
+
+
 def take() -> str | None:
     """The first stop signal noted, forgetting them all (a run stopped for it)."""
     name = received()

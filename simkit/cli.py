@@ -667,8 +667,7 @@ def _command(args: argparse.Namespace, deferring: contextlib.ExitStack) -> int:
         runs = args.command in ("sweep", "resume", "run")
         if not runs:
             deferring.close()
-            if _stop.received():
-                raise KeyboardInterrupt(_stop.received())
+            _stop.check()
         code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is caught
         if runs and code == 0 and _stop.received():

@@ -22,7 +22,7 @@ from simkit.autodiff._function import (
     schedule_steps,
 )
 from simkit.autodiff._objective import per_unit, real_scalar
-from simkit.autodiff._reuse import checkpoint_steps, stop_point, value_and_grad_reusing
+from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute, failed
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
@@ -262,7 +262,7 @@ def value_and_grad(
         # and resume see a run going on).
         lock = exclusive(written)
     try:
-        stop_point()
+        _stop.check()
         if reused:
             value, grads, probe_grads = value_and_grad_reusing(
                 run, objective, written, reused, params, fields, probe_fields)
@@ -275,7 +275,7 @@ def value_and_grad(
             adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
                               **{f: probe_grads[f][at] for f in names}}
         if written is not None:
-            stop_point()
+            _stop.check()
             _check_finite(value, grads, adjoints)
             _write(plan, written, objective, value, grads, adjoints, policy, len(reused))
     except BaseException as error:

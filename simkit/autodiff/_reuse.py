@@ -80,17 +80,6 @@ def _rows(run: DifferentiableRun, first: int, last: int) -> dict[str, np.ndarray
                                dtype=np.int64) for c in run.captures}
 
 
-def stop_point() -> None:
-    """Stop the gradient phase here when the command received a stop signal (noted as a flag
-    while a run is under way: raised inside a library's callback it could be swallowed).
-
-    Raises:
-        KeyboardInterrupt: naming the signal.
-    """
-    if _stop.received():
-        raise KeyboardInterrupt(_stop.received())
-
-
 def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: Any,
                            steps: Sequence[int], params: Sequence[str], fields: Sequence[str],
                            probe_fields: Sequence[str]) -> tuple[float, dict, dict]:
@@ -115,7 +104,7 @@ def _parts(run: DifferentiableRun, held: _RunFile, segments: list[tuple[int, int
     ``wanted`` that capture in it, their rows there, and the state it starts from (``start`` at
     step 0, else the file's, on the device)."""
     for first, last in segments:
-        stop_point()
+        _stop.check()  # between segments: a signal stops the gradient phase here
         part = run.segment(first, last)
         rows = {s: r for s, r in _rows(run, first, last).items() if len(r) and s in wanted}
         part.captures = tuple(c for c in part.captures if c.name in rows)
