@@ -115,6 +115,16 @@ class Summary:
             low, high = low - 0.5, high + 0.5  # in the values' dtype, as numpy
         return replace(self, range=(float(low), float(high)), fitted=True)
 
+    def bounds(self) -> tuple[Any, Any]:
+        """The histogram's range as NumPy takes it: numbers as given, or the values' extremes
+        (``fitted``) in ``dtype``."""
+        if self.range is None:
+            raise ValueError(f"summary {self.name}: the histogram range is not fixed yet")
+        low, high = self.range
+        if self.fitted:
+            low, high = np.asarray([low, high], dtype=self.dtype)
+        return low, high
+
     def edges(self) -> np.ndarray:
         """The histogram's bin edges (``bins + 1``, in ``dtype``): ``numpy.histogram``'s own, of
         values of ``dtype`` with this range (numbers given, or the values' extremes).
@@ -122,11 +132,7 @@ class Summary:
         Raises:
             ScenarioError: a range too narrow for its bins in ``dtype``.
         """
-        if self.range is None:
-            raise ValueError(f"summary {self.name}: the histogram range is not fixed yet")
-        low, high = self.range
-        if self.fitted:
-            low, high = np.asarray([low, high], dtype=self.dtype)
+        low, high = self.bounds()
         try:
             return np.histogram_bin_edges(np.empty(0, dtype=self.dtype), self.bins,
                                           range=(low, high))
@@ -221,9 +227,7 @@ def _histogram(xp: Any, x: Any, summary: Summary, where: Any) -> Any:
     # NumPy's operands: the range as given (numbers) or as the values' extremes (fitted); the
     # width is their difference in their own dtype, and the guess takes the wider dtype of
     # ``x - low`` and the width (float64 for float32 values and a range given as numbers).
-    low, high = summary.range
-    if summary.fitted:
-        low, high = np.asarray([low, high], dtype=summary.dtype)
+    low, high = summary.bounds()
     width = np.subtract(high, low, dtype=np.result_type(high, low))
     kind = ((np.zeros(1, dtype=host_edges.dtype) - low) / width * bins).dtype
     shifted = x - xp.asarray(host_edges[0], dtype=x.dtype, device=where)
