@@ -139,3 +139,20 @@ def test_a_sweep_says_nothing_while_another_cluster_holds_dasks_usual_port(in_tm
         holder.close()
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+
+
+def test_a_stop_signal_in_the_last_block_leaves_a_vectorized_sweep_complete(in_tmp,
+                                                                           monkeypatch):
+    """As for a single run, a signal noted once the ensemble is at its end changes nothing (it
+    marked the finished members interrupted)."""
+    require_backend("jax")
+    import simkit.sweep
+    from simkit import _stop
+
+    _write(in_tmp, {**BASE, "backend": "jax", "steps": 3, "dt": 0.01,
+                    "outputs": {"diag": {"at": [3], "diagnostics": ["energy"]}}})
+    monkeypatch.setattr(_stop, "received", lambda: "SIGTERM")  # noted during the one block
+    result = simkit.sweep.run_sweep("s.yaml", vectorize=True)
+    assert result.stopped_by is None
+    assert [_status(in_tmp / "sweep" / f"member_{i:03d}.nc") for i in range(2)] == [
+        "complete", "complete"]

@@ -230,7 +230,9 @@ class _Ensemble:
                     planned = self.planner.plan_block(lead.step, lead.time,
                                                       dict(lead.last_capture))
                 planned = self._block(*planned)
-                if _stop.received():  # a stop signal the command line noted (simkit._stop)
+                # A stop signal the command line noted (simkit._stop); once the ensemble is at
+                # its end it changes nothing, as for a single run (loop).
+                if _stop.received() and not _is_final(sc, lead.step, lead.time):
                     raise KeyboardInterrupt(_stop.take())
             self._finish()
         except KeyboardInterrupt:
