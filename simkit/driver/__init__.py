@@ -174,7 +174,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
         # swallowed by a library callback); once the run is complete it changes nothing.
         with _stop.deferred():
             run = Run(plan, backend, writer, buffers, resume)
-            loop(run, progress, lambda: _stop.received() or requested())
+            loop(run, progress, requested)
             host = backend.to_host(run.fields)
             writer.final(run.step, run.time, host)
             path = writer.close({schema.ATTR_FINISHED: _now(), **(closing or {})})

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from simkit import _stop
 from simkit.driver._blocks import BlockLoop, _is_final, build_program
 from simkit.driver._captures import capture, due
 from simkit.driver._replay import check_start
@@ -27,13 +28,17 @@ PROGRESS_UPDATES = 100
 
 
 def stop_check(output: Path, stop: threading.Event | None) -> Callable[[], str | None]:
-    """What asks the run to stop at a block boundary: ``stop`` set (by ``simkit.iterate``), or a
-    stop request beside the output file (``simkit stop``), taken back when seen."""
+    """What asks the run to stop at a block boundary: a stop signal the command line noted
+    (``simkit._stop``), ``stop`` set (by ``simkit.iterate``), or a stop request beside the output
+    file (``simkit stop``), taken back when seen."""
     request = stop_request_path(output)
     if request.exists():  # left by an earlier run of this file: not meant for this one
         request.unlink(missing_ok=True)
 
     def check() -> str | None:
+        signalled = _stop.received()
+        if signalled:
+            return signalled
         if stop is not None and stop.is_set():
             return "a stop request"
         if request.exists():
