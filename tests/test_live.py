@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from test_fix_cli import _in_terminal
+from test_cli_terminal_and_resume import _in_terminal
 
 import simkit
 from conftest import assert_bitwise, heat_scenario

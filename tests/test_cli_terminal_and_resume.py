@@ -99,7 +99,7 @@ def _interrupted(data: dict, at_step: int) -> RunInterrupted:
     return info.value
 
 
-# ---------------------------------------------------------------- item 1: the bar in a terminal
+# ---------------------------------------------------------------- the bar in a terminal
 
 
 def test_run_in_a_terminal_shows_the_bar_and_finishes(in_tmp):
@@ -156,7 +156,7 @@ def test_progress_bar_renders_before_its_first_update(monkeypatch):
     assert drawn
 
 
-# ---------------------------------------------------------------- item 18: SIGTERM and SIGHUP
+# ---------------------------------------------------------------- SIGTERM and SIGHUP
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
@@ -196,7 +196,7 @@ def test_interrupt_before_a_file_exists_says_nothing_was_written(capsys):
                                        "written\n")
 
 
-# ---------------------------------------------------------------- item 20: run --resume
+# ---------------------------------------------------------------- run --resume
 
 
 def test_run_resume_starts_resumes_and_then_does_nothing(in_tmp, capsys):
@@ -252,7 +252,7 @@ def test_resume_of_a_complete_run_is_friendly(in_tmp, capsys):
     assert "expected the scenario recorded in the file" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- item 17: CLI and API edges
+# ---------------------------------------------------------------- CLI and API edges
 
 
 def test_debug_flag_is_accepted_and_prints_the_traceback(in_tmp, capsys, monkeypatch):

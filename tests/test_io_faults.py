@@ -1,6 +1,5 @@
-"""Output defects of issue 9: HDF5 calls from several threads, a full disk leaving holes, an
-unfinished run's root group, failed --overwrite runs and stale temporaries, CF attributes and the
-flat export."""
+"""Output faults: HDF5 calls from several threads, a full disk leaving holes, an unfinished run's
+root group, failed --overwrite runs and stale temporaries, CF attributes and the flat export."""
 
 from __future__ import annotations
 
@@ -69,7 +68,7 @@ def _python(code: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=timeout)
 
 
-# Item 6: one lock for every HDF5 call of the process.
+# One lock for every HDF5 call of the process.
 
 def test_two_runs_and_an_xarray_reader_in_three_threads(tmp_path):
     proc = _python("""
@@ -147,7 +146,7 @@ def test_sweep_on_one_dask_worker_with_two_threads(tmp_path):
     assert combined["snap"].u.sizes["member"] == 4
 
 
-# Item 9: after the first write error nothing more is written.
+# After the first write error nothing more is written.
 
 def test_writer_writes_nothing_after_a_failed_write(tmp_path, disk):
     writer = NetCDFWriter(tmp_path / "run.nc", _layout(), _attrs())
@@ -227,7 +226,7 @@ def test_full_disk_message_counts_what_the_file_keeps_and_no_holes(in_tmp, disk,
             assert steps == list(range(0, every * len(steps), every)), name
 
 
-# Item 12: an unfinished run's root group holds no state that reads as data.
+# An unfinished run's root group holds no state that reads as data.
 
 def test_unfinished_run_root_group_reads_as_missing(tmp_path):
     writer = NetCDFWriter(tmp_path / "run.nc", _layout(), _attrs())
@@ -264,7 +263,7 @@ def test_killed_run_root_group_has_no_fill_values(in_tmp):
     assert xr.open_dataset("run.nc", group="diag").sizes["step"] > 0
 
 
-# Item 19: a failed --overwrite run is kept under a name the message gives; stale temporaries.
+# A failed --overwrite run is kept under a name the message gives; stale temporaries.
 
 def test_failed_overwrite_run_is_kept_where_the_message_says(tmp_path, disk):
     first = NetCDFWriter(tmp_path / "run.nc", _layout(), _attrs())
@@ -302,7 +301,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert [p for p in alive if not p.exists()] == []
 
 
-# Item 22: CF attributes; the flat export.
+# CF attributes; the flat export.
 
 def test_cf_attributes_history_source_time_axis_and_checksum_coordinates(in_tmp):
     result = simkit.run(heat_scenario())
@@ -370,3 +369,24 @@ def test_compliance_checker_finds_nothing_on_the_root_and_flat_streams(in_tmp):
         proc = subprocess.run([_CHECKER, "-t", "cf:1.10", "--criteria", "lenient",
                                str(path)], capture_output=True, text=True)
         assert "Errors" not in proc.stdout and "All tests passed!" in proc.stdout, proc.stdout
+
+
+# Files written before the checksum had a dimension of its own are still checked and cut.
+
+def test_files_with_the_checksum_along_step_are_still_checked(in_tmp):
+    result = simkit.run(heat_scenario(output="old.nc", outputs={
+        "snap": {"every": 3, "fields": ["u"]}}))
+    with netCDF4.Dataset(result.path, "a") as ds:  # the layout of files written before
+        group = ds["snap"]
+        group.renameVariable(schema.CHECKSUM, "new_crc")
+        crc = group.createVariable(schema.CHECKSUM, "u4", (schema.STEP_DIM,))
+        crc.setncatts(schema.CHECKSUM_ATTRS)
+        crc[:] = group["new_crc"][:]
+        crc[4] = np.uint32(crc[4] ^ 1)  # the last capture's checksum fails: it goes
+    assert recover(result.path) == {"snap": 4}
+    with netCDF4.Dataset(result.path) as ds:
+        assert ds["snap"][schema.CHECKSUM].dimensions == (schema.STEP_DIM,)
+        assert len(ds["snap"].dimensions[schema.STEP_DIM]) == 4
+    assert "stream snap: u; steps 0..9 every 3 (4)" in describe(result.path)
+
+

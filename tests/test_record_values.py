@@ -42,7 +42,7 @@ def _uniform_and_its_edges(dtype):
                            np.histogram(a, bins=13)[1].astype(dtype)])
 
 
-# Item 2: a histogram without a range has numpy.histogram's edges and counts in every dtype.
+# A histogram without a range has numpy.histogram's edges and counts in every dtype.
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_recorder_histogram_without_range_equals_numpy_histogram(backend, dtype, in_tmp):
@@ -86,7 +86,7 @@ def test_float32_run_histogram_without_range_equals_numpy_histogram(backend, in_
                                   [np.histogram(v, bins=edges)[0] for v in u])
 
 
-# Item 3: summaries of JAX arrays are float64 with JAX's x64 off.
+# Summaries of JAX arrays are float64 with JAX's x64 off.
 
 def test_summaries_of_jax_arrays_are_float64_with_x64_off(in_tmp):
     jax = require_backend("jax")
@@ -109,7 +109,7 @@ def test_summaries_of_jax_arrays_are_float64_with_x64_off(in_tmp):
     np.testing.assert_allclose(s.u_quantiles.values, np.quantile(wide, qs), rtol=1e-15, atol=0)
 
 
-# Item 14: a stream naming no fields or diagnostics keeps everything, as a scenario stream does.
+# A stream naming no fields or diagnostics keeps everything, as a scenario stream does.
 
 def test_a_stream_without_fields_keeps_every_value_the_loop_passes(in_tmp):
     outputs = {"all": {"every": 2},
@@ -166,7 +166,7 @@ def _status(path):
         {name: [int(v) for v in values] for name, values in steps.items()}
 
 
-# Item 20: a step beyond what a file holds is refused before anything is written.
+# A step beyond what a file holds is refused before anything is written.
 
 def test_a_step_too_large_is_refused_and_leaves_no_torn_capture(in_tmp):
     with pytest.raises(ScenarioError, match=r"^step: expected a whole step number from 0 to "
@@ -187,7 +187,7 @@ def test_a_step_too_large_is_refused_and_leaves_no_torn_capture(in_tmp):
     assert _status("on.nc")[::2] == (schema.STATUS_COMPLETE, {"s": [0, 1]})
 
 
-# Item 21: whatever ends a recording, its file says failed or interrupted, never running.
+# Whatever ends a recording, its file says failed or interrupted, never running.
 
 def test_an_error_while_closing_marks_the_file_failed(in_tmp):
     with pytest.raises(ScenarioError, match=r"^outputs.l: expected the value 'v' that stream 'l' "
@@ -224,7 +224,7 @@ def test_a_recorder_on_a_full_disk_marks_the_file_failed_and_says_what_to_do(in_
     assert error.startswith("DiskFullError: disk full writing full.nc")
 
 
-# Item 24: values a file cannot hold, and outputs that are not files, are refused cleanly.
+# Values a file cannot hold, and outputs that are not files, are refused cleanly.
 
 @pytest.mark.parametrize(("value", "given"), [
     (np.zeros(3, dtype=complex), "complex128"), (np.array([1, None, 2], dtype=object), "object"),
@@ -272,145 +272,6 @@ def test_an_output_that_is_not_a_file_is_refused_naming_it(in_tmp):
     assert (in_tmp / "folder").is_dir() and (in_tmp / "plain").read_text() == "x"
 
 
-# Item 15: a histogram image that one bin drowns gets a log colour scale; std bands stay within
-# the values.
-
-def _drowned_histograms(path):
-    """A field that is mostly zero: its zero bin holds far more than every other bin."""
-    rng = np.random.default_rng(3)
-    with simkit.record(path, {"s": {"every": 1, "fields": [], "summaries": {
-            "w": ["mean", "std", "min", "max", {"histogram": {"bins": 20, "range": [0, 4]}}]}}}
-            ) as rec:
-        for i in range(12):
-            w = np.zeros(2000)
-            w[:40] = rng.exponential(0.5 + i / 10, 40)
-            rec.step(i, w=w)
-    return xr.open_dataset(path, group="s").load()
-
-
-def test_a_histogram_image_drowned_by_one_bin_is_drawn_on_a_log_scale(in_tmp):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.colors import LogNorm
-
-    from simkit import plot as plotting
-    from simkit.cli import main
-
-    s = _drowned_histograms("z.nc")
-    fig = plotting._histogram_image(s, s.w_histogram, "t")
-    mesh = fig.axes[0].collections[0]
-    assert isinstance(mesh.norm, LogNorm)
-    positive = s.w_histogram.values[s.w_histogram.values > 0]
-    assert (mesh.norm.vmin, mesh.norm.vmax) == (positive.min(), positive.max())
-    drawn = np.ma.asarray(mesh.get_array()).reshape(20, 12)
-    np.testing.assert_array_equal(np.ma.getmaskarray(drawn), s.w_histogram.values.T == 0)
-    assert fig.axes[1].get_ylabel() == "count per bin (1, log scale, empty bins white)"
-    linear = plotting._histogram_image(s, s.w_histogram, "t", "linear").axes[0].collections[0]
-    assert not isinstance(linear.norm, LogNorm)
-    even = s.w_histogram.copy(data=np.ones_like(s.w_histogram.values))
-    assert not isinstance(plotting._histogram_image(s, even, "t").axes[0].collections[0].norm,
-                          LogNorm)
-    assert isinstance(plotting._histogram_image(s, even, "t", "log").axes[0].collections[0].norm,
-                      LogNorm)
-    assert main(["plot", "z.nc", "--field", "w_histogram", "--color-scale", "log",
-                 "-o", "log.png"]) == 0
-    with pytest.raises(ScenarioError, match=r"^--color-scale: expected a colour scale auto, "
-                                            r"linear, log, given 'cubic'$"):
-        plotting.plot("z.nc", "w_histogram", color_scale="cubic")
-
-
-def test_a_diffusing_hot_spot_histogram_is_drawn_on_a_log_scale(in_tmp):
-    """Notebook 06's picture: a hot spot diffusing on a cold line. The zero bin holds up to 162
-    values, three quarters of the other cells 6 or fewer: on a linear scale they are one
-    colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.colors import LogNorm
-
-    from simkit import plot as plotting
-
-    x = np.linspace(0, 1, 200)
-    u = np.exp(-((x - 0.5) / 0.05) ** 2)
-    with simkit.record("d.nc", {"s": {"every": 1, "summaries": {
-            "u": {"histogram": {"bins": 32, "range": [0.0, 1.0]}}}}}) as rec:
-        for i in range(501):
-            if i:
-                u = u + 0.4 * (np.roll(u, 1) - 2 * u + np.roll(u, -1))
-            rec.step(i, u=u)
-    s = xr.open_dataset("d.nc", group="s").load()
-    positive = s.u_histogram.values[s.u_histogram.values > 0]
-    assert positive.max() == 162 and np.percentile(positive, 75) == 6
-    mesh = plotting._histogram_image(s, s.u_histogram, "t").axes[0].collections[0]
-    assert isinstance(mesh.norm, LogNorm)
-
-
-def test_summary_std_band_stays_within_min_and_max(in_tmp):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from simkit import plot as plotting
-
-    s = _drowned_histograms("b.nc")
-    mean, std, low = s.w_mean.values, s.w_std.values, s.w_min.values
-    assert (mean - std < low).all()  # the field is >= 0, mean - std is not
-    fig = plotting._summary_lines(s, "w", "t")
-    dashed = [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
-    assert [line.get_label() for line in dashed][0] == "mean ± std within min..max"
-    np.testing.assert_array_equal(dashed[0].get_ydata(), np.minimum(mean + std, s.w_max.values))
-    np.testing.assert_array_equal(dashed[1].get_ydata(), np.maximum(mean - std, low))
-
-
-# Item 15: the checksum is a coordinate of its own dimension: plain xarray titles leave it out.
-
-def test_plain_xarray_plot_titles_leave_the_checksum_out(in_tmp):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from simkit.io import recover
-
-    result = simkit.run(heat_scenario(output="t.nc", outputs={
-        "snap": {"every": 3, "fields": ["u"]}, "diag": {"every": 1, "diagnostics": ["energy"]}}))
-    with xr.open_dataset(result.path, group="snap") as snap:
-        assert schema.CHECKSUM in snap.coords and set(snap.data_vars) == {"u"}
-        assert schema.CHECKSUM not in snap.u.coords
-        snap.u.isel(step=2).plot()
-        assert plt.gca().get_title() == "step = 6 [1], time = 1.2 [s]"
-    plt.close("all")
-    with xr.open_dataset(result.path, group="diag") as diag:
-        assert schema.CHECKSUM in diag.coords and schema.CHECKSUM not in diag.energy.coords
-    # Checked and cut with the captures as before: a torn last capture goes, with its checksum.
-    with netCDF4.Dataset(result.path, "a") as ds:
-        ds["snap"]["step"][5] = 15  # data and checksum missing: not whole
-    assert recover(result.path) == {"snap": 5, "diag": 13}
-    with netCDF4.Dataset(result.path) as ds:
-        assert ds["snap"][schema.CHECKSUM].dimensions == (schema.CHECKSUM_DIM,)
-        assert len(ds["snap"].dimensions[schema.CHECKSUM_DIM]) == 5
-
-
-def test_files_with_the_checksum_along_step_are_still_checked(in_tmp):
-    from simkit.io import recover
-    from simkit.io.inspect import describe
-
-    result = simkit.run(heat_scenario(output="old.nc", outputs={
-        "snap": {"every": 3, "fields": ["u"]}}))
-    with netCDF4.Dataset(result.path, "a") as ds:  # the layout of files written before
-        group = ds["snap"]
-        group.renameVariable(schema.CHECKSUM, "new_crc")
-        crc = group.createVariable(schema.CHECKSUM, "u4", (schema.STEP_DIM,))
-        crc.setncatts(schema.CHECKSUM_ATTRS)
-        crc[:] = group["new_crc"][:]
-        crc[4] = np.uint32(crc[4] ^ 1)  # the last capture's checksum fails: it goes
-    assert recover(result.path) == {"snap": 4}
-    with netCDF4.Dataset(result.path) as ds:
-        assert ds["snap"][schema.CHECKSUM].dimensions == (schema.STEP_DIM,)
-        assert len(ds["snap"].dimensions[schema.STEP_DIM]) == 4
-    assert "stream snap: u; steps 0..9 every 3 (4)" in describe(result.path)
-
-
 @pytest.mark.parametrize(("outputs", "values", "key"), [
     ({"s": {"every": 1}}, {"u\n": 1.0}, "outputs.s.fields"),
     ({"s\n": {"every": 1}}, {"u": 1.0}, "outputs.s\n"),
@@ -428,17 +289,3 @@ def test_value_and_stream_names_a_file_cannot_hold_are_refused(outputs, values, 
     assert "letters, digits and _, at most 240 characters" in caught.value.message
 
 
-def test_plot_of_a_recorded_value_with_no_elements_is_bad_input(in_tmp, capsys):
-    """A value of zero elements (shape (0,)) drew nothing and raised numpy's raw ValueError
-    (zero-size array to reduction operation fmin), exit 1."""
-    from simkit.cli import main
-
-    with simkit.record("z.nc", {"s": {"every": 1}}) as rec:
-        for i in range(3):
-            rec.step(i, e=np.zeros((0,)), u=np.full(4, float(i)))
-    assert main(["plot", "z.nc", "--field", "e", "-o", "e.png"]) == 2
-    assert capsys.readouterr().err == ("simkit: error: z.nc: --field: expected a field or "
-                                       "diagnostic with values to draw, given 'e' of shape "
-                                       "(step: 3, e_dim0: 0), which holds none\n")
-    assert not (in_tmp / "e.png").exists()
-    assert main(["plot", "z.nc", "--field", "u", "-o", "u.png"]) == 0

@@ -18,7 +18,6 @@ from conftest import assert_bitwise, heat_scenario, require_backend
 from simkit.driver import execute_ensemble
 from simkit.io import export_stream, rewrite, schema
 from simkit.scenario import plan_run
-from simkit.schedule import AnyOf, Every, WallTime, When, parse_schedule
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +50,7 @@ def _assert_same_streams(path, reference, names):
             assert_bitwise(got[var].values, want[var].values)
 
 
-# ---------------------------------------------------------------- item 2: vector diagnostics
+# ---------------------------------------------------------------- vector diagnostics
 
 
 def test_vector_diagnostic_is_stored_along_its_declared_dimension(backend, in_tmp):
@@ -123,7 +122,7 @@ def test_condition_on_a_vector_diagnostic_is_refused_before_the_run(in_tmp, wher
     assert not (in_tmp / "h.nc").exists()
 
 
-# ---------------------------------------------------------------- item 3: stage captures copy
+# ---------------------------------------------------------------- stage captures copy
 
 
 def test_stage_capture_is_a_copy_when_later_stages_update_in_place(backend, in_tmp):
@@ -158,7 +157,7 @@ def test_two_stage_streams_in_one_step_take_that_step_once(backend, in_tmp):
         np.testing.assert_array_equal(late.u.sel(step=k).values, before * 0.5)
 
 
-# ---------------------------------------------------------------- item 7: what a checkpoint is
+# ---------------------------------------------------------------- what a checkpoint is
 
 
 def test_resume_ignores_full_state_stage_captures(in_tmp):
@@ -177,52 +176,7 @@ def test_resume_ignores_full_state_stage_captures(in_tmp):
     _assert_same_streams(path, reference, ("ckpt", "lap"))
 
 
-# ---------------------------------------------------------------- item 8: schedule state
-
-
-def test_when_saves_and_restores_its_cooldown():
-    when = When("value", above=0.9, cooldown=70)
-    assert when.save() == {"cooldown_until": 0} and when.may_fire(0)
-    when.fired(137)
-    assert not when.may_fire(207) and when.may_fire(208) and when.resumes_at == 208
-    again = When("value", above=0.9, cooldown=70)
-    again.restore(when.save())
-    assert again.save() == {"cooldown_until": 208} and not again.may_fire(200)
-    again.reset()
-    assert again.may_fire(200)
-    assert again == when  # the state is not part of the value
-
-
-def test_wall_time_saves_seconds_left_on_a_fake_clock():
-    now = [100.0]
-    wall = WallTime(5.0, clock=lambda: now[0])
-    wall.reset()
-    now[0] = 103.0
-    assert not wall.due() and wall.seconds_left() == 2.0
-    saved = wall.save()
-    assert saved == {"seconds_left": 2.0}
-    later = [1000.0]
-    resumed = WallTime(5.0, clock=lambda: later[0])
-    resumed.restore(saved)
-    later[0] = 1001.5
-    assert not resumed.due()
-    later[0] = 1002.0
-    assert resumed.due()
-    resumed.fired()
-    assert resumed.seconds_left() == 5.0
-
-
-def test_union_state_names_its_members_and_restore_checks_names():
-    schedule = parse_schedule({"every": 10, "when": {"diagnostic": "v", "above": 1.0,
-                                                     "cooldown": 3}})
-    assert isinstance(schedule, AnyOf)
-    assert schedule.save() == {"1.cooldown_until": 0}
-    schedule.members[1].fired(5)
-    assert schedule.save() == {"1.cooldown_until": 9}
-    assert Every(3).save() == {}
-    with pytest.raises(ValueError, match=r"expected the saved state \['1.cooldown_until'\], "
-                                         r"given \['0.cooldown_until'\]"):
-        schedule.restore({"0.cooldown_until": 1})
+# ---------------------------------------------------------------- schedule state in a run
 
 
 def test_when_fires_at_a_step_taken_stage_by_stage(backend, in_tmp):

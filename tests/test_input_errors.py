@@ -45,7 +45,7 @@ def _write(directory: Path, text: str, name: str = "s.yaml") -> Path:
     return path
 
 
-# ---------------------------------------------------------------- 13: output paths
+# ---------------------------------------------------------------- output paths
 
 
 def test_nul_byte_in_output_never_touches_another_file(in_tmp, capsys):
@@ -76,7 +76,7 @@ def test_bad_output_paths_are_one_line_errors(in_tmp, capsys, output, message):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["s.yaml"]
 
 
-# ---------------------------------------------------------------- 14: what --overwrite replaces
+# ---------------------------------------------------------------- what --overwrite replaces
 
 
 def test_overwrite_never_replaces_the_scenario_or_initial_file(in_tmp, capsys):
@@ -109,7 +109,7 @@ def test_overwrite_refuses_fifos_devices_and_dangling_links(in_tmp, capsys):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["link.nc", "pipe.nc", "s.yaml"]
 
 
-# ---------------------------------------------------------------- 15: imports only when allowed
+# ---------------------------------------------------------------- imports only when allowed
 
 HELPER = """\
 from pathlib import Path
@@ -221,7 +221,7 @@ def test_a_solver_module_that_fails_to_import_is_a_one_line_error(in_tmp, capsys
     sys.modules.pop("fixbroken", None)
 
 
-# ---------------------------------------------------------------- 16: bounded sizes
+# ---------------------------------------------------------------- bounded sizes
 
 
 class _Hang(Exception):
@@ -266,7 +266,7 @@ def test_one_line_of_yaml_cannot_exhaust_memory_or_hang_validate(in_tmp):
         plan_run(_heat(steps=None, until=1e300))
 
 
-# ---------------------------------------------------------------- 17: one-line errors, exit 2
+# ---------------------------------------------------------------- one-line errors, exit 2
 
 
 @pytest.mark.parametrize("text, message", [
@@ -382,7 +382,7 @@ def test_explicit_steps_after_the_end_are_reported(in_tmp):
         plan_run(_heat(steps=10, outputs={"log": {"logspace": [1, 1000, 4], "fields": ["u"]}}))
 
 
-# ---------------------------------------------------------------- issue 19 item 12: names are names
+# ---------------------------------------------------------------- names are names
 
 
 def test_stream_named_on_off_yes_no_keeps_its_name(in_tmp, capsys):
@@ -406,7 +406,7 @@ def test_stream_named_on_off_yes_no_keeps_its_name(in_tmp, capsys):
                                        "digits and _, given '1'")
 
 
-# ---------------------------------------------------------------- issue 19 item 22: many streams
+# ---------------------------------------------------------------- many streams
 
 
 def _streams_scenario(names, steps: int = 10) -> dict:
@@ -468,7 +468,7 @@ def test_a_block_of_many_streams_is_written_with_one_sync(in_tmp, monkeypatch):
     assert counts[40] <= counts[1] + 2, counts  # a sync per stream and block: 10 or more
 
 
-# ---------------------------------------------------------------- issue 19 item 19: --overwrite
+# ---------------------------------------------------------------- --overwrite
 
 
 REFUSED = ("expected a file simkit wrote (a run, recording or export) to replace with "

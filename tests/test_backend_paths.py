@@ -1,7 +1,6 @@
-"""Issue 9, items 4, 5 and 21: the types stages see on every backend and path, torch.compile,
-non-finite replay and checks, and flat memory over many runs in one process. Issue 19, item 1
-(and item 15's provenance part): ``compile: true`` compiles the torch block program for real,
-on every solver, and the file says whether a run was compiled."""
+"""The types stages see on every backend and path, torch.compile, non-finite replay and checks,
+and flat memory over many runs in one process. ``compile: true`` compiles the torch block program
+for real, on every solver, and the file says whether a run was compiled."""
 
 from __future__ import annotations
 
@@ -108,7 +107,7 @@ class Probe(AbstractSolver):
 
 
 def _probe(**overrides) -> dict:
-    data = {"solver": "test_fix_backends:Probe", "steps": 6, "dt": 0.1,
+    data = {"solver": "test_backend_paths:Probe", "steps": 6, "dt": 0.1,
             "outputs": {"plain": {"every": 2, "fields": ["u"]},
                         "mid": {"at": [3], "stage": "grow", "fields": ["u"]}},
             "output": "probe.nc"}
@@ -153,7 +152,7 @@ def test_torch_compiled_float64_matches_numpy(in_tmp, monkeypatch):
     assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-13
 
 
-# ------------------------------------------------------------------ item 5: non-finite
+# ------------------------------------------------------------------ non-finite
 
 
 @pytest.mark.parametrize("name", ["numpy", "jax", "torch"])
@@ -212,7 +211,7 @@ def test_infinite_diagnostic_at_step_0_is_not_committed(in_tmp, name):
         assert stream.sizes["step"] == 0
 
 
-# ------------------------------------------------------------------ item 21: memory
+# ------------------------------------------------------------------ memory
 
 
 @pytest.mark.parametrize("name", ["jax", "torch"])
@@ -296,7 +295,7 @@ def test_torch_compiles_every_step_function_of_a_process(monkeypatch):
         np.testing.assert_array_equal(backend.to_host(out)["u"], np.full(3, k + 1.0))
 
 
-# ------------------------------------------------------------------ issue 19 item 1: torch.compile
+# ------------------------------------------------------------------ torch.compile
 
 #: Every shipped solver, tiny: params, initial condition, steps and dt. Shapes are fixed per
 #: solver, so the compiled kernels come from inductor's cache after the first test run.
