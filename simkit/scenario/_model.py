@@ -1,0 +1,162 @@
+"""The scenario as written (``Scenario``), the plan it becomes (``RunPlan``, ``StreamPlan``), and
+pydantic validation errors said as one ``ScenarioError`` line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simkit.errors import ScenarioError, did_you_mean
+from simkit.schedule import MAX_STEP, AbstractSchedule, When
+from simkit.solver import AbstractSolver, SolverModel
+
+#: Seeds are hashed as 32-bit words by the counter-based generators: larger ones would collide.
+MAX_SEED = 2**32 - 1
+
+
+class Scenario(BaseModel):
+    """A run, as written in a scenario file (solver-specific parts still raw)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    solver: str = Field(description="solver name (see `simkit list`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="solver parameters")
+    initial: dict[str, Any] = Field(default_factory=dict, description="initial condition")
+    backend: Literal["numpy", "jax", "torch"] = "numpy"
+    device: Literal["cpu", "gpu", "auto"] = "cpu"
+    dtype: Literal["float32", "float64"] = "float64"
+    compile: bool | None = Field(None, description="compile the loop (default: backend decides)")
+    devices: int | None = Field(None, ge=1, description="devices the state is split over (jax); "
+                                "along the solver's first splittable dimension unless `mesh` "
+                                "says how")
+    mesh: dict[str, int] | None = Field(None, description="devices per grid dimension (jax), "
+                                        "e.g. {y: 2, x: 2}: the state is split along these")
+    steps: int | None = Field(None, ge=0, le=MAX_STEP, description="number of steps")
+    until: float | None = Field(None, gt=0, description="simulated end time")
+    dt: float | None = Field(None, gt=0, description="time step (default: solver's stable one)")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    stop_when: dict[str, Any] | None = Field(
+        None, description="end the run early when a diagnostic crosses a value, e.g. "
+        "{diagnostic: change, below: 1e-6} (steps or until stays the limit)")
+    check_finite: int = Field(1000, ge=0, description="steps between on-device finiteness "
+                              "checks (also at every capture); 0: never")
+    flush_seconds: float = Field(2.0, gt=0, le=3600, description="durability lag: a capture is "
+                                 "on disk at most about this many seconds after it is computed")
+    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    diagnostics: dict[str, Any] = Field(
+        default_factory=dict, description="diagnostics added by reference (needs "
+        "--allow-import): {name: module:function} or {name: {function, units, long_name, dims}}")
+    probes: dict[str, Any] = Field(
+        default_factory=dict, description="probes added by reference (needs --allow-import), "
+        "computed right after a stage: {name: {stage, function, units, long_name, dims}}")
+    objective: dict[str, Any] | None = Field(
+        None, description="differentiate the run (`simkit run` adds the gradients to the file): "
+        "{misfit: {path, stream, fields}, wrt: [names], checkpoint: sqrt|all, backend: jax|torch}")
+    gradients: dict[str, dict[str, Any]] | None = Field(
+        None, description="adjoint streams dL/du_k of the objective: {name: {<schedule>, fields}}")
+    output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Scenario:
+        if (self.steps is None) == (self.until is None):
+            given = "both" if self.steps is not None else "neither"
+            raise ValueError(f"expected exactly one of 'steps' or 'until', given {given}")
+        return self
+
+
+TOP_LEVEL_KEYS = tuple(Scenario.model_fields)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """One output stream, resolved: schedule and the names it keeps."""
+
+    name: str
+    schedule: AbstractSchedule
+    fields: tuple[str, ...]
+    diagnostics: tuple[str, ...]
+    stage: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated scenario, ready for the driver."""
+
+    scenario: Scenario
+    solver: AbstractSolver
+    initial: SolverModel
+    dt: float
+    streams: tuple[StreamPlan, ...]
+    output: Path
+    overwrite: bool
+    text: str
+    source: str | None
+    stop_when: When | None = None
+    #: Devices per dimension the state is split along, ``(("y", 2), ("x", 2))``; empty: one
+    #: device.
+    mesh: tuple[tuple[str, int], ...] = ()
+
+
+class SimkitWarning(UserWarning):
+    """A setting that is legal but probably not what was meant."""
+
+
+def _describe_expected(message: str) -> str:
+    sized = re.match(r"^(\w+) should have (.*?)(?: after validation)?, not \d+$", message)
+    if sized:
+        return f"a {sized.group(1).lower()} with {sized.group(2)}"
+    for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message[:1].lower() + message[1:]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> tuple[str, ...]:
+    """The keys of the (nested) model that ``loc`` leads to from ``model``."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        inner = getattr(field, "annotation", None)
+        found = [t for t in (inner, *getattr(inner, "__args__", ()))
+                 if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not found:
+            break
+        model = found[0]
+    return tuple(model.model_fields)
+
+
+def _pydantic_error(error: ValidationError, prefix: tuple, model: type[BaseModel]
+                    ) -> ScenarioError:
+    first = error.errors()[0]
+    loc = tuple(prefix) + tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or None
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        name = str(first["loc"][-1])
+        fields = _fields_at(model, tuple(first["loc"][:-1]))
+        return ScenarioError(f"unknown key{did_you_mean(name, fields)}; expected one of "
+                             f"{', '.join(fields)}, given {name!r}{more}", key=key)
+    if first["type"] == "missing":
+        return ScenarioError(f"expected a value for this required key, given nothing{more}",
+                             key=key)
+    message = _describe_expected(first["msg"])
+    if message.startswith("expected"):
+        return ScenarioError(message + more, key=key)
+    return ScenarioError(f"expected {message}, given {first['input']!r}{more}", key=key)
+
+
+def validate_model(model: type[BaseModel], data: Any, prefix: tuple = ()) -> Any:
+    """``model`` validated from ``data``, or a ScenarioError naming the first bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        key = ".".join(map(str, prefix)) or None
+        raise ScenarioError(f"expected a mapping of keys to values, given {data!r}", key=key)
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as error:
+        raise _pydantic_error(error, prefix, model) from None

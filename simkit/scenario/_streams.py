@@ -1,0 +1,236 @@
+"""Output streams: names, the fields and diagnostics they keep, their schedules, and how many
+captures they make."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from simkit.errors import ScenarioError, did_you_mean
+from simkit.scenario._model import Scenario, SimkitWarning, StreamPlan
+from simkit.schedule import (
+    AbstractSchedule,
+    At,
+    Every,
+    First,
+    LogSpaced,
+    SimTime,
+    WallTime,
+    When,
+    While,
+    members,
+    parse_schedule,
+)
+from simkit.solver import AbstractSolver
+from simkit.solver._summaries import parse_summaries
+
+#: Output streams of one run (each a group of the file, written at each of its captures).
+MAX_STREAMS = 1000
+#: Bytes of a stream's name: a netCDF name has at most 256 (NC_MAX_NAME).
+MAX_STREAM_NAME_BYTES = 255
+
+STREAM_KEYS = ("fields", "diagnostics", "stage", "summaries")
+_STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+#: Captures above this many bytes in one stream draw a warning.
+LARGE_STREAM_BYTES = 1 << 30
+
+
+#: Captures one stream may make in a run: each is a row of the file and a call into the writer.
+MAX_CAPTURES = 2**40
+
+
+def _names(value: Any, valid: Sequence[str], key: str, what: str) -> tuple[str, ...]:
+    if value == "all":
+        return tuple(valid)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        hint = (" (YAML reads unquoted on, off, yes and no as true or false: quote such a name)"
+                if isinstance(value, bool) or (isinstance(value, list)
+                                               and any(isinstance(v, bool) for v in value))
+                else "")
+        raise ScenarioError(f"expected a list of {what} names or 'all', given {value!r}{hint}",
+                            key=key)
+    for name in value:
+        if name not in valid:
+            raise ScenarioError(f"unknown {what}{did_you_mean(name, valid)}; expected some of "
+                                f"{', '.join(valid)}, given {name!r}", key=key)
+    return tuple(dict.fromkeys(value))
+
+
+def _check_scalar(solver: AbstractSolver, diagnostic: str, key: str) -> None:
+    """A condition compares one value with a threshold: refuse a vector diagnostic."""
+    dims = {d.name: d.dims for d in solver.diagnostics()}
+    if dims[diagnostic]:
+        scalars = [name for name, d in dims.items() if not d]
+        raise ScenarioError(f"expected a scalar diagnostic ({', '.join(scalars)}), given "
+                            f"{diagnostic!r} with dimensions {dims[diagnostic]}", key=key)
+
+
+def _check_stream_name(name: Any, key: str) -> None:
+    if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
+        raise ScenarioError(f"expected a stream name of letters, digits and _, given {name!r}",
+                            key=key)
+    if len(name) > MAX_STREAM_NAME_BYTES:
+        raise ScenarioError(f"expected a stream name of at most {MAX_STREAM_NAME_BYTES} "
+                            f"characters (a netCDF name's limit), given one of {len(name)}",
+                            key=key)
+
+
+def _check_stream_count(scenario: Scenario) -> None:
+    """Refuse more streams than a run can keep cheaply (each is a group of the file and a write
+    at each of its captures), before anything is done per stream."""
+    count = len(scenario.outputs) + len(scenario.gradients or {})
+    if count > MAX_STREAMS:
+        raise ScenarioError(f"expected at most {MAX_STREAMS} streams (outputs and gradients "
+                            f"together), given {count}; keep several fields or diagnostics in "
+                            "one stream instead",
+                            key="outputs" if len(scenario.outputs) > MAX_STREAMS else "gradients")
+    for name in scenario.gradients or {}:
+        _check_stream_name(name, f"gradients.{name}")
+
+
+def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
+    key = f"outputs.{name}"
+    _check_stream_name(name, key)
+    if not isinstance(spec, Mapping):
+        raise ScenarioError(f"expected a mapping with a schedule and fields, given {spec!r}",
+                            key=key)
+    field_names = [f.name for f in solver.fields()]
+    diag_names = [d.name for d in solver.diagnostics()]
+    taken = [*field_names, *(c.name for c in solver.coordinates()), "step", "time"]
+    if name in taken:
+        raise ScenarioError(f"expected a stream name other than the file's variables "
+                            f"({', '.join(taken)}), given {name!r}", key=key)
+    stage = spec.get("stage")
+    capturable = list(field_names)
+    if stage is not None:
+        stages = list(solver.stages())
+        stage_names = [s.name for s in stages]
+        if stage not in stage_names:
+            raise ScenarioError(f"unknown stage{did_you_mean(str(stage), stage_names)}; expected "
+                                f"one of {', '.join(stage_names)}, given {stage!r}",
+                                key=f"{key}.stage")
+        for s in stages[: stage_names.index(stage) + 1]:
+            capturable.extend(p.name for p in s.probes)
+    schedule_spec = {k: v for k, v in spec.items() if k not in STREAM_KEYS}
+    has_names = "fields" in spec or "diagnostics" in spec
+    fields = _names(spec.get("fields", [] if has_names else field_names), capturable,
+                    f"{key}.fields", "field")
+    diagnostics = _names(spec.get("diagnostics", []), diag_names, f"{key}.diagnostics",
+                         "diagnostic")
+    if "summaries" in spec:
+        summaries = parse_summaries(spec["summaries"], f"{key}.summaries")
+        for summary in summaries:
+            if summary.field not in capturable:
+                raise ScenarioError(f"unknown field{did_you_mean(summary.field, capturable)}; "
+                                    f"expected one of {', '.join(capturable)}, given "
+                                    f"{summary.field!r}", key=f"{key}.summaries")
+        diagnostics = tuple(dict.fromkeys(diagnostics + tuple(s.name for s in summaries)))
+    if not fields and not diagnostics:
+        raise ScenarioError("expected at least one field or diagnostic to capture, given none",
+                            key=key)
+    schedule = parse_schedule(schedule_spec, key)
+    for member in members(schedule):
+        form = "while" if isinstance(member, While) else "when"
+        if isinstance(member, (When, While)) and member.diagnostic not in diag_names:
+            raise ScenarioError(f"unknown diagnostic{did_you_mean(member.diagnostic, diag_names)};"
+                                f" expected one of {', '.join(diag_names)}, given "
+                                f"{member.diagnostic!r}", key=f"{key}.{form}.diagnostic")
+        if isinstance(member, (When, While)):
+            _check_scalar(solver, member.diagnostic, f"{key}.{form}.diagnostic")
+        if isinstance(member, (When, While)):
+            _check_stage(solver, member.stage, f"{key}.{form}.stage")
+    return StreamPlan(name, schedule, fields, diagnostics, stage)
+
+
+def _check_stage(solver: AbstractSolver, stage: str | None, key: str) -> None:
+    """A condition taken after a stage names one of the solver's stages."""
+    stage_names = [s.name for s in solver.stages()]
+    if stage is not None and stage not in stage_names:
+        raise ScenarioError(f"unknown stage{did_you_mean(stage, stage_names)}; expected one of "
+                            f"{', '.join(stage_names)}, given {stage!r}", key=key)
+
+
+def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> None:
+    schedule = stream.schedule
+    if schedule.at_end or any(isinstance(m, (When, WallTime)) for m in members(schedule)):
+        return
+    first_step = schedule.next_step(-1)
+    first_time = schedule.next_time(-math.inf)
+    end_time = scenario.until if scenario.until is not None else scenario.steps * dt
+    by_step = first_step is not None and (scenario.steps is None or first_step <= scenario.steps)
+    by_time = first_time is not None and first_time <= end_time * (1 + 1e-12)
+    if not (by_step or by_time):
+        length = (f"{scenario.steps} steps" if scenario.steps is not None
+                  else f"until time {scenario.until}")
+        raise ScenarioError(f"expected a schedule that captures within the run ({length}), "
+                            "given one that captures nothing", key=f"outputs.{stream.name}")
+
+
+def _count_member(schedule: AbstractSchedule, steps: int, end_time: float) -> int:
+    """Captures of one schedule member within ``steps`` steps, in closed form (a loop over
+    10**11 steps would hang ``validate``); 0 for conditions the driver decides."""
+    if isinstance(schedule, Every):
+        return 0 if steps < schedule.offset else (steps - schedule.offset) // schedule.every + 1
+    if isinstance(schedule, (At, LogSpaced)):
+        return bisect.bisect_right(schedule.steps, steps)
+    if isinstance(schedule, First):
+        return 1
+    if isinstance(schedule, SimTime):
+        span = end_time * (1 + 1e-12) - schedule.start
+        return 0 if span < 0 else math.floor(span / schedule.interval) + 1
+    return 0
+
+
+def _count_captures(schedule: AbstractSchedule, steps: int, end_time: float) -> int:
+    """Captures of ``schedule`` within ``steps`` steps (a union counts each step once at most,
+    an upper bound where its members overlap)."""
+    parts = members(schedule)
+    by_step = sum(_count_member(m, steps, end_time) for m in parts if not isinstance(m, SimTime))
+    by_time = sum(_count_member(m, steps, end_time) for m in parts if isinstance(m, SimTime))
+    return min(by_step, steps + 1) + by_time + int(schedule.at_end)
+
+
+def _check_capture_count(stream: StreamPlan, scenario: Scenario, steps: int, dt: float) -> None:
+    end_time = scenario.until if scenario.until is not None else steps * dt
+    count = _count_captures(stream.schedule, steps, end_time)
+    if count > MAX_CAPTURES:
+        raise ScenarioError(f"expected at most {MAX_CAPTURES} captures in one stream, given a "
+                            f"schedule making about {count:.3g}", key=f"outputs.{stream.name}")
+    if scenario.steps is None:
+        return
+    # Explicit steps past the end are dropped: say so, a shortened run (--set steps=...) is
+    # legal but a typo in `at` should not pass unnoticed.
+    beyond = sorted({s for m in members(stream.schedule) if isinstance(m, (At, LogSpaced))
+                     for s in m.steps if s > steps})
+    if beyond:
+        shown = ", ".join(map(str, beyond[:5])) + (", ..." if len(beyond) > 5 else "")
+        warnings.warn(f"outputs.{stream.name}: steps {shown} come after the run's last step "
+                      f"({steps}) and will not be captured", SimkitWarning, stacklevel=4)
+
+
+def _warn_questionable(scenario: Scenario, solver: AbstractSolver, streams: tuple[StreamPlan, ...],
+                       dt: float, steps: int) -> None:
+    end = scenario.until if scenario.until is not None else steps * dt
+    if scenario.dtype == "float32" and end > 0 and dt / end < 1e-6:
+        warnings.warn(f"dt = {dt:g} is below 1e-6 of the run's length ({end:g}) in float32: "
+                      "increments may vanish in round-off; consider float64", SimkitWarning,
+                      stacklevel=4)
+    sizes = {c.name: len(c.values) for c in solver.coordinates()}
+    itemsize = 4 if scenario.dtype == "float32" else 8
+    field_bytes = {f.name: math.prod(sizes[d] for d in f.dims) * itemsize
+                   for f in solver.fields()}
+    for stream in streams:
+        per_capture = sum(field_bytes.get(name, 0) for name in stream.fields)
+        total = per_capture * _count_captures(stream.schedule, steps, end)
+        if total > LARGE_STREAM_BYTES:
+            warnings.warn(f"outputs.{stream.name} will write about {total / 2**30:.1f} GiB; "
+                          "capture less often or fewer fields if that is not intended",
+                          SimkitWarning, stacklevel=4)
