@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,6 +101,55 @@ class RunPlan:
     #: Devices per dimension the state is split along, ``(("y", 2), ("x", 2))``; empty: one
     #: device.
     mesh: tuple[tuple[str, int], ...] = ()
+
+    # Facts derived from the solver, computed once per plan (a frozen dataclass keeps a cached
+    # property in its ``__dict__``; ``dataclasses.replace`` makes a plan that computes its own).
+
+    @cached_property
+    def field_names(self) -> tuple[str, ...]:
+        """The solver's fields, in its order: the state a step advances and a checkpoint holds."""
+        return tuple(f.name for f in self.solver.fields())
+
+    @cached_property
+    def probe_names(self) -> tuple[str, ...]:
+        """The probes of every stage (declared and added), in stage order."""
+        return tuple(p.name for stage in self.solver.stages() for p in stage.probes)
+
+    @cached_property
+    def diagnostic_names(self) -> tuple[str, ...]:
+        """The solver's diagnostics (declared, added and generated summaries)."""
+        return tuple(d.name for d in self.solver.diagnostics())
+
+    @cached_property
+    def sizes(self) -> Mapping[str, int]:
+        """Points along each coordinate of the grid, by coordinate name."""
+        return {c.name: len(c.values) for c in self.solver.coordinates()}
+
+    @cached_property
+    def dims(self) -> Mapping[str, tuple[str, ...]]:
+        """The dimensions of every field, probe and diagnostic, by name."""
+        found = {f.name: tuple(f.dims) for f in self.solver.fields()}
+        found.update({p.name: tuple(p.dims) for stage in self.solver.stages()
+                      for p in stage.probes})
+        found.update({d.name: tuple(d.dims) for d in self.solver.diagnostics()})
+        return found
+
+    @cached_property
+    def shapes(self) -> Mapping[str, tuple[int, ...]]:
+        """The shape of one capture of every field, probe and diagnostic, by name."""
+        sizes = self.sizes
+        return {name: tuple(sizes[d] for d in dims) for name, dims in self.dims.items()}
+
+    @cached_property
+    def checkpoints(self) -> frozenset[str]:
+        """The streams whose captures are checkpoints (see ``is_checkpoint``), by name."""
+        return frozenset(s.name for s in self.streams if self.is_checkpoint(s))
+
+    def is_checkpoint(self, stream: StreamPlan) -> bool:
+        """Whether the captures of ``stream`` are checkpoints: full states at the end of a step
+        (a stream that captures after a stage holds mid-step states, which a resume must not
+        use)."""
+        return stream.stage is None and set(self.field_names) <= set(stream.fields)
 
 
 class SimkitWarning(UserWarning):
