@@ -12,11 +12,16 @@ from simkit.errors import ScenarioError
 from simkit.schedule import (
     AnyOf,
     At,
+    Condition,
     Every,
     First,
     Last,
     LogSpaced,
     SimTime,
+    WallTime,
+    When,
+    While,
+    members,
     parse_schedule,
 )
 
@@ -146,3 +151,124 @@ def test_parse_schedule_rejects_with_key_and_forms(spec, key, fragment):
         parse_schedule(spec, key="s")
     assert info.value.key == key
     assert fragment in info.value.message
+
+
+# ------------------------------------------------------------------ the protocol
+
+def _reference_count(schedule, steps, end_time):
+    """The capture count as a closed form per kind, summed over a union's members."""
+    def one(m):
+        if isinstance(m, Every):  # a level condition's candidates count as its steps
+            return 0 if steps < m.offset else (steps - m.offset) // m.every + 1
+        if isinstance(m, (At, LogSpaced)):
+            return sum(1 for s in m.steps if s <= steps)
+        if isinstance(m, First):
+            return 1
+        if isinstance(m, SimTime):
+            span = end_time * (1 + 1e-12) - m.start
+            return 0 if span < 0 else math.floor(span / m.interval) + 1
+        return 0
+    parts = schedule.members()
+    by_step = sum(one(m) for m in parts if not isinstance(m, SimTime))
+    by_time = sum(one(m) for m in parts if isinstance(m, SimTime))
+    return min(by_step, steps + 1) + by_time + int(schedule.at_end)
+
+
+whiles = st.builds(lambda n: While(n, diagnostic="e", above=0.5), st.integers(1, 9))
+others = st.one_of(st.builds(SimTime, st.floats(0.1, 5.0), st.floats(0.0, 3.0)), st.just(Last()),
+                   st.just(When("e", below=1.0, cooldown=2)), st.just(WallTime(3.0)), whiles)
+any_member = st.one_of(step_schedules, others)
+any_schedule = st.one_of(any_member, st.lists(any_member, min_size=1, max_size=4).map(
+    lambda m: AnyOf(tuple(m))))
+
+
+@given(any_schedule, st.integers(0, HORIZON), st.floats(0.0, 100.0))
+def test_count_is_the_closed_form_per_kind(schedule, steps, end_time):
+    assert schedule.count(steps, end_time) == _reference_count(schedule, steps, end_time)
+
+
+@given(any_schedule, st.integers(0, HORIZON))
+def test_beyond_lists_the_explicit_steps_after_the_end(schedule, steps):
+    listed = {s for m in schedule.members() if isinstance(m, (At, LogSpaced)) for s in m.steps}
+    assert schedule.beyond(steps) == tuple(sorted(s for s in listed if s > steps))
+
+
+@given(step_schedules)
+def test_known_in_advance_schedules_are_due_where_they_fire(schedule):
+    state = schedule.init_state()
+    assert schedule.known_in_advance and state.save() == {}
+    assert [s for s in range(HORIZON + 1) if schedule.due(state, s, float(s), None)] == \
+        scan(schedule)
+
+
+def test_what_each_kind_says_it_is():
+    when, wall, level = When("e", above=1.0, stage="kick"), WallTime(2.0), While(1, 0, "e", below=0)
+    assert Every(1).every_step and level.every_step and not Every(2).every_step
+    assert [s.known_in_advance for s in (Every(2), At((1,)), LogSpaced(1, 9, 2), First())] == \
+        [True] * 4
+    assert not any(s.known_in_advance for s in (Last(), SimTime(1.0), when, wall, level))
+    assert when.edge == Condition("e", 1.0, None, "kick") and when.level is None
+    assert level.level == Condition("e", None, 0, None) and level.edge is None
+    assert wall.wall_clock == 2.0 and when.wall_clock is None
+    assert when.edge.key == ("e", 1.0, None, "kick") and when.edge.holds(1.5)
+    assert not Condition("e", below=0.0).holds(0.0) and Condition("e", below=0.0).holds(-1e-9)
+    union = AnyOf((Every(3), when))
+    assert union.members() == (Every(3), when) and Every(3).members() == (Every(3),)
+    assert members(union) == union.members and not union.known_in_advance
+    assert (Every(3) | At((2,))).known_in_advance
+    assert {Every(3): 1}[Every(3)] == 1 and hash(when) == hash(When("e", above=1.0, stage="kick"))
+    assert [w.kind for w in (Every(1), At((1,)), when, wall, level)] == \
+        ["every", "at", "when", "wall_time", "while"]
+
+
+def test_when_due_is_edge_triggered_with_cooldown():
+    when = When("e", above=0.5, cooldown=2)
+    state = when.init_state()
+    values = [0.9, 0.1, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9, 0.1, 0.9]
+    fired = [s for s, v in enumerate(values) if when.due(state, s, float(s), lambda c, v=v: v)]
+    # The initial state never fires; steps 4 and 9 are within the cooldowns of 2 and 7.
+    assert fired == [2, 7]
+    assert state.save() == {"cooldown_until": 10} and state.resumes_at == 10
+    again = when.init_state()
+    again.restore(state.save())
+    assert again.save() == state.save() and not again.may_fire(9) and again.may_fire(10)
+
+
+def test_states_are_per_run_and_save_the_same_names():
+    when = When("e", above=0.5, cooldown=3, stage="kick")
+    first, second = when.init_state(), when.init_state()
+    first.fired(4)
+    first.hold(True)
+    assert first.save() == {"cooldown_until": 8, "held": 1} and first.held
+    assert second.save() == {"cooldown_until": 0, "held": 0} and not second.held
+    union = parse_schedule({"every": 10, "when": {"diagnostic": "v", "above": 1.0},
+                            "wall_time": 5.0})
+    now = [0.0]
+    union = AnyOf((union.members[0], union.members[1], WallTime(5.0, clock=lambda: now[0])))
+    state = union.init_state()
+    assert state.member(1).save() == {"cooldown_until": 0}
+    assert state.save() == {"1.cooldown_until": 0, "2.seconds_left": 5.0}
+    with pytest.raises(ValueError, match=r"AnyOf.restore: expected the saved state"):
+        state.restore({"0.cooldown_until": 1})
+    with pytest.raises(ValueError, match=r"When.restore: expected the saved state"):
+        state.member(1).restore({})
+
+
+def test_wall_time_due_on_a_fake_clock():
+    now = [10.0]
+    wall = WallTime(5.0, clock=lambda: now[0])
+    state = wall.init_state()
+    state.restart()
+    assert not wall.due(state, 1, 1.0, None)
+    now[0] = 15.0
+    assert wall.due(state, 2, 2.0, None) and state.seconds_left() == 5.0
+    now[0] = 17.5
+    assert state.save() == {"seconds_left": 2.5}
+
+
+def test_while_due_needs_its_step_and_its_condition():
+    level = While(2, diagnostic="e", above=0.5)
+    state = level.init_state()
+    assert level.due(state, 4, 4.0, lambda c: 0.9)
+    assert not level.due(state, 5, 5.0, lambda c: 0.9)
+    assert not level.due(state, 6, 6.0, lambda c: 0.1)

@@ -1,6 +1,20 @@
-"""Schedules: which steps of a run a stream captures (pure Python, no arrays)."""
+"""Schedules: which steps of a run a stream captures (pure Python, no arrays).
 
-from simkit.schedule._base import TIME_RTOL, AbstractSchedule, AnyOf, members
+A schedule is configuration (frozen, equal by value); a run holds each schedule's
+``ScheduleState`` (``init_state``) and asks ``due`` on the host, or plans its compiled blocks
+from ``next_step``, ``next_time``, ``fires`` and what the schedule says it is (``known_in_advance``,
+``edge``, ``level``, ``wall_clock``, ...).
+"""
+
+from simkit.schedule._base import (
+    KINDS,
+    TIME_RTOL,
+    AbstractSchedule,
+    AnyOf,
+    Condition,
+    ValueOf,
+    members,
+)
 from simkit.schedule._kinds import (
     MAX_STEP,
     At,
@@ -15,18 +29,26 @@ from simkit.schedule._kinds import (
     fixed_in_steps,
 )
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_condition, parse_schedule
+from simkit.schedule._state import ClockState, EdgeState, ScheduleState, UnionState
 
 __all__ = [
+    "KINDS",
     "MAX_STEP",
     "TIME_RTOL",
     "AbstractSchedule",
     "AnyOf",
     "At",
+    "ClockState",
+    "Condition",
+    "EdgeState",
     "Every",
     "First",
     "Last",
     "LogSpaced",
     "SimTime",
+    "ScheduleState",
+    "UnionState",
+    "ValueOf",
     "WallTime",
     "When",
     "While",

@@ -1,18 +1,50 @@
 """The schedule protocol: which steps (or simulated times) a stream captures at.
 
 Pure Python, no arrays: the driver asks for the next firing step or time and advances the compiled
-loop exactly that far.
+loop exactly that far. A schedule is configuration only (frozen, hashable, equal by value); what
+it remembers during a run lives in the ``ScheduleState`` from ``init_state``.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+from simkit.schedule._state import ScheduleState, UnionState, check_names
+
+_T = TypeVar("_T", int, float)
 
 #: Relative tolerance used to decide that a simulated time has landed on a target time.
 TIME_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a ``when``, ``while`` or ``stop_when`` looks at: a diagnostic above (or below) a
+    threshold, of the end-of-step state or of the state right after ``stage``."""
+
+    diagnostic: str
+    above: float | None = None
+    below: float | None = None
+    stage: str | None = None
+
+    def holds(self, value: float) -> bool:
+        """The condition on a host value (the device evaluates the same comparison)."""
+        if self.above is not None:
+            return value > self.above
+        return self.below is not None and value < self.below
+
+    @property
+    def key(self) -> tuple[str, float | None, float | None, str | None]:
+        """What compiled code is keyed on."""
+        return (self.diagnostic, self.above, self.below, self.stage)
+
+
+#: How a schedule reads a condition's diagnostic on the host.
+ValueOf = Callable[[Condition], float]
 
 
 class AbstractSchedule(abc.ABC):
@@ -20,6 +52,35 @@ class AbstractSchedule(abc.ABC):
 
     Step 0 is the initial state; step ``n`` is the state after ``n`` steps.
     """
+
+    #: Its scenario key ("every", "at", "when", ...); empty for a union.
+    kind: ClassVar[str] = ""
+    #: Its form in the scenario, as error messages list it.
+    form: ClassVar[str] = ""
+    #: Keys beside its own that it reads from the same mapping, with their JSON schemas
+    #: (``every``'s ``offset``).
+    modifiers: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: The JSON schema of its value.
+    value_schema: ClassVar[dict[str, Any]] = {}
+    #: Whether it must be alone in its stream (a level condition gates every capture).
+    alone: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            KINDS[cls.kind] = cls
+
+    @classmethod
+    def from_spec(cls, value: Any, spec: Mapping[str, Any], key: str
+                  ) -> list[AbstractSchedule]:
+        """The schedules its key's ``value`` makes (``spec``: the mapping it came from, for its
+        modifiers; ``key``: the key path of ``value``); none for a flag set to false.
+
+        Raises:
+            ScenarioError: naming the key, what was expected and what was given.
+        """
+        factory: Callable[..., AbstractSchedule] = cls
+        return [factory(**value) if isinstance(value, Mapping) else factory(value)]
 
     @abc.abstractmethod
     def next_step(self, after: int) -> int | None:
@@ -31,42 +92,136 @@ class AbstractSchedule(abc.ABC):
 
     @abc.abstractmethod
     def fires(self, step: int, time: float) -> bool:
-        """Whether the state at ``step`` (simulated ``time``) is captured."""
+        """Whether the state at ``step`` (simulated ``time``) is captured, by step count and
+        simulated time alone."""
 
     @property
     @abc.abstractmethod
     def at_end(self) -> bool:
         """Whether the final state of the run is captured, wherever the run ends."""
 
+    # ------------------------------------------------------------------ what it is
+
+    @property
+    def known_in_advance(self) -> bool:
+        """Whether it fires at steps known before the run (every, at, logspace, first)."""
+        return False
+
+    @property
+    def every_step(self) -> bool:
+        """Whether it fires at every step (``every: 1``)."""
+        return False
+
+    @property
+    def edge(self) -> Condition | None:
+        """An edge-triggered condition (``when``): it fires where the condition turns true."""
+        return None
+
+    @property
+    def level(self) -> Condition | None:
+        """A level-triggered condition (``while``): it gates ``fires``."""
+        return None
+
+    @property
+    def wall_clock(self) -> float | None:
+        """The seconds of a wall-clock schedule, else None."""
+        return None
+
+    @property
+    def listed_steps(self) -> tuple[int, ...]:
+        """The steps it lists explicitly (at, logspace), else none."""
+        return ()
+
+    def members(self) -> tuple[AbstractSchedule, ...]:
+        """The schedules a union is made of (the schedule itself for others)."""
+        return (self,)
+
+    # ------------------------------------------------------------------ how many, where
+
+    def step_count(self, steps: int) -> int:
+        """Captures by step count within ``steps`` steps, in closed form (0: not by steps)."""
+        return 0
+
+    def time_count(self, end_time: float) -> int:
+        """Captures by simulated time up to ``end_time`` (0: not by time)."""
+        return 0
+
+    def count(self, steps: int, end_time: float) -> int:
+        """An upper bound on the captures of a run of ``steps`` steps ending at ``end_time``
+        (a union counts each step once at most, an upper bound where its members overlap)."""
+        parts = self.members()
+        by_step = sum(m.step_count(steps) for m in parts)
+        by_time = sum(m.time_count(end_time) for m in parts)
+        return min(by_step, steps + 1) + by_time + int(self.at_end)
+
+    def beyond(self, steps: int) -> tuple[int, ...]:
+        """The explicitly listed steps after the end of a run of ``steps`` steps."""
+        return tuple(sorted({s for m in self.members() for s in m.listed_steps if s > steps}))
+
+    # ------------------------------------------------------------------ per run
+
+    def init_state(self) -> ScheduleState:
+        """The state a run starts from (a fresh object)."""
+        return ScheduleState(type(self).__name__)
+
+    def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
+        """Whether the state at ``step`` is captured, updating ``state``; ``value(condition)``
+        gives a condition's diagnostic on the host (called for conditions only)."""
+        return self.fires(step, time)
+
     def __or__(self, other: AbstractSchedule) -> AnyOf:
         return AnyOf((self, other))
 
-    # A schedule owns what it remembers between steps (a cooldown, a wall-clock deadline), so a
-    # checkpoint can hold it and a resumed run capture exactly what an uninterrupted one would.
-    # Stateless schedules remember nothing; the stateful kinds override these three.
+    # ------------------------------------------------------------------ a state held aside
+    # Kept while callers move to ``init_state``: the schedule answers for a default state.
 
     def save(self) -> dict[str, float]:
-        """The schedule's state now: a flat mapping of names to numbers (JSON-serialisable),
-        with the same names whatever the values, so every checkpoint stores it the same way."""
-        return {}
+        """The default state's ``save``."""
+        return default_state(self).save()
 
     def restore(self, state: Mapping[str, float]) -> None:
-        """Take back a state from ``save`` (of a schedule equal to this one).
+        """The default state's ``restore``."""
+        default_state(self).restore(state)
 
-        Raises:
-            ValueError: ``state`` does not hold exactly the names ``save`` gives.
-        """
-        check_state_names(self, state)
+    def reset(self) -> None:
+        """The default state's ``reset``."""
+        default_state(self).reset()
 
-    def reset(self) -> None:  # noqa: B027 - stateless schedules have nothing to forget
-        """Forget what happened: the state at the start of a run."""
+
+#: The schedule kinds by scenario key, in the order they were defined.
+KINDS: dict[str, type[AbstractSchedule]] = {}
+
+_DEFAULT_STATES: dict[int, ScheduleState] = {}
+
+
+def default_state(schedule: AbstractSchedule) -> ScheduleState:
+    """The state held aside for ``schedule`` (a union's holds its members' own)."""
+    state = _DEFAULT_STATES.get(id(schedule))
+    if state is None:
+        parts = schedule.members()
+        if parts == (schedule,):
+            state = schedule.init_state()
+        else:
+            state = UnionState(type(schedule).__name__, [default_state(m) for m in parts])
+        _DEFAULT_STATES[id(schedule)] = state
+        weakref.finalize(schedule, _DEFAULT_STATES.pop, id(schedule), None)
+    return state
+
+
+class Members(tuple[AbstractSchedule, ...]):
+    """A union's members: a tuple that answers ``members()`` too, as every schedule does."""
+
+    __slots__ = ()
+
+    def __call__(self) -> tuple[AbstractSchedule, ...]:
+        return self
 
 
 @dataclass(frozen=True)
 class AnyOf(AbstractSchedule):
     """Fires whenever any of its members fires."""
 
-    members: tuple[AbstractSchedule, ...]
+    members: tuple[AbstractSchedule, ...]  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         flat: list[AbstractSchedule] = []
@@ -76,7 +231,7 @@ class AnyOf(AbstractSchedule):
             flat.extend(member.members if isinstance(member, AnyOf) else (member,))
         if not flat:
             raise ValueError("AnyOf: expected at least one schedule, given none")
-        object.__setattr__(self, "members", tuple(flat))
+        object.__setattr__(self, "members", Members(flat))
 
     def next_step(self, after: int) -> int | None:
         return _min_or_none(m.next_step(after) for m in self.members)
@@ -91,36 +246,33 @@ class AnyOf(AbstractSchedule):
     def at_end(self) -> bool:
         return any(m.at_end for m in self.members)
 
-    def save(self) -> dict[str, float]:
-        # Each member's names, prefixed by its place in the union.
-        return {f"{i}.{name}": value for i, m in enumerate(self.members)
-                for name, value in m.save().items()}
+    @property
+    def known_in_advance(self) -> bool:
+        return all(m.known_in_advance for m in self.members)
 
-    def restore(self, state: Mapping[str, float]) -> None:
-        check_state_names(self, state)
-        for i, m in enumerate(self.members):
-            prefix = f"{i}."
-            m.restore({name.removeprefix(prefix): value for name, value in state.items()
-                       if name.startswith(prefix)})
+    @property
+    def every_step(self) -> bool:
+        return any(m.every_step for m in self.members)
 
-    def reset(self) -> None:
-        for m in self.members:
-            m.reset()
+    def init_state(self) -> ScheduleState:
+        return UnionState(type(self).__name__, [m.init_state() for m in self.members])
+
+    def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
+        # Every member is asked: each keeps its own memory up to date.
+        answers = [m.due(state.member(i), step, time, value) for i, m in enumerate(self.members)]
+        return any(answers)
 
 
-def _min_or_none(values: Any) -> Any:
+def _min_or_none(values: Iterable[_T | None]) -> _T | None:
     present = [v for v in values if v is not None]
-    return min(present) if present else None
+    return min(present) if present else None  # type: ignore[type-var]
 
 
 def check_state_names(schedule: AbstractSchedule, state: Mapping[str, float]) -> None:
     """Refuse a saved state whose names are not those ``schedule.save()`` gives."""
-    expected, given = sorted(schedule.save()), sorted(state)
-    if expected != given:
-        raise ValueError(f"{type(schedule).__name__}.restore: expected the saved state "
-                         f"{expected}, given {given}")
+    check_names(type(schedule).__name__, list(schedule.save()), state)
 
 
 def members(schedule: AbstractSchedule) -> tuple[AbstractSchedule, ...]:
     """The schedules a union is made of (or the schedule itself)."""
-    return schedule.members if isinstance(schedule, AnyOf) else (schedule,)
+    return schedule.members()

@@ -6,36 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from simkit.errors import ScenarioError, did_you_mean
-from simkit.schedule._base import AbstractSchedule, AnyOf
-from simkit.schedule._kinds import (
-    At,
-    Every,
-    First,
-    Last,
-    LogSpaced,
-    SimTime,
-    WallTime,
-    When,
-    While,
-)
+from simkit.schedule import _kinds
+from simkit.schedule._base import KINDS, AbstractSchedule, AnyOf
+from simkit.schedule._conditions import When, While, _Conditional
 
-VALID_FORMS = (
-    "every: N [offset: K]",
-    "at: [2, 5, 8]",
-    "logspace: {start: 1, stop: 1000, num: 4}",
-    "sim_time: T [start: T0]",
-    "first: true",
-    "last: true",
-    "wall_time: SECONDS",
-    "when: {diagnostic: D, above|below: X [, cooldown: N]}",
-    "while: {diagnostic: D, above|below: X [, every: N]}",
-    "any: [<schedule>, ...]",
-)
-SCHEDULE_KEYS = ("every", "offset", "at", "logspace", "sim_time", "start", "first", "last",
-                 "wall_time", "when", "while", "any")
-_WHEN_KEYS = ("diagnostic", "above", "below", "cooldown", "stage")
-_WHILE_KEYS = ("diagnostic", "above", "below", "every", "stage")
-_MODIFIERS = {"offset": "every", "start": "sim_time"}
+assert _kinds.__name__  # every kind is registered once its module is imported
+
+#: A union's key: a list of schedules, any of which fires.
+ANY_FORM = "any: [<schedule>, ...]"
+VALID_FORMS = (*(kind.form for kind in KINDS.values()), ANY_FORM)
+SCHEDULE_KEYS = (*(key for kind in KINDS.values() for key in (kind.kind, *kind.modifiers)), "any")
+_MODIFIERS = {name: kind.kind for kind in KINDS.values() for name in kind.modifiers}
 
 
 def _forms() -> str:
@@ -78,28 +59,15 @@ def parse_schedule(spec: Any, key: str = "schedule") -> AbstractSchedule:
         if error.key and error.key != key and not error.key.startswith(key + "."):
             raise ScenarioError(error.message, key=f"{key}.{error.key}") from None
         raise
-    if any(isinstance(m, While) for m in members) and len(members) > 1:
-        raise ScenarioError("expected 'while' alone in its stream (its condition gates every "
+    alone = [name for name in spec if name in KINDS and KINDS[name].alone]
+    if alone and len(members) > 1:
+        raise ScenarioError(f"expected {alone[0]!r} alone in its stream (its condition gates every "
                             "capture of the stream): put the other schedules in a stream of "
                             f"their own, given {', '.join(map(str, spec))}", key=key)
     if not members:
         raise ScenarioError(f"expected a schedule that captures something ({_forms()}), "
                             f"given {dict(spec)!r}", key=key)
     return members[0] if len(members) == 1 else AnyOf(tuple(members))
-
-
-def _flag(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ScenarioError(f"expected true or false, given {value!r}", key=key)
-    return value
-
-
-#: Per condition form: the schedule, its keys, its shape as said in errors, its defaults.
-_CONDITIONS: dict[str, tuple[type, tuple[str, ...], str, dict[str, Any]]] = {
-    "when": (When, _WHEN_KEYS, "{diagnostic: D, above|below: X}", {}),
-    "while": (While, _WHILE_KEYS, "{diagnostic: D, above|below: X [, every: N, stage: S]}",
-              {"every": 1}),
-}
 
 
 def parse_condition(form: str, value: Any, key: str) -> When | While:
@@ -109,46 +77,19 @@ def parse_condition(form: str, value: Any, key: str) -> When | While:
     Raises:
         ScenarioError: for a value that is not a mapping, an unknown key or a bad value.
     """
-    kind, keys, shape, defaults = _CONDITIONS[form]
-    if not isinstance(value, Mapping):
-        raise ScenarioError(f"expected {shape}, given {value!r}", key=key)
-    for item in value:
-        if item not in keys:
-            raise ScenarioError(f"unknown key{did_you_mean(str(item), keys)}; expected one of "
-                                f"{', '.join(keys)}, given {item!r}", key=f"{key}.{item}")
-    try:
-        return kind(**{**defaults, **value})
-    except ScenarioError as error:
-        inner = str(error.key or "")
-        if inner == form or inner.startswith(form + "."):  # the schedule names itself
-            inner = inner.removeprefix(form).lstrip(".")
-        raise ScenarioError(error.message, key=f"{key}.{inner}" if inner else key) from None
+    kind = KINDS[form]
+    if not issubclass(kind, _Conditional):
+        raise ValueError(f"expected a condition's form (when, while), given {form!r}")
+    condition = kind.from_mapping(value, key)
+    if not isinstance(condition, (When, While)):
+        raise ValueError(f"expected a condition's form (when, while), given {form!r}")
+    return condition
 
 
-def _parse_one(name: str, value: Any, spec: Mapping, key: str) -> list[AbstractSchedule]:
-    if name == "every":
-        return [Every(value, spec.get("offset", 0))]
-    if name == "at":
-        return [At(value)]
-    if name == "logspace":
-        if isinstance(value, (list, tuple)) and len(value) == 3:
-            return [LogSpaced(*value)]
-        if isinstance(value, Mapping) and set(value) == {"start", "stop", "num"}:
-            return [LogSpaced(value["start"], value["stop"], value["num"])]
-        raise ScenarioError(f"expected {{start: S, stop: E, num: N}} or [S, E, N], given {value!r}",
-                            key=key)
-    if name == "sim_time":
-        return [SimTime(value, spec.get("start", 0.0))]
-    if name == "first":
-        return [First()] if _flag(value, key) else []
-    if name == "last":
-        return [Last()] if _flag(value, key) else []
-    if name == "wall_time":
-        return [WallTime(value)]
-    if name in _CONDITIONS:
-        return [parse_condition(name, value, key)]
+def _parse_one(name: str, value: Any, spec: Mapping[str, Any], key: str
+               ) -> list[AbstractSchedule]:
     if name == "any":
         if not isinstance(value, (list, tuple)) or not value:
             raise ScenarioError(f"expected a non-empty list of schedules, given {value!r}", key=key)
         return [parse_schedule(item, f"{key}[{i}]") for i, item in enumerate(value)]
-    raise AssertionError(name)  # unreachable: keys are checked by parse_schedule
+    return KINDS[name].from_spec(value, spec, key)

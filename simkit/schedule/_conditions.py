@@ -1,0 +1,310 @@
+"""The schedule kinds decided during a run: a level condition (``while``), an edge condition
+(``when``) and a wall-clock interval. Each validates itself when built."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from simkit.errors import ScenarioError, did_you_mean
+from simkit.schedule._base import AbstractSchedule, Condition, ValueOf, default_state
+from simkit.schedule._state import ClockState, EdgeState, ScheduleState
+from simkit.schedule._steps import _INT_0, _INT_1, Every, _is_int, _is_number
+
+
+class _DriverDecided(AbstractSchedule):
+    """Fires on events the driver observes (device conditions, wall clock), not on step counts."""
+
+    def next_step(self, after: int) -> int | None:
+        return None
+
+    def next_time(self, after: float) -> float | None:
+        return None
+
+    def fires(self, step: int, time: float) -> bool:
+        return False
+
+    @property
+    def at_end(self) -> bool:
+        return False
+
+
+_CONDITION = {"diagnostic": {"type": "string", "minLength": 1}, "above": {"type": "number"},
+              "below": {"type": "number"}, "stage": {"type": "string", "minLength": 1}}
+
+
+def _condition_schema(**more: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {**_CONDITION, **more}, "required": ["diagnostic"],
+            "oneOf": [{"required": ["above"]}, {"required": ["below"]}],
+            "additionalProperties": False}
+
+
+class _Conditional(AbstractSchedule):
+    """A schedule on a condition: a diagnostic above (or below) a threshold, of the end-of-step
+    state or of the state right after a stage; written as a mapping of ``keys``."""
+
+    #: The keys of its mapping, its shape as said in errors and the defaults of its keys.
+    keys: ClassVar[tuple[str, ...]] = ()
+    shape: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    diagnostic: str
+    above: float | None
+    below: float | None
+    stage: str | None
+
+    @property
+    def condition(self) -> Condition:
+        return Condition(self.diagnostic, self.above, self.below, self.stage)
+
+    def holds(self, value: float) -> bool:
+        """The condition on a host value (the device evaluates the same comparison)."""
+        return self.condition.holds(value)
+
+    def _check(self) -> None:
+        """A condition names a diagnostic, exactly one finite threshold and maybe a stage."""
+        form = self.kind
+        if not isinstance(self.diagnostic, str) or not self.diagnostic:
+            hint = (" (YAML reads unquoted on, off, yes and no as true or false: quote such a "
+                    "name)" if isinstance(self.diagnostic, bool) else "")
+            raise ScenarioError(f"expected a diagnostic name, given {self.diagnostic!r}{hint}",
+                                key=f"{form}.diagnostic")
+        if (self.above is None) == (self.below is None):
+            raise ScenarioError(f"expected exactly one of 'above' or 'below', given above="
+                                f"{self.above!r}, below={self.below!r}", key=form)
+        for name in ("above", "below"):
+            value = getattr(self, name)
+            if value is not None and not _is_number(value):
+                raise ScenarioError(f"expected a finite number, given {value!r}",
+                                    key=f"{form}.{name}")
+
+    def _check_stage(self) -> None:
+        if self.stage is not None and (not isinstance(self.stage, str) or not self.stage):
+            raise ScenarioError(f"expected a stage name, given {self.stage!r}",
+                                key=f"{self.kind}.stage")
+
+    @classmethod
+    def from_spec(cls, value: Any, spec: Mapping[str, Any], key: str
+                  ) -> list[AbstractSchedule]:
+        return [cls.from_mapping(value, key)]
+
+    @classmethod
+    def from_mapping(cls, value: Any, key: str) -> _Conditional:
+        """The condition from its mapping ``value`` at ``key``, every error said of the key
+        inside it that is wrong (``outputs.hot.while.every``, ``stop_when.cooldown``).
+
+        Raises:
+            ScenarioError: for a value that is not a mapping, an unknown key or a bad value.
+        """
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ScenarioError(f"expected {cls.shape}, given {value!r}", key=key)
+        for item in value:
+            if item not in cls.keys:
+                raise ScenarioError(f"unknown key{did_you_mean(str(item), cls.keys)}; expected "
+                                    f"one of {', '.join(cls.keys)}, given {item!r}",
+                                    key=f"{key}.{item}")
+        factory: Callable[..., _Conditional] = cls
+        try:
+            return factory(**{**cls.defaults, **value})
+        except ScenarioError as error:
+            inner = str(error.key or "")
+            if inner == cls.kind or inner.startswith(cls.kind + "."):  # the schedule names itself
+                inner = inner.removeprefix(cls.kind).lstrip(".")
+            raise ScenarioError(error.message, key=f"{key}.{inner}" if inner else key) from None
+
+
+@dataclass(frozen=True)
+class WallTime(_DriverDecided):
+    """Fires at the first step boundary after each ``seconds`` of wall-clock time; the driver
+    sizes compiled segments from the measured step rate so it needs no per-step host sync."""
+
+    kind: ClassVar[str] = "wall_time"
+    form: ClassVar[str] = "wall_time: SECONDS"
+    value_schema: ClassVar[dict[str, Any]] = {"type": "number", "exclusiveMinimum": 0}
+
+    seconds: float
+    #: Seconds from some fixed point; a fake clock in tests.
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.seconds) or self.seconds <= 0:
+            raise ScenarioError(f"expected a finite number of seconds > 0, given "
+                                f"{self.seconds!r}", key="wall_time")
+
+    @property
+    def wall_clock(self) -> float | None:
+        return self.seconds
+
+    def init_state(self) -> ClockState:
+        return ClockState(type(self).__name__, self.seconds, self.clock)
+
+    def due(self, state: ScheduleState | None = None, step: int = 0, time: float = 0.0,
+            value: ValueOf | None = None) -> bool:
+        if state is None:  # the default state held aside: whether the interval has passed
+            return _clock(_default(self)).due()
+        clock = _clock(state)
+        if clock.due():
+            clock.fired()
+            return True
+        return False
+
+    # A default state held aside answers for callers that do not hold states yet.
+    def seconds_left(self) -> float:
+        return _clock(_default(self)).seconds_left()
+
+    def fired(self) -> None:
+        _clock(_default(self)).fired()
+
+
+@dataclass(frozen=True)
+class When(_Conditional, _DriverDecided):
+    """Fires at the first step where a diagnostic rises above (or falls below) a threshold.
+
+    Edge-triggered: it fires again only after the condition has been false. ``cooldown`` steps
+    after a firing are ignored. The condition is evaluated on the device inside the compiled
+    loop, which stops at that step.
+    """
+
+    kind: ClassVar[str] = "when"
+    form: ClassVar[str] = "when: {diagnostic: D, above|below: X [, cooldown: N]}"
+    keys: ClassVar[tuple[str, ...]] = ("diagnostic", "above", "below", "cooldown", "stage")
+    shape: ClassVar[str] = "{diagnostic: D, above|below: X}"
+    value_schema: ClassVar[dict[str, Any]] = _condition_schema(cooldown=_INT_0)
+
+    diagnostic: str
+    above: float | None = None
+    below: float | None = None
+    cooldown: int = 0
+    #: Take the diagnostic of the state right after this stage of each step (its probes).
+    stage: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check()
+        if not _is_int(self.cooldown) or self.cooldown < 0:
+            raise ScenarioError(f"expected an integer >= 0, given {self.cooldown!r}",
+                                key="when.cooldown")
+        self._check_stage()
+
+    @property
+    def edge(self) -> Condition | None:
+        return self.condition
+
+    # The edge memory (was the condition true at the step before?) is the condition on the state
+    # the run stands at: the loop evaluates it from the state itself, so a run resumed from a
+    # checkpointed state sees the same edges. A condition on a stage's state cannot be taken
+    # from the end-of-step state: its memory (``held``) is kept in the state with the cooldown,
+    # which is history too.
+    def init_state(self) -> EdgeState:
+        return EdgeState(type(self).__name__, self.cooldown, self.stage is not None)
+
+    def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
+        edge = _edge(state)
+        holds = self.holds(value(self.condition))
+        before, edge.previous = edge.previous, holds
+        # Edge-triggered: the state a run starts from never fires.
+        if holds and before is False and edge.may_fire(step):
+            edge.fired(step)
+            return True
+        return False
+
+    # A default state held aside answers for callers that do not hold states yet.
+    @property
+    def held(self) -> bool:
+        return _edge(_default(self)).held
+
+    def hold(self, value: bool) -> None:
+        _edge(_default(self)).hold(value)
+
+    @property
+    def resumes_at(self) -> int:
+        return _edge(_default(self)).resumes_at
+
+    def may_fire(self, step: int) -> bool:
+        return _edge(_default(self)).may_fire(step)
+
+    def fired(self, step: int) -> None:
+        _edge(_default(self)).fired(step)
+
+
+@dataclass(frozen=True)
+class While(_Conditional):
+    """Level-triggered: fires at steps ``every, 2 * every, ...`` (and the initial state) at which a
+    diagnostic is above (or below) a threshold, evaluated on the device inside the block.
+
+    The step numbers are the candidates; the condition decides on the device which of them are
+    captured, so a run captures every step (thinned by ``every``) *while* the condition holds.
+    With ``stage``, the diagnostic is evaluated on the state right after that stage of the
+    step (where the stage's probes are), not on the end-of-step state; the initial state, which
+    no stage has made, never holds.
+    """
+
+    kind: ClassVar[str] = "while"
+    form: ClassVar[str] = "while: {diagnostic: D, above|below: X [, every: N]}"
+    alone: ClassVar[bool] = True
+    keys: ClassVar[tuple[str, ...]] = ("diagnostic", "above", "below", "every", "stage")
+    shape: ClassVar[str] = "{diagnostic: D, above|below: X [, every: N, stage: S]}"
+    defaults: ClassVar[dict[str, Any]] = {"every": 1}
+    value_schema: ClassVar[dict[str, Any]] = _condition_schema(every=_INT_1)
+
+    every: int
+    offset: int = 0
+    diagnostic: str = ""
+    above: float | None = None
+    below: float | None = None
+    stage: str | None = None
+
+    def __post_init__(self) -> None:
+        Every.__post_init__(self)  # type: ignore[arg-type]
+        self._check()
+        self._check_stage()
+
+    def next_step(self, after: int) -> int | None:
+        return Every.next_step(self, after)  # type: ignore[arg-type]
+
+    def next_time(self, after: float) -> float | None:
+        return None
+
+    def fires(self, step: int, time: float) -> bool:
+        return Every.fires(self, step, time)  # type: ignore[arg-type]
+
+    @property
+    def at_end(self) -> bool:
+        return False
+
+    @property
+    def every_step(self) -> bool:
+        return self.every == 1
+
+    @property
+    def level(self) -> Condition | None:
+        return self.condition
+
+    def step_count(self, steps: int) -> int:
+        return Every.step_count(self, steps)  # type: ignore[arg-type]
+
+    def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
+        return self.fires(step, time) and self.holds(value(self.condition))
+
+
+# Until every caller asks ``level``, a level condition still counts as ``every`` for them.
+Every.register(While)
+
+
+def _default(schedule: AbstractSchedule) -> ScheduleState:
+    return default_state(schedule)
+
+
+def _edge(state: ScheduleState) -> EdgeState:
+    if not isinstance(state, EdgeState):
+        raise TypeError(f"expected the state of a 'when' schedule, given {state!r}")
+    return state
+
+
+def _clock(state: ScheduleState) -> ClockState:
+    if not isinstance(state, ClockState):
+        raise TypeError(f"expected the state of a 'wall_time' schedule, given {state!r}")
+    return state
