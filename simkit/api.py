@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import netCDF4
 import numpy as np
 import yaml
 
@@ -16,17 +15,16 @@ from simkit.backends._base import COORDINATOR_ENV
 from simkit.driver import CaptureFn, ProgressFn, ResumePoint, RunResult, execute, is_checkpoint
 from simkit.errors import RunComplete, ScenarioError
 from simkit.io import (
-    captured_steps,
-    hdf5_lock,
-    latest_checkpoint,
+    Checkpoint,
+    exclusive,
+    open_reader,
     read_attrs,
+    release,
+    require_run_file,
     rewrite,
     schema,
-    whole_captures,
 )
 from simkit.io.gradients import ATTR_GRADIENTS, GRADIENTS_AWAITED, GRADIENTS_PENDING
-from simkit.io.netcdf import exclusive, release
-from simkit.io.recover import require_run_file
 from simkit.scenario import RunPlan, Scenario, plan_run
 from simkit.schedule import fixed_in_steps, members
 
@@ -181,8 +179,8 @@ def _check_layout(path: str | os.PathLike, attrs: Mapping[str, object], plan: Ru
     """
     streams = [s.name for s in plan.streams]
     held = str(attrs.get(schema.ATTR_STREAMS, "")).split()
-    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
-        grid = {name: len(dim) for name, dim in ds.dimensions.items()}
+    with open_reader(path) as reader:
+        grid = reader.grid()
     wanted = {c.name: len(c.values) for c in plan.solver.coordinates()}
     given = None
     if any(grid.get(name) != size for name, size in wanted.items()):
@@ -201,12 +199,12 @@ def _check_layout(path: str | os.PathLike, attrs: Mapping[str, object], plan: Ru
 def _complete_result(path: Path, names: Sequence[str]) -> RunResult:
     """The result of a run that already finished, read back from its file's root group (the
     final state of the fields ``names``)."""
-    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
-        ds.set_auto_mask(False)
-        state = {name: np.array(ds.variables[name][...]) for name in names}
-        step = int(ds.variables[schema.STEP][...])
-        time = float(ds.variables[schema.TIME][...])
-    return RunResult(path=Path(path), state=state, step=step, time=time)
+    with open_reader(path) as reader:
+        final = reader.final_state(names)
+    if final is None:
+        raise ScenarioError("expected a complete run's final state, given a file without one",
+                            source=str(path))
+    return RunResult(path=Path(path), state=final.fields, step=final.step, time=final.time)
 
 
 def _joined() -> tuple[int, Any]:
@@ -276,10 +274,27 @@ def resume(
     index, barrier = _joined()
     if index:
         barrier("simkit resume: file repaired")
-    source = str(path)
     if Path(path).is_file():  # never under a run still writing it (refused with its name)
         release(exclusive(path))
     attrs = _run_attrs(path)
+    plan = _recorded_plan(path, attrs, scenario, allow_import)
+    objective = _check_resumable(path, attrs, plan, gradients)
+    if objective and attrs.get(ATTR_GRADIENTS) == GRADIENTS_PENDING:
+        assert gradients is not None
+        return gradients(plan, None, progress)
+    point = _cut_at_checkpoint(path, attrs, plan, write=not index, barrier=barrier)
+    if objective:
+        assert gradients is not None
+        return gradients(plan, point, progress)
+    return execute(plan, progress=progress, resume=point)
+
+
+def _recorded_plan(path: str | os.PathLike[str], attrs: Mapping[str, object],
+                   scenario: str | os.PathLike[str] | None, allow_import: bool | None
+                   ) -> RunPlan:
+    """The plan of the run recorded in the file (refused unless it matches the file's layout,
+    and ``scenario`` when given)."""
+    source = str(path)
     recorded = _recorded_scenario(attrs, path)
     # Modules a recorded scenario names by reference are looked for where the scenario file
     # was, and beside the run file.
@@ -295,6 +310,14 @@ def resume(
         if given.text != plan.text:
             raise ScenarioError("expected the scenario recorded in the file, given a different "
                                 "one; start a new run instead", source=str(scenario))
+    return plan
+
+
+def _check_resumable(path: str | os.PathLike[str], attrs: Mapping[str, object], plan: RunPlan,
+                     gradients: object) -> bool:
+    """Refuse a run that is complete, of another solver version, or whose gradients cannot be
+    computed here; returns whether the run has an objective."""
+    source = str(path)
     # After the scenario check: a complete run of another scenario is not "nothing to do".
     if attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE:
         raise RunComplete("expected an unfinished run, given one that is complete",
@@ -312,22 +335,30 @@ def resume(
     if objective and gradients is None:
         raise ScenarioError("expected a run without an objective, given one whose gradients "
                             "are still to be computed: simkit resume finishes it", source=source)
-    if objective and attrs.get(ATTR_GRADIENTS) == GRADIENTS_PENDING:
-        return gradients(plan, None, progress)
-    with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
-        counts = whole_captures(ds)
+    return objective
+
+
+def _cut_at_checkpoint(path: str | os.PathLike[str], attrs: Mapping[str, object],
+                       plan: RunPlan, *, write: bool, barrier: Callable[[str], None]
+                       ) -> ResumePoint:
+    """Cut the file back to its latest usable checkpoint (``write``: this process rewrites it)
+    and return the point the run goes on from."""
     names = [f.name for f in plan.solver.fields()]
-    # Only end-of-step full states are checkpoints (a stage stream's are mid-step states), and
-    # only those no later than the step up to which every stream's captures are on disk: a
-    # crash during a flush may keep a checkpoint and lose another stream's captures before it.
-    steps = captured_steps(path, counts)
-    committed = attrs.get(schema.ATTR_COMMITTED)
-    upto = _complete_up_to(plan, steps, None if committed is None else int(committed))
-    checkpoint = latest_checkpoint(path, names, {s.name: counts[s.name] for s in plan.streams
-                                                 if is_checkpoint(s, names)}, upto=upto)
+    with open_reader(path) as reader:
+        counts = reader.whole_counts()
+        # Only end-of-step full states are checkpoints (a stage stream's are mid-step states),
+        # and only those no later than the step up to which every stream's captures are on
+        # disk: a crash during a flush may keep a checkpoint and lose another stream's
+        # captures before it.
+        steps = reader.steps(counts)
+        committed = attrs.get(schema.ATTR_COMMITTED)
+        upto = _complete_up_to(plan, steps, None if committed is None else int(committed))
+        checkpoint: Checkpoint | None = reader.latest_checkpoint(
+            names, {s.name: counts[s.name] for s in plan.streams if is_checkpoint(s, names)},
+            upto=upto)
     cut = checkpoint.step if checkpoint is not None else -1
     keep = {name: sum(1 for s in stream_steps if s <= cut) for name, stream_steps in steps.items()}
-    if not index:
+    if write:
         # The copy holds every capture up to the checkpoint, none after it, and says so.
         rewrite(path, keep, {schema.ATTR_COMMITTED: np.int64(cut)})
         barrier("simkit resume: file repaired")
@@ -335,10 +366,6 @@ def resume(
     last = {name: stream_steps[keep[name] - 1] for name, stream_steps in steps.items()
             if keep[name]}
     if checkpoint is None:
-        point = ResumePoint(0, 0.0, None, last)
-    else:
-        point = ResumePoint(checkpoint.step, checkpoint.time, checkpoint.fields, last,
-                            checkpoint.schedules)
-    if objective:
-        return gradients(plan, point, progress)
-    return execute(plan, progress=progress, resume=point)
+        return ResumePoint(0, 0.0, None, last)
+    return ResumePoint(checkpoint.step, checkpoint.time, checkpoint.fields, last,
+                       checkpoint.schedules)

@@ -12,12 +12,13 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 _LOCK = threading.RLock()
 _held = threading.local()
 
 
-def _xarray_hdf5_lock():
+def _xarray_hdf5_lock() -> Any:
     # Only once xarray is loaded can xarray code run in another thread; importing it here would
     # cost every run most of a second.
     locks = sys.modules.get("xarray.backends.locks")

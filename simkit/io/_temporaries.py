@@ -79,7 +79,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     Returns:
         The files removed.
     """
-    removed = []
+    removed: list[Path] = []
     prefix = f".{path.name}."
     try:
         entries = list(path.parent.iterdir())

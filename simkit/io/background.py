@@ -11,13 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from simkit.io.netcdf import NetCDFWriter
+from simkit.io._protocol import RunWriter
 
 _STOP = object()
+#: A write for the writer thread: the writer's method and its arguments.
+_Write = tuple[Callable[..., None], tuple[Any, ...]]
+_Item = Any  # a _Write, or _STOP
 
 
 class BackgroundWriter:
-    """Runs a ``NetCDFWriter``'s writes on one thread, in order.
+    """Runs a ``RunWriter``'s writes on one thread, in order.
 
     An error on the writer thread is raised in the caller at the next ``capture``, ``final`` or
     ``close``; from the first error on, the thread writes nothing more (what is still queued is
@@ -35,7 +38,7 @@ class BackgroundWriter:
             reused afterwards: copy what is kept.
     """
 
-    def __init__(self, writer: NetCDFWriter, max_pending: int = 4,
+    def __init__(self, writer: RunWriter, max_pending: int = 4,
                  on_written: Callable[[str, int, Mapping[str, np.ndarray]], None] | None = None,
                  on_committed: Callable[[str, list[int], list[float],
                                          Mapping[str, np.ndarray], bool], None] | None = None
@@ -47,7 +50,7 @@ class BackgroundWriter:
         # Captures wait in the queue up to ``max_pending`` (the bound that keeps memory flat;
         # a write of several streams' captures takes the place of as many, up to all of it);
         # the markers of what is committed take no place of theirs.
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[_Item] = queue.Queue()
         self._max_pending = max_pending
         self._room = threading.Semaphore(max_pending)
         self._taking = threading.Lock()  # one producer takes its places at a time
@@ -74,7 +77,7 @@ class BackgroundWriter:
                     if item is not _STOP and item[0] != self.writer.committed:
                         self._room.release(self._places(item))
 
-    def _write(self, batch: list) -> None:
+    def _write(self, batch: list[_Write]) -> None:
         if self._failure is not None or not batch:
             return  # after an error: drain, so producers never block on a dead writer
         done = []
@@ -144,7 +147,7 @@ class BackgroundWriter:
 
     def committed(self, step: int) -> None:
         """Mark every capture due up to ``step`` as queued: once they are synced, the file says
-        so (see ``NetCDFWriter.committed``)."""
+        so (see ``RunWriter.committed``)."""
         self._raise_pending()
         self._queue.put((self.writer.committed, (step,)))
 
@@ -153,13 +156,13 @@ class BackgroundWriter:
         self._raise_pending()
         self._put((self.writer.write_final, (step, time, arrays)))
 
-    def _places(self, item: tuple) -> int:
+    def _places(self, item: _Write) -> int:
         """The places in the queue a write takes: one per stream it writes, at most all."""
         method, args = item
         several = method in (self.writer.write_capture, self.writer.write_block)
         return min(len(args), self._max_pending) if several else 1
 
-    def _put(self, item: tuple) -> None:
+    def _put(self, item: _Write) -> None:
         """Queue a write, waiting while ``max_pending`` places are taken."""
         with self._taking:
             for _ in range(self._places(item)):

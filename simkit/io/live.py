@@ -9,21 +9,21 @@ when the library reports the file mid-update.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import netCDF4
+from typing import Any, TypeVar
 
 from simkit.errors import ScenarioError
 from simkit.io import schema
-from simkit.io._lock import hdf5_lock, xarray_lock
+from simkit.io._factory import open_reader
+from simkit.io._lock import xarray_lock
+from simkit.io._storage import exclusive, release
 from simkit.io._temporaries import temporaries
-from simkit.io.netcdf import exclusive, release
-from simkit.io.recover import require_run_file, whole_captures
+from simkit.io.recover import require_run_file
+
+_T = TypeVar("_T")
 
 #: Attempts and the pause between them when the file is caught mid-update.
 READ_ATTEMPTS = 40
@@ -33,13 +33,13 @@ _MID_UPDATE = (OSError, RuntimeError, IndexError, ValueError, KeyError, Attribut
                ScenarioError)
 
 
-def stop_request_path(path: str | os.PathLike) -> Path:
+def stop_request_path(path: str | os.PathLike[str]) -> Path:
     """The file whose existence asks the run writing ``path`` to stop (``simkit stop``)."""
     path = Path(path)
     return path.with_name(path.name + ".stop")
 
 
-def current_file(path: str | os.PathLike) -> Path:
+def current_file(path: str | os.PathLike[str]) -> Path:
     """The file that holds the run writing ``path`` now: ``path`` itself, or, while a run that
     will replace it (``--overwrite``) goes on, that run's temporary file beside it."""
     path = Path(path)
@@ -49,7 +49,7 @@ def current_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def request_stop(path: str | os.PathLike) -> Path:
+def request_stop(path: str | os.PathLike[str]) -> Path:
     """Ask the run writing ``path`` to stop at its next block boundary, leaving a resumable file.
 
     Raises:
@@ -68,7 +68,7 @@ def request_stop(path: str | os.PathLike) -> Path:
     return request
 
 
-def read_live(path: str | os.PathLike, group: str | None = None) -> Any:
+def read_live(path: str | os.PathLike[str], group: str | None = None) -> Any:
     """The captures a run's file holds now, whole ones only, loaded into memory.
 
     Safe while the run writes the file: a capture is taken only once its step, data and
@@ -87,46 +87,22 @@ def read_live(path: str | os.PathLike, group: str | None = None) -> Any:
 
 
 def _read_once(path: Path, group: str | None) -> Any:
-    import xarray as xr
-
-    with xarray_lock(), _dataset(path) as ds:
-        streams = ds.getncattr(schema.ATTR_STREAMS).split()
+    with xarray_lock(), open_reader(path) as reader:
+        streams = reader.streams()
         if group is not None and group not in streams:
             raise ScenarioError(f"expected one of the file's streams ({', '.join(streams)}), "
                                 f"given {group!r}", key="group", source=str(path))
-        counts = whole_captures(ds)  # takes the HDF5 lock itself
-        names = streams if group is None else [group]
-        parts = {name: _stream(xr, ds.groups[name], counts[name]) for name in names}
-        if group is not None:
-            return parts[group]
-        root = xr.open_dataset(xr.backends.NetCDF4DataStore(ds)).load()
-        return xr.DataTree.from_dict({"/": root, **{f"/{k}": v for k, v in parts.items()}})
+        return reader.to_xarray(group)
 
 
-def _stream(xr: Any, group: netCDF4.Dataset, count: int) -> Any:
-    data = xr.open_dataset(xr.backends.NetCDF4DataStore(group))
-    return data.isel({schema.STEP_DIM: slice(0, count)}).load()
-
-
-@contextlib.contextmanager
-def _dataset(path: Path) -> Iterator[netCDF4.Dataset]:
-    with hdf5_lock():
-        ds = netCDF4.Dataset(path, "r")
-    try:
-        yield ds
-    finally:
-        with hdf5_lock():
-            ds.close()
-
-
-def live_summary(path: str | os.PathLike) -> dict[str, Any]:
+def live_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a live view shows of a run's file, read cheaply (no field data): its root attributes,
     and per stream the whole captures, the last step and time, and the last value of each
     scalar variable. Retries as ``read_live`` does."""
     return _retrying(path, lambda: _summary_once(current_file(path)))
 
 
-def _retrying(path: str | os.PathLike, read: Any) -> Any:
+def _retrying(path: str | os.PathLike[str], read: Callable[[], _T]) -> _T:
     """``read()`` of a run file, looked at again while the writer has it mid-update."""
     if not Path(path).is_file():
         raise ScenarioError("expected an existing run file, given a path that does not exist",
@@ -149,26 +125,11 @@ def _retrying(path: str | os.PathLike, read: Any) -> Any:
 
 
 def _summary_once(path: Path) -> dict[str, Any]:
-    with _dataset(path) as ds, hdf5_lock():
-        attrs = {key: ds.getncattr(key) for key in ds.ncattrs()}
-        counts = whole_captures(ds)
-        streams = {}
-        for name, count in counts.items():
-            group = ds.groups[name]
-            entry: dict[str, Any] = {"captures": count, "step": None, "time": None,
-                                     "scalars": {}}
-            if count:
-                entry["step"] = int(group.variables[schema.STEP][count - 1])
-                entry["time"] = float(group.variables[schema.TIME][count - 1])
-                for var_name, var in group.variables.items():
-                    if (var.dimensions == (schema.STEP_DIM,)
-                            and var_name not in (schema.STEP, schema.TIME, schema.CHECKSUM)):
-                        entry["scalars"][var_name] = float(var[count - 1])
-            streams[name] = entry
-    return {"attrs": attrs, "streams": streams}
+    with open_reader(path) as reader:
+        return reader.live_summary()
 
 
-def writer_alive(path: str | os.PathLike) -> bool | None:
+def writer_alive(path: str | os.PathLike[str]) -> bool | None:
     """Whether a process holds ``path`` open for writing (a run still going), by trying the
     writers' lock; None when that cannot be told (no such locks here, or no write access)."""
     try:

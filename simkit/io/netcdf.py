@@ -10,166 +10,41 @@ netCDF4 holds the process-wide HDF5 lock (``simkit.io._lock``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import resource
 import shutil
-import stat
-import struct
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import netCDF4
 import numpy as np
 
-from simkit._version import __version__
 from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import schema
 from simkit.io._lock import hdf5_lock
+from simkit.io._storage import (
+    DISK_MARGIN_BYTES,
+    capture_checksum,
+    exclusive,
+    file_size_limit,
+    fsync_path,
+    is_space_error,
+    release,
+)
 from simkit.io._temporaries import partial_path, remove_stale_temporaries, temporary_path
+from simkit.io.netcdf_files import check_replaceable, written_by_simkit
+from simkit.io.netcdf_layout import create_final, define, resume_attrs
 
-#: Free space kept in reserve beyond the capture about to be written.
-DISK_MARGIN_BYTES = 16 << 20
-
-
-def _create_variables(group: netCDF4.Dataset, variables: tuple[schema.VariableSpec, ...],
-                      leading: tuple[str, ...]) -> None:
-    for var in variables:
-        dtype = np.dtype(var.dtype)
-        # The final state is written only when the run ends: until then it must read as missing.
-        fill = netCDF4.default_fillvals[dtype.str[1:]] if not leading and dtype.kind == "f" \
-            else None
-        nc = group.createVariable(var.name, dtype, leading + var.dims, fill_value=fill)
-        nc.units = var.units
-        nc.long_name = var.long_name
-        # CF: step and time are (auxiliary) coordinates of every variable; the checksum is not
-        # (CF tools reject it there), it is named in the group's own `coordinates` instead.
-        nc.coordinates = f"{schema.STEP} {schema.TIME}" if not leading else schema.TIME
-
-
-def _create_coordinates(group: netCDF4.Dataset, layout: schema.RunLayout
-                        ) -> list[tuple[netCDF4.Variable, np.ndarray]]:
-    """Define the coordinates in ``group``; returns each variable with the values it is to hold.
-    They are written once every group is defined: a write in define mode writes the whole
-    file's metadata, which made a file of n streams cost n**2 (a minute for 600)."""
-    values = []
-    for coord in layout.coordinates:
-        group.createDimension(coord.name, len(coord.values))
-        nc = group.createVariable(coord.name, coord.values.dtype, (coord.name,))
-        nc.units = coord.units
-        nc.long_name = coord.long_name
-        values.append((nc, coord.values))
-    return values
-
-
-def capture_checksum(step: int, time: float, arrays: Mapping[str, np.ndarray],
-                     names: tuple[str, ...]) -> int:
-    """CRC32 of a capture: its step, time and arrays in ``names`` order."""
-    crc = zlib.crc32(np.array([step], dtype="i8").tobytes())
-    crc = zlib.crc32(np.array([time], dtype="f8").tobytes(), crc)
-    for name in names:
-        crc = zlib.crc32(np.ascontiguousarray(arrays[name]), crc)
-    return crc
-
-
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file's data to the disk (no library we use does it for us)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def exclusive(path: str | os.PathLike) -> int | None:
-    """Keep other simkit writers off ``path`` while this process writes it: a write lock on an
-    open file description (independent of HDF5's own locks, which readers may take), held until
-    ``release`` of the returned descriptor. None where the platform has no such locks.
-
-    Raises:
-        ScenarioError: another process holds the lock (a run is writing the file).
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on POSIX
-        return None
-    if not hasattr(fcntl, "F_OFD_SETLK"):  # pragma: no cover - not Linux
-        return None
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except PermissionError:  # read-only to us: we cannot write it either, nor lock it
-        return None
-    try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
-    except OSError as error:
-        os.close(fd)
-        if error.errno in (errno.EACCES, errno.EAGAIN):
-            raise ScenarioError(
-                "expected a file no other process is writing, given one a running simkit "
-                f"process writes; wait for it or stop it first (`simkit stop {path}`)",
-                source=str(path)) from None
-        raise
-    return fd
-
-
-def release(fd: int | None) -> None:
-    """Let go of a lock taken by ``exclusive``."""
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-#: The first bytes of every file simkit writes (NetCDF4 is HDF5).
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: Root attributes only files simkit wrote carry: a run or a recording (its streams), or one
-#: stream exported flat.
-_SIMKIT_MARKS = (schema.ATTR_STREAMS, schema.ATTR_EXPORTED_STREAM)
-
-
-def written_by_simkit(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a regular file simkit wrote (a run, a recording or an export), read
-    without trusting it: its first bytes are looked at before any library opens it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        head = os.read(fd, len(HDF5_SIGNATURE))
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    if head != HDF5_SIGNATURE:
-        return False
-    try:
-        with hdf5_lock(), netCDF4.Dataset(path, "r") as ds:
-            found = ds.ncattrs()
-    except (OSError, RuntimeError, ValueError):
-        return False
-    return any(mark in found for mark in _SIMKIT_MARKS)
-
-
-def check_replaceable(path: str | os.PathLike, key: str = "output") -> None:
-    """Refuse to replace ``path`` (``--overwrite``) unless simkit wrote it: a scenario from
-    elsewhere names its own output, and must not replace another file through it.
-
-    Raises:
-        ScenarioError: naming the file, what may be replaced, and what to do.
-    """
-    if not written_by_simkit(path):
-        raise ScenarioError(f"expected a file simkit wrote (a run, recording or export) to "
-                            f"replace with --overwrite, given {str(path)!r}, which is not one; "
-                            "remove it yourself or choose another output", key=key)
-
-
-def _file_size_limit() -> int | None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    return None if soft == resource.RLIM_INFINITY else soft
+__all__ = [
+    "DISK_MARGIN_BYTES",
+    "NetCDFWriter",
+    "capture_checksum",
+    "check_replaceable",
+    "exclusive",
+    "fsync_path",
+    "release",
+    "written_by_simkit",
+]
 
 
 class NetCDFWriter:
@@ -194,7 +69,7 @@ class NetCDFWriter:
     #: What a full disk's message tells the user to do (``{path}``: the file kept).
     after_disk_full = "free space, then `simkit resume {path}`"
 
-    def __init__(self, path: str | os.PathLike, layout: schema.RunLayout,
+    def __init__(self, path: str | os.PathLike[str], layout: schema.RunLayout,
                  attrs: Mapping[str, Any], overwrite: bool = False, append: bool = False) -> None:
         self.path = Path(path)
         self.layout = layout
@@ -206,35 +81,42 @@ class NetCDFWriter:
         self._failed: Exception | None = None
         self._whole = False  # a failure that wrote nothing (the space check)
         self._closed: Path | None = None
+        self._lock: int | None = None
+        self._target_lock: int | None = None
+        self._ds: netCDF4.Dataset
+        self._counts: dict[str, int]
         if append:
-            self._replace_at_close = False
-            self._tmp = self.partial_path = self.path
-            self._lock = exclusive(self.path)
-            self._target_lock = None
-            with hdf5_lock():
-                try:
-                    self._ds = netCDF4.Dataset(self.path, "a")
-                except BaseException:
-                    release(self._lock)
-                    raise
-                try:
-                    for key, value in attrs.items():
-                        self._ds.setncattr(key, value)
-                    self._ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
-                    if schema.ATTR_ERROR in self._ds.ncattrs():  # what stopped it is past
-                        self._ds.delncattr(schema.ATTR_ERROR)
-                    _add_history(self._ds, "resume", attrs.get(schema.ATTR_RESUMED))
-                    self._counts = {s.name: len(self._ds.groups[s.name]
-                                                .dimensions[schema.STEP_DIM])
-                                    for s in layout.streams}
-                    self._ds.sync()
-                except BaseException:
-                    self._ds.close()
-                    release(self._lock)
-                    raise
-            self._committed = dict(self._counts)
-            return
-        self._counts = {stream.name: 0 for stream in layout.streams}
+            self._open_existing(attrs)
+        else:
+            self._create(attrs, overwrite)
+
+    def _open_existing(self, attrs: Mapping[str, Any]) -> None:
+        """Continue the run file at ``path`` (resume), marked running again."""
+        self._replace_at_close = False
+        self._tmp = self.partial_path = self.path
+        self._lock = exclusive(self.path)
+        self._target_lock = None
+        with hdf5_lock():
+            try:
+                self._ds = netCDF4.Dataset(self.path, "a")
+            except BaseException:
+                release(self._lock)
+                raise
+            try:
+                resume_attrs(self._ds, attrs)
+                self._counts = {s.name: len(self._ds.groups[s.name].dimensions[schema.STEP_DIM])
+                                for s in self.layout.streams}
+                self._ds.sync()
+            except BaseException:
+                self._ds.close()
+                release(self._lock)
+                raise
+        self._committed = dict(self._counts)
+
+    def _create(self, attrs: Mapping[str, Any], overwrite: bool) -> None:
+        """Create the file under a temporary name and, unless it replaces one, move it to
+        ``path`` once its layout is on disk."""
+        self._counts = {stream.name: 0 for stream in self.layout.streams}
         self._committed = dict(self._counts)
         self._replace_at_close = self.path.exists()
         if self._replace_at_close and not overwrite:
@@ -250,34 +132,38 @@ class NetCDFWriter:
         # nor under another run replacing it.
         self._target_lock = exclusive(self.path) if self._replace_at_close else None
         try:
-            with hdf5_lock():
-                self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
-                self._lock = exclusive(self._tmp)  # the run's file, whatever its name later
-                try:
-                    self._define(attrs)
-                    self._ds.sync()
-                except BaseException:
-                    self._ds.close()
-                    raise
-            fsync_path(self._tmp)
-            if not self._replace_at_close:
-                try:
-                    os.link(self._tmp, self.path)  # no-clobber: fails if the path appeared
-                except BaseException:
-                    with hdf5_lock():
-                        self._ds.close()
-                    raise
-                self._tmp.unlink()
+            self._create_file(attrs)
         except FileExistsError:
-            release(self._lock)
-            release(self._target_lock)
-            self._tmp.unlink(missing_ok=True)
+            self._undo_create()
             raise _output_taken(self.path) from None
         except BaseException:
-            release(self._lock)
-            release(self._target_lock)
-            self._tmp.unlink(missing_ok=True)
+            self._undo_create()
             raise
+
+    def _create_file(self, attrs: Mapping[str, Any]) -> None:
+        with hdf5_lock():
+            self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
+            self._lock = exclusive(self._tmp)  # the run's file, whatever its name later
+            try:
+                define(self._ds, self.layout, attrs)
+                self._ds.sync()
+            except BaseException:
+                self._ds.close()
+                raise
+        fsync_path(self._tmp)
+        if not self._replace_at_close:
+            try:
+                os.link(self._tmp, self.path)  # no-clobber: fails if the path appeared
+            except BaseException:
+                with hdf5_lock():
+                    self._ds.close()
+                raise
+            self._tmp.unlink()
+
+    def _undo_create(self) -> None:
+        release(self._lock)
+        release(self._target_lock)
+        self._tmp.unlink(missing_ok=True)
 
     @property
     def working_path(self) -> Path:
@@ -287,42 +173,6 @@ class NetCDFWriter:
     def count(self, stream: str) -> int:
         """Captures of ``stream`` in the file so far."""
         return self._counts[stream]
-
-    def _define(self, attrs: Mapping[str, Any]) -> None:
-        ds, layout = self._ds, self.layout
-        ds.setncattr(schema.ATTR_CONVENTIONS, schema.CONVENTIONS)
-        ds.setncattr(schema.ATTR_SOURCE, _source(attrs))
-        for key, value in attrs.items():
-            ds.setncattr(key, value)
-        scenario = attrs.get(schema.ATTR_SCENARIO_FILE) or "a scenario"
-        _add_history(ds, f"run of {attrs.get(schema.ATTR_SOLVER, '?')} from {scenario}",
-                     attrs.get(schema.ATTR_STARTED))
-        ds.setncattr(schema.ATTR_STATUS, schema.STATUS_RUNNING)
-        if schema.ATTR_COMMITTED not in attrs:
-            ds.setncattr(schema.ATTR_COMMITTED, np.int64(-1))
-        ds.setncattr(schema.ATTR_STREAMS, " ".join(s.name for s in layout.streams))
-        coordinates = _create_coordinates(ds, layout)
-        for stream in layout.streams:
-            group = ds.createGroup(stream.name)
-            coordinates += _create_coordinates(group, layout)
-            group.createDimension(schema.STEP_DIM, None)
-            step = group.createVariable(schema.STEP, "i8", (schema.STEP_DIM,))
-            step.setncatts(schema.STEP_ATTRS)
-            time = group.createVariable(schema.TIME, "f8", (schema.STEP_DIM,))
-            time.setncatts(_time_attrs(layout))
-            group.createDimension(schema.CHECKSUM_DIM, None)
-            crc = group.createVariable(schema.CHECKSUM, "u4", (schema.CHECKSUM_DIM,))
-            crc.setncatts(schema.CHECKSUM_ATTRS)
-            _create_variables(group, stream.variables, (schema.STEP_DIM,))
-            group.setncattr(schema.ATTR_STREAM_FIELDS, " ".join(v.name for v in stream.fields))
-            group.setncattr(schema.ATTR_STREAM_DIAGNOSTICS,
-                            " ".join(v.name for v in stream.diagnostics))
-            # xarray reads a group's `coordinates` too: the checksum stays out of data_vars.
-            group.setncattr("coordinates", schema.CHECKSUM)
-            _define_stream_extras(group, stream)
-        ds.sync()  # out of define mode once, for all groups
-        for nc, values in coordinates:
-            nc[:] = values
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -344,7 +194,7 @@ class NetCDFWriter:
         with self._writing():
             needed = sum(self._bytes[s] for s in streams) + DISK_MARGIN_BYTES
             free = shutil.disk_usage(self.working_path.parent).free
-            limit = _file_size_limit()
+            limit = file_size_limit()
             if free < needed or (limit is not None
                                  and self.working_path.stat().st_size + needed > limit):
                 # Refused before writing: nothing more is written, but the file is whole and
@@ -355,7 +205,7 @@ class NetCDFWriter:
     def _disk_full(self, free: int, needed: int | None = None) -> DiskFullError:
         # Only synced captures count: what was written since may not be on disk.
         intact = ", ".join(f"{name}: {n}" for name, n in self._committed.items()) or "none"
-        limit = _file_size_limit()
+        limit = file_size_limit()
         margin = (needed if needed is not None
                   else max(self._bytes.values(), default=0) + DISK_MARGIN_BYTES)
         why = (f"file size limit of {limit} bytes reached" if limit is not None and
@@ -424,7 +274,7 @@ class NetCDFWriter:
             if isinstance(error, DiskFullError):
                 raise
             margin = 2 * max(self._bytes.values(), default=0) + (1 << 20)
-            if _is_space_error(error, self.working_path, margin):
+            if is_space_error(error, self.working_path, margin):
                 raise self._disk_full(shutil.disk_usage(self.working_path.parent).free) from error
             raise
 
@@ -449,16 +299,7 @@ class NetCDFWriter:
         none rather than fill values that read as data)."""
         with self._writing(), self._space_errors(), hdf5_lock():
             ds = self._ds
-            if schema.STEP not in ds.variables:
-                ds.createVariable(schema.STEP, "i8", ()).setncatts(schema.STEP_ATTRS)
-                time_var = ds.createVariable(schema.TIME, "f8", (),
-                                             fill_value=netCDF4.default_fillvals["f8"])
-                # No standard_name: CF wants a reference date with it, and a date would make
-                # xarray decode the simulated time into calendar dates.
-                time_var.setncatts({"long_name": schema.TIME_LONG_NAME,
-                                    "units": self.layout.time_units})
-                _create_variables(ds, tuple(f for f in self.layout.fields
-                                            if f.name not in ds.variables), ())
+            create_final(ds, self.layout)
             for name, value in arrays.items():
                 ds.variables[name][...] = value
             ds.variables[schema.TIME].assignValue(time)
@@ -507,46 +348,6 @@ class NetCDFWriter:
         return self.working_path
 
 
-def _time_attrs(layout: schema.RunLayout) -> dict[str, str]:
-    return {"standard_name": "time", "axis": "T", "long_name": schema.TIME_LONG_NAME,
-            "units": layout.time_units}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _source(attrs: Mapping[str, Any]) -> str:
-    if schema.ATTR_SOURCE in attrs:
-        return str(attrs[schema.ATTR_SOURCE])
-    solver = attrs.get(schema.ATTR_SOLVER, "?")
-    return (f"simkit {__version__}, solver {solver} version "
-            f"{attrs.get(schema.ATTR_SOLVER_VERSION, '?')}, backend "
-            f"{attrs.get(schema.ATTR_BACKEND, '?')}")
-
-
-def _add_history(ds: netCDF4.Dataset, action: str, when: object) -> None:
-    """Append a CF ``history`` line: a time stamp, then what was done."""
-    earlier = ds.getncattr(schema.ATTR_HISTORY) if schema.ATTR_HISTORY in ds.ncattrs() else ""
-    line = f"{when or _now()}: simkit {__version__} {action}"
-    ds.setncattr(schema.ATTR_HISTORY, f"{earlier}\n{line}" if earlier else line)
-
-
-def _define_stream_extras(group: netCDF4.Dataset, stream: schema.StreamSpec) -> None:
-    """The stage a stream captures after, and where its checkpoints keep the schedules' state
-    (after the stream's variables: the checksum covers it, in file order)."""
-    if stream.stage is not None:
-        group.setncattr(schema.ATTR_STREAM_STAGE, stream.stage)
-    if stream.state_slots:
-        group.createDimension(schema.SCHEDULE_SLOT_DIM, len(stream.state_slots))
-        var = group.createVariable(schema.SCHEDULE_STATE, "f8",
-                                   (schema.STEP_DIM, schema.SCHEDULE_SLOT_DIM))
-        var.setncatts({"long_name": schema.SCHEDULE_STATE_LONG_NAME, "units": "1",
-                       schema.ATTR_SCHEDULE_SLOTS: " ".join(stream.state_slots)})
-        # Bookkeeping for resume, not data: a coordinate, like the checksum.
-        group.setncattr("coordinates", f"{schema.CHECKSUM} {schema.SCHEDULE_STATE}")
-
-
 def _nbytes(var: schema.VariableSpec, layout: schema.RunLayout) -> int:
     sizes = {c.name: len(c.values) for c in layout.coordinates}
     return int(np.prod([sizes[d] for d in var.dims], dtype=np.int64)) * np.dtype(var.dtype).itemsize
@@ -556,14 +357,3 @@ def _output_taken(path: Path) -> ScenarioError:
     """Another run created ``path`` after this one was planned (two runs on one new path)."""
     return ScenarioError(f"expected a new file (or --overwrite), given {str(path)!r}, which "
                          "another run created meanwhile", key="output")
-
-
-def _is_space_error(error: BaseException, path: Path, margin: int) -> bool:
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return True
-    if isinstance(error, RuntimeError) and "HDF error" in str(error):
-        limit = _file_size_limit()
-        size = path.stat().st_size if path.exists() else 0
-        return ((limit is not None and size + margin >= limit)
-                or shutil.disk_usage(path.parent).free < DISK_MARGIN_BYTES + margin)
-    return False

@@ -8,11 +8,12 @@ provenance; each output stream is a group of its own with a ``step`` dimension a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 CONVENTIONS = "CF-1.10"
-FORMAT = "NETCDF4"
+FORMAT: Final = "NETCDF4"
 
 STEP_DIM = "step"
 STEP = "step"
@@ -77,6 +78,26 @@ STATUS_COMPLETE = "complete"
 STATUS_INTERRUPTED = "interrupted"  # stopped by Ctrl-C, SIGTERM or SIGHUP; resumable
 STATUS_NON_FINITE = "non-finite"  # stopped on a NaN or infinity; the last good state is final
 STATUS_FAILED = "failed"  # stopped by an error (ATTR_ERROR says which); resumable once fixed
+
+# Gradients (see ``simkit.io.gradients``).
+ATTR_GRADIENT_STREAMS = "simkit_gradient_streams"
+ATTR_OBJECTIVE = "simkit_objective"
+ATTR_CHECKPOINT = "simkit_checkpoint"
+#: How many of the run's own checkpoints the backward pass started its segments from (0: it ran
+#: the steps forward again itself).
+ATTR_REUSED = "simkit_checkpoints_reused"
+ATTR_ADJOINT_OF = "simkit_adjoint_of"
+#: Root attribute of a run with an objective: ``awaited`` from the file's creation while its
+#: forward run goes on (a file stopped then is not a plain run, whatever its scenario says),
+#: ``pending`` once its forward run is whole and until its gradients are written (the status
+#: says ``running``, or how the gradients stopped; ``simkit resume`` computes them), ``written``
+#: with status ``complete`` after.
+ATTR_GRADIENTS = "simkit_gradients"
+GRADIENTS_AWAITED, GRADIENTS_PENDING, GRADIENTS_WRITTEN = "awaited", "pending", "written"
+#: Root variable of the objective's value.
+OBJECTIVE = "objective"
+#: Prefix of the root variables holding dL/d(parameter) and dL/d(initial field).
+GRADIENT_PREFIX = "gradient_"
 
 PROVENANCE_ATTRS = (
     ATTR_SOLVER, ATTR_SOLVER_VERSION, ATTR_BACKEND, ATTR_DEVICE, ATTR_COMPILED, ATTR_DTYPE,
