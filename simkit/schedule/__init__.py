@@ -29,6 +29,13 @@ from simkit.schedule._kinds import (
     fixed_in_steps,
 )
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_condition, parse_schedule
+from simkit.schedule._spec import (
+    STREAM_KEYS,
+    Stream,
+    parse_stream,
+    schedule_json_schema,
+    stream_json_schema,
+)
 from simkit.schedule._state import ClockState, EdgeState, ScheduleState, UnionState
 
 __all__ = [
@@ -46,6 +53,8 @@ __all__ = [
     "Last",
     "LogSpaced",
     "SimTime",
+    "STREAM_KEYS",
+    "Stream",
     "ScheduleState",
     "UnionState",
     "ValueOf",
@@ -58,4 +67,7 @@ __all__ = [
     "VALID_FORMS",
     "parse_condition",
     "parse_schedule",
+    "parse_stream",
+    "schedule_json_schema",
+    "stream_json_schema",
 ]

@@ -91,5 +91,8 @@ def _parse_one(name: str, value: Any, spec: Mapping[str, Any], key: str
     if name == "any":
         if not isinstance(value, (list, tuple)) or not value:
             raise ScenarioError(f"expected a non-empty list of schedules, given {value!r}", key=key)
-        return [parse_schedule(item, f"{key}[{i}]") for i, item in enumerate(value)]
+        return [item if isinstance(item, AbstractSchedule) else parse_schedule(item, f"{key}[{i}]")
+                for i, item in enumerate(value)]
+    if isinstance(value, KINDS[name]):  # built already (the typed spec)
+        return [value]
     return KINDS[name].from_spec(value, spec, key)

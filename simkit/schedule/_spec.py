@@ -1,0 +1,213 @@
+"""The typed stream spec: what a stream of a run captures and on which schedule.
+
+``Stream`` is a frozen pydantic model with one optional field per schedule key, made from the
+registry of kinds (a new kind adds its key here by being defined), and the stream's own keys:
+``Stream(every=10, fields=["u"])``, ``Stream(when=When("energy", above=0.5, cooldown=10),
+stage="laplacian")``. ``parse_stream`` builds one from scenario data with the errors scenario
+files get; ``stream_json_schema`` describes every form it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    model_validator,
+)
+
+from simkit.errors import ScenarioError
+from simkit.schedule._base import KINDS, AbstractSchedule
+from simkit.schedule._parse import ANY_FORM, SCHEDULE_KEYS, parse_schedule
+
+#: Keys of a stream besides its schedule.
+STREAM_KEYS = ("fields", "diagnostics", "stage", "summaries")
+
+#: How a caller checks a list of names: ``names(value, key, what)`` gives the names or raises.
+NameCheck = Callable[[Any, str, str], tuple[str, ...]]
+
+_NAMES_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                           {"type": "string"}]}
+
+
+def _schedule_fields() -> dict[str, Any]:
+    """One optional field per schedule key of the registry (and ``any``)."""
+    found: dict[str, Any] = {}
+    for kind in KINDS.values():
+        found[kind.kind] = (Any, Field(None, json_schema_extra=dict(kind.value_schema)))
+        for name, schema in kind.modifiers.items():
+            found[name] = (Any, Field(None, json_schema_extra=dict(schema)))
+    found["any"] = (Any, Field(None))
+    return found
+
+
+if TYPE_CHECKING:
+    _Schedules = BaseModel
+else:
+    _Schedules = create_model("_Schedules", __config__=ConfigDict(frozen=True, extra="forbid"),
+                              **_schedule_fields())
+
+
+class Stream(_Schedules):
+    """One stream: the schedule keys of a scenario's stream (``every``, ``at``, ``when``, ...,
+    as in ``simkit.schedule.VALID_FORMS``) and the values it keeps.
+
+    ``fields`` and ``diagnostics`` are None where not given (a run then keeps every field);
+    ``summaries`` stay as given (``simkit.solver`` reads them); ``extra`` holds the keys a
+    caller reads beside these (``parse_stream``'s ``extra_keys``).
+
+    Raises:
+        ScenarioError: for a schedule that is not one (key path ``stream``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    fields: tuple[str, ...] | None = None
+    diagnostics: tuple[str, ...] | None = None
+    stage: str | None = None
+    summaries: Any = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    _schedule: AbstractSchedule = PrivateAttr()
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise _scenario_error(error) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any, info: ValidationInfo) -> Any:
+        # An unknown key is said as a schedule's (did you mean, the valid forms).
+        if isinstance(data, Mapping) and any(k not in cls.model_fields for k in data):
+            key = (info.context or {}).get("key", "stream")
+            parse_schedule({k: v for k, v in data.items() if k not in cls.model_fields
+                            or k in SCHEDULE_KEYS}, key)
+        return data
+
+    @model_validator(mode="after")
+    def _build(self, info: ValidationInfo) -> Stream:
+        key = (info.context or {}).get("key", "stream")
+        spec = {name: getattr(self, name) for name in SCHEDULE_KEYS if name in self.model_fields_set}
+        self._schedule = parse_schedule(spec, key)
+        return self
+
+    @property
+    def schedule(self) -> AbstractSchedule:
+        """The schedule its keys make."""
+        return self._schedule
+
+    def __repr_args__(self) -> Any:
+        return [(k, v) for k, v in super().__repr_args__() if k in self.model_fields_set]
+
+    def __hash__(self) -> int:
+        return hash((self._schedule, self.fields, self.diagnostics, self.stage))
+
+
+def _scenario_error(error: ValidationError) -> Exception:
+    """The ScenarioError a validator raised inside pydantic, else a ScenarioError that says
+    which key was wrong."""
+    for detail in error.errors():
+        cause = (detail.get("ctx") or {}).get("error")
+        if isinstance(cause, ScenarioError):
+            return cause
+    detail = error.errors()[0]
+    where = ".".join(str(part) for part in detail["loc"])
+    return ScenarioError(f"{detail['msg']}, given {detail.get('input')!r}",
+                         key=f"stream.{where}" if where else "stream")
+
+
+def check_names(value: Any, key: str, what: str) -> tuple[str, ...]:
+    """A name or a list of names (duplicates dropped, order kept).
+
+    Raises:
+        ScenarioError: for anything else.
+    """
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ScenarioError(f"expected a list of {what} names, given {value!r}", key=key)
+    return tuple(dict.fromkeys(value))
+
+
+def parse_stream(name: str, data: Any, key: str, *, extra_keys: Sequence[str] = (),
+                 names: NameCheck = check_names) -> Stream:
+    """A stream from scenario data ``data`` at ``key`` (``outputs.<name>``): its schedule keys
+    make its schedule, its own keys (``STREAM_KEYS`` and ``extra_keys``) what it keeps.
+
+    Args:
+        name: the stream's name (checked by the caller: what a name may be differs).
+        names: checks ``fields`` and ``diagnostics`` (``names(value, key, "field")``); the
+            caller's own, which may check them against what its solver or loop has.
+
+    Raises:
+        ScenarioError: naming the key path, what was expected and what was given.
+    """
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"expected a mapping with a schedule and fields, given {data!r}",
+                            key=key)
+    own = (*STREAM_KEYS, *extra_keys)
+    given: dict[str, Any] = {}
+    for item in ("fields", "diagnostics"):
+        if item in data:
+            given[item] = names(data[item], f"{key}.{item}", item.removesuffix("s"))
+    if "summaries" in data:
+        given["summaries"] = data["summaries"]
+    stage = data.get("stage")
+    if stage is not None and (not isinstance(stage, str) or not stage):
+        raise ScenarioError(f"expected a stage name, given {stage!r}", key=f"{key}.stage")
+    if stage is not None:
+        given["stage"] = stage
+    schedule = {k: v for k, v in data.items() if k not in own}
+    parse_schedule(schedule, key)  # its errors, before anything else is said of the keys
+    given["extra"] = {k: data[k] for k in extra_keys if k in data}
+    try:
+        return Stream.model_validate({**given, **schedule}, context={"key": key})
+    except ValidationError as error:
+        raise _scenario_error(error) from None
+
+
+def schedule_json_schema() -> dict[str, Any]:
+    """The JSON schema of a schedule mapping (``{every: 10, last: true}``, ``{any: [...]}``)."""
+    properties: dict[str, Any] = {}
+    depends: dict[str, list[str]] = {}
+    for kind in KINDS.values():
+        properties[kind.kind] = {**kind.value_schema, "description": kind.form}
+        for modifier, schema in kind.modifiers.items():
+            properties[modifier] = {**schema, "description": f"with {kind.kind!r}"}
+            depends[modifier] = [kind.kind]
+    properties["any"] = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/schedule"},
+                         "description": ANY_FORM}
+    # At least one schedule key (a modifier alone is refused by ``dependentRequired``).
+    some = [{"required": [name]} for name in (*KINDS, "any")]
+    return {"type": "object", "properties": properties, "dependentRequired": depends,
+            "anyOf": some, "additionalProperties": False}
+
+
+def stream_json_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON schema of one stream: its schedule keys and the values it keeps (``extra``: the
+    schemas of a caller's own keys). A schedule inside ``any`` is ``$defs.schedule``, resolved
+    within the stream's own ``$id`` wherever the stream's schema is placed."""
+    schedule = schedule_json_schema()
+    own = {
+        "fields": {**_NAMES_SCHEMA, "description": "fields (or a stage's probes) to keep, "
+                                                   "or 'all'"},
+        "diagnostics": {**_NAMES_SCHEMA, "description": "diagnostics to keep"},
+        "stage": {"type": "string", "minLength": 1,
+                  "description": "capture the state right after this stage of the step"},
+        "summaries": {"type": "array", "description": "reductions of a field (mean, min, max, "
+                      "histogram, quantiles) kept as diagnostics"},
+    }
+    return {"$id": "urn:simkit:stream", "type": "object",
+            "properties": {**schedule["properties"], **own, **(extra or {})},
+            "dependentRequired": schedule["dependentRequired"], "anyOf": schedule["anyOf"],
+            "additionalProperties": False,
+            "$defs": {"schedule": schedule}}
