@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 import simkit
+import simkit.schedule
 from simkit.driver import _blocks
 from simkit.errors import ScenarioError
 
@@ -333,3 +334,39 @@ def test_where_blocks_end_changes_no_capture_when_times_round(scenario, budget, 
     assert (cut_result.step, cut_result.time) == (result.step, result.time)
     for name in FIELDS:
         assert cut_result.state[name].tobytes() == result.state[name].tobytes()
+
+
+# ------------------------------------------------------------------ the host-side protocol
+
+
+def _host_steps(stream: dict, steps: list[dict]) -> tuple[list[int], object]:
+    """The steps the schedule protocol's host evaluator captures along the naive trajectory:
+    ``due`` asked at every step with the run's state (``init_state``), ``at_end`` at the last."""
+    schedule = simkit.schedule.parse_stream("s", stream, "outputs.s").schedule
+    state, final, stage = schedule.init_state(), len(steps) - 1, stream.get("stage")
+
+    def value(condition, n):
+        at = steps[n][condition.stage or "end"]
+        return math.nan if at is None else float(_diagnostic(condition.diagnostic, at))
+
+    captured = []
+    for n, step in enumerate(steps):
+        due = schedule.due(state, n, step["time"], lambda c, n=n: value(c, n))
+        if (due or (n == final and schedule.at_end)) and not (stage and n == 0):
+            captured.append(n)
+    return captured, schedule
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenario=scenarios())
+def test_the_host_evaluator_captures_what_a_naive_loop_does(scenario):
+    steps = _trajectory(scenario)
+    final, end_time = len(steps) - 1, steps[-1]["time"]
+    for stream in scenario["outputs"].values():
+        captured, schedule = _host_steps(stream, steps)
+        assert captured == _stream_steps(stream, steps)
+        decided = [m for m in schedule.members() if m.edge or m.level or m.wall_clock]
+        if not decided:  # the size guard's count bounds what is captured
+            assert len(captured) <= schedule.count(final, end_time)
+        listed = {s for m in _members(stream) for s in m.get("at", ())}
+        assert set(schedule.beyond(final)) >= {s for s in listed if s > final}
