@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from simkit.errors import ScenarioError, did_you_mean
 from simkit.schedule._state import ScheduleState, UnionState, check_names
 
 _T = TypeVar("_T", int, float)
@@ -64,6 +65,11 @@ class AbstractSchedule(abc.ABC):
     value_schema: ClassVar[dict[str, Any]] = {}
     #: Whether it must be alone in its stream (a level condition gates every capture).
     alone: ClassVar[bool] = False
+    #: For a kind written as a mapping: its keys, its shape as said in errors and the defaults
+    #: of its keys (``from_mapping``).
+    keys: ClassVar[tuple[str, ...]] = ()
+    shape: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,8 +85,36 @@ class AbstractSchedule(abc.ABC):
         Raises:
             ScenarioError: naming the key, what was expected and what was given.
         """
+        if cls.keys:
+            return [cls.from_mapping(value, key)]
         factory: Callable[..., AbstractSchedule] = cls
-        return [factory(**value) if isinstance(value, Mapping) else factory(value)]
+        return [factory(value)]
+
+    @classmethod
+    def from_mapping(cls, value: Any, key: str) -> AbstractSchedule:
+        """The schedule from its mapping ``value`` (of ``keys``) at ``key``, every error said
+        of the key inside it that is wrong (``outputs.hot.while.every``, ``stop_when.cooldown``).
+
+        Raises:
+            ScenarioError: for a value that is not a mapping, an unknown key or a bad value.
+        """
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ScenarioError(f"expected {cls.shape}, given {value!r}", key=key)
+        for item in value:
+            if item not in cls.keys:
+                raise ScenarioError(f"unknown key{did_you_mean(str(item), cls.keys)}; expected "
+                                    f"one of {', '.join(cls.keys)}, given {item!r}",
+                                    key=f"{key}.{item}")
+        factory: Callable[..., AbstractSchedule] = cls
+        try:
+            return factory(**{**cls.defaults, **value})
+        except ScenarioError as error:
+            inner = str(error.key or "")
+            if inner == cls.kind or inner.startswith(cls.kind + "."):  # the schedule names itself
+                inner = inner.removeprefix(cls.kind).lstrip(".")
+            raise ScenarioError(error.message, key=f"{key}.{inner}" if inner else key) from None
 
     @abc.abstractmethod
     def next_step(self, after: int) -> int | None:

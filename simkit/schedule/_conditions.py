@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from simkit.errors import ScenarioError, did_you_mean
+from simkit.errors import ScenarioError
 from simkit.schedule._base import AbstractSchedule, Condition, ValueOf, default_state
 from simkit.schedule._state import ClockState, EdgeState, ScheduleState
 from simkit.schedule._steps import _INT_0, _INT_1, Every, _is_int, _is_number
@@ -45,11 +45,6 @@ class _Conditional(AbstractSchedule):
     """A schedule on a condition: a diagnostic above (or below) a threshold, of the end-of-step
     state or of the state right after a stage; written as a mapping of ``keys``."""
 
-    #: The keys of its mapping, its shape as said in errors and the defaults of its keys.
-    keys: ClassVar[tuple[str, ...]] = ()
-    shape: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
-
     diagnostic: str
     above: float | None
     below: float | None
@@ -84,37 +79,6 @@ class _Conditional(AbstractSchedule):
         if self.stage is not None and (not isinstance(self.stage, str) or not self.stage):
             raise ScenarioError(f"expected a stage name, given {self.stage!r}",
                                 key=f"{self.kind}.stage")
-
-    @classmethod
-    def from_spec(cls, value: Any, spec: Mapping[str, Any], key: str
-                  ) -> list[AbstractSchedule]:
-        return [cls.from_mapping(value, key)]
-
-    @classmethod
-    def from_mapping(cls, value: Any, key: str) -> _Conditional:
-        """The condition from its mapping ``value`` at ``key``, every error said of the key
-        inside it that is wrong (``outputs.hot.while.every``, ``stop_when.cooldown``).
-
-        Raises:
-            ScenarioError: for a value that is not a mapping, an unknown key or a bad value.
-        """
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ScenarioError(f"expected {cls.shape}, given {value!r}", key=key)
-        for item in value:
-            if item not in cls.keys:
-                raise ScenarioError(f"unknown key{did_you_mean(str(item), cls.keys)}; expected "
-                                    f"one of {', '.join(cls.keys)}, given {item!r}",
-                                    key=f"{key}.{item}")
-        factory: Callable[..., _Conditional] = cls
-        try:
-            return factory(**{**cls.defaults, **value})
-        except ScenarioError as error:
-            inner = str(error.key or "")
-            if inner == cls.kind or inner.startswith(cls.kind + "."):  # the schedule names itself
-                inner = inner.removeprefix(cls.kind).lstrip(".")
-            raise ScenarioError(error.message, key=f"{key}.{inner}" if inner else key) from None
 
 
 @dataclass(frozen=True)
