@@ -206,7 +206,7 @@ def test_two_processes_interrupted_and_resumed_equal_an_uninterrupted_run(tmp_pa
 
 def test_what_a_split_run_cannot_do_is_refused(in_tmp):
     """A vectorized sweep keeps each member on one device; several processes share no clock."""
-    from simkit.driver import _check_processes, check_vectorizable
+    from simkit.driver import check_processes, check_vectorizable
 
     plan = plan_run(heat_scenario(backend="jax", devices=2))
     with pytest.raises(ScenarioError, match="given a run split over devices"):
@@ -214,5 +214,5 @@ def test_what_a_split_run_cannot_do_is_refused(in_tmp):
     timed = plan_run(heat_scenario(backend="jax", devices=2,
                                    outputs={"look": {"wall_time": 5.0, "fields": ["u"]}}))
     with pytest.raises(ScenarioError, match="in a run of 2 processes .* given wall_time"):
-        _check_processes(timed, 2)
-    _check_processes(plan, 2)
+        check_processes(timed, 2)
+    check_processes(plan, 2)

@@ -6,7 +6,6 @@ disk (``simkit.iterate``, ``simkit.run(on_capture=...)``)."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,8 +15,7 @@ from simkit.driver._replay import check_diagnostics
 from simkit.driver._run import Run, schedule_state
 from simkit.errors import ScenarioError
 from simkit.io import schema
-from simkit.scenario import StreamPlan
-from simkit.schedule import While
+from simkit.scenario import RunPlan, StreamPlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Capture:
                           attrs={"stream": self.stream})
 
 
-def commit_callback(plan: Any, deliver: Callable[[Capture], None]) -> Callable[..., None]:
+def commit_callback(plan: RunPlan, deliver: Callable[[Capture], None]) -> Callable[..., None]:
     """The writer's commit callback (see ``BackgroundWriter``) that hands ``deliver`` every
     committed capture as a ``Capture`` of host copies (the writer's arrays are reused)."""
     dims = {spec.name: tuple(spec.dims) for spec in plan.solver.fields()}
@@ -55,7 +53,7 @@ def commit_callback(plan: Any, deliver: Callable[[Capture], None]) -> Callable[.
                  for probe in stage.probes})
     dims.update({d.name: tuple(d.dims) for d in plan.solver.diagnostics()})
 
-    def on_commit(stream: str, steps: list, times: list, arrays: Mapping[str, np.ndarray],
+    def on_commit(stream: str, steps: list[int], times: list[float], arrays: Mapping[str, np.ndarray],
                   stacked: bool) -> None:
         kept = {name: value for name, value in arrays.items() if name in dims}
         for i, (step, time) in enumerate(zip(steps, times, strict=True)):
@@ -91,41 +89,6 @@ def check_diagnostic_shapes(run: Run, names: set[str], state: Mapping[str, Any] 
                 f"without {error.args[0]!r} (it holds {', '.join(map(str, given))})") from None
         check_shape(run.plan.solver, run.diagnostics[name], getattr(value, "shape", ()),
                     run.sizes)
-
-
-class HostBuffers:
-    """Reusable host buffers for captures: a fresh large array costs page faults on first touch,
-    a copy into a buffer that was used before does not. A buffer goes back to the pool once every
-    capture holding it has been written."""
-
-    def __init__(self) -> None:
-        self._free: dict[tuple, list[np.ndarray]] = {}
-        self._users: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def take(self, like: Any, users: int) -> np.ndarray:
-        key = (tuple(like.shape), str(like.dtype).removeprefix("torch."))
-        with self._lock:
-            free = self._free.get(key)
-            buffer = free.pop() if free else None
-        if buffer is None:
-            buffer = np.empty(key[0], dtype=np.dtype(key[1]))
-        with self._lock:
-            self._users[id(buffer)] = users
-        return buffer
-
-    def give_back(self, arrays: Mapping[str, np.ndarray]) -> None:
-        with self._lock:
-            for buffer in arrays.values():
-                left = self._users.get(id(buffer))
-                if left is None:
-                    continue
-                if left > 1:
-                    self._users[id(buffer)] = left - 1
-                else:
-                    del self._users[id(buffer)]
-                    key = (buffer.shape, str(buffer.dtype))
-                    self._free.setdefault(key, []).append(buffer)
 
 
 def capture(run: Run, streams: list[StreamPlan], source: Mapping[str, Any] | None = None
@@ -166,18 +129,20 @@ def capture(run: Run, streams: list[StreamPlan], source: Mapping[str, Any] | Non
 def due(run: Run, streams: list[StreamPlan], step: int, time: float, final: bool,
         stages: Callable[[str], Mapping[str, Any] | None] = lambda stage: None
         ) -> list[StreamPlan]:
-    """The streams that capture the run's current state (at ``step``) on the host path; a
-    level-triggered stream only while its condition holds (``stages(name)``: the state right
-    after that stage of the step that led here, None where no step did)."""
-    return [s for s in streams if run.last_capture.get(s.name) != step
-            and (s.schedule.fires(step, time) or (final and s.schedule.at_end))
-            and (not isinstance(s.schedule, While) or _holds(run, s.schedule, stages))]
-
-
-def _holds(run: Run, condition: While,
-           stages: Callable[[str], Mapping[str, Any] | None]) -> bool:
-    state = run.fields if condition.stage is None else stages(condition.stage)
-    if state is None:  # the state the run starts from: no stage made it
-        return False
-    value = run.backend.call(run.diagnostics[condition.diagnostic].fn, state)
-    return condition.holds(float(run.backend.to_host({"v": value})["v"]))
+    """The streams that capture the run's current state (at ``step``) on the host path, as
+    their schedules say (a level-triggered one only while its condition holds: ``stages(name)``
+    is the state right after that stage of the step that led here, None where no step did);
+    edge conditions and wall clocks are the loop's, not asked here."""
+    value = run.level_value(stages)
+    found = []
+    for s in streams:
+        if run.last_capture.get(s.name) == step:
+            continue
+        schedule, state = s.schedule, run.schedule_states[f"outputs.{s.name}"]
+        watched = any(m.edge is not None or m.wall_clock is not None
+                      for m in schedule.members())
+        fires = (schedule.fires(step, time) if watched
+                 else schedule.due(state, step, time, value))
+        if fires or (final and schedule.at_end):
+            found.append(s)
+    return found

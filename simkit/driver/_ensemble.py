@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time as _time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,23 +21,24 @@ from array_api_compat import array_namespace
 from simkit import _stop
 from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._block import BlockPlan, BlockProgram
-from simkit.driver import RunResult, _layout, _now, failed, provenance
-from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, _is_final, _Point, build_program
-from simkit.driver._captures import HostBuffers
+from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, build_program
+from simkit.driver._buffers import HostBuffers
+from simkit.driver._files import RunResult, failed, now, open_writer, provenance
+from simkit.driver._plan import is_final
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
 from simkit.driver._steps import condition_flags
 from simkit.errors import NonFiniteError, ScenarioError
-from simkit.io import BackgroundWriter, NetCDFWriter, schema
+from simkit.io import BackgroundWriter, schema
 from simkit.scenario import RunPlan
-from simkit.schedule import While, fixed_in_steps, members
+from simkit.schedule import AbstractSchedule
 from simkit.solver import make_step, with_params
 
 logger = logging.getLogger(__name__)
 
 #: Compiled ensemble blocks by solver, parameters, swept names and what the block keeps, so a
 #: second run of the same ensemble in one process (a sweep run again) compiles nothing new.
-_RUNNERS: OrderedDict[tuple, Any] = OrderedDict()
+_RUNNERS: OrderedDict[tuple[object, ...], Any] = OrderedDict()
 _RUNNERS_KEPT = 4
 
 
@@ -69,29 +68,23 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
     if first.scenario.steps is None or first.stop_when is not None:
         reasons.append("a run length in steps without stop_when")
     for stream in first.streams:
-        stages = [stream.stage, *(getattr(m, "stage", None) for m in members(stream.schedule))]
+        parts = stream.schedule.members()
+        conditions = [c for m in parts for c in (m.edge, m.level) if c is not None]
+        stages = [stream.stage, *(c.stage for c in conditions)]
         if any(stages):
             reasons.append(f"streams and conditions at the end of a step, given "
                            f"outputs.{stream.name} on stage {next(filter(None, stages))!r}")
-        elif any(
-                not (fixed_in_steps(m) or isinstance(m, While))  # levels are vectorized
-                for m in members(stream.schedule)):
+        elif not all(_vectorizable(m) for m in parts):
             reasons.append(f"step schedules only, given outputs.{stream.name}")
     if reasons:
         raise ScenarioError("expected " + "; ".join(reasons), key="--vectorize")
 
 
-@dataclass
-class _Lead:
-    """What the block planner reads of a run, for the whole ensemble: every member shares its
-    plan's schedules, step, time and captures so far (no conditions: ``check_vectorizable``)."""
-
-    plan: RunPlan
-    step: int = 0
-    time: float = 0.0
-    last_capture: dict[str, int] = field(default_factory=dict)
-    whens: tuple = ()
-    walls: tuple = ()
+def _vectorizable(member: AbstractSchedule) -> bool:
+    """Whether every member of an ensemble captures where ``member`` (one schedule, not a union)
+    says at the same steps, the members' clocks and conditions apart: steps known in advance,
+    the end of the run, or a level condition (evaluated on the device for each member)."""
+    return member.known_in_advance or member.at_end or member.level is not None
 
 
 def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | NonFiniteError]:
@@ -117,35 +110,78 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
     backend = get_backend(sc.backend, sc.device, sc.dtype, compile=True)
     buffers = HostBuffers()
     runs: list[Run] = []
+    writers: list[BackgroundWriter] = []
     try:
         for plan in plans:
-            writer = BackgroundWriter(
-                NetCDFWriter(plan.output, _layout(plan, sc.dtype), provenance(plan, backend),
-                             overwrite=plan.overwrite),
-                on_written=lambda stream, step, arrays: buffers.give_back(arrays))
+            writer = open_writer(plan, provenance(plan, backend), buffers)
             try:
                 runs.append(Run(plan, backend, writer, buffers))
             except BaseException:
-                writer.abort({schema.ATTR_FINISHED: _now()})
+                writer.abort({schema.ATTR_FINISHED: now()})
                 raise
+            writers.append(writer)
         logger.info("running %d members of %s as one ensemble on %s (%s, %s)", len(plans),
                     plans[0].solver.name, backend.name, backend.device, sc.dtype)
-        ensemble = _Ensemble(runs, backend, [k.split(".", 1)[1] for k in keys])
+        ensemble = _Ensemble(runs, writers, backend, [k.split(".", 1)[1] for k in keys])
     except BaseException:
-        for run in runs:
-            run.writer.abort({schema.ATTR_FINISHED: _now()})
+        for writer in writers:
+            writer.abort({schema.ATTR_FINISHED: now()})
         raise
     return ensemble.execute()
 
 
-class _Ensemble:
-    """The members of one vectorized run: their batched state, files, and how each ended."""
+class _Members:
+    """The lanes of ensemble members: one batched state along a leading member axis, one call
+    of the ensemble's block program per block for all of them."""
 
-    def __init__(self, runs: list[Run], backend: AbstractBackend, names: list[str]) -> None:
-        self.runs, self.backend, self.names = runs, backend, names
+    def __init__(self, runs: list[Run], backend: AbstractBackend, runner: Any, values: Any,
+                 slots: int) -> None:
+        self.runs, self.backend, self.runner, self.values = runs, backend, runner, values
+        self.slots = slots
+        xp = array_namespace(*runs[0].fields.values())
+        self.fields = {name: xp.stack([run.fields[name] for run in runs])
+                       for name in runs[0].fields}
+        for run in runs:
+            run.fields = {}  # the batch holds the state; a member's is cut out when needed
+
+    def state(self) -> Any:
+        return self.fields
+
+    def launch(self, plan: BlockPlan) -> Any:
+        return self.backend.run_ensemble_block(self.runner, self.fields, self.values, plan)
+
+    def to_host(self, result: Any) -> list[dict[str, Any]]:
+        """Each member's part of a block, as the block loop commits it: one device-to-host copy
+        for the whole ensemble, cut on the host (a device slice of each new length would compile
+        anew)."""
+        small = self.backend.to_host({"counts": result.counts, "finite": result.finite})
+        counts = small["counts"].reshape(len(self.runs), self.slots)
+        buffers = [self.backend.to_host(slot_buffers) if counts[:, s].any() else {}
+                   for s, slot_buffers in enumerate(result.buffers)]
+        return [{"counts": counts[m], "finite": small["finite"][m], "fired": None,
+                 "held": None, "steps": None,
+                 "buffers": [{name: b[m, :counts[m, s]] for name, b in slot.items()}
+                             if counts[m, s] else {} for s, slot in enumerate(buffers)]}
+                for m in range(len(self.runs))]
+
+    def advance(self, result: Any) -> None:
+        self.fields = result.fields
+
+    def member(self, state: Any, m: int) -> Any:
+        return {name: value[m] for name, value in state.items()}
+
+    def release(self, m: int) -> None:
+        self.runs[m].fields = {}
+
+
+class _Ensemble:
+    """The members of one vectorized run: their files, the block loop they share, and how each
+    ended."""
+
+    def __init__(self, runs: list[Run], writers: list[BackgroundWriter],
+                 backend: AbstractBackend, names: list[str]) -> None:
+        self.runs, self.writers, self.backend, self.names = runs, writers, backend, names
         first = runs[0].plan
-        self.lead = _Lead(first)
-        self.alive = np.ones(len(runs), dtype=bool)
         self.results: list[RunResult | NonFiniteError | None] = [None] * len(runs)
         shapes = {tuple((name, tuple(value.shape)) for name, value in run.fields.items())
                   for run in runs}
@@ -153,19 +189,11 @@ class _Ensemble:
             raise ScenarioError(f"expected fields of one shape in every member, given "
                                 f"{len(shapes)} different shapes", key="--vectorize")
         self.program = self._program()
-        self.planner = BlockLoop(self.lead, self.program, None, first.scenario.flush_seconds,
-                                 None)
-        # Each member commits and replays through the run loop's own code, with its own file.
-        self.loops = [BlockLoop(run, self.program, None, first.scenario.flush_seconds, None)
-                      for run in runs]
-        self.values = backend.asarray(np.array(
+        values = backend.asarray(np.array(
             [[float(getattr(run.plan.solver.params, n)) for n in names] for run in runs]))
-        self.runner = self._runner()
-        xp = array_namespace(*runs[0].fields.values())
-        self.fields = {name: xp.stack([run.fields[name] for run in runs])
-                       for name in runs[0].fields}
-        for run in runs:
-            run.fields = {}  # the batch holds the state; a member's is cut out when needed
+        self.lanes = _Members(runs, backend, self._runner(), values, len(self.program.slots))
+        self.blocks = BlockLoop(runs, self.program, self.lanes, first.scenario.flush_seconds,
+                                None, stop_member=self._stop)
 
     # -------------------------------------------------------------- the program
 
@@ -183,18 +211,17 @@ class _Ensemble:
                       for n in slot.fields + slot.diagnostics) + 16
             slots.append(dataclasses.replace(
                 slot, capacity=max(1, min(slot.capacity, budget // (per * count)))))
-        return dataclasses.replace(program, slots=tuple(slots), step=None, staged=None,
+        # The step, diagnostics and levels are each member's (see ``_program_for``).
+        return dataclasses.replace(program, slots=tuple(slots), step=_no_step, staged=None,
                                    diagnostics={}, watch=None, levels=None)
 
     def _runner(self) -> Any:
         first = self.runs[0].plan
         solver, seed, names = first.solver, first.scenario.seed, tuple(self.names)
         backend, program = self.backend, self.program
-        key = (type(solver), solver.params.model_dump_json(), names, seed, backend.device,
+        key = (type(solver), _params(solver).model_dump_json(), names, seed, backend.device,
                first.scenario.dtype, program.slots, program.points,
-               tuple(sorted(program.shapes.items())),
-               tuple((s.schedule.diagnostic, s.schedule.above, s.schedule.below)
-                     for s in first.streams if isinstance(s.schedule, While)))
+               tuple(sorted(program.shapes.items())), _levels(first))
         runner = _RUNNERS.get(key)
         if runner is None:
             runner = backend.ensemble_runner(_program_for(solver, names, seed, first, program))
@@ -211,119 +238,40 @@ class _Ensemble:
     # -------------------------------------------------------------- the loop
 
     def execute(self) -> list[RunResult | NonFiniteError]:
-        sc = self.lead.plan.scenario
+        sc = self.runs[0].plan.scenario
+        blocks = self.blocks
         try:
             if sc.check_finite:
                 for m, run in enumerate(self.runs):
-                    run.fields = self._member(self.fields, m)
+                    run.fields = self.lanes.member(self.lanes.fields, m)
                     try:
                         check_start(run)
                     except NonFiniteError as error:
                         self._stop(m, error)
                     run.fields = {}
-            plan, points = self._initial_block()
-            if points[0].due:
-                self._block(plan, points)
-            lead, planned = self.lead, None
-            while self.alive.any() and not _is_final(sc, lead.step, lead.time):
-                if planned is None:
-                    planned = self.planner.plan_block(lead.step, lead.time,
-                                                      dict(lead.last_capture))
-                planned = self._block(*planned)
+            blocks.capture_start()
+            self._committed()
+            while blocks.alive.any() and not is_final(sc, blocks.run.step, blocks.run.time):
+                blocks.run_block()
+                self._committed()
                 # A stop signal the command line noted (simkit._stop); once the ensemble is at
                 # its end it changes nothing, as for a single run (loop).
-                if _stop.received() and not _is_final(sc, lead.step, lead.time):
+                if _stop.received() and not is_final(sc, blocks.run.step, blocks.run.time):
                     raise KeyboardInterrupt(_stop.take())
             self._finish()
         except KeyboardInterrupt:
-            self._abort({schema.ATTR_FINISHED: _now(),
+            self._abort({schema.ATTR_FINISHED: now(),
                          schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
             raise
         except BaseException as error:
             self._abort(failed(error))
             raise
-        return self.results  # type: ignore[return-value]
+        return [result for result in self.results if result is not None]
 
-    def _initial_block(self) -> tuple[BlockPlan, list[_Point]]:
-        """A block of one point of no steps: the captures of the state the run starts from,
-        taken on the device like every other capture."""
-        lead, sc = self.lead, self.lead.plan.scenario
-        plan = BlockPlan.empty(self.program.points, len(self.program.slots), 0)
-        final = _is_final(sc, lead.step, lead.time)
-        due = [s for s in lead.plan.streams
-               if s.schedule.fires(lead.step, lead.time) or (final and s.schedule.at_end)]
-        index = {s.name: i for i, s in enumerate(lead.plan.streams)}
-        plan.steps[0], plan.times[0], plan.used = lead.step, lead.time, 1
-        for stream in due:
-            plan.due[0, index[stream.name]] = True
-        return plan, [_Point(0, 0.0, 0.0, lead.step, lead.time, 0, lead.step, lead.time, due)]
-
-    def _block(self, plan: BlockPlan, points: list[_Point]
-               ) -> tuple[BlockPlan, list[_Point]] | None:
-        """Run one block for every member, then commit each member's captures to its file (or
-        stop a member whose state turned non-finite in it).
-
-        Returns:
-            The next block, planned while the device computed this one (None at the end):
-            without conditions every block ends as planned.
-        """
-        lead, sc = self.lead, self.lead.plan.scenario
-        start, start_step, start_time = self.fields, lead.step, lead.time
-        started = _time.perf_counter()
-        result = self.backend.run_ensemble_block(self.runner, self.fields, self.values, plan)
-        end = points[-1]
-        planned = None
-        if not _is_final(sc, end.end_step, end.end_time):
-            last = dict(lead.last_capture)
-            for point in points:
-                last.update({s.name: point.end_step for s in point.due})
-            planned = self.planner.plan_block(end.end_step, end.end_time, last, end.origin())
-        hosts = self._to_host(result)
-        seconds = _time.perf_counter() - started
-        taken = sum(p.count for p in points)  # no conditions: every point is completed
-        if taken:
-            rate = taken / max(seconds, 1e-6)
-            rates = self.planner.rate
-            self.planner.rate = rate if rates is None else 0.5 * (rates + rate)
-        pieces = [piece for p in points for piece in p.pieces()]
-        times = {p.end_step: p.end_time for p in points}
-        self.fields = result.fields
-        lead.step, lead.time = points[-1].end_step, points[-1].end_time
-        for point in points:
-            for stream in point.due:
-                lead.last_capture[stream.name] = point.end_step
-        for m in np.flatnonzero(self.alive):
-            run, host = self.runs[m], hosts[m]
-            run.step, run.time = lead.step, lead.time
-            if sc.check_finite and not bool(host["finite"]):
-                run.fields = self._member(self.fields, m)
-                try:
-                    self.loops[m]._non_finite(self._member(start, m), start_step, start_time,
-                                              pieces, host, times)
-                except NonFiniteError as error:
-                    self._stop(int(m), error)
-                    continue
-                run.fields = {}
-            self.loops[m]._commit(host, times)
-            run.writer.committed(run.step)
-        return planned
-
-    def _to_host(self, result: Any) -> list[dict[str, Any]]:
-        """Each member's part of a block, as ``BlockLoop`` commits it: one device-to-host copy
-        for the whole ensemble, cut on the host (a device slice of each new length would compile
-        anew)."""
-        small = self.backend.to_host({"counts": result.counts, "finite": result.finite})
-        counts = small["counts"].reshape(len(self.runs), len(self.program.slots))
-        buffers = [self.backend.to_host(slot_buffers) if counts[:, s].any() else {}
-                   for s, slot_buffers in enumerate(result.buffers)]
-        return [{"counts": counts[m], "finite": small["finite"][m], "fired": None,
-                 "steps": None,
-                 "buffers": [{name: b[m, :counts[m, s]] for name, b in slot.items()}
-                             if counts[m, s] else {} for s, slot in enumerate(buffers)]}
-                for m in range(len(self.runs))]
-
-    def _member(self, fields: dict[str, Any], m: int) -> dict[str, Any]:
-        return {name: value[m] for name, value in fields.items()}
+    def _committed(self) -> None:
+        """Every member going on has queued every capture due up to its step."""
+        for m in np.flatnonzero(self.blocks.alive):
+            self.runs[m].writer.committed(self.runs[m].step)
 
     # -------------------------------------------------------------- endings
 
@@ -332,28 +280,43 @@ class _Ensemble:
         state becomes its final state and its file is marked non-finite."""
         run = self.runs[m]
         run.writer.final(run.step, run.time, self.backend.to_host(run.fields))
-        run.writer.abort(failed(error, schema.STATUS_NON_FINITE))
+        self.writers[m].abort(failed(error, schema.STATUS_NON_FINITE))
         run.fields = {}
-        self.alive[m] = False
+        self.blocks.alive[m] = False
         self.results[m] = error
         logger.error("member %d: %s", m, error)
 
     def _finish(self) -> None:
-        lead = self.lead
-        host = self.backend.to_host(self.fields)
-        for m in np.flatnonzero(self.alive):
+        host = self.backend.to_host(self.lanes.fields)
+        for m in np.flatnonzero(self.blocks.alive):
             run = self.runs[m]
             state = {name: np.array(value[m]) for name, value in host.items()}
-            run.writer.final(lead.step, lead.time, state)
-            path = run.writer.close({schema.ATTR_FINISHED: _now()})
-            self.alive[m] = False
-            self.results[m] = RunResult(path=path, state=state, step=lead.step, time=lead.time)
-        logger.info("ensemble finished at step %d, time %g", lead.step, lead.time)
+            run.writer.final(run.step, run.time, state)
+            path = self.writers[m].close({schema.ATTR_FINISHED: now()})
+            self.blocks.alive[m] = False
+            self.results[m] = RunResult(path=path, state=state, step=run.step, time=run.time)
+        logger.info("ensemble finished at step %d, time %g", self.runs[0].step,
+                    self.runs[0].time)
 
     def _abort(self, attrs: dict[str, str]) -> None:
-        for m in np.flatnonzero(self.alive):
-            self.runs[m].writer.abort(attrs)
-            self.alive[m] = False
+        for m in np.flatnonzero(self.blocks.alive):
+            self.writers[m].abort(attrs)
+            self.blocks.alive[m] = False
+
+
+def _no_step(fields: Any, dt: Any, step: Any, time: Any) -> dict[str, Any]:
+    """The step of an ensemble's shared program: none (each member has its own)."""
+    raise AssertionError("an ensemble member's program has its own step")
+
+
+def _params(solver: Any) -> Any:
+    """A solver's parameters (every solver an ensemble runs has them)."""
+    return solver.params
+
+
+def _levels(plan: RunPlan) -> tuple[tuple[str, float | None, float | None, str | None], ...]:
+    """The level conditions of the plan's streams, as compiled code is keyed on them."""
+    return tuple(s.schedule.level.key for s in plan.streams if s.schedule.level is not None)
 
 
 def _program_for(solver: Any, names: tuple[str, ...], seed: int, plan: RunPlan,
@@ -361,8 +324,7 @@ def _program_for(solver: Any, names: tuple[str, ...], seed: int, plan: RunPlan,
     """The block program of one member given its parameter row (traced values): the solver's
     stages, diagnostics and level conditions close over them as a run's close over constants."""
     # Level conditions only: conditions on a stage are refused with --vectorize.
-    levels = tuple((s.schedule.diagnostic, s.schedule.above, s.schedule.below, None)
-                   for s in plan.streams if isinstance(s.schedule, While))
+    levels = _levels(plan)
 
     def program_for(row: Any) -> BlockProgram:
         member = with_params(solver, {n: row[i] for i, n in enumerate(names)})

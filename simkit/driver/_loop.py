@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from simkit import _stop
-from simkit.driver._blocks import BlockLoop, _is_final, build_program
+from simkit.driver._blocks import BlockLoop, OneRun, build_program
 from simkit.driver._captures import capture, due
+from simkit.driver._plan import is_final
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
 from simkit.driver._steps import step_for
@@ -61,26 +62,27 @@ def loop(run: Run, progress: ProgressFn | None,
         check_start(run)
     program, runner = build_program(run)  # first: it checks what the captures will take
     capture(run, due(run, run.plain, run.step, run.time,
-                     final=_is_final(sc, run.step, run.time)))
-    blocks = BlockLoop(run, program, runner, sc.flush_seconds, chunk)
-    while not (run.stopped or _is_final(sc, run.step, run.time)):
+                     final=is_final(sc, run.step, run.time)))
+    blocks = BlockLoop([run], program, OneRun(run, runner), sc.flush_seconds, chunk)
+    while not (run.stopped or is_final(sc, run.step, run.time)):
         fired = blocks.run_block()
         streams: list[StreamPlan] = []
         if fired is not None:
-            run.stopped = any(run.whens[j][0] is None for j in np.flatnonzero(fired))
-            final = run.stopped or _is_final(sc, run.step, run.time)
+            run.stopped = any(run.whens[j].stream is None for j in np.flatnonzero(fired))
+            final = run.stopped or is_final(sc, run.step, run.time)
             streams = due(run, run.plain, run.step, run.time, final,
                           lambda stage: _stage_state(run, blocks, stage))
             for j in np.flatnonzero(fired):  # (their cooldowns started in the block loop)
-                stream = run.whens[j][0]
+                stream = run.whens[j].stream
                 if (stream is not None and stream not in streams
                         and run.last_capture.get(stream.name) != run.step):
                     streams.append(stream)
         if run.walls:
-            for stream, wall in run.walls:
-                if wall.due():
-                    wall.fired()
+            for wall in run.walls:
+                if wall.state.due():
+                    wall.state.fired()
                     blocks.drop_plan()
+                    stream = wall.stream
                     if stream not in streams and run.last_capture.get(stream.name) != run.step:
                         streams.append(stream)
         capture(run, [s for s in streams if s.stage is None])
@@ -98,7 +100,7 @@ def loop(run: Run, progress: ProgressFn | None,
         if run.backend.process_count > 1:  # every process stops at the same block
             agreed = run.backend.agree(1.0 if reason else 0.0)
             reason = (reason or "simkit stop") if agreed else None
-        if reason is not None and not _is_final(sc, run.step, run.time) and not run.stopped:
+        if reason is not None and not is_final(sc, run.step, run.time) and not run.stopped:
             raise KeyboardInterrupt(reason)
 
 

@@ -1,26 +1,90 @@
-"""One run as it advances: its plan, backend, writer, state and schedules; where a resume
-starts; which streams are checkpoints; the schedules' own state saved and restored."""
+"""One run as it advances: its plan, backend, writer and state, and the state of its schedules
+(cooldowns, edge memory, wall-clock deadlines), saved with checkpoints and restored from them;
+where a resume starts; which streams are checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import time as _time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from simkit.backends import AbstractBackend
+from simkit.driver._buffers import HostBuffers
 from simkit.driver._steps import conditions_for, diagnostics_for, step_for
-from simkit.io import BackgroundWriter
 from simkit.scenario import RunPlan, StreamPlan
-from simkit.schedule import AbstractSchedule, WallTime, When, members
-
-if TYPE_CHECKING:  # the buffers' module captures for a run: it imports this one
-    from simkit.driver._captures import HostBuffers
+from simkit.schedule import AbstractSchedule, Condition, ScheduleState
 
 logger = logging.getLogger(__name__)
+
+
+class CaptureWriter(Protocol):
+    """What a run hands its captures to (a writer thread in front of the run's file, or a
+    process's stand-in that writes nothing)."""
+
+    written: int
+
+    @property
+    def partial_path(self) -> Path: ...
+
+    def capture_many(self, captures: list[tuple[str, int, float, Mapping[str, np.ndarray]]]
+                     ) -> None: ...
+
+    def capture_blocks(self, blocks: list[tuple[str, list[int], list[float],
+                                                Mapping[str, np.ndarray]]]) -> None: ...
+
+    def committed(self, step: int) -> None: ...
+
+    def final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None: ...
+
+
+class EdgeMemory(Protocol):
+    """The run-time state of an edge-triggered condition (``when``, ``stop_when``)."""
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def resumes_at(self) -> int: ...
+
+    def may_fire(self, step: int) -> bool: ...
+
+    def fired(self, step: int) -> None: ...
+
+    def hold(self, value: bool) -> None: ...
+
+
+class Deadline(Protocol):
+    """The run-time state of a wall-clock schedule."""
+
+    def seconds_left(self) -> float: ...
+
+    def due(self) -> bool: ...
+
+    def fired(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Watched:
+    """An edge condition the run watches on the device: the stream it captures for (None: it
+    ends the run), the condition, its state, and the slot keeping its memory of a stage."""
+
+    stream: StreamPlan | None
+    condition: Condition
+    state: EdgeMemory
+    held_slot: str
+
+
+@dataclass(frozen=True)
+class Clocked:
+    """A wall-clock schedule of a stream, with its state."""
+
+    stream: StreamPlan
+    state: Deadline
 
 
 def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
@@ -29,7 +93,13 @@ def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
     return stream.stage is None and set(field_names) <= set(stream.fields)
 
 
-def _schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
+def checkpoint_streams(plan: RunPlan) -> set[str]:
+    """The names of the plan's streams whose captures are checkpoints."""
+    field_names = [f.name for f in plan.solver.fields()]
+    return {s.name for s in plan.streams if is_checkpoint(s, field_names)}
+
+
+def schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
     """Every schedule of the run, by the scenario key it came from."""
     found: dict[str, AbstractSchedule] = {f"outputs.{s.name}": s.schedule for s in plan.streams}
     if plan.stop_when is not None:
@@ -37,16 +107,39 @@ def _schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
     return found
 
 
-def held_slot(plan: RunPlan, when: When) -> str:
-    """The name under which ``save_schedules`` keeps the memory of an edge condition on a stage
-    (whether it held at the last step)."""
-    for key, schedule in _schedules(plan).items():
-        if schedule is when:
-            return f"{key}.held"
-        found = [i for i, m in enumerate(members(schedule)) if m is when]
-        if found and schedule is not when:
-            return f"{key}.{found[0]}.held"
-    raise ValueError(f"expected a condition of this run's schedules, given {when!r}")
+def state_slots(plan: RunPlan) -> tuple[str, ...]:
+    """The names under which checkpoints keep the state of the run's schedules."""
+    return tuple(save_schedules({key: schedule.init_state()
+                                 for key, schedule in schedules(plan).items()}))
+
+
+def save_schedules(states: Mapping[str, ScheduleState]) -> dict[str, float]:
+    """The state of every schedule of a run (cooldowns, deadlines), flat, by slot name."""
+    return {f"{key}.{name}": value for key, state in states.items()
+            for name, value in state.save().items()}
+
+
+def restore_schedules(states: Mapping[str, ScheduleState],
+                      saved: Mapping[str, float] | None) -> None:
+    """Give every schedule state of a run the state ``save_schedules`` saved (None: a fresh
+    start).
+
+    Raises:
+        ValueError: ``saved`` names slots other than the run's.
+    """
+    for state in states.values():
+        state.reset()
+    if saved is None:
+        return
+    slots = save_schedules(states)
+    unknown = sorted(set(saved) - set(slots))
+    if unknown:
+        raise ValueError(f"schedule state: expected slots of this run's schedules "
+                         f"({', '.join(slots)}), given {', '.join(unknown)}")
+    for key, state in states.items():
+        prefix = f"{key}."
+        state.restore({name.removeprefix(prefix): value for name, value in saved.items()
+                       if name.startswith(prefix)})
 
 
 def schedule_state(run: Run) -> np.ndarray | None:
@@ -54,35 +147,29 @@ def schedule_state(run: Run) -> np.ndarray | None:
     ``run.state_slots`` (None when the run's schedules keep none)."""
     if not run.state_slots:
         return None
-    saved = save_schedules(run.plan)
+    saved = save_schedules(run.schedule_states)
     return np.array([saved[slot] for slot in run.state_slots], dtype=np.float64)
 
 
-def save_schedules(plan: RunPlan) -> dict[str, float]:
-    """The state of every schedule of the run (cooldowns, deadlines), flat, by slot name."""
-    return {f"{key}.{name}": value for key, schedule in _schedules(plan).items()
-            for name, value in schedule.save().items()}
-
-
-def restore_schedules(plan: RunPlan, state: Mapping[str, float] | None) -> None:
-    """Give every schedule of the run the state ``save_schedules`` saved (None: a fresh start).
-
-    Raises:
-        ValueError: ``state`` names slots other than the run's.
-    """
-    schedules = _schedules(plan)
-    for schedule in schedules.values():
-        schedule.reset()
-    if state is None:
-        return
-    unknown = sorted(set(state) - set(save_schedules(plan)))
-    if unknown:
-        raise ValueError(f"schedule state: expected slots of this run's schedules "
-                         f"({', '.join(save_schedules(plan))}), given {', '.join(unknown)}")
-    for key, schedule in schedules.items():
-        prefix = f"{key}."
-        schedule.restore({name.removeprefix(prefix): value for name, value in state.items()
-                          if name.startswith(prefix)})
+def _watched(plan: RunPlan, states: Mapping[str, ScheduleState]
+             ) -> tuple[list[Watched], list[Clocked]]:
+    """The edge conditions and wall clocks of the run's schedules, with their states."""
+    streams: dict[str, StreamPlan | None] = {f"outputs.{s.name}": s for s in plan.streams}
+    streams["stop_when"] = None
+    whens: list[Watched] = []
+    walls: list[Clocked] = []
+    for key, schedule in schedules(plan).items():
+        parts = schedule.members()
+        for i, member in enumerate(parts):
+            state = states[key].member(i)
+            stream = streams[key]
+            if member.edge is not None:
+                alone = len(parts) == 1 and parts[0] is schedule  # not a union
+                slot = f"{key}.held" if alone else f"{key}.{i}.held"
+                whens.append(Watched(stream, member.edge, cast(EdgeMemory, state), slot))
+            if member.wall_clock is not None and stream is not None:
+                walls.append(Clocked(stream, cast(Deadline, state)))
+    return whens, walls
 
 
 @dataclass(frozen=True)
@@ -100,7 +187,7 @@ class ResumePoint:
 class Run:
     """The state of one run as it advances."""
 
-    def __init__(self, plan: RunPlan, backend: AbstractBackend, writer: BackgroundWriter,
+    def __init__(self, plan: RunPlan, backend: AbstractBackend, writer: CaptureWriter,
                  buffers: HostBuffers, resume: ResumePoint | None = None) -> None:
         self.plan = plan
         self.backend = backend
@@ -110,9 +197,11 @@ class Run:
         self.buffers = buffers
         self.diagnostics = diagnostics_for(plan.solver)
         self.sizes = {c.name: len(c.values) for c in plan.solver.coordinates()}
-        field_names = [f.name for f in plan.solver.fields()]
-        self.checkpoints = {s.name for s in plan.streams if is_checkpoint(s, field_names)}
-        self.state_slots = tuple(save_schedules(plan))
+        self.checkpoints = checkpoint_streams(plan)
+        #: The state of each schedule, by the scenario key it came from.
+        self.schedule_states = {key: schedule.init_state()
+                                for key, schedule in schedules(plan).items()}
+        self.state_slots = tuple(save_schedules(self.schedule_states))
         self.step = 0
         self.time = 0.0
         rng = np.random.default_rng(seed)
@@ -123,34 +212,43 @@ class Run:
         self.plain = [s for s in plan.streams if s.stage is None]
         self.staged = [s for s in plan.streams if s.stage is not None]
         # Conditions and wall-clock captures happen between blocks, at a block's last step;
-        # a stage stream's capture then retakes that step stage by stage.
-        self.whens = [(s, m) for s in plan.streams for m in members(s.schedule)
-                      if isinstance(m, When)]
-        if plan.stop_when is not None:
-            self.whens.append((None, plan.stop_when))  # ends the run instead of capturing
+        # a stage stream's capture then retakes that step stage by stage. A condition of
+        # stop_when ends the run instead of capturing.
+        self.whens, self.walls = _watched(plan, self.schedule_states)
         self.stopped = False
-        self.walls = [(s, m) for s in plan.streams for m in members(s.schedule)
-                      if isinstance(m, WallTime)]
-        # The schedules keep their own state (cooldowns, deadlines); a resume gives them back
-        # the state saved with its checkpoint, so they capture what an uninterrupted run would.
+        self._resume(resume)
+        self.watch = (conditions_for(plan.solver, tuple(w.condition.key for w in self.whens))
+                      if self.whens else None)
+        # The step rate that sizes blocks before a wall-clock capture counts this process's
+        # steps only (a resumed run starts at its checkpoint's step).
+        self.wall_started, self.wall_start_step = _time.perf_counter(), self.step
+        self.checked_at = self.step
+
+    def _resume(self, resume: ResumePoint | None) -> None:
+        """Start from ``resume``: the schedules get back the state saved with its checkpoint,
+        so they capture what an uninterrupted run would."""
         saved = None
         if resume is not None:
             self.step, self.time = resume.step, resume.time
             if resume.fields is not None:
-                self.fields = {name: backend.place(value, self.dims[name])
+                self.fields = {name: self.backend.place(value, self.dims[name])
                                for name, value in resume.fields.items()}
                 saved = resume.schedules
                 if saved is None and self.state_slots:
                     logger.warning("the checkpoint at step %d holds no schedule state: cooldowns "
                                    "and wall-clock schedules start afresh", resume.step)
             self.last_capture = dict(resume.last_capture)
-        restore_schedules(plan, saved)
-        self.watch = self._make_watch() if self.whens else None
-        # The step rate that sizes blocks before a wall-clock capture counts this process's
-        # steps only (a resumed run starts at its checkpoint's step).
-        self.wall_started, self.wall_start_step = _time.perf_counter(), self.step
-        self.checked_at = self.step
+        restore_schedules(self.schedule_states, saved)
 
-    def _make_watch(self):
-        return conditions_for(self.plan.solver, tuple((m.diagnostic, m.above, m.below, m.stage)
-                                                      for _, m in self.whens))
+    def level_value(self, stages: Callable[[str], Mapping[str, Any] | None]
+                    ) -> Callable[[Condition], float]:
+        """A condition's diagnostic on the host, of the run's state or (with a stage) of
+        ``stages(stage)``: NaN, which holds no condition, where no step made that state."""
+        def value(condition: Condition) -> float:
+            state = self.fields if condition.stage is None else stages(condition.stage)
+            if state is None:  # the state the run starts from: no stage made it
+                return float("nan")
+            found = self.backend.call(self.diagnostics[condition.diagnostic].fn, state)
+            return float(self.backend.to_host({"v": found})["v"])
+
+        return value
