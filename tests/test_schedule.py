@@ -272,3 +272,17 @@ def test_while_due_needs_its_step_and_its_condition():
     assert level.due(state, 4, 4.0, lambda c: 0.9)
     assert not level.due(state, 5, 5.0, lambda c: 0.9)
     assert not level.due(state, 6, 6.0, lambda c: 0.1)
+
+
+@pytest.mark.parametrize("spec, key, fragment", [
+    ({"when": {"above": 1.0}}, "s.when", "(without diagnostic), given {'above': 1.0}"),
+    ({"while": {"below": 1.0}}, "s.while.diagnostic", "expected a diagnostic name, given ''"),
+    ({"when": {"diagnostic": "e", "above": 1.0, "cooldwn": 2}}, "s.when.cooldwn",
+     'did you mean "cooldown"'),
+    ({"when": 3}, "s.when", "expected {diagnostic: D, above|below: X}, given 3"),
+])
+def test_a_condition_missing_a_key_is_said_of_its_key(spec, key, fragment):
+    with pytest.raises(ScenarioError) as info:
+        parse_schedule(spec, key="s")
+    assert info.value.key == key
+    assert fragment in info.value.message

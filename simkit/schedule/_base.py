@@ -8,6 +8,7 @@ it remembers during a run lives in the ``ScheduleState`` from ``init_state``.
 from __future__ import annotations
 
 import abc
+import inspect
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -107,9 +108,15 @@ class AbstractSchedule(abc.ABC):
                 raise ScenarioError(f"unknown key{did_you_mean(str(item), cls.keys)}; expected "
                                     f"one of {', '.join(cls.keys)}, given {item!r}",
                                     key=f"{key}.{item}")
+        given = {**cls.defaults, **value}
+        missing = [name for name, p in inspect.signature(cls).parameters.items()
+                   if p.default is p.empty and name not in given]
+        if missing:
+            raise ScenarioError(f"expected {cls.shape} (without {', '.join(missing)}), given "
+                                f"{value!r}", key=key)
         factory: Callable[..., AbstractSchedule] = cls
         try:
-            return factory(**{**cls.defaults, **value})
+            return factory(**given)
         except ScenarioError as error:
             inner = str(error.key or "")
             if inner == cls.kind or inner.startswith(cls.kind + "."):  # the schedule names itself
