@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from simkit.scenario import plan_run
-from simkit.schedule._parse import _CONDITIONS
+from simkit.schedule import When
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,7 +24,7 @@ def test_readme_documents_stop_when_with_the_keys_it_takes(in_tmp):
     found = re.search(r"\*\*Ending early: `stop_when`\.\*\*(.*?)\n\n", section, re.S)
     assert found, "no stop_when paragraph in the README's scenario reference"
     paragraph = found.group(1)
-    _, keys, _, _ = _CONDITIONS["when"]  # stop_when is parsed as a `when` condition
+    keys = When.keys  # stop_when is parsed as a `when` condition
     assert [k for k in keys if f"`{k}" not in paragraph] == []
     example = re.search(r"```yaml\n(solver:.*?)```", section, re.S).group(1)
     data = yaml.safe_load(example)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from simkit.errors import ScenarioError, did_you_mean
+from simkit.errors import ScenarioError
 from simkit.scenario._additions import _additions, _extend
 from simkit.scenario._checks import (
     _check_initial,
@@ -24,14 +24,13 @@ from simkit.scenario._model import RunPlan, Scenario, validate_model
 from simkit.scenario._overrides import _plain, apply_override, merge_overrides
 from simkit.scenario._streams import (
     _check_capture_count,
-    _check_scalar,
-    _check_stage,
     _check_stream_count,
     _check_stream_fires,
+    _stop_when,
     _stream,
     _warn_questionable,
 )
-from simkit.schedule import MAX_STEP, parse_condition
+from simkit.schedule import MAX_STEP
 from simkit.solver import load_solver
 
 _DEFAULT_OUTPUT_DIR = "runs"
@@ -170,16 +169,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
     if isinstance(misfit, Mapping) and isinstance(misfit.get("path"), str):
         inputs["observations file (objective.misfit.path)"] = misfit["path"]
     _check_output(output, overwrite, inputs)
-    stop_when = None
-    if scenario.stop_when is not None:
-        stop_when = parse_condition("when", scenario.stop_when, "stop_when")
-        diag_names = [d.name for d in solver.diagnostics()]
-        if stop_when.diagnostic not in diag_names:
-            raise ScenarioError(f"unknown diagnostic{did_you_mean(stop_when.diagnostic, diag_names)}"
-                                f"; expected one of {', '.join(diag_names)}, given "
-                                f"{stop_when.diagnostic!r}", key="stop_when.diagnostic")
-        _check_scalar(solver, stop_when.diagnostic, "stop_when.diagnostic")
-        _check_stage(solver, stop_when.stage, "stop_when.stage")
+    stop_when = _stop_when(scenario, solver)
     _check_initial(solver, initial, scenario.seed)
     mesh = _mesh(scenario, solver)
     _warn_questionable(scenario, solver, streams, dt, steps)

@@ -3,7 +3,6 @@ captures they make."""
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 import warnings
@@ -12,19 +11,7 @@ from typing import Any
 
 from simkit.errors import ScenarioError, did_you_mean
 from simkit.scenario._model import Scenario, SimkitWarning, StreamPlan
-from simkit.schedule import (
-    AbstractSchedule,
-    At,
-    Every,
-    First,
-    LogSpaced,
-    SimTime,
-    WallTime,
-    When,
-    While,
-    members,
-    parse_schedule,
-)
+from simkit.schedule import Condition, When, parse_condition, parse_schedule
 from simkit.solver import AbstractSolver
 from simkit.solver._summaries import parse_summaries
 
@@ -137,16 +124,11 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
         raise ScenarioError("expected at least one field or diagnostic to capture, given none",
                             key=key)
     schedule = parse_schedule(schedule_spec, key)
-    for member in members(schedule):
-        form = "while" if isinstance(member, While) else "when"
-        if isinstance(member, (When, While)) and member.diagnostic not in diag_names:
-            raise ScenarioError(f"unknown diagnostic{did_you_mean(member.diagnostic, diag_names)};"
-                                f" expected one of {', '.join(diag_names)}, given "
-                                f"{member.diagnostic!r}", key=f"{key}.{form}.diagnostic")
-        if isinstance(member, (When, While)):
-            _check_scalar(solver, member.diagnostic, f"{key}.{form}.diagnostic")
-        if isinstance(member, (When, While)):
-            _check_stage(solver, member.stage, f"{key}.{form}.stage")
+    for member in schedule.members():
+        if member.edge is not None:
+            _check_condition(solver, member.edge, f"{key}.when")
+        if member.level is not None:
+            _check_condition(solver, member.level, f"{key}.while")
     return StreamPlan(name, schedule, fields, diagnostics, stage)
 
 
@@ -158,9 +140,34 @@ def _check_stage(solver: AbstractSolver, stage: str | None, key: str) -> None:
                             f"{', '.join(stage_names)}, given {stage!r}", key=key)
 
 
+def _check_condition(solver: AbstractSolver, condition: Condition, key: str) -> None:
+    """A condition (at ``key``) looks at one of the solver's scalar diagnostics, after one of its
+    stages if it names one."""
+    diag_names = [d.name for d in solver.diagnostics()]
+    if condition.diagnostic not in diag_names:
+        raise ScenarioError(f"unknown diagnostic{did_you_mean(condition.diagnostic, diag_names)}"
+                            f"; expected one of {', '.join(diag_names)}, given "
+                            f"{condition.diagnostic!r}", key=f"{key}.diagnostic")
+    _check_scalar(solver, condition.diagnostic, f"{key}.diagnostic")
+    _check_stage(solver, condition.stage, f"{key}.stage")
+
+
+def _stop_when(scenario: Scenario, solver: AbstractSolver) -> When | None:
+    """The edge condition that ends the run early (``stop_when``), or None."""
+    if scenario.stop_when is None:
+        return None
+    stop_when = parse_condition("when", scenario.stop_when, "stop_when")
+    condition = stop_when.edge
+    assert condition is not None  # a `when` is an edge condition
+    _check_condition(solver, condition, "stop_when")
+    return stop_when
+
+
 def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> None:
     schedule = stream.schedule
-    if schedule.at_end or any(isinstance(m, (When, WallTime)) for m in members(schedule)):
+    # A condition or the wall clock may capture at any step: only the run can tell.
+    if schedule.at_end or any(m.edge is not None or m.wall_clock is not None
+                              for m in schedule.members()):
         return
     first_step = schedule.next_step(-1)
     first_time = schedule.next_time(-math.inf)
@@ -174,33 +181,9 @@ def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> No
                             "given one that captures nothing", key=f"outputs.{stream.name}")
 
 
-def _count_member(schedule: AbstractSchedule, steps: int, end_time: float) -> int:
-    """Captures of one schedule member within ``steps`` steps, in closed form (a loop over
-    10**11 steps would hang ``validate``); 0 for conditions the driver decides."""
-    if isinstance(schedule, Every):
-        return 0 if steps < schedule.offset else (steps - schedule.offset) // schedule.every + 1
-    if isinstance(schedule, (At, LogSpaced)):
-        return bisect.bisect_right(schedule.steps, steps)
-    if isinstance(schedule, First):
-        return 1
-    if isinstance(schedule, SimTime):
-        span = end_time * (1 + 1e-12) - schedule.start
-        return 0 if span < 0 else math.floor(span / schedule.interval) + 1
-    return 0
-
-
-def _count_captures(schedule: AbstractSchedule, steps: int, end_time: float) -> int:
-    """Captures of ``schedule`` within ``steps`` steps (a union counts each step once at most,
-    an upper bound where its members overlap)."""
-    parts = members(schedule)
-    by_step = sum(_count_member(m, steps, end_time) for m in parts if not isinstance(m, SimTime))
-    by_time = sum(_count_member(m, steps, end_time) for m in parts if isinstance(m, SimTime))
-    return min(by_step, steps + 1) + by_time + int(schedule.at_end)
-
-
 def _check_capture_count(stream: StreamPlan, scenario: Scenario, steps: int, dt: float) -> None:
     end_time = scenario.until if scenario.until is not None else steps * dt
-    count = _count_captures(stream.schedule, steps, end_time)
+    count = stream.schedule.count(steps, end_time)
     if count > MAX_CAPTURES:
         raise ScenarioError(f"expected at most {MAX_CAPTURES} captures in one stream, given a "
                             f"schedule making about {count:.3g}", key=f"outputs.{stream.name}")
@@ -208,8 +191,7 @@ def _check_capture_count(stream: StreamPlan, scenario: Scenario, steps: int, dt:
         return
     # Explicit steps past the end are dropped: say so, a shortened run (--set steps=...) is
     # legal but a typo in `at` should not pass unnoticed.
-    beyond = sorted({s for m in members(stream.schedule) if isinstance(m, (At, LogSpaced))
-                     for s in m.steps if s > steps})
+    beyond = stream.schedule.beyond(steps)
     if beyond:
         shown = ", ".join(map(str, beyond[:5])) + (", ..." if len(beyond) > 5 else "")
         warnings.warn(f"outputs.{stream.name}: steps {shown} come after the run's last step "
@@ -229,7 +211,7 @@ def _warn_questionable(scenario: Scenario, solver: AbstractSolver, streams: tupl
                    for f in solver.fields()}
     for stream in streams:
         per_capture = sum(field_bytes.get(name, 0) for name in stream.fields)
-        total = per_capture * _count_captures(stream.schedule, steps, end)
+        total = per_capture * stream.schedule.count(steps, end)
         if total > LARGE_STREAM_BYTES:
             warnings.warn(f"outputs.{stream.name} will write about {total / 2**30:.1f} GiB; "
                           "capture less often or fewer fields if that is not intended",
