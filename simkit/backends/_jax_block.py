@@ -7,13 +7,21 @@ Gaps, time steps, due masks and the number of points are data: one trace serves 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simkit.backends._block import HELD, STEP, BlockPlan, BlockProgram, BlockResult, slot_values
+from simkit.backends._block import (
+    HELD,
+    STEP,
+    BlockPlan,
+    BlockProgram,
+    BlockResult,
+    Slot,
+    slot_values,
+)
 
 
 def _all_finite(values: dict[str, Any]) -> Any:
@@ -43,22 +51,89 @@ def compile_ensemble_block(program_for: Callable[[Any], BlockProgram], dtype: An
 
 def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
     """The traceable (not yet jitted) block of ``program``."""
-    slots = program.slots
-    watch, levels = program.watch, program.levels
-    # Edge conditions on a stage: every watched step is the staged one, and their memory comes
-    # with the plan (the state holds none of it).
-    staged_watch = np.asarray(program.watch_staged, dtype=bool)
-    # One step, traced once wherever the block takes it (XLA inlines the call).
-    one_step = jax.jit(program.step)
-    watch_step = (program.staged if staged_watch.any()
-                  else lambda f, dt, step, time: (program.step(f, dt, step, time), None))
-
-    def last_step(f, dt, step, time):
-        if program.staged is None:
-            return program.step(f, dt, step, time), None
-        return program.staged(f, dt, step, time)
+    block = _Block(program, dtype)
 
     def run(fields, counts, dts, last_dts, steps, times, offsets, due, used, enabled, held):
+        return block.run(fields, _Plan(counts, dts, last_dts, steps, times, offsets, due, used,
+                                       enabled, held))
+
+    return run
+
+
+class _Plan(NamedTuple):
+    """A block's plan arrays as the traced program receives them (see ``BlockPlan``)."""
+
+    counts: Any
+    dts: Any
+    last_dts: Any
+    steps: Any
+    times: Any
+    offsets: Any
+    due: Any
+    used: Any
+    enabled: Any
+    held: Any
+
+
+class _Gap(NamedTuple):
+    """The steps before one capture point: ``n`` steps from step ``s0``, of ``dt`` but the last
+    (``last``); ``plain`` of them are the one step function, the rest the staged step."""
+
+    n: Any
+    dt64: Any
+    dt: Any
+    last: Any
+    s0: Any
+    t0: Any
+    o: Any
+    plain: Any
+
+    def time_at(self, i: Any) -> Any:
+        # As the host computes it: float64 whatever the state's dtype, counted from the start of
+        # the gap.
+        return self.t0 + jnp.asarray(self.o + i, jnp.float64) * self.dt64
+
+    def dt_of(self, i: Any) -> Any:
+        return jnp.where(i == self.n - 1, self.last, self.dt)
+
+
+class _Taken(NamedTuple):
+    """Where a point's gap left the block: the state, what its stages saw, and the memory of the
+    edge conditions; ``completed``: whether the gap ran to its capture point."""
+
+    f: Any
+    seen: Any
+    stopped: Any
+    prev: Any
+    fired: Any
+    taken: Any
+    completed: Any
+
+
+class _Block:
+    """The pieces of one block program; ``run`` is traced once per run."""
+
+    def __init__(self, program: BlockProgram, dtype: Any) -> None:
+        self.program, self.dtype = program, dtype
+        self.slots = program.slots
+        self.watch, self.levels = program.watch, program.levels
+        # Edge conditions on a stage: every watched step is the staged one, and their memory
+        # comes with the plan (the state holds none of it).
+        self.staged_watch = np.asarray(program.watch_staged, dtype=bool)
+        # One step, traced once wherever the block takes it (XLA inlines the call).
+        self.one_step = jax.jit(program.step)
+        self.watch_step = program.staged if self.staged_watch.any() else self._unstaged
+
+    def _unstaged(self, f: Any, dt: Any, step: Any, time: Any) -> tuple[Any, None]:
+        return self.program.step(f, dt, step, time), None
+
+    def last_step(self, f: Any, dt: Any, step: Any, time: Any) -> tuple[Any, Any]:
+        if self.program.staged is None:
+            return self.program.step(f, dt, step, time), None
+        return self.program.staged(f, dt, step, time)
+
+    def run(self, fields: Any, plan: _Plan) -> tuple:
+        program, watch, slots = self.program, self.watch, self.slots
         buffers = []
         for slot in slots:
             b = {name: jnp.zeros((slot.capacity, *program.shapes[name][0]),
@@ -67,136 +142,144 @@ def block_function(program: BlockProgram, dtype: Any) -> Callable[..., tuple]:
             b[STEP] = jnp.zeros(slot.capacity, jnp.int64)
             buffers.append(b)
         no_flags = jnp.zeros(0, bool)
-        prev0 = (jnp.where(staged_watch, held, watch(fields, None)) if watch is not None
-                 else no_flags)
+        prev0 = (jnp.where(self.staged_watch, plan.held, watch(fields, None))
+                 if watch is not None else no_flags)
         false = jnp.asarray(False)
 
-        def point(carry):
-            k, f, bufs, idx, ok, stopped, prev, fired, taken = carry
-            n, dt64, last64 = counts[k], dts[k], last_dts[k]
-            dt, last = dt64.astype(dtype), last64.astype(dtype)
-            s0, t0, o = steps[k], times[k], offsets[k]
-
-            def time_at(i):
-                # As the host computes it: float64 whatever the state's dtype, counted from the
-                # start of the gap.
-                return t0 + jnp.asarray(o + i, jnp.float64) * dt64
-
-            # With stage captures the point's last step is the staged step; otherwise every step
-            # of the gap is the one step function (traced once), the last one with its own dt.
-            plain = n - 1 if program.staged is not None else n
-
-            def dt_of(i):
-                return jnp.where(i == n - 1, last, dt)
-
-            seen = None
-            if watch is None and program.staged is None:
-                # The point's last step is taken apart from the loop, in the computation that
-                # stores the captures: XLA then fuses the captured reductions with the step's
-                # own pass over the state instead of reading the state again. A point of no
-                # steps (an ensemble's first) keeps its state.
-                f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), n - 1, lambda i, g: one_step(
-                    g, dt, s0 + i, time_at(i)), f)
-                stepped = one_step(f, last, s0 + n - 1, time_at(n - 1))
-                f = jax.tree_util.tree_map(lambda new, old: jnp.where(n > 0, new, old), stepped,
-                                           f)
-                taken = taken + n
-                completed = jnp.asarray(True)
-            elif watch is None:
-                f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), plain, lambda i, g: program.step(
-                    g, dt_of(i), s0 + i, time_at(i)), f)
-                taken = taken + plain
-                completed = jnp.asarray(True)
-            else:
-                def cond(c):
-                    i, _, stop, _, _ = c
-                    return (i < plain) & ~stop
-
-                def body(c):
-                    i, g, _, p, _ = c
-                    g, stage_states = watch_step(g, dt_of(i), s0 + i, time_at(i))
-                    now = watch(g, stage_states)
-                    turned = now & ~p & enabled
-                    return i + 1, g, jnp.any(turned), now, turned
-
-                i, f, stop, prev, turned = jax.lax.while_loop(
-                    cond, body, (jnp.zeros((), jnp.int64), f, false, prev, fired))
-                fired = jnp.where(stop, turned, fired)
-                stopped = stop
-                taken = taken + i
-                completed = i == plain  # a condition may fire at the gap's very last step
-            if program.staged is not None:
-                args = (last, s0 + n - 1, time_at(n - 1))
-                if watch is None:
-                    f, seen = last_step(f, *args)
-                else:  # the last step only if no condition stopped the gap before it
-                    shapes = jax.eval_shape(last_step, f, *args)
-                    skipped = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                                     shapes)
-                    f, seen = jax.lax.cond(completed & ~stopped,
-                                           lambda g: last_step(g, *args),
-                                           lambda g: (g, skipped[1]), f)
-                    now = watch(f, seen)
-                    turned = now & ~prev & enabled & completed & ~stopped
-                    fired = jnp.where(jnp.any(turned), turned, fired)
-                    taken = taken + (completed & ~stopped).astype(jnp.int64)
-                    completed = completed & ~stopped
-                    stopped = stopped | jnp.any(turned)
-                    prev = jnp.where(completed, now, prev)
-                if watch is None:
-                    taken = taken + 1
-            true_ = completed
-            level_flags = levels(f, seen) if levels is not None else None
-            new_bufs, new_idx = [], []
-            for s, slot in enumerate(slots):
-                do = due[k, s] & true_
-                if slot.level is not None:
-                    do = do & level_flags[slot.level]
-
-                def write(operand, slot=slot):
-                    b, i = operand
-                    values = slot_values(program, slot, f, seen)
-                    good = _all_finite(values)
-                    values[STEP] = s0 + n
-                    if slot.held:
-                        values[HELD] = prev
-                    out = {name: jax.lax.dynamic_update_index_in_dim(
-                        b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
-                    return out, good
-
-                if not slot.inline:  # computed and stored only where due
-                    b, good = jax.lax.cond(do, write,
-                                           lambda operand: (operand[0], jnp.asarray(True)),
-                                           (bufs[s], idx[s]))
-                else:
-                    # Due at (nearly) every point: computed in line with the step (a branch
-                    # would keep them apart from it), stored where due; elsewhere the row at
-                    # the index (clamped when the buffer is full) keeps its value.
-                    values = slot_values(program, slot, f, seen)
-                    good = _all_finite(values) | ~do
-                    values[STEP] = s0 + n
-                    row = jnp.minimum(idx[s], slot.capacity - 1)
-                    b = {name: jax.lax.dynamic_update_index_in_dim(old, jnp.where(
-                        do, jnp.asarray(values[name], old.dtype),
-                        jax.lax.dynamic_index_in_dim(old, row, 0, keepdims=False)), row, 0)
-                         for name, old in bufs[s].items()}
-                ok = ok & good
-                new_bufs.append(b)
-                new_idx.append(idx[s] + do.astype(jnp.int64))
-            idx = jnp.stack(new_idx) if new_idx else idx
-            return k + 1, f, new_bufs, idx, ok, stopped, prev, fired, taken
-
         def more(carry):
-            return (carry[0] < used) & ~carry[5]
+            return (carry[0] < plan.used) & ~carry[5]
 
         start = (jnp.asarray(0, jnp.int64), dict(fields), buffers,
                  jnp.zeros(len(slots), jnp.int64), jnp.asarray(True), false, prev0,
                  jnp.zeros_like(prev0), jnp.asarray(0, jnp.int64))
-        k, f, bufs, idx, ok, _, prev, fired, taken = jax.lax.while_loop(more, point, start)
+        k, f, bufs, idx, ok, _, prev, fired, taken = jax.lax.while_loop(
+            more, lambda carry: self.point(carry, plan, false), start)
         ok = ok & _all_finite(f)
         return f, bufs, idx, k, taken, fired, ok, prev
 
-    return run
+    def point(self, carry: tuple, plan: _Plan, false: Any) -> tuple:
+        """One capture point: its gap of steps, then the captures due at it."""
+        k, f, bufs, idx, ok, stopped, prev, fired, taken = carry
+        n, dt64, last64 = plan.counts[k], plan.dts[k], plan.last_dts[k]
+        dt, last = dt64.astype(self.dtype), last64.astype(self.dtype)
+        s0, t0, o = plan.steps[k], plan.times[k], plan.offsets[k]
+        # With stage captures the point's last step is the staged step; otherwise every step of
+        # the gap is the one step function (traced once), the last one with its own dt.
+        plain = n - 1 if self.program.staged is not None else n
+        gap = _Gap(n, dt64, dt, last, s0, t0, o, plain)
+        if self.watch is None and self.program.staged is None:
+            done = self.fused_gap(gap, f, stopped, prev, fired, taken)
+        elif self.watch is None:
+            done = self.staged_gap(gap, f, stopped, prev, fired, taken)
+        else:
+            done = self.watched_gap(gap, f, prev, fired, taken, plan.enabled, false)
+        if self.program.staged is not None:
+            done = self.staged_last_step(gap, done, plan.enabled)
+        level_flags = self.levels(done.f, done.seen) if self.levels is not None else None
+        new_bufs, new_idx = [], []
+        for s, slot in enumerate(self.slots):
+            do = plan.due[k, s] & done.completed
+            if slot.level is not None:
+                do = do & level_flags[slot.level]
+            b, good = self.store(slot, gap, done, do, bufs[s], idx, s)
+            ok = ok & good
+            new_bufs.append(b)
+            new_idx.append(idx[s] + do.astype(jnp.int64))
+        idx = jnp.stack(new_idx) if new_idx else idx
+        return k + 1, done.f, new_bufs, idx, ok, done.stopped, done.prev, done.fired, done.taken
+
+    def fused_gap(self, gap: _Gap, f: Any, stopped: Any, prev: Any, fired: Any,
+                  taken: Any) -> _Taken:
+        """No conditions, no stages: the point's last step is taken apart from the loop, in the
+        computation that stores the captures, so that XLA fuses the captured reductions with the
+        step's own pass over the state instead of reading the state again. A point of no steps
+        (an ensemble's first) keeps its state."""
+        n, dt, s0 = gap.n, gap.dt, gap.s0
+        f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), n - 1, lambda i, g: self.one_step(
+            g, dt, s0 + i, gap.time_at(i)), f)
+        stepped = self.one_step(f, gap.last, s0 + n - 1, gap.time_at(n - 1))
+        f = jax.tree_util.tree_map(lambda new, old: jnp.where(n > 0, new, old), stepped, f)
+        return _Taken(f, None, stopped, prev, fired, taken + n, jnp.asarray(True))
+
+    def staged_gap(self, gap: _Gap, f: Any, stopped: Any, prev: Any, fired: Any,
+                   taken: Any) -> _Taken:
+        """No conditions: the gap's steps but the staged last one."""
+        f = jax.lax.fori_loop(jnp.zeros((), jnp.int64), gap.plain, lambda i, g: self.program.step(
+            g, gap.dt_of(i), gap.s0 + i, gap.time_at(i)), f)
+        return _Taken(f, None, stopped, prev, fired, taken + gap.plain, jnp.asarray(True))
+
+    def watched_gap(self, gap: _Gap, f: Any, prev: Any, fired: Any, taken: Any, enabled: Any,
+                    false: Any) -> _Taken:
+        """Edge conditions: the gap stops at the step where one turns true."""
+        def cond(c):
+            i, _, stop, _, _ = c
+            return (i < gap.plain) & ~stop
+
+        def body(c):
+            i, g, _, p, _ = c
+            g, stage_states = self.watch_step(g, gap.dt_of(i), gap.s0 + i, gap.time_at(i))
+            now = self.watch(g, stage_states)
+            turned = now & ~p & enabled
+            return i + 1, g, jnp.any(turned), now, turned
+
+        i, f, stop, prev, turned = jax.lax.while_loop(
+            cond, body, (jnp.zeros((), jnp.int64), f, false, prev, fired))
+        fired = jnp.where(stop, turned, fired)
+        # A condition may fire at the gap's very last step.
+        return _Taken(f, None, stop, prev, fired, taken + i, i == gap.plain)
+
+    def staged_last_step(self, gap: _Gap, done: _Taken, enabled: Any) -> _Taken:
+        """The point's last step, the staged one (what stage captures see)."""
+        args = (gap.last, gap.s0 + gap.n - 1, gap.time_at(gap.n - 1))
+        if self.watch is None:
+            f, seen = self.last_step(done.f, *args)
+            return done._replace(f=f, seen=seen, taken=done.taken + 1)
+        # The last step only if no condition stopped the gap before it.
+        completed, stopped = done.completed, done.stopped
+        shapes = jax.eval_shape(self.last_step, done.f, *args)
+        skipped = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        f, seen = jax.lax.cond(completed & ~stopped, lambda g: self.last_step(g, *args),
+                               lambda g: (g, skipped[1]), done.f)
+        now = self.watch(f, seen)
+        turned = now & ~done.prev & enabled & completed & ~stopped
+        fired = jnp.where(jnp.any(turned), turned, done.fired)
+        taken = done.taken + (completed & ~stopped).astype(jnp.int64)
+        completed = completed & ~stopped
+        stopped = stopped | jnp.any(turned)
+        prev = jnp.where(completed, now, done.prev)
+        return _Taken(f, seen, stopped, prev, fired, taken, completed)
+
+    def store(self, slot: Slot, gap: _Gap, done: _Taken, do: Any, buffers: dict[str, Any],
+              idx: Any, s: int) -> tuple[dict[str, Any], Any]:
+        """Store what ``slot`` (the ``s``-th, its index at ``idx[s]``) keeps at this point where
+        ``do``: the new buffers, and whether the stored values are finite."""
+        program, f, seen = self.program, done.f, done.seen
+        if not slot.inline:  # computed and stored only where due
+            def write(operand):
+                b, i = operand
+                values = slot_values(program, slot, f, seen)
+                good = _all_finite(values)
+                values[STEP] = gap.s0 + gap.n
+                if slot.held:
+                    values[HELD] = done.prev
+                out = {name: jax.lax.dynamic_update_index_in_dim(
+                    b[name], jnp.asarray(values[name], b[name].dtype), i, 0) for name in b}
+                return out, good
+
+            return jax.lax.cond(do, write, lambda operand: (operand[0], jnp.asarray(True)),
+                                (buffers, idx[s]))
+        # Due at (nearly) every point: computed in line with the step (a branch would keep them
+        # apart from it), stored where due; elsewhere the row at the index (clamped when the
+        # buffer is full) keeps its value.
+        values = slot_values(program, slot, f, seen)
+        good = _all_finite(values) | ~do
+        values[STEP] = gap.s0 + gap.n
+        row = jnp.minimum(idx[s], slot.capacity - 1)
+        b = {name: jax.lax.dynamic_update_index_in_dim(old, jnp.where(
+            do, jnp.asarray(values[name], old.dtype),
+            jax.lax.dynamic_index_in_dim(old, row, 0, keepdims=False)), row, 0)
+             for name, old in buffers.items()}
+        return b, good
 
 
 def run_block(compiled: Any, fields: dict[str, Any], plan: BlockPlan) -> BlockResult:
