@@ -23,6 +23,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
 	SIMKIT_REQUIRE_BACKENDS=$${CI:+1} $(BIN)/python -m pytest -n 2 --durations=15
