@@ -6,6 +6,7 @@ from ``next_step``, ``next_time``, ``fires`` and what the schedule says it is (`
 ``edge``, ``level``, ``wall_clock``, ...).
 """
 
+from simkit.schedule import _kinds
 from simkit.schedule._base import (
     KINDS,
     TIME_RTOL,
@@ -15,19 +16,7 @@ from simkit.schedule._base import (
     ValueOf,
     members,
 )
-from simkit.schedule._kinds import (
-    MAX_STEP,
-    At,
-    Every,
-    First,
-    Last,
-    LogSpaced,
-    SimTime,
-    WallTime,
-    When,
-    While,
-    fixed_in_steps,
-)
+from simkit.schedule._kinds import *  # noqa: F403 - every kind, as the registry has them
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_condition, parse_schedule
 from simkit.schedule._spec import (
     STREAM_KEYS,
@@ -39,29 +28,19 @@ from simkit.schedule._spec import (
 from simkit.schedule._state import ClockState, EdgeState, ScheduleState, UnionState
 
 __all__ = [
+    *_kinds.__all__,
     "KINDS",
-    "MAX_STEP",
     "TIME_RTOL",
     "AbstractSchedule",
     "AnyOf",
-    "At",
     "ClockState",
     "Condition",
     "EdgeState",
-    "Every",
-    "First",
-    "Last",
-    "LogSpaced",
-    "SimTime",
     "STREAM_KEYS",
     "Stream",
     "ScheduleState",
     "UnionState",
     "ValueOf",
-    "WallTime",
-    "When",
-    "While",
-    "fixed_in_steps",
     "members",
     "SCHEDULE_KEYS",
     "VALID_FORMS",
