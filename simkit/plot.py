@@ -81,50 +81,23 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
     Raises:
         ScenarioError: no such stream or field, no captures, a bad output name or panel count.
     """
-    if isinstance(panels, bool) or not isinstance(panels, numbers.Integral) or \
-            not 1 <= panels <= PANELS_LIMIT:
-        raise ScenarioError(f"expected a whole number of panels from 1 to {PANELS_LIMIT}, given "
-                            f"{panels!r}", key="--panels")
-    if color_scale not in COLOR_SCALES:
-        raise ScenarioError(f"expected a colour scale {', '.join(COLOR_SCALES)}, given "
-                            f"{color_scale!r}", key="--color-scale")
+    _check_options(panels, color_scale)
     import matplotlib
 
     if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
         matplotlib.use("Agg")  # images to files; a backend already chosen (a notebook's) stays
-    import matplotlib.pyplot as plt
-
-    from simkit.io import open_run_tree
 
     source = str(path)
-    output = Path(output) if output else Path(path).with_name(f"{Path(path).stem}_{field}.png")
-    if output.suffix not in _FORMATS:
-        raise ScenarioError(f"expected an output ending in {', '.join(_FORMATS)}, given "
-                            f"{str(output)!r}", key="-o")
-    if output.suffix == ".mp4" and shutil.which("ffmpeg") is None:
-        raise ScenarioError("expected ffmpeg on PATH to write .mp4, given none; use .gif",
-                            key="-o")
-    with open_run_tree(path) as tree:  # under the xarray lock; a bad file said in one line
-        found = _find_summaries(tree, field, stream)
-        held = any(field in tree[c].to_dataset().data_vars for c in tree.children)
-        if found is not None and (summary or not held):
-            name, ds = found
-            ds = ds.load()
-        elif summary:
-            raise ScenarioError(f"expected a field with summaries, given {field!r}",
-                                source=source, key="--field")
-        else:
-            name, da = _find(tree, field, stream, source)
-            ds = tree[name].to_dataset().load() if _is_histogram(da) else None
-            da = da.load()
-    if found is not None and (summary or not held):
+    output = _output_path(path, field, output)
+    summaries, name, ds, da = _read(path, field, stream, summary)
+    title = f"{Path(path).name}: {name}/{field}"
+    if summaries:
         if ds.sizes.get("step", 0) == 0:
             raise ScenarioError(f"expected captures in stream {name!r}, given none",
                                 source=source)
-        return _save(_summary_lines(ds, field, f"{Path(path).name}: {name}/{field}"), output)
+        return _save(_summary_lines(ds, field, title), output)
     if ds is not None and da.sizes.get("step", 0):
-        return _save(_histogram_image(ds, da, f"{Path(path).name}: {name}/{field}",
-                                      color_scale), output)
+        return _save(_histogram_image(ds, da, title, color_scale), output)
     if da.sizes.get("step", 0) == 0:
         raise ScenarioError(f"expected captures in stream {name!r}, given none", source=source)
     if da.size == 0:  # a recorded value of zero elements
@@ -132,31 +105,77 @@ def plot(path: str | os.PathLike, field: str, *, stream: str | None = None,
         raise ScenarioError(f"expected a field or diagnostic with values to draw, given "
                             f"{field!r} of shape ({shape}), which holds none", source=source,
                             key="--field")
-    title = f"{Path(path).name}: {name}/{field}"
+    if da.ndim != 1 and output.suffix in (".gif", ".mp4"):
+        return _animate(da, output, title)
+    return _save(_field_figure(da, title, panels), output)
+
+
+def _check_options(panels: int, color_scale: str) -> None:
+    if isinstance(panels, bool) or not isinstance(panels, numbers.Integral) or \
+            not 1 <= panels <= PANELS_LIMIT:
+        raise ScenarioError(f"expected a whole number of panels from 1 to {PANELS_LIMIT}, given "
+                            f"{panels!r}", key="--panels")
+    if color_scale not in COLOR_SCALES:
+        raise ScenarioError(f"expected a colour scale {', '.join(COLOR_SCALES)}, given "
+                            f"{color_scale!r}", key="--color-scale")
+
+
+def _output_path(path: str | os.PathLike, field: str, output: str | os.PathLike | None) -> Path:
+    """The image or animation to write (by default beside the run file), refused unless its
+    format can be written here."""
+    output = Path(output) if output else Path(path).with_name(f"{Path(path).stem}_{field}.png")
+    if output.suffix not in _FORMATS:
+        raise ScenarioError(f"expected an output ending in {', '.join(_FORMATS)}, given "
+                            f"{str(output)!r}", key="-o")
+    if output.suffix == ".mp4" and shutil.which("ffmpeg") is None:
+        raise ScenarioError("expected ffmpeg on PATH to write .mp4, given none; use .gif",
+                            key="-o")
+    return output
+
+
+def _read(path: str | os.PathLike, field: str, stream: str | None, summary: bool):
+    """What to draw, loaded: ``(True, stream, its dataset, None)`` for summaries of ``field``,
+    else ``(False, stream, its dataset or None, the field)`` (the dataset for a histogram)."""
+    from simkit.io import open_run_tree
+
+    source = str(path)
+    with open_run_tree(path) as tree:  # under the xarray lock; a bad file said in one line
+        found = _find_summaries(tree, field, stream)
+        held = any(field in tree[c].to_dataset().data_vars for c in tree.children)
+        if found is not None and (summary or not held):
+            name, ds = found
+            return True, name, ds.load(), None
+        if summary:
+            raise ScenarioError(f"expected a field with summaries, given {field!r}",
+                                source=source, key="--field")
+        name, da = _find(tree, field, stream, source)
+        ds = tree[name].to_dataset().load() if _is_histogram(da) else None
+        return False, name, ds, da.load()
+
+
+def _field_figure(da, title: str, panels: int):
+    """A diagnostic as a line over time; a field as a grid of panels at evenly spread steps
+    (steps along x for a field of one spatial dimension)."""
+    import matplotlib.pyplot as plt
+
     if da.ndim == 1:
         fig, ax = plt.subplots(figsize=(7, 4))
         da.plot(x="time", ax=ax, marker="." if da.sizes["step"] < 50 else None)
         ax.set_title(title)
-    elif output.suffix in (".gif", ".mp4"):
-        return _animate(da, output, title)
-    else:
-        frames = da.isel(step=np.unique(np.linspace(0, da.sizes["step"] - 1, panels).round()
-                                        .astype(int)))
-        if frames.ndim == 2:  # one spatial dimension: steps along the x axis
-            fig, ax = plt.subplots(figsize=(8, 4))
-            da.plot(x="step", ax=ax, **_colormap(da.values))
-            ax.set_title(title)
-        else:
-            extra = [d for d in frames.dims if d not in ("step",)][:-2]
-            frames = frames.isel({d: 0 for d in extra})
-            grid = frames.plot(col="step", col_wrap=min(3, frames.sizes["step"]),
-                               **_colormap(frames.values))
-            grid.fig.suptitle(title, y=1.02)
-            fig = grid.fig
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, bbox_inches="tight", dpi=100)
-    plt.close(fig)
-    return output
+        return fig
+    frames = da.isel(step=np.unique(np.linspace(0, da.sizes["step"] - 1, panels).round()
+                                    .astype(int)))
+    if frames.ndim == 2:  # one spatial dimension: steps along the x axis
+        fig, ax = plt.subplots(figsize=(8, 4))
+        da.plot(x="step", ax=ax, **_colormap(da.values))
+        ax.set_title(title)
+        return fig
+    extra = [d for d in frames.dims if d not in ("step",)][:-2]
+    frames = frames.isel({d: 0 for d in extra})
+    grid = frames.plot(col="step", col_wrap=min(3, frames.sizes["step"]),
+                       **_colormap(frames.values))
+    grid.fig.suptitle(title, y=1.02)
+    return grid.fig
 
 
 def _is_histogram(da) -> bool:
