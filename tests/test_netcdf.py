@@ -117,3 +117,69 @@ def test_committed_step_reaches_the_file_once_its_captures_are_synced(tmp_path):
         assert seen == "3"
     finally:
         writer.close()
+
+
+def _small_layout() -> schema.RunLayout:
+    u = schema.VariableSpec("u", ("x",), "K", "temperature")
+    energy = schema.VariableSpec("energy", (), "J", "energy")
+    return schema.RunLayout(
+        coordinates=(schema.CoordinateSpec("x", np.arange(4.0), "m", "position"),),
+        fields=(u,),
+        streams=(schema.StreamSpec("snap", (u,), (), state_slots=("cooldown_until",)),
+                 schema.StreamSpec("diag", (), (energy,))),
+        time_units="s")
+
+
+def test_a_run_file_written_and_read_back_through_the_protocols(tmp_path):
+    from simkit.io import open_reader, open_writer
+
+    path = tmp_path / "run.nc"
+    attrs = {schema.ATTR_SCENARIO: "solver: heat2d\n", schema.ATTR_SOLVER: "heat2d"}
+    writer = open_writer(path, _small_layout(), attrs)
+    for step in (0, 2):
+        writer.write_capture("snap", step, step * 0.5,
+                             {"u": np.full(4, float(step)),
+                              schema.SCHEDULE_STATE: np.array([step + 3.0])})
+    writer.check_space(["diag"] * 3)
+    writer.write_block("diag", [0, 1, 2], [0.0, 0.5, 1.0],
+                       {"energy": np.array([1.0, 2.0, 3.0])})
+    writer.sync()
+    writer.committed(2)
+    with open_reader(path) as reader:  # a reader of a file being written
+        assert reader.status() == schema.STATUS_RUNNING
+        assert reader.final_state(["u"]) is None
+        assert reader.committed_step() == 2
+    writer.write_final(2, 1.0, {"u": np.full(4, 2.0)})
+    assert writer.close({schema.ATTR_FINISHED: "now"}) == path
+    with open_reader(path) as reader:
+        assert reader.missing_parts() is None
+        assert reader.streams() == ("snap", "diag")
+        assert reader.grid() == {"x": 4}
+        assert reader.lengths() == reader.whole_counts() == {"snap": 2, "diag": 3}
+        assert reader.steps({"snap": 2, "diag": 1}) == {"snap": [0, 2], "diag": [0]}
+        diag = reader.captures("diag")
+        assert diag.steps.tolist() == [0, 1, 2] and diag.times.tolist() == [0.0, 0.5, 1.0]
+        assert diag.arrays["energy"].tolist() == [1.0, 2.0, 3.0]
+        checkpoint = reader.latest_checkpoint(["u"], {"snap": 2, "diag": 3})
+        assert (checkpoint.stream, checkpoint.step, checkpoint.time) == ("snap", 2, 1.0)
+        assert checkpoint.schedules == {"cooldown_until": 5.0}
+        assert reader.latest_checkpoint(["u"], {"snap": 2}, upto=1).step == 0
+        final = reader.final_state(["u"])
+        assert (final.step, final.time, final.fields["u"].tolist()) == (2, 1.0, [2.0] * 4)
+        assert reader.status() == schema.STATUS_COMPLETE
+        assert reader.attrs()[schema.ATTR_FINISHED] == "now"
+        assert {v.name: v.units for v in reader.variables("diag")}["energy"] == "J"
+        assert reader.stream_attrs("diag")[schema.ATTR_STREAM_DIAGNOSTICS] == "energy"
+        assert float(reader.value(schema.TIME)) == 1.0
+
+
+def test_only_the_netcdf_modules_import_netcdf4():
+    import re
+    from pathlib import Path
+
+    package = Path(simkit.__file__).parent
+    importing = sorted(str(path.relative_to(package.parent)) for path in package.rglob("*.py")
+                       if re.search(r"^\s*(import netCDF4|from netCDF4 )", path.read_text(),
+                                    re.MULTILINE)
+                       and not (path.parent.name == "io" and path.name.startswith("netcdf")))
+    assert importing == []

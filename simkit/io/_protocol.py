@@ -177,10 +177,10 @@ class RunReader(Protocol):
         """The steps of the first ``counts[name]`` captures of each stream (None: all)."""
         ...
 
-    def captures(self, stream: str, count: int,
+    def captures(self, stream: str, count: int | None = None,
                  names: Sequence[str] | None = None) -> StreamCaptures:
-        """The first ``count`` captures of ``stream`` (the variables ``names``, default every
-        captured one)."""
+        """The first ``count`` captures of ``stream`` (None: its whole ones), with the
+        variables ``names`` (None: every captured one)."""
         ...
 
     def stream_attrs(self, stream: str) -> dict[str, object]:

@@ -113,11 +113,13 @@ class NetCDFReader:
             return {name: [int(s) for s in self.ds.groups[name].variables[schema.STEP][:n]]
                     for name, n in counts.items()}
 
-    def captures(self, stream: str, count: int,
+    def captures(self, stream: str, count: int | None = None,
                  names: Sequence[str] | None = None) -> StreamCaptures:
         with hdf5_lock():
             group = self.ds.groups[stream]
             variables = group.variables
+            if count is None:
+                count = whole_count(group)
             if names is None:
                 names = [v for v in variables if schema.STEP_DIM in variables[v].dimensions
                          and v not in (schema.STEP, schema.TIME, schema.CHECKSUM)]
