@@ -31,8 +31,8 @@ from simkit.scenario._streams import (
     MAX_CAPTURES,
     MAX_STREAM_NAME_BYTES,
     MAX_STREAMS,
-    STREAM_KEYS,
 )
+from simkit.schedule import STREAM_KEYS
 
 __all__ = [
     "LARGE_STREAM_BYTES",

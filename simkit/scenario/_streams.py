@@ -11,7 +11,7 @@ from typing import Any
 
 from simkit.errors import ScenarioError, did_you_mean
 from simkit.scenario._model import Scenario, SimkitWarning, StreamPlan
-from simkit.schedule import Condition, When, parse_condition, parse_schedule
+from simkit.schedule import Condition, When, parse_condition, parse_stream
 from simkit.solver import AbstractSolver
 from simkit.solver._summaries import parse_summaries
 
@@ -20,7 +20,6 @@ MAX_STREAMS = 1000
 #: Bytes of a stream's name: a netCDF name has at most 256 (NC_MAX_NAME).
 MAX_STREAM_NAME_BYTES = 255
 
-STREAM_KEYS = ("fields", "diagnostics", "stage", "summaries")
 _STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -83,14 +82,12 @@ def _check_stream_count(scenario: Scenario) -> None:
         _check_stream_name(name, f"gradients.{name}")
 
 
-def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
-    key = f"outputs.{name}"
-    _check_stream_name(name, key)
-    if not isinstance(spec, Mapping):
-        raise ScenarioError(f"expected a mapping with a schedule and fields, given {spec!r}",
-                            key=key)
+def _capturable(solver: AbstractSolver, name: str, spec: Mapping[str, Any], key: str
+                ) -> list[str]:
+    """What the stream ``name`` (at ``key``) may keep as fields: the solver's fields, and the
+    probes of the stages up to its ``stage``; refuses a name the file's variables have and a
+    stage the solver has not."""
     field_names = [f.name for f in solver.fields()]
-    diag_names = [d.name for d in solver.diagnostics()]
     taken = [*field_names, *(c.name for c in solver.coordinates()), "step", "time"]
     if name in taken:
         raise ScenarioError(f"expected a stream name other than the file's variables "
@@ -106,14 +103,27 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
                                 key=f"{key}.stage")
         for s in stages[: stage_names.index(stage) + 1]:
             capturable.extend(p.name for p in s.probes)
-    schedule_spec = {k: v for k, v in spec.items() if k not in STREAM_KEYS}
-    has_names = "fields" in spec or "diagnostics" in spec
-    fields = _names(spec.get("fields", [] if has_names else field_names), capturable,
-                    f"{key}.fields", "field")
-    diagnostics = _names(spec.get("diagnostics", []), diag_names, f"{key}.diagnostics",
-                         "diagnostic")
-    if "summaries" in spec:
-        summaries = parse_summaries(spec["summaries"], f"{key}.summaries")
+    return capturable
+
+
+def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
+    """The output stream ``name`` of the scenario, checked against ``solver``."""
+    key = f"outputs.{name}"
+    _check_stream_name(name, key)
+    # Anything but a mapping is refused by ``parse_stream``.
+    capturable = _capturable(solver, name, spec, key) if isinstance(spec, Mapping) else []
+    diag_names = [d.name for d in solver.diagnostics()]
+
+    def names(value: Any, at: str, what: str) -> tuple[str, ...]:
+        return _names(value, capturable if what == "field" else diag_names, at, what)
+
+    stream = parse_stream(name, spec, key, names=names)
+    fields = stream.fields
+    if fields is None:  # neither fields nor diagnostics given: every field
+        fields = () if stream.diagnostics is not None else tuple(f.name for f in solver.fields())
+    diagnostics = stream.diagnostics or ()
+    if "summaries" in stream.model_fields_set:
+        summaries = parse_summaries(stream.summaries, f"{key}.summaries")
         for summary in summaries:
             if summary.field not in capturable:
                 raise ScenarioError(f"unknown field{did_you_mean(summary.field, capturable)}; "
@@ -123,13 +133,13 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
     if not fields and not diagnostics:
         raise ScenarioError("expected at least one field or diagnostic to capture, given none",
                             key=key)
-    schedule = parse_schedule(schedule_spec, key)
+    schedule = stream.schedule
     for member in schedule.members():
         if member.edge is not None:
             _check_condition(solver, member.edge, f"{key}.when")
         if member.level is not None:
             _check_condition(solver, member.level, f"{key}.while")
-    return StreamPlan(name, schedule, fields, diagnostics, stage)
+    return StreamPlan(name, schedule, fields, diagnostics, stream.stage)
 
 
 def _check_stage(solver: AbstractSolver, stage: str | None, key: str) -> None:
