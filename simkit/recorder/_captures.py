@@ -1,0 +1,292 @@
+"""The file side of a recorder: host copies of what the due streams keep, checked against what
+was first seen; the run file laid out from those values at the first capture and written by a
+writer thread."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time as _time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from simkit._version import __version__
+from simkit.driver import LayoutBuilder, Provenance, failed, now
+from simkit.errors import DiskFullError, ScenarioError
+from simkit.io import BackgroundWriter, open_writer, schema
+from simkit.recorder._streams import RecordStream
+from simkit.recorder._values import castable, dtype_name, library_device, shape_dtype, to_host
+from simkit.solver._summaries import DTYPES as SUMMARY_DTYPES
+from simkit.solver._summaries import Summary
+
+#: The packages whose versions a recording's file records (beside its array library's own).
+_PACKAGES = ("numpy", "netCDF4")
+#: Captures a loop may take before the file is laid out: those of the first two steps that
+#: capture (a stage's probes come from step 1 on).
+_WAITING_STEPS = 2
+
+
+class Captures:
+    """Host copies of the values the loop passes, and the run file they go to (laid out at the
+    first capture from the shapes and dtypes seen so far)."""
+
+    streams: tuple[RecordStream, ...]
+
+    def __init__(self, path: Path, outputs: Mapping[str, Any], *,
+                 coords: Mapping[str, Any] | None, dims: Mapping[str, tuple[str, ...]] | None,
+                 units: Mapping[str, str] | None, long_names: Mapping[str, str] | None,
+                 attrs: Mapping[str, Any] | None, time_units: str, overwrite: bool,
+                 max_pending: int) -> None:
+        self.path = path
+        self._outputs = json.loads(json.dumps(outputs, default=str))
+        self._coords = dict(coords or {})
+        self._dims = {k: tuple(v) for k, v in (dims or {}).items()}
+        self._units = dict(units or {})
+        self._long_names = dict(long_names or {})
+        self._attrs = dict(attrs or {})
+        self._time_units = time_units
+        self._overwrite = overwrite
+        self._max_pending = max_pending
+        self._seen: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._summaries: dict[str, Summary] = {}
+        self._library: tuple[str, str] | None = None
+        self._writer: BackgroundWriter | None = None
+        self._kept: dict[str, tuple[str, ...]] = {}
+        self._finals: tuple[schema.VariableSpec, ...] = ()
+        self._queued = 0
+        self._held: list[tuple[str, int, float, dict[str, np.ndarray]]] = []
+        self._last_captured: dict[str, int] = {}
+        self._step_host: dict[str, np.ndarray] = {}
+        self._closed: Path | None = None
+        self._started = now()
+
+    def _see(self, name: str, value: Any) -> None:
+        """Remember the shape and dtype of a value (and the first array's library and device)."""
+        if name in self._seen:
+            return
+        with contextlib.suppress(ScenarioError):  # refused if a stream keeps it (``_capture``)
+            self._seen[name] = shape_dtype(name, value)
+        if self._library is None:
+            self._library = library_device(value)
+
+    # ------------------------------------------------------------------ captures
+
+    def _capture(self, streams: list[RecordStream], step: int, time: float,
+                 values: Mapping[str, Any], copies: Mapping[str, np.ndarray] | None = None
+                 ) -> None:
+        """Take host copies of what ``streams`` keep (a stage's probes: ``copies`` taken when
+        they were given) and hand them to the file."""
+        copies = dict(copies or {})
+        for stream in streams:
+            missing = [n for n in stream.values if n not in values and n not in copies]
+            if missing:
+                raise ScenarioError(f"expected the value {missing[0]!r} that stream "
+                                    f"{stream.name!r} keeps at step {step}, given "
+                                    f"{', '.join(values) or 'none'}",
+                                    key=f"outputs.{stream.name}")
+        host: dict[str, np.ndarray] = {}
+        for stream in streams:
+            for name in stream.fields + stream.diagnostics:
+                if name not in host:
+                    host[name] = self._host(stream, name, values, copies)
+            for summary in stream.summaries:
+                if summary.name not in host:
+                    source = values[summary.field] if summary.field in values \
+                        else copies[summary.field]
+                    host[summary.name] = self._summarize(stream, summary, source)
+        for stream in streams:
+            self._held.append((stream.name, step, time, host))
+            self._last_captured[stream.name] = step
+        self._step_host.update(host)
+        self._write_held()
+
+    def _host(self, stream: RecordStream, name: str, values: Mapping[str, Any],
+              copies: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The host copy of value ``name`` as ``stream`` keeps it (a diagnostic as float64)."""
+        if name not in self._seen:
+            self._seen[name] = shape_dtype(name, copies[name] if name in copies
+                                           else values[name])
+        shape, dtype = self._seen[name]
+        value = copies[name] if name in copies else to_host(values[name])
+        target = "float64" if name in stream.diagnostics else dtype
+        self._check_kind(stream, name, dtype_name(value), target)
+        value = value.astype(target, copy=False)
+        if value.shape != shape:
+            raise ScenarioError(f"expected {name!r} of shape {shape} (as first seen), given "
+                                f"shape {value.shape}", key=f"outputs.{stream.name}")
+        return value
+
+    def _summarize(self, stream: RecordStream, summary: Summary, source: Any) -> np.ndarray:
+        """``summary`` of ``source`` as float64 (a histogram's range and dtype fixed from the
+        first value summarized, as ``numpy.histogram`` chooses them)."""
+        given = dtype_name(source)
+        self._check_kind(stream, summary.field, given, "float64")
+        fixed = self._summaries.get(summary.name)
+        if fixed is None:
+            fixed = replace(summary, dtype=given if given in SUMMARY_DTYPES else "float64")
+            fixed = self._summaries[summary.name] = fixed.with_range_of(
+                to_host(source) if summary.range is None and summary.kind == "histogram"
+                else None)
+        return to_host(fixed.compute(source), np.float64)
+
+    def _check_kind(self, stream: RecordStream, name: str, given: str, target: str) -> None:
+        """Refuse a value that ``target`` cannot hold without changing its kind (a float field
+        given complex values, text), rather than cast it."""
+        if not castable(given, target):
+            first = " (as first seen)" if name in stream.fields else ""
+            raise ScenarioError(f"expected {name!r} as {target}{first} or a type that casts to "
+                                f"it without loss of kind, given {given}",
+                                key=f"outputs.{stream.name}")
+
+    def _write_held(self, required: bool = False) -> None:
+        """Hand the captures taken so far to the writer, laying the file out first once every
+        value the streams keep has been seen (a stage's probes appear only after step 0)."""
+        if self._writer is None:
+            unseen = [(s, n) for s in self.streams for n in s.values if n not in self._seen]
+            unseen += [(s, None) for s in self.streams if s.everything]
+            # Captures wait in memory only until the step after the first (a stage's probes
+            # come from step 1 on): past that, a value never given is an error, not a leak.
+            waiting = len({step for _, step, _, _ in self._held})
+            if unseen and not required and waiting <= _WAITING_STEPS:
+                return
+            if unseen:
+                stream, name = unseen[0]
+                when = "by the end" if required else "by the second step that captures"
+                what = (f"for {name!r} of stream {stream.name!r}" if name is not None else
+                        f"from stage {stream.stage!r}, whose every probe stream "
+                        f"{stream.name!r} keeps")
+                raise ScenarioError(f"expected every value the streams keep {when} (the file is "
+                                    f"laid out from them), given none {what}",
+                                    key=f"outputs.{stream.name}")
+            self._writer = self._open()
+        held, self._held = self._held, []
+        for name, step, time, host in held:
+            self._writer.capture(name, step, time, {n: host[n] for n in self._kept[name]})
+            self._queued += 1
+        if held:  # the file says how far it is whole once these are on disk
+            self._writer.committed(max(step for _, step, _, _ in held))
+
+    # ------------------------------------------------------------------ the file
+
+    def _open(self) -> BackgroundWriter:
+        """Lay the file out from the values seen so far, and start its writer."""
+        builder = LayoutBuilder((), self._time_units)
+        for name, coord in self._coords.items():
+            data, unit, long_name = ((list(coord) + [None, None])[:3]
+                                     if isinstance(coord, tuple) else (coord, None, None))
+            builder.coordinate(schema.CoordinateSpec(name, np.asarray(data), unit or "1",
+                                                     long_name or name))
+        for stream in self.streams:
+            for name in stream.fields + stream.diagnostics:
+                self._variable(builder, name, None if name in stream.fields else "float64")
+            summaries = [self._summary_variable(builder, stream, s) for s in stream.summaries]
+            builder.stream(stream.name, stream.fields, stream.diagnostics + tuple(summaries),
+                           stream.stage)
+        layout = builder.layout(list(dict.fromkeys(
+            n for s in self.streams if s.stage is None for n in s.fields)))
+        self._kept = {s.name: tuple(v.name for v in s.variables) for s in layout.streams}
+        self._finals = layout.fields
+        library, device = self._library or ("numpy", "cpu")
+        attrs = {**Provenance(
+            title="simkit recording", source=f"simkit {__version__}, recorder on {library}",
+            solver="record", solver_version=__version__, backend=library, device=device,
+            dtype=" ".join(sorted({v.dtype for v in layout.fields}) or ["float64"]),
+            scenario=yaml.safe_dump({"record": {"outputs": self._outputs}}, sort_keys=False),
+            scenario_file=sys.argv[0] if sys.argv and sys.argv[0] else "",
+            packages=_PACKAGES, started=self._started).attrs(), **self._attrs}
+        try:
+            writer = open_writer(self.path, layout, attrs, overwrite=self._overwrite)
+        except DiskFullError:
+            raise
+        except OSError as error:  # not writable here (permissions, a read-only file system)
+            raise ScenarioError(f"expected a path where the file can be written, given "
+                                f"{str(self.path)!r} ({error.strerror or error})",
+                                key="path") from error
+        writer.after_disk_full = ("a recording cannot be resumed: free space and run the loop "
+                                  "again (the captures so far stay readable in {path})")
+        return BackgroundWriter(writer, max_pending=self._max_pending)
+
+    def _variable(self, builder: LayoutBuilder, name: str, dtype: str | None) -> None:
+        shape, seen_dtype = self._seen[name]
+        dims = self._dims.get(name) or tuple(f"{name}_dim{k}" for k in range(len(shape)))
+        if len(dims) != len(shape):
+            raise ScenarioError(f"expected {len(shape)} dimension names for {name!r} of shape "
+                                f"{shape}, given {dims}", key=f"dims.{name}")
+        for dim, size in zip(dims, shape, strict=True):
+            known = builder.coordinates.get(dim)
+            if known is None:
+                builder.coordinate(schema.CoordinateSpec(dim, np.arange(size), "1",
+                                                         f"index along dimension {dim}"))
+            elif len(known.values) != size:
+                raise ScenarioError(f"expected {name!r} to have {len(known.values)} values "
+                                    f"along {dim!r} (its coordinate), given {size}",
+                                    key=f"dims.{name}")
+        builder.variable(schema.VariableSpec(name, dims, self._units.get(name, "1"),
+                                             self._long_names.get(name, name),
+                                             dtype or seen_dtype))
+
+    def _summary_variable(self, builder: LayoutBuilder, stream: RecordStream,
+                          summary: Summary) -> str:
+        summary = self._summaries.get(summary.name, summary)
+        if summary.kind == "histogram" and summary.range is None:
+            raise ScenarioError(f"expected a range for the histogram of {summary.field!r} (or a "
+                                "capture to fix it from), given none",
+                                key=f"outputs.{stream.name}.summaries")
+        units = self._units.get(summary.field, "1")
+        for coord in summary.coordinates(units):
+            builder.coordinate(schema.CoordinateSpec(coord.name, np.asarray(coord.values),
+                                                     coord.units, coord.long_name))
+        return builder.variable(schema.VariableSpec(
+            summary.name, summary.dims, summary.units(units),
+            summary.long_name(self._long_names.get(summary.field)), "float64")).name
+
+    def flush(self) -> None:
+        """Wait until every capture so far is in the file, synced and fsync'ed."""
+        if self._writer is None:
+            return
+        while self._writer.written < self._queued:
+            self._writer._raise_pending()
+            if not self._writer._thread.is_alive():
+                break
+            _time.sleep(0.001)
+        self._writer._raise_pending()
+
+    def _close_file(self, step: int, time: float, values: Mapping[str, Any]) -> Path | None:
+        """Write the final state (from the last step's ``values``) and close the file as
+        complete; None if nothing was captured."""
+        if self._writer is None:
+            self._closed = self.path
+            return None
+        final = {}
+        for spec in self._finals:
+            value = values.get(spec.name)
+            if value is None:
+                continue
+            if spec.name in self._step_host:  # captured at the last step: that copy
+                final[spec.name] = self._step_host[spec.name]
+            else:
+                final[spec.name] = to_host(value() if callable(value) else value, spec.dtype)
+        self._writer.committed(step)
+        if len(final) == len(self._finals):
+            self._writer.final(step, time, final)
+        self._closed = self._writer.close({schema.ATTR_FINISHED: now()})
+        return self._closed
+
+    def _abort(self, error: BaseException) -> Path | None:
+        """Close the file as stopped by ``error``, with every capture that can be kept."""
+        if self._held:
+            with contextlib.suppress(Exception):  # keep what can be kept
+                self._write_held()
+        if self._writer is None:
+            self._closed = self.path
+            return None
+        status = (schema.STATUS_INTERRUPTED if isinstance(error, KeyboardInterrupt)
+                  else schema.STATUS_FAILED)
+        self._closed = self._writer.abort(failed(error, status))
+        return self._closed
