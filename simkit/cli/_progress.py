@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 
 class _ProgressBar:
@@ -12,8 +13,8 @@ class _ProgressBar:
     def __init__(self) -> None:
         self._start = time.perf_counter()
         self._first: tuple[int, float] | None = None  # (step, clock) of the first update
-        self._bar = None
-        self._task = None
+        self._bar: Any = None  # a rich Progress once shown
+        self._task: Any = None
 
     def __call__(self, step: int, sim_time: float, written: int, total: int | None) -> None:
         now = time.perf_counter()
@@ -56,8 +57,8 @@ class _MembersBar:
     """A rich progress bar over a sweep's members, on stderr."""
 
     def __init__(self) -> None:
-        self._bar = None
-        self._task = None
+        self._bar: Any = None  # a rich Progress once shown
+        self._task: Any = None
 
     def __call__(self, ended: int, total: int) -> None:
         if self._bar is None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from typing import Any
 
 from simkit.cli._progress import _MembersBar, _progress_bar
 
@@ -63,7 +64,7 @@ def _has_objective(scenario: str, sets: list[str]) -> bool:
         s.partition("=")[0].strip().split(".")[0] == "objective" for s in sets)
 
 
-def _run_objective(args: argparse.Namespace, overrides: dict) -> int:
+def _run_objective(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """``simkit run`` of a scenario with an objective: the run file with its gradients."""
     from simkit.api import resume
     from simkit.autodiff import resume_gradients, run_scenario
@@ -76,6 +77,7 @@ def _run_objective(args: argparse.Namespace, overrides: dict) -> int:
                           allow_import=args.allow_import or None).output
         output = output if os.path.lexists(output) else None
     bar = _progress_bar(args.quiet)
+    result: Any
     try:
         if output is not None:
             result = resume(output, scenario=args.scenario, progress=bar,
