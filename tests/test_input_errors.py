@@ -535,7 +535,7 @@ def test_overwrite_replaces_only_files_simkit_wrote(in_tmp, capsys):
 
 
 def _layout_of(plan):
-    from simkit.driver import _layout
+    from simkit.driver import run_layout as _layout
 
     return _layout(plan, plan.scenario.dtype)
 
