@@ -285,7 +285,7 @@ def summaries_every_step(quick: bool = False) -> dict:
 
 
 def _write_alone(n: int, captures: int, path: str) -> float:
-    from simkit.io import BackgroundWriter, NetCDFWriter, schema
+    from simkit.io import BackgroundWriter, open_writer, schema
 
     layout = schema.RunLayout(
         coordinates=(schema.CoordinateSpec("y", np.arange(n, dtype=float), "m", "y"),
@@ -297,7 +297,7 @@ def _write_alone(n: int, captures: int, path: str) -> float:
 
     def write():
         Path(path).unlink(missing_ok=True)
-        writer = BackgroundWriter(NetCDFWriter(path, layout, {}))
+        writer = BackgroundWriter(open_writer(path, layout, {}))
         for i in range(captures):
             writer.capture("s", i, float(i), {"u": data})
         writer.close()
