@@ -38,6 +38,26 @@ def test_stream_in_python():
     assert repr(Stream(every=10, fields=["u"])) == "Stream(every=10, fields=('u',))"
 
 
+def test_a_union_keeps_the_order_its_keys_are_given_in():
+    # Its members are numbered so in the state a checkpoint saves ("1.cooldown_until").
+    data = {"when": {"diagnostic": "e", "above": 1.0}, "every": 10, "fields": ["u"]}
+    expected = parse_schedule({k: v for k, v in data.items() if k != "fields"})
+    assert expected.members[0] == When("e", above=1.0)
+    assert parse_stream("s", data, "outputs.s").schedule == expected
+    assert Stream(**data).schedule == expected
+    assert Stream(**data).schedule.init_state().save() == {"0.cooldown_until": 0}
+
+
+def test_a_stream_given_its_schedule():
+    schedule = Every(5) | Last()
+    assert Stream(schedule=schedule, fields=["u"]).schedule is schedule
+    with pytest.raises(ScenarioError, match="expected a schedule or schedule keys, given both"):
+        Stream(schedule=schedule, every=3)
+    with pytest.raises(ScenarioError) as info:
+        Stream(schedule={"every": 3})
+    assert info.value.key == "stream.schedule"
+
+
 def test_stream_is_frozen_and_equal_by_value():
     stream = Stream(every=10, fields=["u"])
     assert stream == Stream(every=10, fields=("u",)) and hash(stream) == hash(

@@ -10,15 +10,14 @@ files get; ``stream_json_schema`` describes every form it reads.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
-    ValidationInfo,
     create_model,
     model_validator,
 )
@@ -32,6 +31,9 @@ STREAM_KEYS = ("fields", "diagnostics", "stage", "summaries")
 
 #: How a caller checks a list of names: ``names(value, key, what)`` gives the names or raises.
 NameCheck = Callable[[Any, str, str], tuple[str, ...]]
+
+#: The key path errors of the stream being built are said of.
+_KEY: ContextVar[str] = ContextVar("_KEY", default="stream")
 
 _NAMES_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "array", "items": {"type": "string"}},
                                            {"type": "string"}]}
@@ -74,8 +76,8 @@ class Stream(_Schedules):
     stage: str | None = None
     summaries: Any = None
     extra: dict[str, Any] = Field(default_factory=dict)
-
-    _schedule: AbstractSchedule = PrivateAttr()
+    #: The schedule its keys make (or given as it is, instead of keys).
+    schedule: AbstractSchedule = Field(default=None, repr=False)  # type: ignore[assignment]
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -85,31 +87,27 @@ class Stream(_Schedules):
 
     @model_validator(mode="before")
     @classmethod
-    def _known(cls, data: Any, info: ValidationInfo) -> Any:
-        # An unknown key is said as a schedule's (did you mean, the valid forms).
-        if isinstance(data, Mapping) and any(k not in cls.model_fields for k in data):
-            key = (info.context or {}).get("key", "stream")
-            parse_schedule({k: v for k, v in data.items() if k not in cls.model_fields
-                            or k in SCHEDULE_KEYS}, key)
-        return data
-
-    @model_validator(mode="after")
-    def _build(self, info: ValidationInfo) -> Stream:
-        key = (info.context or {}).get("key", "stream")
-        spec = {name: getattr(self, name) for name in SCHEDULE_KEYS if name in self.model_fields_set}
-        self._schedule = parse_schedule(spec, key)
-        return self
-
-    @property
-    def schedule(self) -> AbstractSchedule:
-        """The schedule its keys make."""
-        return self._schedule
+    def _build(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        key = _KEY.get()
+        # In the order given: a union's members are numbered so in its saved state.
+        spec = {k: v for k, v in data.items() if k not in cls.model_fields or k in SCHEDULE_KEYS}
+        if "schedule" in data:
+            if spec:
+                raise ScenarioError(f"expected a schedule or schedule keys, given both: "
+                                    f"{', '.join(map(str, spec))}", key=key)
+            if not isinstance(data["schedule"], AbstractSchedule):
+                raise ScenarioError(f"expected a schedule, given {data['schedule']!r}",
+                                    key=f"{key}.schedule")
+            return data
+        return {**data, "schedule": parse_schedule(spec, key)}
 
     def __repr_args__(self) -> Any:
         return [(k, v) for k, v in super().__repr_args__() if k in self.model_fields_set]
 
     def __hash__(self) -> int:
-        return hash((self._schedule, self.fields, self.diagnostics, self.stage))
+        return hash((self.schedule, self.fields, self.diagnostics, self.stage))
 
 
 def _scenario_error(error: ValidationError) -> Exception:
@@ -167,12 +165,12 @@ def parse_stream(name: str, data: Any, key: str, *, extra_keys: Sequence[str] = 
     if stage is not None:
         given["stage"] = stage
     schedule = {k: v for k, v in data.items() if k not in own}
-    parse_schedule(schedule, key)  # its errors, before anything else is said of the keys
     given["extra"] = {k: data[k] for k in extra_keys if k in data}
+    token = _KEY.set(key)
     try:
-        return Stream.model_validate({**given, **schedule}, context={"key": key})
-    except ValidationError as error:
-        raise _scenario_error(error) from None
+        return Stream(**given, **schedule)
+    finally:
+        _KEY.reset(token)
 
 
 def schedule_json_schema() -> dict[str, Any]:
