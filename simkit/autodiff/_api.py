@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from simkit import _stop
 from simkit.autodiff._checkpoint import Checkpointing
@@ -233,16 +234,8 @@ def value_and_grad(
         overrides = {**overrides, "output": os.fspath(output)}
     # Without an output nothing is written: an existing file at the scenario's is no obstacle.
     plan = _plan(scenario, sets, overrides, overwrite or output is None, allow_import)
-    observed = getattr(objective, "path", None)
-    if output is not None and observed is not None and plan.output.exists():
-        with contextlib.suppress(OSError):
-            if os.path.samefile(plan.output, observed):
-                raise ScenarioError(f"expected an output other than the run's inputs, given "
-                                    f"{str(output)!r}, which is the observations file of the "
-                                    "objective", key="output")
+    _refuse_observations(plan, objective, output)
     run, params, fields, adjoint = prepare(plan, objective, wrt, checkpoint, backend, gradients)
-    policy, probe_steps = run.checkpointing, list(run.probe_steps)
-    probe_fields = sorted({f for _, names in adjoint.values() for f in names})
     written: Path | None = None
     reused: tuple[int, ...] = ()
     lock = None
@@ -250,57 +243,92 @@ def value_and_grad(
         # The run that writes the file goes first; where it keeps checkpoints, the backward
         # pass starts its segments from them instead of running the steps forward again. The
         # file is complete only once the gradients are written.
-        if resume == "gradients":
-            written = Path(plan.output)
-        else:
-            written = Path(execute(plan, progress=progress, resume=resume, closing={
-                schema.ATTR_STATUS: schema.STATUS_RUNNING,
-                ATTR_GRADIENTS: GRADIENTS_PENDING},
-                opening={ATTR_GRADIENTS: GRADIENTS_AWAITED}).path)
+        written = _forward(plan, progress, resume)
         reused = checkpoint_steps(plan, run)
         # Held while the gradients are computed: the file's writer is alive (watch, inspect
         # and resume see a run going on).
         lock = exclusive(written)
     try:
         _stop.check()
-        if reused:
-            value, grads, probe_grads = value_and_grad_reusing(
-                run, objective, written, reused, params, fields, probe_fields)
-        else:
-            compute = _jax_value_and_grad if run.library == "jax" else _torch_value_and_grad
-            value, grads, probe_grads = compute(run, objective, params, fields, probe_fields)
-        adjoints = {}
-        for name, (steps, names) in adjoint.items():
-            at = [probe_steps.index(s) for s in steps]
-            adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
-                              **{f: probe_grads[f][at] for f in names}}
+        value, grads, adjoints = _gradients(run, objective, written, reused, params, fields,
+                                            adjoint)
         if written is not None:
             _stop.check()
             _check_finite(value, grads, adjoints)
-            _write(plan, written, objective, value, grads, adjoints, policy, len(reused))
+            _write(plan, written, objective, value, grads, adjoints, run.checkpointing,
+                   len(reused))
     except BaseException as error:
         if written is None:
             raise
-        interrupted = isinstance(error, KeyboardInterrupt)
-        with contextlib.suppress(Exception):
-            mark_stopped(written, {schema.ATTR_STATUS: schema.STATUS_INTERRUPTED} if interrupted
-                         else failed(error, schema.STATUS_NON_FINITE)
-                         if isinstance(error, NonFiniteError) else failed(error))
-        if interrupted:
-            _stop.take()
-            raise RunInterrupted(str(error) or "SIGINT", written) from error
-        if isinstance(error, NonFiniteError):
-            raise NonFiniteError(f"{written}: {error} (the forward run is kept, without "
-                                 f"gradients)") from None
-        if not isinstance(error, ScenarioError):
-            raise
-        # The objective is the user's code: known bad only once it is taken of the run.
-        raise ScenarioError(f"{error.message} (the forward run is written to {written}, "
-                            f"without gradients)", source=error.source, key=error.key,
-                            line=error.line) from None
+        _stopped(error, written)
     finally:
         release(lock)
     return GradResult(value, grads, adjoints, written)
+
+
+def _refuse_observations(plan: RunPlan, objective: Objective,
+                         output: str | os.PathLike | None) -> None:
+    """Refuse an output that is the objective's observations file (it would be replaced)."""
+    observed = getattr(objective, "path", None)
+    if output is not None and observed is not None and plan.output.exists():
+        with contextlib.suppress(OSError):
+            if os.path.samefile(plan.output, observed):
+                raise ScenarioError(f"expected an output other than the run's inputs, given "
+                                    f"{str(output)!r}, which is the observations file of the "
+                                    "objective", key="output")
+
+
+def _forward(plan: RunPlan, progress: Any, resume: Any) -> Path:
+    """The run file: written by the forward run (``running``, its gradients pending), or the
+    one there when only its gradients are missing (``resume="gradients"``)."""
+    if resume == "gradients":
+        return Path(plan.output)
+    return Path(execute(plan, progress=progress, resume=resume, closing={
+        schema.ATTR_STATUS: schema.STATUS_RUNNING, ATTR_GRADIENTS: GRADIENTS_PENDING},
+        opening={ATTR_GRADIENTS: GRADIENTS_AWAITED}).path)
+
+
+def _gradients(run: DifferentiableRun, objective: Objective, written: Path | None,
+               reused: tuple[int, ...], params: list[str], fields: list[str],
+               adjoint: Mapping[str, tuple[tuple[int, ...], tuple[str, ...]]]
+               ) -> tuple[float, dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """The objective, its gradient and the adjoint streams: the backward pass from the run
+    file's checkpoints (``reused``), else over the whole run."""
+    probe_fields = sorted({f for _, names in adjoint.values() for f in names})
+    if reused:
+        value, grads, probe_grads = value_and_grad_reusing(
+            run, objective, written, reused, params, fields, probe_fields)
+    else:
+        value, grads, probe_grads = _whole_run(run, objective, params, fields, probe_fields)
+    probe_steps = list(run.probe_steps)
+    adjoints = {}
+    for name, (steps, names) in adjoint.items():
+        at = [probe_steps.index(s) for s in steps]
+        adjoints[name] = {"step": np.asarray(steps, dtype=np.int64),
+                          **{f: probe_grads[f][at] for f in names}}
+    return value, grads, adjoints
+
+
+def _stopped(error: BaseException, written: Path) -> None:
+    """Mark the run file as the gradient phase stopped (interrupted or failed) and raise what
+    the caller is told: its forward run is kept, without gradients."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    with contextlib.suppress(Exception):
+        mark_stopped(written, {schema.ATTR_STATUS: schema.STATUS_INTERRUPTED} if interrupted
+                     else failed(error, schema.STATUS_NON_FINITE)
+                     if isinstance(error, NonFiniteError) else failed(error))
+    if interrupted:
+        _stop.take()
+        raise RunInterrupted(str(error) or "SIGINT", written) from error
+    if isinstance(error, NonFiniteError):
+        raise NonFiniteError(f"{written}: {error} (the forward run is kept, without "
+                             f"gradients)") from None
+    if not isinstance(error, ScenarioError):
+        raise error
+    # The objective is the user's code: known bad only once it is taken of the run.
+    raise ScenarioError(f"{error.message} (the forward run is written to {written}, "
+                        f"without gradients)", source=error.source, key=error.key,
+                        line=error.line) from None
 
 
 def _check_finite(value: float, grads: Mapping[str, Any],
@@ -331,22 +359,17 @@ def grad(scenario: Any, objective: Objective, wrt: Sequence[str], **options: Any
     return value_and_grad(scenario, objective, wrt, **options).grad
 
 
-# -------------------------------------------------------------------------- backends
+# -------------------------------------------------------------------------- the pass
 
 
-def _probe_zeros(run: DifferentiableRun, fields0: Mapping[str, Any], names: Sequence[str],
-                 xp: Any) -> dict[str, Any]:
-    return {f: xp.zeros((len(run.probe_steps), *fields0[f].shape), dtype=fields0[f].dtype)
-            for f in names}
-
-
-def _jax_value_and_grad(run: DifferentiableRun, objective: Objective, params: list[str],
-                        fields: list[str], probe_fields: list[str]) -> tuple:
-    import jax
-    import jax.numpy as jnp
-
+def _whole_run(run: DifferentiableRun, objective: Objective, params: list[str],
+               fields: list[str], probe_fields: list[str]) -> tuple:
+    """The objective of the whole run and its gradient by the run function (compiled where
+    the library compiles), with the adjoints at its probe steps."""
     p0, f0 = run.initial_params(), run.initial_fields()
-    probes = _probe_zeros(run, f0, probe_fields, jnp) if probe_fields else None
+    probes = {f: array_namespace(f0[f]).zeros((len(run.probe_steps), *f0[f].shape),
+                                              dtype=f0[f].dtype)
+              for f in probe_fields} if probe_fields else None
 
     def loss(pw, fw, probe):
         # The run starts where these parameter values put it (initial_params).
@@ -354,38 +377,12 @@ def _jax_value_and_grad(run: DifferentiableRun, objective: Objective, params: li
         final, captures = run(p, run.at_params({**f0, **fw}, p), probe)
         return real_scalar(objective(final, captures))
 
-    value, (gp, gf, gprobe) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
-        {k: p0[k] for k in params}, {k: f0[k] for k in fields}, probes)
-    grads = {k: float(gp[k]) for k in params}
-    grads.update({k: np.array(gf[k]) for k in fields})
-    probe_grads = {k: np.array(v) for k, v in (gprobe or {}).items()}
-    return float(value), grads, probe_grads
-
-
-def _torch_value_and_grad(run: DifferentiableRun, objective: Objective, params: list[str],
-                          fields: list[str], probe_fields: list[str]) -> tuple:
-    import torch
-
-    p0, f0 = run.initial_params(), run.initial_fields()
-    with torch.enable_grad():
-        pw = {k: p0[k].clone().requires_grad_(True) for k in params}
-        fw = {k: f0[k].clone().requires_grad_(True) for k in fields}
-        probes = _probe_zeros(run, f0, probe_fields, torch) if probe_fields else None
-        for value in (probes or {}).values():
-            value.requires_grad_(True)
-        p = {**p0, **pw}
-        final, captures = run(p, run.at_params({**f0, **fw}, p), probes)
-        loss = real_scalar(objective(final, captures))
-        inputs = [*pw.values(), *fw.values(), *(probes or {}).values()]
-        found = torch.autograd.grad(loss, inputs, allow_unused=True) if inputs else []
-    found = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found, strict=True)]
-    grads = {k: float(found[i]) for i, k in enumerate(params)}
-    grads.update({k: found[len(params) + i].detach().cpu().numpy().copy()
-                  for i, k in enumerate(fields)})
-    start = len(params) + len(fields)
-    probe_grads = {k: found[start + i].detach().cpu().numpy().copy()
-                   for i, k in enumerate(probes or {})}
-    return float(loss.detach()), grads, probe_grads
+    value, (gp, gf, gprobe) = run.ops.value_and_grad(
+        loss, ({k: p0[k] for k in params}, {k: f0[k] for k in fields}, probes))
+    host = run.backend.to_host
+    grads: dict[str, Any] = {k: float(gp[k]) for k in params}
+    grads.update(host({k: gf[k] for k in fields}))
+    return float(value), grads, host(gprobe or {})
 
 
 # -------------------------------------------------------------------------- the file

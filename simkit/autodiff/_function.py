@@ -17,7 +17,6 @@ that state, dL/du_k.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import re
@@ -26,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from simkit.autodiff._checkpoint import Checkpointing
-from simkit.autodiff._reverse import Plan, run_jax, run_torch
+from simkit.autodiff._reverse import Plan
 from simkit.backends import AbstractBackend, get_backend
+from simkit.backends._base import GradOps, SegmentPlan
 from simkit.errors import ScenarioError
 from simkit.scenario import RunPlan
 from simkit.schedule import AbstractSchedule, WallTime, When, While, fixed_in_steps, members
@@ -126,6 +127,7 @@ class DifferentiableRun:
         check_differentiable(plan.solver)
         self.plan, self.solver, self.library = plan, plan.solver, backend
         self.backend: AbstractBackend = get_backend(backend, sc.device, sc.dtype, compile=False)
+        self.ops: GradOps = self.backend.grad_ops()
         self.checkpointing = Checkpointing.parse(checkpoint)
         self.steps, self.dt, self.dtype = sc.steps, plan.dt, sc.dtype
         self.field_names = tuple(f.name for f in self.solver.fields())
@@ -234,36 +236,36 @@ class DifferentiableRun:
                                 f"({', '.join(self.field_names)}), given none for {missing[0]!r}",
                                 key="fields")
         solver = with_params(self.solver, params)
-        # JAX kernels are pure functions, differentiated like the rest; torch kernels may write
-        # into scratch tensors (out=), which autograd refuses, so torch steps by the stages' fns.
-        step = make_step(solver, self.plan.scenario.seed,
-                         kernels=None if self.library == "jax" else False)
+        step = make_step(solver, self.plan.scenario.seed, kernels=self.ops.kernels)
         fields = {name: fields[name] for name in self.field_names}
-        rules: Any = contextlib.nullcontext()
-        if self.library == "jax":
-            import jax
-
-            # A parameter given as data is a strongly typed real array where the solver's code
-            # saw a Python float: under strict promotion its product with a complex spectrum
-            # (navier_stokes2d) would be refused, so the run is traced under standard rules.
-            rules = jax.numpy_dtype_promotion("standard")
-        with rules:
+        # Probes only where the run has probe steps.
+        probes = dict(probes) if probes and self.probe_steps else None
+        _, _, probe_slot = self._layout()
+        if probes is not None and 0 in probe_slot:
+            fields = {k: v + probes[k][probe_slot[0]] if k in probes else v
+                      for k, v in fields.items()}
+        with self.ops.rules():
             if self.checkpointing.kind == "binomial" and self.steps >= 1:
-                final, taken = self._run_binomial(params, fields, probes or None, offset)
+                final, taken = self._run_binomial(params, fields, probes, offset)
             else:
-                run = self._run_jax if self.library == "jax" else self._run_torch
-                final, taken = run(step, fields, probes or None, offset)
-            diagnostics = {d.name: d.fn for d in solver.diagnostics()}
-            captures = {}
-            for capture in self.captures:
-                found: dict[str, Any] = {"step": np.asarray(capture.steps, dtype=np.int64)}
-                for name in capture.fields:
-                    found[name] = taken.stack(capture.steps, name)
-                for name in capture.diagnostics:
-                    found[name] = self._stack([diagnostics[name](taken.state(s))
-                                               for s in capture.steps])
-                captures[capture.name] = found
-        return final, captures
+                final, pieces, order = self.ops.run_segments(self._segment_plan(), step, fields,
+                                                             probes, offset)
+                taken = _Taken(self._taken_fields(), fields, pieces, order)
+            return final, self._captures(solver, taken)
+
+    def _captures(self, solver: Any, taken: _Taken) -> dict[str, dict[str, Any]]:
+        """Per stream, its fields and diagnostics at its steps, stacked along a first axis."""
+        diagnostics = {d.name: d.fn for d in solver.diagnostics()}
+        captures = {}
+        for capture in self.captures:
+            found: dict[str, Any] = {"step": np.asarray(capture.steps, dtype=np.int64)}
+            for name in capture.fields:
+                found[name] = taken.stack(capture.steps, name)
+            for name in capture.diagnostics:
+                values = [diagnostics[name](taken.state(s)) for s in capture.steps]
+                found[name] = array_namespace(*values, *taken.start.values()).stack(values)
+            captures[capture.name] = found
+        return captures
 
     # ------------------------------------------------------------- the layout
 
@@ -280,182 +282,38 @@ class DifferentiableRun:
             wanted = set(self.field_names)
         return tuple(n for n in self.field_names if n in wanted)
 
-    def _stack(self, values: list[Any]) -> Any:
-        if self.library == "jax":
-            import jax.numpy as jnp
-
-            return jnp.stack(values)
-        import torch
-
-        return torch.stack(values)
-
-    # ------------------------------------------------------------------- JAX
-
-    def _run_jax(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None,
-                 offset: Any) -> tuple[dict[str, Any], Any]:
-        import jax
-        import jax.numpy as jnp
-
-        n, length = self.steps, self.checkpointing.segment_length(self.steps)
+    def _segment_plan(self) -> SegmentPlan:
         _, take_slot, probe_slot = self._layout()
-        names = self._taken_fields()
-        dtype = next(iter(fields.values())).dtype
-        dt = jnp.asarray(self.dt, dtype=dtype)
-        dt64 = jnp.asarray(self.dt, dtype=jnp.float64)
-        with_probes = probes is not None and bool(self.probe_steps)
-
-        def add_probe(f, slot):
-            if not with_probes:
-                return f
-            return {k: v + jnp.where(slot >= 0, probes[k][jnp.maximum(slot, 0)], 0)
-                    if k in probes else v for k, v in f.items()}
-
-        if with_probes and 0 in probe_slot:
-            fields = add_probe(fields, jnp.asarray(probe_slot[0]))
-        start = dict(fields)
-
-        def segment(f, xs):
-            index, pslot, tslot = xs
-
-            def body(g, x):
-                i, p = x
-                i = i + offset  # the step's index in the whole run (a traced one may come)
-                g = step(g, dt, i, jnp.asarray(i, jnp.float64) * dt64)
-                g = add_probe(g, p)
-                return g, {k: g[k] for k in names}
-
-            f, ys = jax.lax.scan(body, f, (index, pslot))
-            # Only the states taken in this segment leave it (tslot pads with 0, cut later).
-            return f, {k: v[tslot] for k, v in ys.items()}
-
-        if self.checkpointing.remat:
-            segment = jax.checkpoint(segment, prevent_cse=False)
-
-        def tables(start: int, stop: int, width: int):
-            index = np.arange(start, stop, dtype=np.int64)
-            pslot = np.asarray([probe_slot.get(i + 1, -1) for i in index], dtype=np.int64)
-            slots = [i - start for i in index if i + 1 in take_slot]
-            tslot = np.asarray(slots + [0] * (width - len(slots)), dtype=np.int64)
-            return index, pslot, tslot, [i + 1 for i in index if i + 1 in take_slot]
-
-        full, rest = divmod(n, length)
-        width = max([len(tables(s * length, (s + 1) * length, 0)[3]) for s in range(full)] + [1])
-        pieces, order = [], []
-        if full:
-            parts = [tables(s * length, (s + 1) * length, width) for s in range(full)]
-            xs = tuple(jnp.asarray(np.stack([p[k] for p in parts])) for k in range(3))
-            fields, ys = jax.lax.scan(segment, fields, xs)
-            pieces.append({k: v.reshape((full * width, *v.shape[2:])) for k, v in ys.items()})
-            for s, p in enumerate(parts):
-                order += [(0, s * width + j, step_) for j, step_ in enumerate(p[3])]
-        if rest:
-            index, pslot, tslot, kept = tables(full * length, n, max(width, 1))
-            fields, ys = segment(fields, (jnp.asarray(index), jnp.asarray(pslot),
-                                          jnp.asarray(tslot)))
-            pieces.append(ys)
-            order += [(len(pieces) - 1, j, step_) for j, step_ in enumerate(kept)]
-        return fields, _Taken(names, start, pieces, order, jnp)
-
-    # -------------------------------------------------------------- binomial
+        return SegmentPlan(self.steps, self.checkpointing.segment_length(self.steps), self.dt,
+                           self.field_names, self._taken_fields(), take_slot, probe_slot,
+                           self.checkpointing.remat)
 
     def _run_binomial(self, params: Mapping[str, Any], fields: dict[str, Any],
-                      probes: Mapping[str, Any] | None, offset: Any
-                      ) -> tuple[dict[str, Any], Any]:
+                      probes: dict[str, Any] | None, offset: Any) -> tuple[dict[str, Any], Any]:
         """The steps under the binomial schedule (``simkit.autodiff._reverse``): its own
         backward pass, so the parameters go in as arguments and the step is rebuilt around
         them."""
         take, _, probe_slot = self._layout()
         names = self._taken_fields()
-        with_probes = probes is not None and bool(self.probe_steps)
-        probes = dict(probes) if with_probes and probes is not None else {}
-        if 0 in probe_slot and probes:
-            fields = {k: v + probes[k][probe_slot[0]] if k in probes else v
-                      for k, v in fields.items()}
-        start = dict(fields)
         plan = Plan(self.checkpointing.schedule(self.steps), self.dt, self.field_names, names,
                     tuple(s for s in take if s >= 1), probe_slot if probes else {})
-        seed, kernels = self.plan.scenario.seed, None if self.library == "jax" else False
+        seed, kernels = self.plan.scenario.seed, self.ops.kernels
 
         def step_of(values: Mapping[str, Any]) -> Any:
             return make_step(with_params(self.solver, values), seed, kernels=kernels)
 
-        if self.library == "jax":
-            import jax.numpy as jnp
-
-            params = {k: jnp.asarray(v) for k, v in params.items()}
-            final, taken = run_jax(plan, step_of, params, fields, probes, offset)
-            order = [(0, j, s) for j, s in enumerate(plan.take_steps)]
-            return final, _Taken(names, start, [taken], order, jnp)
-        import torch
-
-        params = {k: v if isinstance(v, torch.Tensor) else self.scalar(v)
-                  for k, v in params.items()}
-        final, states = run_torch(plan, step_of,
-                                  lambda i: self.backend.scalars(self.dt, i + offset,
-                                                                 (i + offset) * self.dt),
-                                  params, fields, probes)
-        order = [(j, None, s) for j, s in enumerate(plan.take_steps)]
-        return final, _Taken(names, start, states, order, torch)
-
-    # ----------------------------------------------------------------- torch
-
-    def _run_torch(self, step: Any, fields: dict[str, Any], probes: Mapping[str, Any] | None,
-                   offset: Any) -> tuple[dict[str, Any], Any]:
-        import torch
-        from torch.utils.checkpoint import checkpoint
-
-        n, length = self.steps, self.checkpointing.segment_length(self.steps)
-        _, take_slot, probe_slot = self._layout()
-        names = self._taken_fields()
-        with_probes = probes is not None and bool(self.probe_steps)
-        keys = self.field_names
-
-        def add_probe(f, i):
-            if not with_probes or i not in probe_slot:
-                return f
-            return {k: v + probes[k][probe_slot[i]] if k in probes else v for k, v in f.items()}
-
-        fields = add_probe(fields, 0)
-        start = dict(fields)
-        pieces: list[dict[str, Any]] = []
-        order = []
-
-        def segment(start: int, stop: int):
-            def run(*flat):
-                f = dict(zip(keys, flat, strict=True))
-                out = []
-                for i in range(start, stop):
-                    at = i + offset
-                    f = step(f, *self.backend.scalars(self.dt, at, at * self.dt))
-                    f = add_probe(f, i + 1)
-                    if i + 1 in take_slot:
-                        out += [f[k] for k in names]
-                return (*[f[k] for k in keys], *out)
-            return run
-
-        # Under the caller's grad mode (never inference mode): checkpointing only where autograd
-        # records, since there is nothing to recompute otherwise.
-        remat = self.checkpointing.remat and torch.is_grad_enabled()
-        for first in range(0, n, length):
-            stop = min(first + length, n)
-            run = segment(first, stop)
-            flat = [fields[k] for k in keys]
-            result = checkpoint(run, *flat, use_reentrant=False) if remat else run(*flat)
-            fields = dict(zip(keys, result[:len(keys)], strict=True))
-            kept = [i + 1 for i in range(first, stop) if i + 1 in take_slot]
-            rest = result[len(keys):]
-            for j, step_ in enumerate(kept):
-                pieces.append({k: rest[j * len(names) + m] for m, k in enumerate(names)})
-                order.append((len(pieces) - 1, None, step_))
-        return fields, _Taken(names, start, pieces, order, torch)
+        values = {k: self.ops.param(v) for k, v in params.items()}
+        final, pieces, order = self.ops.run_binomial(plan, step_of, values, fields,
+                                                     probes or {}, offset)
+        return final, _Taken(names, fields, pieces, order)
 
 
 class _Taken:
     """The states a run took: the start (step 0) and pieces of later ones, found by step."""
 
     def __init__(self, names: tuple[str, ...], start: dict[str, Any], pieces: list,
-                 order: list, lib: Any) -> None:
-        self.names, self.start, self.pieces, self.lib = names, start, pieces, lib
+                 order: list) -> None:
+        self.names, self.start, self.pieces = names, start, pieces
         # step -> (piece, index in it; None where the piece is that one state)
         self.where = {step: (piece, j) for piece, j, step in order}
 
@@ -475,7 +333,8 @@ class _Taken:
         def close() -> None:
             if run_index:
                 block = self.pieces[run_piece][name]
-                parts.append(self.lib.take(block, self.lib.asarray(run_index), axis=0))
+                xp = array_namespace(block)
+                parts.append(xp.take(block, xp.asarray(run_index), axis=0))
 
         for step in steps:
             piece, j = (None, None) if step == 0 else self.where[step]
@@ -490,4 +349,4 @@ class _Taken:
             else:
                 run_index.append(j)
         close()
-        return parts[0] if len(parts) == 1 else self.lib.concatenate(parts, axis=0)
+        return parts[0] if len(parts) == 1 else array_namespace(*parts).concat(parts, axis=0)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from array_api_compat import array_namespace, device
 
 from simkit import _stop
 from simkit.autodiff._function import DifferentiableRun
@@ -93,8 +94,7 @@ def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: A
         parameters, host arrays for fields and probes (``(len(probe_steps), *shape)``).
     """
     held = _RunFile(path, run, steps)
-    reverse = _jax_reverse if run.library == "jax" else _torch_reverse
-    return reverse(run, objective, held, _segments(run, steps), params, fields, probe_fields)
+    return _reverse(run, objective, held, _segments(run, steps), params, fields, probe_fields)
 
 
 def _parts(run: DifferentiableRun, held: _RunFile, segments: list[tuple[int, int]],
@@ -140,144 +140,84 @@ def _with_steps(values: Mapping[str, Mapping[str, Any]], held: _RunFile) -> dict
 
 
 def _place(probe_grads: dict[str, np.ndarray], run: DifferentiableRun, part: DifferentiableRun,
-           first: int, found: Mapping[str, Any], host: Callable[[Any], np.ndarray]) -> None:
+           first: int, found: Mapping[str, Any]) -> None:
     at = [run.probe_steps.index(first + s) for s in part.probe_steps]
     for name, value in found.items():
-        probe_grads[name][at] = host(value)
+        probe_grads[name][at] = _host(run, value)
 
 
-# ----------------------------------------------------------------------------------- JAX
+# ----------------------------------------------------------------------------- the pass
 
 
-def _jax_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
-                 segments: list[tuple[int, int]], params: Sequence[str],
-                 fields: Sequence[str], probe_fields: Sequence[str]) -> tuple:
-    import jax
-    import jax.numpy as jnp
-
-    put = _putter(run)
+def _reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
+             segments: list[tuple[int, int]], params: Sequence[str], fields: Sequence[str],
+             probe_fields: Sequence[str]) -> tuple:
+    ops, put = run.ops, _putter(run)
     p0, f0 = run.initial_params(), run.initial_fields()
-    final = {k: put(v) for k, v in held.final.items()}
-    values = {s: {n: put(v) for n, v in c.items()} for s, c in held.captures.items()}
-    value, pull = jax.vjp(lambda f, c: real_scalar(objective(f, _with_steps(c, held))), final,
-                          values)
-    ct_final, ct_values = pull(jnp.ones_like(value))
-    # The captures leave the device; their cotangents go back a segment's rows at a time.
-    del final, values
-    ct_host = _nonzero({s: {n: np.asarray(v) for n, v in c.items()}
-                        for s, c in ct_values.items()})
-    del ct_values
+    value, lam, ct_host = _seed(run, objective, held, put)
+    grads = {k: array_namespace(p0[k]).zeros_like(p0[k]) for k in params}
+    probe_grads = _probe_zeros(run, held, probe_fields)
     fixed = {k: v for k, v in p0.items() if k not in params}
     compiled: dict[tuple, Any] = {}
-
-    def backward(part: DifferentiableRun) -> Any:
-        def pull_back(p, x, probes, offset, lam, ct):
-            def forward(p, x, probes):
-                end, captures = part({**fixed, **p}, x, probes, offset=offset)
-                return end, {s: v for s, v in _values(captures).items() if s in ct}
-            _, vjp = jax.vjp(forward, p, x, probes)
-            return vjp((lam, ct))
-        # One compiled backward pass for every segment of the same shape: the offset is an
-        # argument.
-        return jax.jit(pull_back)
-
-    grads = {k: jnp.zeros_like(p0[k]) for k in params}
-    probe_grads = _probe_zeros(run, held, probe_fields)
-    lam = ct_final
     for first, part, rows, start in _parts(run, held, segments, ct_host, f0, put):
         key = (part.steps, tuple((c.name, c.steps) for c in part.captures), part.probe_steps,
                tuple(rows))
         if key not in compiled:
-            compiled[key] = backward(part)
-        probes = {f: jnp.zeros((len(part.probe_steps), *start[f].shape), start[f].dtype)
+            # One compiled backward pass for every segment of the same shape: the offset is
+            # an argument.
+            compiled[key] = ops.compiled(_pull_back(part, fixed))
+        xp = array_namespace(*start.values())
+        probes = {f: xp.zeros((len(part.probe_steps), *start[f].shape), dtype=start[f].dtype,
+                              device=device(start[f]))
                   for f in probe_fields} if part.probe_steps and probe_fields else None
         ct = {s: {n: put(v[rows[s]]) for n, v in ct_host[s].items()} for s in rows}
         dp, lam, dprobes = compiled[key]({k: p0[k] for k in params}, start, probes,
-                                         jnp.asarray(first, jnp.int64), lam, ct)
+                                         ops.index(first), lam, ct)
         grads = {k: grads[k] + dp[k] for k in params}
         if dprobes:
-            _place(probe_grads, run, part, first, dprobes, np.asarray)
+            _place(probe_grads, run, part, first, dprobes)
     # The run started where the parameters put it (initial_params): the rest of their
     # derivative goes through the initial state.
-    p = {k: p0[k] for k in params}
-    _, pull = jax.vjp(lambda p, f: run.at_params(f, {**p0, **p}), p, f0)
+    _, pull = ops.vjp(lambda p, f: run.at_params(f, {**p0, **p}), {k: p0[k] for k in params},
+                      f0)
     dp, lam = pull(lam)
     grads = {k: grads[k] + dp[k] for k in params}
     out = {k: float(grads[k]) for k in params}
-    out.update({k: np.array(lam[k]) for k in fields})
+    out.update({k: _host(run, lam[k]) for k in fields})
     return float(value), out, probe_grads
 
 
-# --------------------------------------------------------------------------------- torch
+def _seed(run: DifferentiableRun, objective: Objective, held: _RunFile,
+          put: Callable[[Any], Any]) -> tuple[Any, dict[str, Any], dict]:
+    """The objective of the file's final state and captures, and its derivatives: with
+    respect to the final state (on the device) and to the captures the objective depends on
+    (on the host: they go back a segment's rows at a time)."""
+    final = {k: put(v) for k, v in held.final.items()}
+    values = {s: {n: put(v) for n, v in c.items()} for s, c in held.captures.items()}
+    value, pull = run.ops.vjp(lambda f, c: real_scalar(objective(f, _with_steps(c, held))),
+                              final, values)
+    ct_final, ct_values = pull(array_namespace(value).ones_like(value))
+    ct_host = _nonzero({s: {n: _host(run, v) for n, v in c.items()}
+                        for s, c in ct_values.items()})
+    return value, ct_final, ct_host
 
 
-def _torch_reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
-                   segments: list[tuple[int, int]], params: Sequence[str],
-                   fields: Sequence[str], probe_fields: Sequence[str]) -> tuple:
-    import torch
+def _pull_back(part: DifferentiableRun, fixed: Mapping[str, Any]) -> Callable:
+    """``(p, x, probes, offset, lam, ct) -> (dp, dx, dprobes)``: the segment's vjp from its
+    start, seeded with the adjoint ``lam`` of its end and the cotangents ``ct`` of its
+    captures (``{stream: {name: rows}}``)."""
+    ops = part.ops
 
-    put = _putter(run)
-    p0, f0 = run.initial_params(), run.initial_fields()
+    def pull_back(p, x, probes, offset, lam, ct):
+        def forward(p, x, probes):
+            end, captures = part({**fixed, **p}, x, probes, offset=offset)
+            return end, {s: {n: captures[s][n] for n in names} for s, names in ct.items()}
 
-    def host(value: Any) -> np.ndarray:
-        return value.detach().cpu().numpy().copy()
+        _, vjp = ops.vjp(forward, p, x, probes)
+        return vjp((lam, ct))
 
-    def grads_of(outputs: list, inputs: list, seeds: list | None = None) -> list:
-        pairs = [(o, s) for o, s in zip(outputs, seeds or outputs, strict=True)
-                 if o.requires_grad]
-        found = torch.autograd.grad([o for o, _ in pairs], inputs,
-                                    [s for _, s in pairs] if seeds else None,
-                                    allow_unused=True) if pairs else [None] * len(inputs)
-        return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found,
-                                                                         strict=True)]
+    return pull_back
 
-    with torch.enable_grad():
-        final = {k: put(v).requires_grad_(True) for k, v in held.final.items()}
-        values = {s: {n: put(v).requires_grad_(True) for n, v in c.items()}
-                  for s, c in held.captures.items()}
-        loss = real_scalar(objective(final, _with_steps(values, held)))
-        flat = [(s, n, v) for s, c in values.items() for n, v in c.items()]
-        found = grads_of([loss], [*final.values(), *(v for _, _, v in flat)],
-                         [torch.ones_like(loss)])
-    keys = list(final)
-    lam = dict(zip(keys, found[:len(keys)], strict=True))
-    # The captures leave the device; their cotangents go back a segment's rows at a time.
-    cts = _nonzero({s: {n: host(g) for (t, n, _), g in zip(flat, found[len(keys):],
-                                                             strict=True) if t == s}
-                    for s in values})
-    del final, values, flat, found
-    grads = {k: torch.zeros_like(p0[k]) for k in params}
-    probe_grads = _probe_zeros(run, held, probe_fields)
-    for first, part, rows, start in _parts(run, held, segments, cts, f0, put):
-        with torch.enable_grad():
-            p = {k: p0[k].clone().requires_grad_(True) for k in params}
-            x = {k: v.clone().requires_grad_(True) for k, v in start.items()}
-            probes = {f: torch.zeros((len(part.probe_steps), *x[f].shape), dtype=x[f].dtype,
-                                     device=x[f].device).requires_grad_(True)
-                      for f in probe_fields} if part.probe_steps and probe_fields else {}
-            end, captures = part({**p0, **p}, x, probes or None, offset=first)
-            outputs, seeds = [end[k] for k in keys], [lam[k] for k in keys]
-            for s, at in rows.items():
-                for n, g in cts[s].items():
-                    outputs.append(captures[s][n])
-                    seeds.append(put(g[at]))
-            found = grads_of(outputs, [*p.values(), *x.values(), *probes.values()], seeds)
-        grads = {k: grads[k] + g.detach() for k, g in zip(params, found, strict=False)}
-        lam = {k: g.detach() for k, g in zip(keys, found[len(p):len(p) + len(keys)],
-                                             strict=True)}
-        if probes:
-            _place(probe_grads, run, part, first,
-                   dict(zip(probes, found[len(p) + len(keys):], strict=True)), host)
-    # The run started where the parameters put it (initial_params): the rest of their
-    # derivative goes through the initial state.
-    with torch.enable_grad():
-        p = {k: p0[k].clone().requires_grad_(True) for k in params}
-        x = {k: v.clone().requires_grad_(True) for k, v in f0.items()}
-        start = run.at_params(x, {**p0, **p})
-        found = grads_of([start[k] for k in keys], [*p.values(), *(x[k] for k in keys)],
-                         [lam[k] for k in keys])
-    grads = {k: grads[k] + g.detach() for k, g in zip(params, found, strict=False)}
-    lam = {k: g.detach() for k, g in zip(keys, found[len(p):], strict=True)}
-    out = {k: float(grads[k]) for k in params}
-    out.update({k: host(lam[k]) for k in fields})
-    return float(loss.detach()), out, probe_grads
+
+def _host(run: DifferentiableRun, value: Any) -> np.ndarray:
+    return run.backend.to_host({"value": value})["value"]

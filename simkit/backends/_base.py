@@ -27,7 +27,9 @@ import abc
 import types
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -165,6 +167,83 @@ class AbstractBackend(abc.ABC):
             if int(count) else {}
             for buffers, count in zip(result.buffers, host["counts"], strict=True)]
         return host
+
+    # ------------------------------------------------------- differentiation (DESIGN D10)
+
+    def grad_ops(self) -> GradOps:
+        """What differentiating a run needs of this library (``simkit.autodiff``).
+
+        Raises:
+            NotImplementedError: on a backend that does not differentiate.
+        """
+        raise NotImplementedError(f"backend {self.name}: expected a backend that "
+                                  f"differentiates, given one that does not")
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """The steps of a differentiable run cut into segments (``sqrt`` and ``all``): ``steps``
+    steps of ``dt`` in segments of ``length``, the fields ``names`` kept at the steps of
+    ``take`` (step -> index), the probes added after the steps of ``probe_slot`` (step -> index
+    in the probes' first axis), each segment recomputed on the way back where ``remat``."""
+
+    steps: int
+    length: int
+    dt: float
+    keys: tuple[str, ...]
+    names: tuple[str, ...]
+    take: Mapping[int, int]
+    probe_slot: Mapping[int, int]
+    remat: bool
+
+
+#: What the executors of a differentiable run return: the final fields, and the states they
+#: took as ``(pieces, order)``: ``order`` lists ``(piece, index in it or None, step)``, where
+#: None means the piece is that one state (``{name: array}``).
+Taken = tuple[dict[str, Any], list[dict[str, Any]], list[tuple[int, int | None, int]]]
+
+
+class GradOps(Protocol):
+    """The operations of reverse mode that differ per array library: the algorithms (segments,
+    the binomial schedule, reuse of a run's checkpoints) are written once over these."""
+
+    #: What ``make_step`` is given as ``kernels`` for a step that is differentiated.
+    kernels: bool | None
+
+    def rules(self) -> AbstractContextManager[Any]:
+        """The type promotion a differentiated run is traced under."""
+
+    def value_and_grad(self, fn: Callable[..., Any], args: tuple[Any, ...]
+                       ) -> tuple[Any, tuple[Any, ...]]:
+        """``fn(*args)`` (a real scalar) and its gradient with respect to each of ``args``
+        (pytrees of arrays, None for none; zeros where ``fn`` does not depend on one)."""
+
+    def vjp(self, fn: Callable[..., Any], *primals: Any
+            ) -> tuple[Any, Callable[[Any], tuple[Any, ...]]]:
+        """``fn(*primals)`` and its pullback: cotangents of the outputs (a pytree like them) to
+        cotangents of ``primals`` (zeros where unused)."""
+
+    def compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` compiled where the library traces pure functions (else ``fn``)."""
+
+    def param(self, value: Any) -> Any:
+        """A parameter's value as the binomial executor takes it."""
+
+    def index(self, step: int) -> Any:
+        """A step index as a compiled backward pass takes it: data where the pass is compiled
+        (one compilation for segments that start at any step)."""
+
+    def run_segments(self, plan: SegmentPlan, step: Callable[..., Any],
+                     fields: dict[str, Any], probes: Mapping[str, Any] | None,
+                     offset: Any) -> Taken:
+        """The run of ``plan`` from ``fields`` (probes already added at step 0), the steps
+        from index ``offset`` of the whole run."""
+
+    def run_binomial(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any],
+                     params: dict[str, Any], fields: dict[str, Any],
+                     probes: dict[str, Any], offset: Any) -> Taken:
+        """The run of a binomial ``plan`` (``simkit.autodiff._reverse.Plan``) with its own
+        backward pass, the step rebuilt around the parameters by ``step_of``."""
 
 
 def _host_value(backend: AbstractBackend, value: Any) -> np.ndarray:

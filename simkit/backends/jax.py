@@ -172,6 +172,11 @@ class JaxBackend(AbstractBackend):
             jitted = self._compiled[fn] = jax.jit(weakly(fn))
         return jitted(*args)
 
+    def grad_ops(self) -> Any:
+        from simkit.backends._jax_grad import JaxGradOps
+
+        return JaxGradOps()
+
     def synchronize(self, arrays: Any) -> None:
         jax.block_until_ready(arrays)
 

@@ -130,6 +130,11 @@ class TorchBackend(AbstractBackend):
         # The loop's own compiled step, so that a replay retakes the steps the loop took.
         return self.call(self.compiled(step_fn), dict(fields), *self.scalars(dt, step, time))
 
+    def grad_ops(self) -> Any:
+        from simkit.backends._torch_grad import TorchGradOps
+
+        return TorchGradOps(self)
+
     def synchronize(self, arrays: Any) -> None:
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)

@@ -1,0 +1,265 @@
+"""Reverse mode on JAX (``GradOps``): ``jax.vjp``, segments recomputed by ``jax.checkpoint``
+inside a ``lax.scan``, and the binomial schedule as a ``jax.custom_vjp`` whose backward pass
+follows the schedule's rows (tables of the schedule as data, one ``lax.scan`` over them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simkit.backends._base import SegmentPlan, Taken
+
+
+class JaxGradOps:
+    """Reverse mode on JAX (see ``simkit.backends._base.GradOps``)."""
+
+    #: JAX kernels are pure functions, differentiated like the rest.
+    kernels = None
+
+    def rules(self) -> Any:
+        # A parameter given as data is a strongly typed real array where the solver's code
+        # saw a Python float: under strict promotion its product with a complex spectrum
+        # (navier_stokes2d) would be refused, so the run is traced under standard rules.
+        return jax.numpy_dtype_promotion("standard")
+
+    def value_and_grad(self, fn: Callable[..., Any], args: tuple[Any, ...]
+                       ) -> tuple[Any, tuple[Any, ...]]:
+        return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
+
+    def vjp(self, fn: Callable[..., Any], *primals: Any
+            ) -> tuple[Any, Callable[[Any], tuple[Any, ...]]]:
+        return jax.vjp(fn, *primals)
+
+    def compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return jax.jit(fn)
+
+    def param(self, value: Any) -> Any:
+        return jnp.asarray(value)
+
+    def index(self, step: int) -> Any:
+        return jnp.asarray(step, jnp.int64)
+
+    def run_segments(self, plan: SegmentPlan, step: Callable[..., Any],
+                     fields: dict[str, Any], probes: Mapping[str, Any] | None,
+                     offset: Any) -> Taken:
+        return _run_segments(plan, step, fields, probes, offset)
+
+    def run_binomial(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any],
+                     params: dict[str, Any], fields: dict[str, Any],
+                     probes: dict[str, Any], offset: Any) -> Taken:
+        final, taken = _Binomial(plan, step_of).run(params, fields, probes, offset)
+        return final, [taken], [(0, j, s) for j, s in enumerate(plan.take_steps)]
+
+
+# ------------------------------------------------------------------------------ segments
+
+
+def _add_probe(probes: Mapping[str, Any] | None, f: dict[str, Any], slot: Any) -> dict[str, Any]:
+    if probes is None:
+        return f
+    return {k: v + jnp.where(slot >= 0, probes[k][jnp.maximum(slot, 0)], 0)
+            if k in probes else v for k, v in f.items()}
+
+
+def _segment_function(plan: SegmentPlan, step: Callable[..., Any],
+                      probes: Mapping[str, Any] | None, offset: Any, dtype: Any
+                      ) -> Callable[..., Any]:
+    """One segment's steps as a scan, its taken states gathered at its ``tslot`` rows."""
+    dt = jnp.asarray(plan.dt, dtype=dtype)
+    dt64 = jnp.asarray(plan.dt, dtype=jnp.float64)
+
+    def segment(f, xs):
+        index, pslot, tslot = xs
+
+        def body(g, x):
+            i, p = x
+            i = i + offset  # the step's index in the whole run (a traced one may come)
+            g = step(g, dt, i, jnp.asarray(i, jnp.float64) * dt64)
+            g = _add_probe(probes, g, p)
+            return g, {k: g[k] for k in plan.names}
+
+        f, ys = jax.lax.scan(body, f, (index, pslot))
+        # Only the states taken in this segment leave it (tslot pads with 0, cut later).
+        return f, {k: v[tslot] for k, v in ys.items()}
+
+    if plan.remat:
+        segment = jax.checkpoint(segment, prevent_cse=False)
+    return segment
+
+
+def _tables(plan: SegmentPlan, start: int, stop: int, width: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    index = np.arange(start, stop, dtype=np.int64)
+    pslot = np.asarray([plan.probe_slot.get(i + 1, -1) for i in index], dtype=np.int64)
+    slots = [i - start for i in index if i + 1 in plan.take]
+    tslot = np.asarray(slots + [0] * (width - len(slots)), dtype=np.int64)
+    return index, pslot, tslot, [i + 1 for i in index if i + 1 in plan.take]
+
+
+def _run_segments(plan: SegmentPlan, step: Callable[..., Any], fields: dict[str, Any],
+                  probes: Mapping[str, Any] | None, offset: Any) -> Taken:
+    n, length = plan.steps, plan.length
+    dtype = next(iter(fields.values())).dtype
+    segment = _segment_function(plan, step, probes, offset, dtype)
+    full, rest = divmod(n, length)
+    width = max([len(_tables(plan, s * length, (s + 1) * length, 0)[3]) for s in range(full)]
+                + [1])
+    pieces: list[dict[str, Any]] = []
+    order: list[tuple[int, int | None, int]] = []
+    if full:
+        parts = [_tables(plan, s * length, (s + 1) * length, width) for s in range(full)]
+        xs = tuple(jnp.asarray(np.stack([p[k] for p in parts])) for k in range(3))
+        fields, ys = jax.lax.scan(segment, fields, xs)
+        pieces.append({k: v.reshape((full * width, *v.shape[2:])) for k, v in ys.items()})
+        for s, p in enumerate(parts):
+            order += [(0, s * width + j, step_) for j, step_ in enumerate(p[3])]
+    if rest:
+        index, pslot, tslot, kept = _tables(plan, full * length, n, max(width, 1))
+        fields, ys = segment(fields, (jnp.asarray(index), jnp.asarray(pslot),
+                                      jnp.asarray(tslot)))
+        pieces.append(ys)
+        order += [(len(pieces) - 1, j, step_) for j, step_ in enumerate(kept)]
+    return fields, pieces, order
+
+
+# ------------------------------------------------------------------------------ binomial
+
+
+def _put(buffers: dict[str, Any], index: Any, x: Mapping[str, Any]) -> dict[str, Any]:
+    # Index -1 writes nothing (the row is rewritten with itself): no spare row held.
+    at = jnp.maximum(index, 0)
+    return {k: b.at[at].set(jnp.where(index >= 0, x[k], b[at])) for k, b in buffers.items()}
+
+
+def _rules() -> Any:
+    # The bwd is traced after the caller's promotion context has closed.
+    return jax.numpy_dtype_promotion("standard")
+
+
+class _Binomial:
+    """A run's steps under a binomial schedule: the sweep stores the schedule's states, the
+    backward pass scans the schedule's rows, taking each step backward by its own vjp."""
+
+    def __init__(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any]) -> None:
+        self.plan, self.step_of = plan, step_of
+        self.n, self.used = plan.schedule.steps, plan.schedule.slots_used
+        tables = plan.tables()
+        self.t = {k: jnp.asarray(v) for k, v in tables.items()}
+        self.count = len(plan.take_steps)
+        # The sweep stops only where it takes or stores a state; between those, a plain loop.
+        events = np.flatnonzero((tables["take"] >= 0) | (tables["store"] >= 0))
+        self.events = events[events >= 1]
+
+    def stepper(self, params: Any, probes: Any, offset: Any) -> tuple[Callable, Callable]:
+        plan, t = self.plan, self.t
+        step = self.step_of(params)
+        dt = jnp.asarray(plan.dt, dtype=jnp.float64)
+
+        def one(x, i):
+            i = i + offset
+            return step(x, jnp.asarray(plan.dt, dtype=x[plan.keys[0]].dtype), i,
+                        jnp.asarray(i, jnp.float64) * dt)
+
+        def advance(x, k0, k1):
+            def body(i, g):
+                g = one(g, i)
+                j = t["probe"][i + 1]
+                return {k: v + jnp.where(j >= 0, probes[k][jnp.maximum(j, 0)], 0)
+                        if k in probes else v for k, v in g.items()}
+            return jax.lax.fori_loop(k0, k1, body, x)
+
+        return one, advance
+
+    def sweep(self, params: Any, x0: Any, probes: Any, offset: Any, keep: bool) -> tuple:
+        _, advance = self.stepper(params, probes, offset)
+        count, t = self.count, self.t
+        taken = {k: jnp.zeros((max(count, 1), *x0[k].shape), x0[k].dtype)
+                 for k in self.plan.names}
+        # Rows 0..used-1 are the slots, ``used`` the working state.
+        rows = self.used + (self.plan.schedule.working_step >= 0)
+        slots = {k: jnp.zeros((rows, *v.shape), v.dtype).at[0].set(v) for k, v in
+                 x0.items()} if keep else {}
+
+        def event(carry, e):
+            x, k, taken, slots = carry
+            x = advance(x, k, e)
+            taken = _put(taken, t["take"][e], x)
+            slots = _put(slots, t["store"][e], x)
+            return (x, e, taken, slots), None
+
+        x, last = x0, 0
+        if len(self.events):
+            (x, last, taken, slots), _ = jax.lax.scan(
+                event, (x0, jnp.asarray(0, jnp.int64), taken, slots),
+                jnp.asarray(self.events))
+        x = advance(x, last, self.n)
+        return x, {k: v[:count] for k, v in taken.items()}, slots
+
+    def run(self, params: Any, fields: Any, probes: Any, offset: Any) -> tuple:
+        # The offset is an argument (an integer: its cotangent is float0), not a closed-over
+        # value, so that one compiled pass serves segments at any offset.
+        @jax.custom_vjp
+        def core(params, x0, probes, offset):
+            with _rules():
+                x, taken, _ = self.sweep(params, x0, probes, offset, keep=False)
+            return x, taken
+
+        def fwd(params, x0, probes, offset):
+            with _rules():
+                x, taken, slots = self.sweep(params, x0, probes, offset, keep=True)
+            return (x, taken), (params, probes, slots, offset)
+
+        core.defvjp(fwd, self.bwd)
+        return core(params, fields, probes, jnp.asarray(offset, dtype=jnp.int64))
+
+    def join(self, ct_taken: Any, cot: Any, gprobe: Any, k: Any) -> tuple:
+        """The adjoint of x_k: what flows back plus its capture's cotangent; a probe at k has
+        it as gradient. A segment that takes nothing has empty cotangent buffers: nothing to
+        index."""
+        j, p = self.t["take"][k], self.t["probe"][k]
+        cot = {key: v + jnp.where(j >= 0, ct_taken[key][jnp.maximum(j, 0)], 0)
+               if key in ct_taken and self.count else v for key, v in cot.items()}
+        return cot, _put(gprobe, p, cot)
+
+    def bwd(self, res: Any, cts: Any) -> tuple:
+        params, probes, slots, offset = res
+        ct_final, ct_taken = cts
+        with _rules():
+            gprobe = {k: jnp.zeros_like(v) for k, v in probes.items()}
+            cot, gprobe = self.join(ct_taken, dict(ct_final), gprobe, self.n)
+            gp = {k: jnp.zeros_like(v) for k, v in params.items()}
+            row = self.row(params, probes, offset, ct_taken)
+            rows = {k: self.t[k] for k in ("src", "k0", "k1", "dst", "reverse")}
+            (_, cot, gp, gprobe), _ = jax.lax.scan(row, (slots, cot, gp, gprobe), rows)
+        return gp, cot, gprobe, np.zeros(np.shape(offset), dtype=jax.dtypes.float0)
+
+    def row(self, params: Any, probes: Any, offset: Any, ct_taken: Any) -> Callable:
+        """One row of the schedule: recompute from a slot, store, and where the row says so
+        take its last step backward."""
+        _, advance = self.stepper(params, probes, offset)
+
+        def row(carry, r):
+            slots, cot, gp, gprobe = carry
+            x = advance({k: v[r["src"]] for k, v in slots.items()}, r["k0"], r["k1"])
+            # Most rows store nothing: skip the write rather than rewrite a row in place.
+            slots = jax.lax.cond(r["dst"] >= 0, lambda s: _put(s, r["dst"], x),
+                                 lambda s: s, slots)
+
+            def back(args):
+                cot, gp, gprobe = args
+                k = r["k1"]
+                _, pull = jax.vjp(lambda p, g: self.stepper(p, probes, offset)[0](g, k),
+                                  params, x)
+                dp, dx = pull(cot)
+                dx, gprobe = self.join(ct_taken, dx, gprobe, k)
+                return dx, jax.tree_util.tree_map(jnp.add, gp, dp), gprobe
+
+            cot, gp, gprobe = jax.lax.cond(r["reverse"], back, lambda a: a,
+                                           (cot, gp, gprobe))
+            return (slots, cot, gp, gprobe), None
+
+        return row
