@@ -149,7 +149,7 @@ def _validator():
     {"first": True, "last": True, "wall_time": 30},
     {"when": {"diagnostic": "e", "above": 1, "cooldown": 3, "stage": "kick"}},
     {"while": {"diagnostic": "e", "below": 0, "every": 2}},
-    {"any": [{"every": 2}, {"any": [{"at": [3]}]}], "summaries": ["mean(u)"]},
+    {"any": [{"every": 2}, {"any": [{"at": [3]}]}], "summaries": {"u": ["mean"]}},
 ])
 def test_json_schema_accepts_every_form(stream):
     assert not list(_validator().iter_errors({"s": stream}))

@@ -201,8 +201,9 @@ def stream_json_schema(extra: Mapping[str, Any] | None = None) -> dict[str, Any]
         "diagnostics": {**_NAMES_SCHEMA, "description": "diagnostics to keep"},
         "stage": {"type": "string", "minLength": 1,
                   "description": "capture the state right after this stage of the step"},
-        "summaries": {"type": "array", "description": "reductions of a field (mean, min, max, "
-                      "histogram, quantiles) kept as diagnostics"},
+        "summaries": {"type": "object", "minProperties": 1,
+                      "description": "reductions of fields kept as diagnostics: {field: [mean, "
+                                     "std, ...]} (simkit.solver reads them)"},
     }
     return {"$id": "urn:simkit:stream", "type": "object",
             "properties": {**schedule["properties"], **own, **(extra or {})},
