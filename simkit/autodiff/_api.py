@@ -27,7 +27,7 @@ from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute, failed
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
-from simkit.io import schema
+from simkit.io import exclusive, release, schema
 from simkit.io.gradients import (
     ATTR_CHECKPOINT,
     ATTR_GRADIENTS,
@@ -42,9 +42,8 @@ from simkit.io.gradients import (
     mark_stopped,
     write_gradients,
 )
-from simkit.io.netcdf import exclusive, release
 from simkit.scenario import RunPlan, plan_run
-from simkit.schedule import parse_schedule
+from simkit.schedule import STREAM_KEYS, parse_schedule, parse_stream
 
 Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
 
@@ -134,9 +133,24 @@ def _split_wrt(run: DifferentiableRun, wrt: Sequence[str]) -> tuple[list[str], l
 
 def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
                       ) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    """The adjoint streams ``{name: (steps, fields)}`` of ``gradients`` (the scenario's
+    ``gradients`` block): each a stream of the typed spec that keeps fields only.
+
+    Raises:
+        ScenarioError: naming ``gradients.<name>`` and the key at fault.
+    """
     found: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
-    names = [f.name for f in plan.solver.fields()]
+    names = tuple(f.name for f in plan.solver.fields())
     forward = {s.name for s in plan.streams}
+
+    def fields_of(value: Any, key: str, what: str) -> tuple[str, ...]:
+        listed = names if value == "all" else [value] if isinstance(value, str) else value
+        unknown = [f for f in listed if f not in names]
+        if unknown:
+            raise ScenarioError(f"expected fields of {plan.solver.name} ({', '.join(names)}), "
+                                f"given {unknown[0]!r}", key=key)
+        return tuple(listed)
+
     for name, spec in (gradients or {}).items():
         key = f"gradients.{name}"
         if not isinstance(spec, Mapping):
@@ -145,17 +159,12 @@ def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
         if name in forward:
             raise ScenarioError(f"expected a name no forward stream has, given {name!r}",
                                 key=key)
-        spec = dict(spec)
-        fields = spec.pop("fields", "all")
-        fields = names if fields == "all" else fields
-        if isinstance(fields, str):
-            fields = [fields]
-        unknown = [f for f in fields if f not in names]
-        if unknown:
-            raise ScenarioError(f"expected fields of {plan.solver.name} ({', '.join(names)}), "
-                                f"given {unknown[0]!r}", key=f"{key}.fields")
-        steps = schedule_steps(parse_schedule(spec, key), plan.scenario.steps or 0, key)
-        found[name] = (steps, tuple(fields))
+        if any(k in spec for k in STREAM_KEYS if k != "fields"):
+            # An adjoint stream keeps fields only: the others are keys its schedule refuses.
+            parse_schedule({k: v for k, v in spec.items() if k != "fields"}, key)
+        stream = parse_stream(name, spec, key, names=fields_of)
+        steps = schedule_steps(stream.schedule, plan.scenario.steps or 0, key)
+        found[name] = (steps, names if stream.fields is None else stream.fields)
     return found
 
 
@@ -236,18 +245,7 @@ def value_and_grad(
     plan = _plan(scenario, sets, overrides, overwrite or output is None, allow_import)
     _refuse_observations(plan, objective, output)
     run, params, fields, adjoint = prepare(plan, objective, wrt, checkpoint, backend, gradients)
-    written: Path | None = None
-    reused: tuple[int, ...] = ()
-    lock = None
-    if output is not None:
-        # The run that writes the file goes first; where it keeps checkpoints, the backward
-        # pass starts its segments from them instead of running the steps forward again. The
-        # file is complete only once the gradients are written.
-        written = _forward(plan, progress, resume)
-        reused = checkpoint_steps(plan, run)
-        # Held while the gradients are computed: the file's writer is alive (watch, inspect
-        # and resume see a run going on).
-        lock = exclusive(written)
+    written, reused, lock = _forward(plan, run, output, progress, resume)
     try:
         _stop.check()
         value, grads, adjoints = _gradients(run, objective, written, reused, params, fields,
@@ -278,14 +276,25 @@ def _refuse_observations(plan: RunPlan, objective: Objective,
                                     "objective", key="output")
 
 
-def _forward(plan: RunPlan, progress: Any, resume: Any) -> Path:
-    """The run file: written by the forward run (``running``, its gradients pending), or the
-    one there when only its gradients are missing (``resume="gradients"``)."""
+def _forward(plan: RunPlan, run: DifferentiableRun, output: Any, progress: Any, resume: Any
+             ) -> tuple[Path | None, tuple[int, ...], Any]:
+    """With an output: the run file, the steps of its checkpoints the backward pass starts
+    from, and its lock (held while the gradients are computed: the file's writer is alive, and
+    watch, inspect and resume see a run going on); else nothing.
+
+    The run that writes the file goes first (``running``, its gradients pending; the file is
+    complete only once they are written), unless only its gradients are missing
+    (``resume="gradients"``); where it keeps checkpoints, the backward pass starts its
+    segments from them instead of running the steps forward again."""
+    if output is None:
+        return None, (), None
     if resume == "gradients":
-        return Path(plan.output)
-    return Path(execute(plan, progress=progress, resume=resume, closing={
-        schema.ATTR_STATUS: schema.STATUS_RUNNING, ATTR_GRADIENTS: GRADIENTS_PENDING},
-        opening={ATTR_GRADIENTS: GRADIENTS_AWAITED}).path)
+        written = Path(plan.output)
+    else:
+        written = Path(execute(plan, progress=progress, resume=resume, closing={
+            schema.ATTR_STATUS: schema.STATUS_RUNNING, ATTR_GRADIENTS: GRADIENTS_PENDING},
+            opening={ATTR_GRADIENTS: GRADIENTS_AWAITED}).path)
+    return written, checkpoint_steps(plan, run), exclusive(written)
 
 
 def _gradients(run: DifferentiableRun, objective: Objective, written: Path | None,

@@ -33,7 +33,7 @@ from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._base import GradOps, SegmentPlan
 from simkit.errors import ScenarioError
 from simkit.scenario import RunPlan
-from simkit.schedule import AbstractSchedule, WallTime, When, While, fixed_in_steps, members
+from simkit.schedule import AbstractSchedule
 from simkit.solver import make_step, with_params
 
 #: Backends that differentiate.
@@ -59,12 +59,10 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
         ScenarioError: naming ``key``, for schedules a differentiable run cannot know in
             advance (simulated or wall-clock times, conditions).
     """
-    for member in members(schedule):
-        if not fixed_in_steps(member):
-            form = {When: "when", While: "while", WallTime: "wall_time"}.get(type(member),
-                                                                             "sim_time")
+    for member in schedule.members():
+        if not _known_steps(member):
             raise ScenarioError(f"expected step schedules (every, at, logspace, first, last) in a "
-                                f"differentiable run, given {form}", key=key)
+                                f"differentiable run, given {member.kind}", key=key)
     found, step = [], schedule.next_step(-1)
     while step is not None and step <= steps:
         found.append(step)
@@ -72,6 +70,15 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
     if schedule.at_end and steps not in found:
         found.append(steps)
     return tuple(found)
+
+
+def _known_steps(member: AbstractSchedule) -> bool:
+    """Whether ``member`` (not a union) fires at steps a run knows before it starts: steps
+    known in advance, or only the run's last (``last``); not at conditions, clocks or
+    simulated times."""
+    if member.known_in_advance:
+        return True
+    return member.at_end and member.next_step(-1) is None and member.next_time(-1.0) is None
 
 
 def param_units(solver_cls: type, name: str) -> str:
