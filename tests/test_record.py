@@ -142,6 +142,19 @@ def test_conditional_captures_read_the_values_the_loop_passes(in_tmp):
     assert list(xr.open_dataset("w.nc", group="high").step.values) == [0, 2, 8, 10]
 
 
+def test_a_condition_in_a_union_keeps_its_edge_memory_while_another_member_fires(in_tmp):
+    outputs = {"either": {"any": [{"every": 7}, {"when": {"diagnostic": "loss", "below": 0.15}}],
+                          "diagnostics": ["loss"]}}
+    loss = [0.9, 0.1, 0.6, 0.7, 0.2, 0.8, 0.1, 0.1, 0.1, 0.3, 0.6, 0.05, 0.4, 0.4, 0.1, 0.1]
+    with simkit.record("u.nc", outputs) as rec:
+        for i, value in enumerate(loss):
+            assert rec.due(i)  # a condition may fire at any step
+            rec.step(i, loss=value)
+    # Falling edges at 1, 6, 11 and 14; every 7 at 0, 7 and 14. At 15 the loss was already low
+    # at 14 (when every 7 fired too): no edge.
+    assert list(xr.open_dataset("u.nc", group="either").step.values) == [0, 1, 6, 7, 11, 14]
+
+
 def test_due_lets_a_loop_skip_values_and_callables_are_called_only_when_due(in_tmp):
     calls = []
 

@@ -148,7 +148,8 @@ class Captures:
         """Hand the captures taken so far to the writer, laying the file out first once every
         value the streams keep has been seen (a stage's probes appear only after step 0)."""
         if self._writer is None:
-            unseen = [(s, n) for s in self.streams for n in s.values if n not in self._seen]
+            unseen: list[tuple[RecordStream, str | None]] = [
+                (s, n) for s in self.streams for n in s.values if n not in self._seen]
             unseen += [(s, None) for s in self.streams if s.everything]
             # Captures wait in memory only until the step after the first (a stage's probes
             # come from step 1 on): past that, a value never given is an error, not a leak.

@@ -44,7 +44,7 @@ def dtype_name(value: Any) -> str:
         return str(value.dtype).removeprefix("torch.")
     dtype = np.dtype(value.dtype if hasattr(value, "shape") and hasattr(value, "dtype")
                      else np.asarray(value).dtype)
-    return {"U": "str", "S": "bytes"}.get(dtype.kind, dtype.name)
+    return {"U": "str", "S": "bytes"}.get(dtype.kind, str(dtype.name))
 
 
 def castable(given: str, target: str) -> bool:
