@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from simkit.io import schema
 from simkit.io._protocol import RunReader, RunWriter
@@ -13,7 +12,7 @@ from simkit.io.netcdf_reader import NetCDFReader
 
 
 def open_writer(path: str | os.PathLike[str], layout: schema.RunLayout,
-                attrs: Mapping[str, Any], *, overwrite: bool = False,
+                attrs: Mapping[str, object], *, overwrite: bool = False,
                 append: bool = False) -> RunWriter:
     """A writer of the run file at ``path`` with its layout created (see ``NetCDFWriter``).
 

@@ -178,7 +178,7 @@ class BackgroundWriter:
         self._queue.put(_STOP)
         self._thread.join()
 
-    def close(self, attrs: Mapping[str, Any] | None = None) -> Path:
+    def close(self, attrs: Mapping[str, object] | None = None) -> Path:
         """Wait for every queued write, then finish the file."""
         self._join()
         if self._failure is not None:
@@ -186,7 +186,7 @@ class BackgroundWriter:
             raise self._failure  # the caller closes the file as failed (``abort``)
         return self.writer.close(attrs)
 
-    def abort(self, attrs: Mapping[str, Any] | None = None) -> Path:
+    def abort(self, attrs: Mapping[str, object] | None = None) -> Path:
         """Write what is queued, then close the file as unfinished."""
         self._join()
         self._error = None

@@ -14,7 +14,6 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import netCDF4
 import numpy as np
@@ -70,7 +69,7 @@ class NetCDFWriter:
     after_disk_full = "free space, then `simkit resume {path}`"
 
     def __init__(self, path: str | os.PathLike[str], layout: schema.RunLayout,
-                 attrs: Mapping[str, Any], overwrite: bool = False, append: bool = False) -> None:
+                 attrs: Mapping[str, object], overwrite: bool = False, append: bool = False) -> None:
         self.path = Path(path)
         self.layout = layout
         self._names = {s.name: tuple(v.name for v in s.variables)
@@ -90,7 +89,7 @@ class NetCDFWriter:
         else:
             self._create(attrs, overwrite)
 
-    def _open_existing(self, attrs: Mapping[str, Any]) -> None:
+    def _open_existing(self, attrs: Mapping[str, object]) -> None:
         """Continue the run file at ``path`` (resume), marked running again."""
         self._replace_at_close = False
         self._tmp = self.partial_path = self.path
@@ -113,7 +112,7 @@ class NetCDFWriter:
                 raise
         self._committed = dict(self._counts)
 
-    def _create(self, attrs: Mapping[str, Any], overwrite: bool) -> None:
+    def _create(self, attrs: Mapping[str, object], overwrite: bool) -> None:
         """Create the file under a temporary name and, unless it replaces one, move it to
         ``path`` once its layout is on disk."""
         self._counts = {stream.name: 0 for stream in self.layout.streams}
@@ -140,7 +139,7 @@ class NetCDFWriter:
             self._undo_create()
             raise
 
-    def _create_file(self, attrs: Mapping[str, Any]) -> None:
+    def _create_file(self, attrs: Mapping[str, object]) -> None:
         with hdf5_lock():
             self._ds = netCDF4.Dataset(self._tmp, "w", format=schema.FORMAT)
             self._lock = exclusive(self._tmp)  # the run's file, whatever its name later
@@ -305,7 +304,7 @@ class NetCDFWriter:
             ds.variables[schema.TIME].assignValue(time)
             ds.variables[schema.STEP].assignValue(step)  # last, as for captures
 
-    def close(self, attrs: Mapping[str, Any] | None = None, complete: bool = True) -> Path:
+    def close(self, attrs: Mapping[str, object] | None = None, complete: bool = True) -> Path:
         """Finish the file (status, end attributes), fsync it and move it into place.
 
         After a failed write nothing more is written: the file is only closed, and it counts as
@@ -337,7 +336,7 @@ class NetCDFWriter:
             os.replace(self._tmp, self._closed)
         return self._closed
 
-    def abort(self, attrs: Mapping[str, Any] | None = None) -> Path:
+    def abort(self, attrs: Mapping[str, object] | None = None) -> Path:
         """Close after a failure, keeping what was written; returns the file that holds it."""
         with contextlib.suppress(Exception):
             return self.close(attrs, complete=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import netCDF4
 import numpy as np
@@ -15,7 +14,7 @@ from simkit.io._lock import hdf5_lock
 
 
 def copy_run(path: Path, tmp: Path, keep: Mapping[str, int],
-             attrs: Mapping[str, Any] | None = None) -> None:
+             attrs: Mapping[str, object] | None = None) -> None:
     """Write to ``tmp`` a copy of the run file ``path`` whose streams keep only their first
     ``keep[name]`` captures (and whose root has ``attrs`` set)."""
     with hdf5_lock(), netCDF4.Dataset(path, "r") as src, \
@@ -24,7 +23,7 @@ def copy_run(path: Path, tmp: Path, keep: Mapping[str, int],
 
 
 def _copy_group(src: netCDF4.Dataset, dst: netCDF4.Dataset, keep: Mapping[str, int],
-                name: str | None, attrs: Mapping[str, Any] | None = None) -> None:
+                name: str | None, attrs: Mapping[str, object] | None = None) -> None:
     dst.setncatts({k: src.getncattr(k) for k in src.ncattrs()})
     if attrs:
         dst.setncatts(dict(attrs))

@@ -68,7 +68,7 @@ def create_capture_axis(group: netCDF4.Dataset, time_units: str
     return step, time, crc
 
 
-def define(ds: netCDF4.Dataset, layout: schema.RunLayout, attrs: Mapping[str, Any]) -> None:
+def define(ds: netCDF4.Dataset, layout: schema.RunLayout, attrs: Mapping[str, object]) -> None:
     """Create a new run file's root attributes, coordinates and stream groups in ``ds``."""
     ds.setncattr(schema.ATTR_CONVENTIONS, schema.CONVENTIONS)
     ds.setncattr(schema.ATTR_SOURCE, _source(attrs))
@@ -111,7 +111,7 @@ def create_final(ds: netCDF4.Dataset, layout: schema.RunLayout) -> None:
     create_variables(ds, tuple(f for f in layout.fields if f.name not in ds.variables), ())
 
 
-def resume_attrs(ds: netCDF4.Dataset, attrs: Mapping[str, Any]) -> None:
+def resume_attrs(ds: netCDF4.Dataset, attrs: Mapping[str, object]) -> None:
     """Mark a run file that is continued: ``attrs`` set, running, no error, a history line."""
     for key, value in attrs.items():
         ds.setncattr(key, value)
@@ -126,7 +126,7 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _source(attrs: Mapping[str, Any]) -> str:
+def _source(attrs: Mapping[str, object]) -> str:
     if schema.ATTR_SOURCE in attrs:
         return str(attrs[schema.ATTR_SOURCE])
     solver = attrs.get(schema.ATTR_SOLVER, "?")

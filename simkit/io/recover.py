@@ -73,7 +73,7 @@ def _copy_why(path: Path, free: int, limit: int | None) -> str:
 
 
 def rewrite(path: StrPath, keep: Mapping[str, int],
-            attrs: Mapping[str, Any] | None = None) -> None:
+            attrs: Mapping[str, object] | None = None) -> None:
     """Replace ``path`` by a copy whose streams keep only their first ``keep[name]`` captures
     (and whose root has ``attrs`` set).
 
