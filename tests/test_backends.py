@@ -91,3 +91,42 @@ def test_missing_backend_names_the_extra(name):
 def test_unknown_backend_suggests():
     with pytest.raises(ScenarioError, match='did you mean "torch"'):
         get_backend("torhc")
+
+
+# ------------------------------------------------------------------ reverse mode (GradOps)
+
+
+def test_numpy_does_not_differentiate():
+    with pytest.raises(NotImplementedError, match="expected a backend that differentiates"):
+        get_backend("numpy").grad_ops()
+
+
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_grad_ops_give_the_same_derivatives_on_each_library(name):
+    """value_and_grad and vjp over pytrees: closed forms, zeros for an input nothing depends
+    on, None for none."""
+    require_backend(name)
+    backend = get_backend(name)
+    ops = backend.grad_ops()
+    x, w = np.array([1.0, -2.0, 3.0]), np.array([0.5, 0.25, 2.0])
+    a = {"x": backend.asarray(x), "unused": backend.asarray(np.ones(2))}
+    c = backend.asarray(np.asarray(1.5))
+
+    def f(a, c, nothing):
+        return (a["x"] ** 2 * backend.asarray(w)).sum() * c
+
+    value, (da, dc, dnothing) = ops.value_and_grad(f, (a, c, None))
+    host = backend.to_host
+    assert float(value) == pytest.approx(1.5 * np.sum(w * x**2), rel=1e-15)
+    np.testing.assert_allclose(host(da)["x"], 2 * 1.5 * w * x, rtol=1e-15)
+    np.testing.assert_array_equal(host(da)["unused"], 0.0)
+    assert float(dc) == pytest.approx(np.sum(w * x**2), rel=1e-15)
+    assert dnothing is None
+
+    out, pull = ops.vjp(lambda a, c: {"y": a["x"] * c, "z": (a["x"] ** 3).sum()}, a, c)
+    np.testing.assert_allclose(host(out)["y"], 1.5 * x, rtol=1e-15)
+    seed = {"y": backend.asarray(w), "z": backend.asarray(np.asarray(2.0))}
+    da, dc = pull(seed)
+    np.testing.assert_allclose(host(da)["x"], 1.5 * w + 2.0 * 3 * x**2, rtol=1e-15)
+    np.testing.assert_array_equal(host(da)["unused"], 0.0)
+    assert float(dc) == pytest.approx(np.sum(w * x), rel=1e-15)

@@ -597,6 +597,41 @@ def test_adjoint_stream_holds_dl_du_k(lib):
     np.testing.assert_allclose(adjoint["u"][1], rest.grad["u"], rtol=1e-13, atol=1e-15)
 
 
+def test_gradient_streams_take_step_schedules_and_keep_fields_only():
+    """A gradient stream is a stream of fields on a schedule of known steps: last is one,
+    fields default to all; a stage, a condition or an unknown field is refused, naming its
+    key."""
+    require_backend("torch")
+
+    def loss(final, captures):
+        return (final["u"] ** 2).sum()
+
+    result = value_and_grad(small("heat2d", 5), loss, ["u"], backend="torch",
+                            gradients={"end": {"last": True}, "both": {"every": 4, "last": True}})
+    np.testing.assert_array_equal(result.adjoints["end"]["step"], [5])
+    np.testing.assert_array_equal(result.adjoints["both"]["step"], [0, 4, 5])
+    run = run_function(small("heat2d", 5), backend="torch")
+    final, _ = run({}, run.initial_fields())
+    np.testing.assert_allclose(result.adjoints["end"]["u"][0], 2 * final["u"].numpy(),
+                               rtol=1e-15)
+    for spec, message in [
+        ({"every": 2, "stage": "laplacian"}, "gradients.a.stage: unknown schedule key"),
+        ({"when": {"diagnostic": "energy", "above": 1.0}},
+         "gradients.a: expected step schedules (every, at, logspace, first, last) in a "
+         "differentiable run, given when"),
+        ({"any": [{"every": 2}, {"sim_time": 0.3}]},
+         "gradients.a: expected step schedules (every, at, logspace, first, last) in a "
+         "differentiable run, given sim_time"),
+        ({"every": 2, "fields": "w"}, "gradients.a.fields: expected fields of heat2d (u), "
+                                      "given 'w'"),
+        ([1, 2], "gradients.a: expected a mapping of a schedule and fields, given [1, 2]"),
+    ]:
+        with pytest.raises(ScenarioError) as raised:
+            value_and_grad(small("heat2d", 5), loss, ["u"], backend="torch",
+                           gradients={"a": spec})
+        assert str(raised.value).startswith(message), (spec, str(raised.value))
+
+
 def test_misfit_and_gradient_file(lib, in_tmp):
     reference = heat_scenario(dt=0.2, steps=8, output="truth.nc",
                               outputs={"snap": {"every": 2, "fields": ["u"]}})
