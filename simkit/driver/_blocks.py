@@ -26,6 +26,7 @@ from simkit.driver._replay import Piece, block_steps, replay
 from simkit.driver._run import Run, schedule_state
 from simkit.driver._steps import conditions_for, solver_cached, step_for
 from simkit.errors import NonFiniteError
+from simkit.schedule import Condition
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,11 @@ BLOCK_POINTS = 1024
 BLOCK_BYTES = 4 << 20
 
 
-def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, Any]:
+#: Where a block program is kept: ``cache(solver, key, make)`` (``solver_cached``).
+ProgramCache = Callable[[Any, tuple[object, ...], Callable[[], Any]], Any]
+
+
+def build_program(run: Run, cache: ProgramCache = solver_cached) -> tuple[BlockProgram, Any]:
     """The static block program of ``run`` (its step, stage captures, diagnostics and slots) and
     what the backend runs it with: both kept in the solver cache, so a process that runs the
     same solver and outputs again compiles nothing new (and memory stays flat over many runs)."""
@@ -54,14 +59,7 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
                                  + [w.stage for w in edges if w.stage is not None]))
     seed = plan.scenario.seed
     staged = step_for(plan.solver, seed, stages) if stages else None
-    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
-    sizes = run.sizes
-    specs = list(plan.solver.fields()) + [p for st in plan.solver.stages() for p in st.probes]
-    for spec in specs:
-        shapes[spec.name] = (tuple(sizes[d] for d in spec.dims), plan.scenario.dtype)
-    for diag in run.diagnostics.values():
-        shapes[diag.name] = (tuple(sizes[d] for d in diag.dims), "float64")
-    shapes[HELD] = ((len(run.whens),), "bool")
+    shapes = _shapes(run)
     points = BLOCK_POINTS
     per_capture = [sum(int(np.prod(shapes[n][0], dtype=np.int64)) * np.dtype(shapes[n][1]).itemsize
                        for n in s.fields + s.diagnostics) + 16 for s in streams]
@@ -79,9 +77,41 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
     level_fn = (conditions_for(plan.solver, tuple(w.key for _, w in levels)) if levels
                 else None)
     diagnostics = {name: d.fn for name, d in run.diagnostics.items()}
-    # Every diagnostic a stream keeps or a condition reads, tried once on the state it will be
-    # taken of: a wrong shape, or a value the state does not hold, stops the run before a step.
-    conditions = [w for _, w in levels] + edges
+    _check_diagnostics(run, [w for _, w in levels] + edges, staged)
+    backend = run.backend
+    key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
+           getattr(backend, "compile", None), stages, slots, points,
+           tuple(w.key for w in edges), tuple(w.key for _, w in levels),
+           tuple(sorted(shapes.items())))
+
+    def make() -> tuple[BlockProgram, Any]:
+        program = BlockProgram(run.step_fn, staged, diagnostics, slots, points, run.watch,
+                               level_fn, shapes, watch_staged)
+        return program, backend.block_runner(program)
+
+    found: tuple[BlockProgram, Any] = cache(plan.solver, key, make)
+    return found
+
+
+def _shapes(run: Run) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The shape and dtype of everything a block may store: fields, probes, diagnostics, and
+    whether each edge condition held (``HELD``)."""
+    solver, sizes = run.plan.solver, run.sizes
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    specs = list(solver.fields()) + [p for st in solver.stages() for p in st.probes]
+    for spec in specs:
+        shapes[spec.name] = (tuple(sizes[d] for d in spec.dims), run.plan.scenario.dtype)
+    for diag in run.diagnostics.values():
+        shapes[diag.name] = (tuple(sizes[d] for d in diag.dims), "float64")
+    shapes[HELD] = ((len(run.whens),), "bool")
+    return shapes
+
+
+def _check_diagnostics(run: Run, conditions: list[Condition], staged: Any) -> None:
+    """Every diagnostic a stream keeps or a condition reads, tried once on the state it will be
+    taken of: a wrong shape, or a value the state does not hold, stops the run before a step
+    (``staged``: the step that also returns the states right after stages)."""
+    streams = run.plan.streams
     check_diagnostic_shapes(run, {n for s in streams if s.stage is None for n in s.diagnostics}
                             | {w.diagnostic for w in conditions if w.stage is None})
     at_stages: dict[str, set[str]] = {}
@@ -94,21 +124,9 @@ def build_program(run: Any, cache: Any = solver_cached) -> tuple[BlockProgram, A
     if at_stages:  # evaluated on a stage's state: one step taken aside, from a copy
         copy = {name: run.backend.asarray(value)
                 for name, value in run.backend.to_host(run.fields).items()}
-        _, seen = run.backend.call_step(staged, copy, plan.dt, run.step, run.time)
+        _, seen = run.backend.call_step(staged, copy, run.plan.dt, run.step, run.time)
         for stage, names in at_stages.items():
             check_diagnostic_shapes(run, names, seen[stage], stage)
-    backend = run.backend
-    key = ("block", seed, backend.name, backend.device, plan.scenario.dtype,
-           getattr(backend, "compile", None), stages, slots, points,
-           tuple(w.key for w in edges), tuple(w.key for _, w in levels),
-           tuple(sorted(shapes.items())))
-
-    def make() -> tuple[BlockProgram, Any]:
-        program = BlockProgram(run.step_fn, staged, diagnostics, slots, points, run.watch,
-                               level_fn, shapes, watch_staged)
-        return program, backend.block_runner(program)
-
-    return cache(plan.solver, key, make)
 
 
 class Lanes(Protocol):
@@ -275,10 +293,8 @@ class BlockLoop:
         # Members have no conditions: every point of their block is completed.
         steps = hosts[0]["steps"]
         taken = sum(p.count for p in points) if steps is None else int(steps)
-        if taken:
-            self.planner.measured(taken, seconds)
-            # Every process of a run plans the same blocks.
-            self.planner.rate = run.backend.agree(self.planner.rate)
+        if taken:  # every process of a run plans the same blocks
+            self.planner.rate = run.backend.agree(self.planner.measured(taken, seconds))
         step, time, pieces = self._stopped_at(points, taken, start_step, start_time)
         times = {p.end_step: p.end_time for p in points}
         self.lanes.advance(result)

@@ -45,7 +45,9 @@ class Capture:
                           attrs={"stream": self.stream})
 
 
-def commit_callback(plan: RunPlan, deliver: Callable[[Capture], None]) -> Callable[..., None]:
+def commit_callback(plan: RunPlan, deliver: Callable[[Capture], None]
+                    ) -> Callable[[str, list[int], list[float], Mapping[str, np.ndarray], bool],
+                                  None]:
     """The writer's commit callback (see ``BackgroundWriter``) that hands ``deliver`` every
     committed capture as a ``Capture`` of host copies (the writer's arrays are reused)."""
     dims = {spec.name: tuple(spec.dims) for spec in plan.solver.fields()}
@@ -117,7 +119,7 @@ def capture(run: Run, streams: list[StreamPlan], source: Mapping[str, Any] | Non
     users = {name: sum(name in s.fields for s in streams) for name in device}
     out = {name: run.buffers.take(device[name], users[name]) for name in device if users[name]}
     host = run.backend.to_host(device, out)
-    captures = []
+    captures: list[tuple[str, int, float, Mapping[str, np.ndarray]]] = []
     for stream in streams:
         arrays = {name: host[name] for name in stream.fields + stream.diagnostics}
         if schedules is not None and stream.name in run.checkpoints:

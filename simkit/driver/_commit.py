@@ -4,6 +4,7 @@ good captures before it committed and the step, stage and field named."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ def commit(run: Run, program: BlockProgram, host: dict[str, Any], times: dict[in
     """Hand every stream's captures of the block to the run's writer (those up to ``upto``);
     checkpoints keep the schedules' state: ``states`` = (before, after, step) gives the state
     after a firing to the checkpoint at its step, else the state now serves all."""
-    blocks = []
+    blocks: list[tuple[str, list[int], list[float], Mapping[str, np.ndarray]]] = []
     for slot, buffers, count in zip(program.slots, host["buffers"], host["counts"], strict=True):
         count = int(count)
         if not count:
@@ -56,7 +57,7 @@ def _states(run: Run, states: States, steps: np.ndarray, held: np.ndarray | None
     each condition on a stage stood at each captured step)."""
     before, after, fired_at = states
     count = len(steps)
-    state = np.broadcast_to(before, (count, len(before))).copy()
+    state: np.ndarray = np.broadcast_to(before, (count, len(before))).copy()
     state[steps == fired_at] = after
     if held is not None:
         for j, when in enumerate(run.whens):

@@ -23,7 +23,7 @@ from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._block import BlockPlan, BlockProgram
 from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, build_program
 from simkit.driver._buffers import HostBuffers
-from simkit.driver._files import RunResult, failed, now, open_writer, provenance
+from simkit.driver._files import RunResult, failed, now, provenance, run_writer
 from simkit.driver._plan import is_final
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
@@ -57,7 +57,7 @@ def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
     else:
         # Only real numbers can be traced as data: an integer may size an array.
         for key in keys:
-            value = getattr(first.solver.params, key.split(".", 1)[1], None)
+            value = getattr(_params(first.solver), key.split(".", 1)[1], None)
             if type(value) is not float:
                 reasons.append(f"swept parameters that are real numbers, given {key} = "
                                f"{value!r} ({type(value).__name__})")
@@ -113,7 +113,7 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
     writers: list[BackgroundWriter] = []
     try:
         for plan in plans:
-            writer = open_writer(plan, provenance(plan, backend), buffers)
+            writer = run_writer(plan, provenance(plan, backend), buffers)
             try:
                 runs.append(Run(plan, backend, writer, buffers))
             except BaseException:
@@ -190,7 +190,7 @@ class _Ensemble:
                                 f"{len(shapes)} different shapes", key="--vectorize")
         self.program = self._program()
         values = backend.asarray(np.array(
-            [[float(getattr(run.plan.solver.params, n)) for n in names] for run in runs]))
+            [[float(getattr(_params(run.plan.solver), n)) for n in names] for run in runs]))
         self.lanes = _Members(runs, backend, self._runner(), values, len(self.program.slots))
         self.blocks = BlockLoop(runs, self.program, self.lanes, first.scenario.flush_seconds,
                                 None, stop_member=self._stop)

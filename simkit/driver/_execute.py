@@ -15,7 +15,7 @@ from simkit import _stop
 from simkit.backends import AbstractBackend, get_backend
 from simkit.driver._buffers import HostBuffers
 from simkit.driver._captures import Capture, commit_callback
-from simkit.driver._files import RunResult, failed, now, open_writer, provenance
+from simkit.driver._files import RunResult, failed, now, provenance, run_writer
 from simkit.driver._loop import ProgressFn, loop, stop_check
 from simkit.driver._run import ResumePoint, Run
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
@@ -43,7 +43,7 @@ def _writer(plan: RunPlan, backend: AbstractBackend, buffers: HostBuffers,
             resume: ResumePoint | None, on_capture: CaptureFn | None,
             opening: Mapping[str, Any] | None) -> BackgroundWriter:
     """The run's writer: its file created (or opened to append to on a resume)."""
-    return open_writer(plan, _opening(plan, backend, resume, opening), buffers,
+    return run_writer(plan, _opening(plan, backend, resume, opening), buffers,
                        append=resume is not None,
                        on_committed=(commit_callback(plan, on_capture)
                                      if on_capture is not None else None))

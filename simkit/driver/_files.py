@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +18,12 @@ from simkit._version import __version__
 from simkit.backends import AbstractBackend
 from simkit.driver._buffers import HostBuffers
 from simkit.driver._run import checkpoint_streams, state_slots
-from simkit.io import BackgroundWriter, NetCDFWriter, schema
+from simkit.io import BackgroundWriter, open_writer, schema
 from simkit.scenario import RunPlan
 
+#: Called on the writer thread with each block of captures committed to disk: ``(stream, steps,
+#: times, arrays, stacked)`` (see ``simkit.io.BackgroundWriter``).
+OnCommitted = Callable[[str, list[int], list[float], Mapping[str, np.ndarray], bool], None]
 #: The packages whose versions every run file records.
 RUN_PACKAGES = ("numpy", "array-api-compat", "xarray", "netCDF4", "pydantic")
 #: The packages of each array library, recorded beside ``RUN_PACKAGES`` when it ran.
@@ -163,13 +166,13 @@ def run_layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
     return builder.layout([f.name for f in solver.fields()])
 
 
-def open_writer(plan: RunPlan, attrs: dict[str, object], buffers: HostBuffers, *,
-                append: bool = False,
-                on_committed: Callable[..., None] | None = None) -> BackgroundWriter:
+def run_writer(plan: RunPlan, attrs: dict[str, object], buffers: HostBuffers, *,
+               append: bool = False, on_committed: OnCommitted | None = None
+               ) -> BackgroundWriter:
     """The writer of a run of ``plan``: its file created with ``attrs`` (or opened to append to
     on a resume), written on a thread of its own that gives ``buffers`` back once written."""
-    file = NetCDFWriter(plan.output, run_layout(plan, plan.scenario.dtype), attrs,
-                        overwrite=plan.overwrite, append=append)
+    file = open_writer(plan.output, run_layout(plan, plan.scenario.dtype), attrs,
+                       overwrite=plan.overwrite, append=append)
     return BackgroundWriter(file,
                             on_written=lambda stream, step, arrays: buffers.give_back(arrays),
                             on_committed=on_committed)

@@ -56,7 +56,8 @@ def loop(run: Run, progress: ProgressFn | None,
     device; only what happens between blocks (a condition that fired, a wall-clock capture)
     takes the host path."""
     sc, dt = run.plan.scenario, run.plan.dt
-    expected = sc.steps if sc.steps is not None else math.ceil(sc.until / dt - TIME_RTOL)
+    until = sc.until if sc.until is not None else 0.0  # a run ends at steps or until
+    expected = sc.steps if sc.steps is not None else math.ceil(until / dt - TIME_RTOL)
     chunk = max(1, expected // PROGRESS_UPDATES) if progress else None
     if sc.check_finite:
         check_start(run)
@@ -110,7 +111,7 @@ def _capture_at_stages(run: Run, blocks: BlockLoop, streams: list[StreamPlan]) -
     that step is retaken stage by stage from the block's start."""
     if not streams or not blocks.has_taken_steps():
         return
-    stages = tuple(dict.fromkeys(s.stage for s in streams))
+    stages = tuple(dict.fromkeys(s.stage for s in streams if s.stage is not None))
     seen = blocks.last_step_stages(step_for(run.plan.solver, run.plan.scenario.seed, stages))
     for stage in stages:
         capture(run, [s for s in streams if s.stage == stage], source=seen[stage])

@@ -66,10 +66,11 @@ class BlockPlanner:
         self.rate: float | None = None  # steps per second, measured on the blocks so far
         self.index = {slot.stream: i for i, slot in enumerate(program.slots)}
 
-    def measured(self, steps: int, seconds: float) -> None:
-        """Take a block of ``steps`` steps that took ``seconds`` into the step rate."""
+    def measured(self, steps: int, seconds: float) -> float:
+        """Take a block of ``steps`` steps that took ``seconds`` into the step rate (returned)."""
         rate = steps / max(seconds, 1e-6)
         self.rate = rate if self.rate is None else 0.5 * (self.rate + rate)
+        return self.rate
 
     def start_block(self, run: Run) -> tuple[BlockPlan, list[Point]]:
         """A block of one point of no steps: the captures of the state the run starts from,
@@ -90,18 +91,18 @@ class BlockPlanner:
         (``origin``: where the current gap began), and whether the block must end there."""
         sc, dt = run.plan.scenario, run.plan.dt
         schedules = [s.schedule for s in run.plan.streams]
-        targets = [s.next_step(step) for s in schedules]
+        found = [s.next_step(step) for s in schedules]
         boundary = [when.state.resumes_at - 1 for when in run.whens]
         if sc.steps is not None:
-            targets.append(sc.steps)
+            found.append(sc.steps)
         if self.chunk is not None:
             boundary.append(start + self.chunk)
         if sc.check_finite:
             boundary.append(start + sc.check_finite)
         if run.walls:
             boundary.append(start + self._wall_steps(run))
-        boundary = [b for b in boundary if b is not None and b > step]
-        targets = [t for t in targets if t is not None and t > step]
+        boundary = [b for b in boundary if b > step]
+        targets = [t for t in found if t is not None and t > step]
         n_step = min(targets + boundary, default=None)
         origin_step, origin_time = origin
         offset = step - origin_step
@@ -113,6 +114,7 @@ class BlockPlanner:
         if target_time is not None and (n_step is None or step + k <= n_step):
             point = Point(k, dt, last_dt, step, origin_time, offset, step + k, target_time, [])
         else:
+            assert n_step is not None  # a run ends at a step count or a simulated time
             n = n_step - step
             point = Point(n, dt, dt, step, origin_time, offset, n_step,
                            origin_time + (offset + n) * dt, [],

@@ -4,7 +4,8 @@ finiteness checks that use it to name the step, stage and field where a run went
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from array_api_compat import array_namespace
 
@@ -14,7 +15,8 @@ from simkit.driver._steps import step_for
 from simkit.errors import NonFiniteError
 
 
-class Piece(NamedTuple):
+@dataclass(frozen=True)
+class Piece:
     """Steps a block took, as a replay retakes them: ``count`` steps of length ``dt``, the
     ``i``-th starting at simulated time ``origin + (offset + i) * spacing``."""
 

@@ -8,7 +8,6 @@ import logging
 import time as _time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -16,30 +15,11 @@ import numpy as np
 from simkit.backends import AbstractBackend
 from simkit.driver._buffers import HostBuffers
 from simkit.driver._steps import conditions_for, diagnostics_for, step_for
+from simkit.io import CaptureWriter
 from simkit.scenario import RunPlan, StreamPlan
 from simkit.schedule import AbstractSchedule, Condition, ScheduleState
 
 logger = logging.getLogger(__name__)
-
-
-class CaptureWriter(Protocol):
-    """What a run hands its captures to (a writer thread in front of the run's file, or a
-    process's stand-in that writes nothing)."""
-
-    written: int
-
-    @property
-    def partial_path(self) -> Path: ...
-
-    def capture_many(self, captures: list[tuple[str, int, float, Mapping[str, np.ndarray]]]
-                     ) -> None: ...
-
-    def capture_blocks(self, blocks: list[tuple[str, list[int], list[float],
-                                                Mapping[str, np.ndarray]]]) -> None: ...
-
-    def committed(self, step: int) -> None: ...
-
-    def final(self, step: int, time: float, arrays: Mapping[str, np.ndarray]) -> None: ...
 
 
 class EdgeMemory(Protocol):

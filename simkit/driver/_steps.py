@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from array_api_compat import array_namespace, device
@@ -21,11 +21,11 @@ ENV_PREFIX = KERNELS_ENV.split("_", 1)[0] + "_"
 #: a sweep, a benchmark) reuses them and what the backend compiled for them. Backends keep
 #: compiled code only while its function lives, so this bound also bounds the memory a long
 #: process spends on compiled code: the least recently used go first.
-_STEPS: OrderedDict[tuple, Any] = OrderedDict()
+_STEPS: OrderedDict[tuple[object, ...], Any] = OrderedDict()
 _STEPS_KEPT = 32
 
 
-def solver_cached(solver: Any, what: tuple, make: Callable[[], Any]) -> Any:
+def solver_cached(solver: Any, what: tuple[object, ...], make: Callable[[], Any]) -> Any:
     params = getattr(solver, "params", None)
     if params is None or not hasattr(params, "model_dump_json"):
         return make()
@@ -52,8 +52,9 @@ def step_for(solver: Any, seed: int, capture_after: tuple[str, ...] = ()) -> Any
 def diagnostics_for(solver: Any) -> dict[str, Any]:
     """The solver's diagnostics by name, the same functions for the same solver (a backend
     compiles each once per process, not once per run)."""
-    return solver_cached(solver, ("diagnostics",),
-                          lambda: {d.name: d for d in solver.diagnostics()})
+    found: dict[str, Any] = solver_cached(solver, ("diagnostics",),
+                                          lambda: {d.name: d for d in solver.diagnostics()})
+    return found
 
 
 def conditions_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None,
@@ -76,15 +77,18 @@ def condition_flags(diagnostics: dict[str, Callable[[Any], Any]],
     close over its traced parameters, so they are not cached)."""
     tests = [(diagnostics[name], above, below, stage) for name, above, below, stage in conditions]
 
-    def flags(fields, seen=None):
+    def flags(fields: Mapping[str, Any], seen: Mapping[str, Any] | None = None) -> Any:
         values = []
         for fn, above, below, stage in tests:
-            if stage is not None and seen is None:
+            if stage is None:
+                value = fn(fields)
+            elif seen is None:
                 some = next(iter(fields.values()))
                 xp = array_namespace(some)
                 values.append(xp.zeros((), dtype=xp.bool, device=device(some)))
                 continue
-            value = fn(fields if stage is None else seen[stage])
+            else:
+                value = fn(seen[stage])
             values.append(value > above if above is not None else value < below)
         return array_namespace(*values).stack(values)
 
