@@ -345,3 +345,36 @@ def test_observations_with_a_torn_capture_are_their_whole_captures(in_tmp):
     with pytest.raises(ScenarioError, match=r"misfit.steps: expected steps the observations "
                                             r"hold, given 10"):
         misfit("truth.nc", "snap", steps=[2, 10])
+
+
+def test_a_copy_that_does_not_fit_leaves_the_run_file_unchanged_and_says_so(in_tmp, monkeypatch):
+    import errno
+    import importlib
+    import types
+
+    from simkit.errors import DiskFullError
+    from simkit.io import rewrite
+
+    recover_module = importlib.import_module("simkit.io.recover")
+
+    path = simkit.run(heat_scenario(outputs={"snap": {"every": 3, "fields": "all"}})).path
+    before = path.read_bytes()
+    real = shutil.disk_usage
+    monkeypatch.setattr(recover_module, "shutil", types.SimpleNamespace(
+        disk_usage=lambda where: real(where)._replace(free=0)))
+    with pytest.raises(DiskFullError, match=r"^disk full writing \S+\.recover\.tmp \(0\.0 MiB "
+                                            r"free, the copy needs about [0-9.]+ MiB\); out\.nc "
+                                            r"is unchanged; free space, then run the command "
+                                            r"again$"):
+        rewrite(path, {"snap": 1})
+    monkeypatch.setattr(recover_module, "shutil", shutil)
+
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recover_module, "copy_run", no_space)
+    with pytest.raises(DiskFullError, match=r"; out\.nc is unchanged; free space, then run the "
+                                            r"command again$"):
+        rewrite(path, {"snap": 1})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["out.nc"]
