@@ -4,9 +4,10 @@ actually steps."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -70,8 +71,9 @@ def _additions(scenario: Scenario, solver: AbstractSolver, allow_import: bool | 
                 if not isinstance(spec.get(text, ""), str):
                     raise ScenarioError(f"expected a string, given {spec[text]!r}",
                                         key=f"{key}.{text}")
-            fn = load_function(spec["function"], key=f"{key}.function",
-                               allow_import=allow_import, search=search)
+            fn = cast(Callable[..., Any], load_function(
+                spec["function"], key=f"{key}.function", allow_import=allow_import,
+                search=search))
             found.append(Added(name, fn, spec.get("units", "1"), spec.get("long_name", name),
                                tuple(dims), stage))
     return tuple(found)
@@ -107,10 +109,11 @@ def _extend(solver: AbstractSolver, scenario: Scenario, initial: SolverModel,
                         state = solver.initial_state(initial,
                                                      np.random.default_rng(scenario.seed))
                 if state is None:
-                    return extended(solver, (), added)
+                    return cast(AbstractSolver, extended(solver, (), added))
                 summary = summary.with_range_of(state[summary.field])
             earlier = found.setdefault(summary.name, (key, summary))
             if earlier[1] != summary:
                 raise ScenarioError(f"expected one {summary.kind} of {summary.field!r} in every "
                                     f"stream, given another in {earlier[0]}", key=key)
-    return extended(solver, [summary for _, summary in found.values()], added)
+    return cast(AbstractSolver,
+                extended(solver, [summary for _, summary in found.values()], added))

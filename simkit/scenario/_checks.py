@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from simkit.errors import ScenarioError
-from simkit.io.netcdf import check_replaceable
+from simkit.io import check_replaceable
 from simkit.scenario._model import Scenario
 from simkit.solver import AbstractSolver, SolverModel
 
@@ -158,6 +158,7 @@ def _mesh(scenario: Scenario, solver: AbstractSolver) -> tuple[tuple[str, int], 
             raise ScenarioError(f"solver {solver.name} cannot be split over devices (it names "
                                 f"no splittable dimension), given devices: {scenario.devices}",
                                 key="devices")
+        assert scenario.devices is not None  # checked above: one of them is given
         mesh = {allowed[0]: scenario.devices}
     else:
         mesh = dict(scenario.mesh)

@@ -29,11 +29,14 @@ _Loader.add_implicit_resolver(
 
 #: Tags YAML 1.1 gives plain words and numbers. A mapping key is a name: read as its text, as
 #: YAML 1.2 reads `on`, `off`, `yes` and `no` (a stream named `on` is not `True`).
+#: Where a value is in the scenario: mapping keys and list indices (``("outputs", "snap")``).
+KeyPath = tuple[Any, ...]
+
 _TEXT_KEY_TAGS = frozenset(f"tag:yaml.org,2002:{kind}"
                            for kind in ("bool", "null", "int", "float", "timestamp"))
 
 
-def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[int],
+def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], budget: list[int],
           source: str | None) -> None:
     budget[0] -= 1
     if budget[0] < 0:
@@ -56,14 +59,14 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], budget: list[in
                 raise ScenarioError(f"expected each key once, given {key!r} again (first on line "
                                     f"{seen[key]})", source=source, key=dotted, line=line)
             seen[key] = line
-            lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, budget, source)
+            lines[path + (key,)] = line
+            _walk(value_node, path + (key,), lines, budget, source)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), lines, budget, source)
+            _walk(item, path + (i,), lines, budget, source)
 
 
-def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, int]]:
+def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[KeyPath, int]]:
     """Parse YAML safely; returns the data and the line of each key path. Plain mapping keys are
     read as their text (`on:` is the name "on"); values as PyYAML reads them (`yes` is true)."""
     loader = None
@@ -72,7 +75,7 @@ def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, in
         node = loader.get_single_node()
         if node is None:
             return None, {}
-        lines: dict[tuple, int] = {}
+        lines: dict[KeyPath, int] = {}
         _walk(node, (), lines, [MAX_NODES], source)
         return loader.construct_document(node), lines
     except yaml.MarkedYAMLError as error:
@@ -91,7 +94,7 @@ def load_yaml(text: str, source: str | None = None) -> tuple[Any, dict[tuple, in
             loader.dispose()
 
 
-def read_scenario_file(path: str | os.PathLike) -> tuple[str, Any, dict[tuple, int]]:
+def read_scenario_file(path: str | os.PathLike[str]) -> tuple[str, Any, dict[KeyPath, int]]:
     """Read and parse a scenario file; returns text, data and key-path lines."""
     source = str(path)
     try:

@@ -166,7 +166,7 @@ def _describe_expected(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> tuple[str, ...]:
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, ...]:
     """The keys of the (nested) model that ``loc`` leads to from ``model``."""
     for part in loc:
         field = model.model_fields.get(str(part))
@@ -179,7 +179,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> tuple[str, ...]:
     return tuple(model.model_fields)
 
 
-def _pydantic_error(error: ValidationError, prefix: tuple, model: type[BaseModel]
+def _pydantic_error(error: ValidationError, prefix: tuple[Any, ...], model: type[BaseModel]
                     ) -> ScenarioError:
     first = error.errors()[0]
     loc = tuple(prefix) + tuple(first["loc"])
@@ -199,7 +199,7 @@ def _pydantic_error(error: ValidationError, prefix: tuple, model: type[BaseModel
     return ScenarioError(f"expected {message}, given {first['input']!r}{more}", key=key)
 
 
-def validate_model(model: type[BaseModel], data: Any, prefix: tuple = ()) -> Any:
+def validate_model(model: type[BaseModel], data: Any, prefix: tuple[Any, ...] = ()) -> Any:
     """``model`` validated from ``data``, or a ScenarioError naming the first bad key."""
     if data is None:
         data = {}

@@ -19,7 +19,7 @@ from simkit.scenario._checks import (
     _check_output_text,
     _mesh,
 )
-from simkit.scenario._load import MAX_DEPTH, read_scenario_file
+from simkit.scenario._load import MAX_DEPTH, KeyPath, read_scenario_file
 from simkit.scenario._model import RunPlan, Scenario, validate_model
 from simkit.scenario._overrides import _plain, apply_override, merge_overrides
 from simkit.scenario._streams import (
@@ -37,13 +37,13 @@ _DEFAULT_OUTPUT_DIR = "runs"
 
 
 def plan_run(
-    scenario: str | os.PathLike | Mapping[str, Any] | Scenario,
+    scenario: str | os.PathLike[str] | Mapping[str, Any] | Scenario,
     *,
     sets: Sequence[str] = (),
     overrides: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     allow_import: bool | None = None,
-    search: Sequence[str | os.PathLike] = (),
+    search: Sequence[str | os.PathLike[str]] = (),
 ) -> RunPlan:
     """Load, override and validate a scenario; nothing is computed or written.
 
@@ -62,7 +62,7 @@ def plan_run(
         ScenarioError: for any bad input, naming file, line, key path, expected and given.
     """
     source: str | None = None
-    lines: dict[tuple, int] = {}
+    lines: dict[KeyPath, int] = {}
     if isinstance(scenario, Scenario):
         data = scenario.model_dump(exclude_none=True)
     elif isinstance(scenario, Mapping):
@@ -90,7 +90,7 @@ def plan_run(
         raise locate(error, source, lines, sets) from None
 
 
-def locate(error: ScenarioError, source: str | None, lines: Mapping[tuple, int],
+def locate(error: ScenarioError, source: str | None, lines: Mapping[KeyPath, int],
            sets: Sequence[str] = ()) -> ScenarioError:
     """``error`` said of the scenario ``source`` at the line of its key (``lines``, as
     ``read_scenario_file`` gives them), or of the ``--set`` that gave the key its value."""
@@ -115,6 +115,7 @@ def _run_length(scenario: Scenario, dt: float) -> int:
     """The run's step limit (``until`` converted at the nominal ``dt``), bounded."""
     if scenario.steps is not None:
         return scenario.steps
+    assert scenario.until is not None  # the model holds exactly one of them
     steps = scenario.until / dt
     if steps > MAX_STEP:
         raise ScenarioError(f"expected at most {MAX_STEP} steps (until / dt), given until "
@@ -123,7 +124,7 @@ def _run_length(scenario: Scenario, dt: float) -> int:
 
 
 def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
-          allow_import: bool | None = None, extra: Sequence[str | os.PathLike] = ()
+          allow_import: bool | None = None, extra: Sequence[str | os.PathLike[str]] = ()
           ) -> RunPlan:
     scenario: Scenario = validate_model(Scenario, data)
     _check_stream_count(scenario)
@@ -137,7 +138,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
     params = validate_model(solver_cls.Params, scenario.params, ("params",))
     initial = validate_model(solver_cls.Initial, scenario.initial, ("initial",))
     try:
-        solver = solver_cls(params)
+        solver = solver_cls(params)  # type: ignore[call-arg]  # a solver takes its Params
         _check_memory(solver, scenario.dtype)
     except ScenarioError:
         raise
@@ -155,7 +156,7 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
                      _additions(scenario, solver, allow_import, search))
     streams = tuple(_stream(name, spec, solver) for name, spec in scenario.outputs.items())
     for stream in streams:
-        _check_stream_fires(stream, scenario, dt)
+        _check_stream_fires(stream, scenario, steps, dt)
         _check_capture_count(stream, scenario, steps, dt)
     if scenario.output is not None:
         output = Path(scenario.output)

@@ -7,7 +7,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from simkit.errors import ScenarioError, did_you_mean
 from simkit.scenario._model import Scenario, SimkitWarning, StreamPlan
@@ -166,14 +166,19 @@ def _stop_when(scenario: Scenario, solver: AbstractSolver) -> When | None:
     """The edge condition that ends the run early (``stop_when``), or None."""
     if scenario.stop_when is None:
         return None
-    stop_when = parse_condition("when", scenario.stop_when, "stop_when")
+    stop_when = cast(When, parse_condition("when", scenario.stop_when, "stop_when"))
     condition = stop_when.edge
     assert condition is not None  # a `when` is an edge condition
     _check_condition(solver, condition, "stop_when")
     return stop_when
 
 
-def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> None:
+def _end_time(scenario: Scenario, steps: int, dt: float) -> float:
+    """The simulated time a run of at most ``steps`` steps of ``dt`` ends at, at the latest."""
+    return scenario.until if scenario.until is not None else steps * dt
+
+
+def _check_stream_fires(stream: StreamPlan, scenario: Scenario, steps: int, dt: float) -> None:
     schedule = stream.schedule
     # A condition or the wall clock may capture at any step: only the run can tell.
     if schedule.at_end or any(m.edge is not None or m.wall_clock is not None
@@ -181,7 +186,7 @@ def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> No
         return
     first_step = schedule.next_step(-1)
     first_time = schedule.next_time(-math.inf)
-    end_time = scenario.until if scenario.until is not None else scenario.steps * dt
+    end_time = _end_time(scenario, steps, dt)
     by_step = first_step is not None and (scenario.steps is None or first_step <= scenario.steps)
     by_time = first_time is not None and first_time <= end_time * (1 + 1e-12)
     if not (by_step or by_time):
@@ -192,7 +197,7 @@ def _check_stream_fires(stream: StreamPlan, scenario: Scenario, dt: float) -> No
 
 
 def _check_capture_count(stream: StreamPlan, scenario: Scenario, steps: int, dt: float) -> None:
-    end_time = scenario.until if scenario.until is not None else steps * dt
+    end_time = _end_time(scenario, steps, dt)
     count = stream.schedule.count(steps, end_time)
     if count > MAX_CAPTURES:
         raise ScenarioError(f"expected at most {MAX_CAPTURES} captures in one stream, given a "
@@ -210,7 +215,7 @@ def _check_capture_count(stream: StreamPlan, scenario: Scenario, steps: int, dt:
 
 def _warn_questionable(scenario: Scenario, solver: AbstractSolver, streams: tuple[StreamPlan, ...],
                        dt: float, steps: int) -> None:
-    end = scenario.until if scenario.until is not None else steps * dt
+    end = _end_time(scenario, steps, dt)
     if scenario.dtype == "float32" and end > 0 and dt / end < 1e-6:
         warnings.warn(f"dt = {dt:g} is below 1e-6 of the run's length ({end:g}) in float32: "
                       "increments may vanish in round-off; consider float64", SimkitWarning,
