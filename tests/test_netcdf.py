@@ -183,3 +183,28 @@ def test_only_the_netcdf_modules_import_netcdf4():
                                     re.MULTILINE)
                        and not (path.parent.name == "io" and path.name.startswith("netcdf")))
     assert importing == []
+
+
+def test_background_writer_flush_waits_for_the_captures_and_raises_the_writers_error(tmp_path):
+    from simkit.errors import DiskFullError
+    from simkit.io import BackgroundWriter, open_reader, open_writer
+
+    path = tmp_path / "run.nc"
+    writer = BackgroundWriter(open_writer(path, _small_layout(), {schema.ATTR_SCENARIO: "x"}))
+    for step in range(5):
+        writer.capture_many([("diag", step, step * 0.5, {"energy": np.float64(step)})])
+    writer.capture_blocks([("diag", [5, 6], [2.5, 3.0], {"energy": np.array([5.0, 6.0])})])
+    writer.flush()
+    assert writer.written == 7
+    with open_reader(path) as reader:
+        assert reader.whole_counts()["diag"] == 7
+    writer.flush()  # nothing pending: returns at once
+
+    def full(streams: object) -> None:
+        raise DiskFullError("disk full")
+
+    writer.writer.check_space = full  # type: ignore[method-assign]
+    writer.capture("diag", 7, 3.5, {"energy": np.float64(7.0)})
+    with pytest.raises(DiskFullError, match="disk full"):
+        writer.flush()
+    writer.abort()

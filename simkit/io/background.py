@@ -56,6 +56,8 @@ class BackgroundWriter:
         self._taking = threading.Lock()  # one producer takes its places at a time
         self._error: BaseException | None = None  # to raise in the caller, once
         self._failure: BaseException | None = None  # the first error; stays
+        self._queued = 0  # captures handed over so far
+        self._progress = threading.Condition()  # told after each batch the thread is done with
         self._thread = threading.Thread(target=self._run, name="simkit-writer", daemon=True)
         self._thread.start()
 
@@ -76,6 +78,8 @@ class BackgroundWriter:
                 for item in batch:
                     if item is not _STOP and item[0] != self.writer.committed:
                         self._room.release(self._places(item))
+                with self._progress:
+                    self._progress.notify_all()
 
     def _write(self, batch: list[_Write]) -> None:
         if self._failure is not None or not batch:
@@ -135,6 +139,7 @@ class BackgroundWriter:
         """Queue captures of several streams, ``(stream, step, time, arrays)`` each, as one
         write with one sync (see ``capture_blocks``)."""
         self._raise_pending()
+        self._queued += len(captures)
         self._put((self.writer.write_capture, tuple(captures)))
 
     def capture_blocks(self, blocks: list[tuple[str, list[int], list[float],
@@ -143,6 +148,7 @@ class BackgroundWriter:
         each, as one write with one sync: a sync costs about as much as the file has streams,
         so a sync per stream made each block cost the square of their number."""
         self._raise_pending()
+        self._queued += sum(len(steps) for _, steps, _, _ in blocks)
         self._put((self.writer.write_block, tuple(blocks)))
 
     def committed(self, step: int) -> None:
@@ -168,6 +174,15 @@ class BackgroundWriter:
             for _ in range(self._places(item)):
                 self._room.acquire()
         self._queue.put(item)
+
+    def flush(self) -> None:
+        """Wait until every capture handed over so far is in the file, synced and fsync'ed;
+        raise the writer thread's error, if any (after which nothing more is written)."""
+        with self._progress:
+            self._progress.wait_for(lambda: self.written >= self._queued
+                                    or self._failure is not None
+                                    or not self._thread.is_alive())
+        self._raise_pending()
 
     @property
     def partial_path(self) -> Path:
