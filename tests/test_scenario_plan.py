@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import pickle
 
+import pytest
+
 from conftest import heat_scenario
-from simkit.scenario import plan_run
+from simkit.errors import ScenarioError
+from simkit.scenario import check_not_input, plan_run
 
 
 def _plan():
@@ -43,3 +46,15 @@ def test_derived_facts_survive_copies_and_pickling(in_tmp):
     again = pickle.loads(pickle.dumps(dataclasses.replace(plan, overwrite=True)))
     assert again.checkpoints == plan.checkpoints
     assert again.shapes == plan.shapes
+
+
+def test_check_not_input_refuses_an_output_that_is_an_input(tmp_path):
+    observed = tmp_path / "obs.nc"
+    observed.write_bytes(b"")
+    (tmp_path / "link.nc").symlink_to(observed)
+    inputs = {"observations file": str(observed)}
+    check_not_input(tmp_path / "new.nc", inputs)  # nothing there: none of them
+    with pytest.raises(ScenarioError, match=r"^output: expected an output other than the run's "
+                                            r"inputs, given 'link.nc', which is the observations "
+                                            r"file$"):
+        check_not_input(tmp_path / "link.nc", inputs, given="link.nc")

@@ -6,7 +6,7 @@ expected and what was given.
 """
 
 from simkit.scenario._additions import MAX_ADDED_NAME_BYTES
-from simkit.scenario._checks import MAX_NAME_BYTES, MAX_PATH_BYTES
+from simkit.scenario._checks import MAX_NAME_BYTES, MAX_PATH_BYTES, check_not_input
 from simkit.scenario._load import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
@@ -53,6 +53,7 @@ __all__ = [
     "SimkitWarning",
     "StreamPlan",
     "apply_override",
+    "check_not_input",
     "load_yaml",
     "locate",
     "merge_overrides",

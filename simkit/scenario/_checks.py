@@ -71,6 +71,26 @@ _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def check_not_input(path: str | os.PathLike[str],
+                    inputs: Mapping[str, str | os.PathLike[str]], *,
+                    given: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an output ``path`` that is one of a run's ``inputs`` (what it is -> its path):
+    writing the output would replace it. A path that does not exist is none of them.
+
+    Args:
+        given: the output as it was given, for the message (default: ``path``).
+
+    Raises:
+        ScenarioError: at key ``output``, naming what the path is.
+    """
+    for what, other in inputs.items():
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, other):
+                shown = str(given if given is not None else path)
+                raise ScenarioError(f"expected an output other than the run's inputs, given "
+                                    f"{shown!r}, which is the {what}", key="output")
+
+
 def _check_output(path: Path, overwrite: bool, inputs: Mapping[str, str]) -> None:
     """Refuse an output that exists and is not a regular file, is one of the run's own inputs
     (``inputs``: what it is -> path), exists without ``overwrite``, or is not a file simkit
@@ -93,11 +113,7 @@ def _check_output(path: Path, overwrite: bool, inputs: Mapping[str, str]) -> Non
             kind = next((k for test, k in _FILE_KINDS if test(info.st_mode)), "not a regular file")
             raise ScenarioError(f"expected a regular file or a new path, given {str(path)!r}, "
                                 f"which is {kind}", key="output")
-        for what, other in inputs.items():
-            with contextlib.suppress(OSError):
-                if os.path.samefile(path, other):
-                    raise ScenarioError(f"expected an output other than the run's inputs, given "
-                                        f"{str(path)!r}, which is the {what}", key="output")
+        check_not_input(path, inputs)
         if not overwrite:
             raise ScenarioError(f"expected a new file (or --overwrite), given {str(path)!r} "
                                 "which exists", key="output")
