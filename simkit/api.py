@@ -26,7 +26,6 @@ from simkit.io import (
 )
 from simkit.io.gradients import ATTR_GRADIENTS, GRADIENTS_AWAITED, GRADIENTS_PENDING
 from simkit.scenario import RunPlan, Scenario, plan_run
-from simkit.schedule import fixed_in_steps, members
 
 
 def _check_inputs(scenario: Any, sets: Any) -> None:
@@ -229,7 +228,7 @@ def _complete_up_to(plan: RunPlan, steps: dict[str, list[int]], committed: int |
     checkpoint)."""
     bound = committed
     for stream in plan.streams:
-        if not all(fixed_in_steps(m) for m in members(stream.schedule)):
+        if not all(m.known_in_advance or m.at_end for m in stream.schedule.members()):
             continue  # due when a condition or a clock says: the file's word only
         taken = steps.get(stream.name, [])
         due = stream.schedule.next_step(taken[-1] if taken else -1)
