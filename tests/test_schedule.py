@@ -158,7 +158,7 @@ def test_parse_schedule_rejects_with_key_and_forms(spec, key, fragment):
 def _reference_count(schedule, steps, end_time):
     """The capture count as a closed form per kind, summed over a union's members."""
     def one(m):
-        if isinstance(m, Every):  # a level condition's candidates count as its steps
+        if isinstance(m, (Every, While)):  # a level condition's candidates count as its steps
             return 0 if steps < m.offset else (steps - m.offset) // m.every + 1
         if isinstance(m, (At, LogSpaced)):
             return sum(1 for s in m.steps if s <= steps)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import abc
 import inspect
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from simkit.errors import ScenarioError, did_you_mean
-from simkit.schedule._state import ScheduleState, UnionState, check_names
+from simkit.schedule._state import ScheduleState, UnionState
 
 _T = TypeVar("_T", int, float)
 
@@ -213,41 +212,9 @@ class AbstractSchedule(abc.ABC):
     def __or__(self, other: AbstractSchedule) -> AnyOf:
         return AnyOf((self, other))
 
-    # ------------------------------------------------------------------ a state held aside
-    # Kept while callers move to ``init_state``: the schedule answers for a default state.
-
-    def save(self) -> dict[str, float]:
-        """The default state's ``save``."""
-        return default_state(self).save()
-
-    def restore(self, state: Mapping[str, float]) -> None:
-        """The default state's ``restore``."""
-        default_state(self).restore(state)
-
-    def reset(self) -> None:
-        """The default state's ``reset``."""
-        default_state(self).reset()
-
 
 #: The schedule kinds by scenario key, in the order they were defined.
 KINDS: dict[str, type[AbstractSchedule]] = {}
-
-_DEFAULT_STATES: dict[int, ScheduleState] = {}
-
-
-def default_state(schedule: AbstractSchedule) -> ScheduleState:
-    """The state held aside for ``schedule`` (a union's holds its members' own)."""
-    state = _DEFAULT_STATES.get(id(schedule))
-    if state is None:
-        parts = schedule.members()
-        if parts == (schedule,):
-            state = schedule.init_state()
-        else:
-            state = UnionState(type(schedule).__name__, [default_state(m) for m in parts])
-        _DEFAULT_STATES[id(schedule)] = state
-        weakref.finalize(schedule, _DEFAULT_STATES.pop, id(schedule), None)
-    return state
-
 
 class Members(tuple[AbstractSchedule, ...]):
     """A union's members: a tuple that answers ``members()`` too, as every schedule does."""
@@ -307,11 +274,6 @@ class AnyOf(AbstractSchedule):
 def _min_or_none(values: Iterable[_T | None]) -> _T | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None  # type: ignore[type-var]
-
-
-def check_state_names(schedule: AbstractSchedule, state: Mapping[str, float]) -> None:
-    """Refuse a saved state whose names are not those ``schedule.save()`` gives."""
-    check_names(type(schedule).__name__, list(schedule.save()), state)
 
 
 def members(schedule: AbstractSchedule) -> tuple[AbstractSchedule, ...]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from simkit.errors import ScenarioError
-from simkit.schedule._base import AbstractSchedule, Condition, ValueOf, default_state
+from simkit.schedule._base import AbstractSchedule, Condition, ValueOf
 from simkit.schedule._state import ClockState, EdgeState, ScheduleState
 from simkit.schedule._steps import _INT_0, _INT_1, Every, _is_int, _is_number
 
@@ -106,22 +106,12 @@ class WallTime(_DriverDecided):
     def init_state(self) -> ClockState:
         return ClockState(type(self).__name__, self.seconds, self.clock)
 
-    def due(self, state: ScheduleState | None = None, step: int = 0, time: float = 0.0,
-            value: ValueOf | None = None) -> bool:
-        if state is None:  # the default state held aside: whether the interval has passed
-            return _clock(_default(self)).due()
+    def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
         clock = _clock(state)
         if clock.due():
             clock.fired()
             return True
         return False
-
-    # A default state held aside answers for callers that do not hold states yet.
-    def seconds_left(self) -> float:
-        return _clock(_default(self)).seconds_left()
-
-    def fired(self) -> None:
-        _clock(_default(self)).fired()
 
 
 @dataclass(frozen=True)
@@ -174,24 +164,6 @@ class When(_Conditional, _DriverDecided):
             edge.fired(step)
             return True
         return False
-
-    # A default state held aside answers for callers that do not hold states yet.
-    @property
-    def held(self) -> bool:
-        return _edge(_default(self)).held
-
-    def hold(self, value: bool) -> None:
-        _edge(_default(self)).hold(value)
-
-    @property
-    def resumes_at(self) -> int:
-        return _edge(_default(self)).resumes_at
-
-    def may_fire(self, step: int) -> bool:
-        return _edge(_default(self)).may_fire(step)
-
-    def fired(self, step: int) -> None:
-        _edge(_default(self)).fired(step)
 
 
 @dataclass(frozen=True)
@@ -253,13 +225,6 @@ class While(_Conditional):
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
         return self.fires(step, time) and self.holds(value(self.condition))
 
-
-# Until every caller asks ``level``, a level condition still counts as ``every`` for them.
-Every.register(While)
-
-
-def _default(schedule: AbstractSchedule) -> ScheduleState:
-    return default_state(schedule)
 
 
 def _edge(state: ScheduleState) -> EdgeState:
