@@ -21,7 +21,6 @@ from simkit.schedule import (
     WallTime,
     When,
     While,
-    members,
     parse_schedule,
 )
 
@@ -214,7 +213,7 @@ def test_what_each_kind_says_it_is():
     assert not Condition("e", below=0.0).holds(0.0) and Condition("e", below=0.0).holds(-1e-9)
     union = AnyOf((Every(3), when))
     assert union.members() == (Every(3), when) and Every(3).members() == (Every(3),)
-    assert members(union) == union.members and not union.known_in_advance
+    assert union.members() == union.members and not union.known_in_advance
     assert (Every(3) | At((2,))).known_in_advance
     assert {Every(3): 1}[Every(3)] == 1 and hash(when) == hash(When("e", above=1.0, stage="kick"))
     assert [w.kind for w in (Every(1), At((1,)), when, wall, level)] == \

@@ -14,7 +14,6 @@ from simkit.schedule._base import (
     AnyOf,
     Condition,
     ValueOf,
-    members,
 )
 from simkit.schedule._kinds import *  # noqa: F403 - every kind, as the registry has them
 from simkit.schedule._parse import SCHEDULE_KEYS, VALID_FORMS, parse_condition, parse_schedule
@@ -41,7 +40,6 @@ __all__ = [
     "ScheduleState",
     "UnionState",
     "ValueOf",
-    "members",
     "SCHEDULE_KEYS",
     "VALID_FORMS",
     "parse_condition",

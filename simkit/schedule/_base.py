@@ -274,8 +274,3 @@ class AnyOf(AbstractSchedule):
 def _min_or_none(values: Iterable[_T | None]) -> _T | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None  # type: ignore[type-var]
-
-
-def members(schedule: AbstractSchedule) -> tuple[AbstractSchedule, ...]:
-    """The schedules a union is made of (or the schedule itself)."""
-    return schedule.members()

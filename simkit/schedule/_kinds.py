@@ -8,15 +8,8 @@ registry.
 
 from __future__ import annotations
 
-from simkit.schedule._base import AbstractSchedule
 from simkit.schedule._conditions import WallTime, When, While
 from simkit.schedule._steps import MAX_STEP, At, Every, First, Last, LogSpaced, SimTime
 
 __all__ = ["MAX_STEP", "At", "Every", "First", "Last", "LogSpaced", "SimTime", "WallTime",
-           "When", "While", "fixed_in_steps"]
-
-
-def fixed_in_steps(member: AbstractSchedule) -> bool:
-    """Whether ``member`` (one schedule, not a union) fires at steps known before a run: every,
-    at, logspace, first, last; not a condition, a clock or simulated times."""
-    return member.known_in_advance or isinstance(member, Last)
+           "When", "While"]
