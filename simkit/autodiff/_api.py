@@ -170,7 +170,8 @@ def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
 
 def prepare(plan: RunPlan, objective: Objective, wrt: Sequence[str], checkpoint: Any = "sqrt",
             backend: str | None = None, gradients: Mapping[str, Any] | None = None
-            ) -> tuple[DifferentiableRun, list[str], list[str], dict]:
+            ) -> tuple[DifferentiableRun, list[str], list[str],
+                       dict[str, tuple[tuple[int, ...], tuple[str, ...]]]]:
     """Everything ``value_and_grad`` checks before it computes (what ``simkit validate`` runs
     for an ``objective`` block): the run as a function, the parameters and fields of ``wrt``,
     and the adjoint streams ``{name: (steps, fields)}``.
@@ -199,7 +200,7 @@ def value_and_grad(
     checkpoint: Any = "sqrt",
     backend: str | None = None,
     gradients: Mapping[str, Any] | None = None,
-    output: str | os.PathLike | None = None,
+    output: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     sets: Sequence[str] = (),
     allow_import: bool | None = None,
@@ -265,7 +266,7 @@ def value_and_grad(
 
 
 def _refuse_observations(plan: RunPlan, objective: Objective,
-                         output: str | os.PathLike | None) -> None:
+                         output: str | os.PathLike[str] | None) -> None:
     """Refuse an output that is the objective's observations file (it would be replaced)."""
     observed = getattr(objective, "path", None)
     if output is not None and observed is not None and plan.output.exists():
@@ -372,7 +373,8 @@ def grad(scenario: Any, objective: Objective, wrt: Sequence[str], **options: Any
 
 
 def _whole_run(run: DifferentiableRun, objective: Objective, params: list[str],
-               fields: list[str], probe_fields: list[str]) -> tuple:
+               fields: list[str], probe_fields: list[str]
+               ) -> tuple[float, dict[str, Any], dict[str, np.ndarray]]:
     """The objective of the whole run and its gradient by the run function (compiled where
     the library compiles), with the adjoints at its probe steps."""
     p0, f0 = run.initial_params(), run.initial_fields()
@@ -380,7 +382,7 @@ def _whole_run(run: DifferentiableRun, objective: Objective, params: list[str],
                                               dtype=f0[f].dtype)
               for f in probe_fields} if probe_fields else None
 
-    def loss(pw, fw, probe):
+    def loss(pw: dict[str, Any], fw: dict[str, Any], probe: Any) -> Any:
         # The run starts where these parameter values put it (initial_params).
         p = {**p0, **pw}
         final, captures = run(p, run.at_params({**f0, **fw}, p), probe)

@@ -61,7 +61,7 @@ class Checkpointing:
         return cls(value)
 
     @property
-    def form(self) -> str | dict[str, int]:
+    def form(self) -> str | dict[str, int | None]:
         """The policy as written: ``"all"``, ``"sqrt"`` or ``{"binomial": N}``."""
         return {"binomial": self.slots} if self.kind == "binomial" else self.kind
 

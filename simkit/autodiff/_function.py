@@ -81,7 +81,7 @@ def _known_steps(member: AbstractSchedule) -> bool:
     return member.at_end and member.next_step(-1) is None and member.next_time(-1.0) is None
 
 
-def param_units(solver_cls: type, name: str) -> str:
+def param_units(solver_cls: Any, name: str) -> str:
     """A parameter's units, as its description ends (``"... [m2 s-1]"``), else ``"1"``."""
     description = solver_cls.Params.model_fields[name].description or ""
     found = _UNITS_IN_DESCRIPTION.search(description)
@@ -132,7 +132,8 @@ class DifferentiableRun:
             raise ScenarioError("expected a run length in steps without stop_when in a "
                                 "differentiable run, given until or stop_when", key="steps")
         check_differentiable(plan.solver)
-        self.plan, self.solver, self.library = plan, plan.solver, backend
+        self.plan, self.library = plan, backend
+        self.solver: Any = plan.solver
         self.backend: AbstractBackend = get_backend(backend, sc.device, sc.dtype, compile=False)
         self.ops: GradOps = self.backend.grad_ops()
         self.checkpointing = Checkpointing.parse(checkpoint)
@@ -235,7 +236,7 @@ class DifferentiableRun:
 
     def __call__(self, params: Mapping[str, Any], fields: Mapping[str, Any],
                  probes: Mapping[str, Any] | None = None, offset: Any = 0
-                 ) -> tuple[dict[str, Any], dict]:
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         check_differentiable(self.solver, list(params))
         missing = [name for name in self.field_names if name not in fields]
         if missing:
@@ -318,8 +319,9 @@ class DifferentiableRun:
 class _Taken:
     """The states a run took: the start (step 0) and pieces of later ones, found by step."""
 
-    def __init__(self, names: tuple[str, ...], start: dict[str, Any], pieces: list,
-                 order: list) -> None:
+    def __init__(self, names: tuple[str, ...], start: dict[str, Any],
+                 pieces: list[dict[str, Any]], order: list[tuple[int, int | None, int]]
+                 ) -> None:
         self.names, self.start, self.pieces = names, start, pieces
         # step -> (piece, index in it; None where the piece is that one state)
         self.where = {step: (piece, j) for piece, j, step in order}
@@ -335,7 +337,9 @@ class _Taken:
     def stack(self, steps: Sequence[int], name: str) -> Any:
         """``name`` at ``steps`` (increasing), stacked along a first axis: one gather per piece
         of consecutive steps where the pieces are blocks (JAX)."""
-        parts, run_piece, run_index = [], None, []
+        parts: list[Any] = []
+        run_piece: Any = None
+        run_index: list[int] = []
 
         def close() -> None:
             if run_index:
@@ -344,6 +348,8 @@ class _Taken:
                 parts.append(xp.take(block, xp.asarray(run_index), axis=0))
 
         for step in steps:
+            piece: Any
+            j: int | None
             piece, j = (None, None) if step == 0 else self.where[step]
             if j is not None and piece == run_piece:
                 run_index.append(j)

@@ -73,7 +73,7 @@ class Misfit:
         steps: only these observed steps (default: all).
     """
 
-    def __init__(self, path: str | os.PathLike, stream: str,
+    def __init__(self, path: str | os.PathLike[str], stream: str,
                  fields: Sequence[str] | None = None, steps: Sequence[int] | None = None) -> None:
         self.path, self.stream = Path(path), stream
         if not self.path.is_file():
@@ -177,7 +177,7 @@ class Misfit:
         return total
 
 
-def misfit(path: str | os.PathLike, stream: str, fields: Sequence[str] | None = None,
+def misfit(path: str | os.PathLike[str], stream: str, fields: Sequence[str] | None = None,
            steps: Sequence[int] | None = None) -> Misfit:
     """The misfit between this run's captures of ``stream`` and those of the file ``path``
     (see ``Misfit``): an objective for parameter estimation and data assimilation."""

@@ -83,7 +83,8 @@ def _rows(run: DifferentiableRun, first: int, last: int) -> dict[str, np.ndarray
 
 def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: Any,
                            steps: Sequence[int], params: Sequence[str], fields: Sequence[str],
-                           probe_fields: Sequence[str]) -> tuple[float, dict, dict]:
+                           probe_fields: Sequence[str]
+                           ) -> tuple[float, dict[str, Any], dict[str, np.ndarray]]:
     """The objective of the run written at ``path`` and its gradient with respect to
     ``params`` and initial ``fields`` (and the adjoints at the run's probe steps, for
     ``probe_fields``), the backward pass starting its segments from the file's states at
@@ -99,7 +100,8 @@ def value_and_grad_reusing(run: DifferentiableRun, objective: Objective, path: A
 
 def _parts(run: DifferentiableRun, held: _RunFile, segments: list[tuple[int, int]],
            wanted: Mapping[str, Any], start: Mapping[str, Any], put: Callable[[Any], Any]
-           ) -> Iterator[tuple[int, DifferentiableRun, dict[str, np.ndarray], dict[str, Any]]]:
+           ) -> Iterator[tuple[int, DifferentiableRun, dict[str, np.ndarray],
+                               Mapping[str, Any]]]:
     """Per segment, last first: where it starts, the segment's run keeping only the streams of
     ``wanted`` that capture in it, their rows there, and the state it starts from (``start`` at
     step 0, else the file's, on the device)."""
@@ -135,7 +137,8 @@ def _values(captures: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, An
     return {s: {n: v for n, v in c.items() if n != schema.STEP} for s, c in captures.items()}
 
 
-def _with_steps(values: Mapping[str, Mapping[str, Any]], held: _RunFile) -> dict:
+def _with_steps(values: Mapping[str, Mapping[str, Any]], held: _RunFile
+                ) -> dict[str, dict[str, Any]]:
     return {s: {schema.STEP: held.steps[s], **v} for s, v in values.items()}
 
 
@@ -151,14 +154,15 @@ def _place(probe_grads: dict[str, np.ndarray], run: DifferentiableRun, part: Dif
 
 def _reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
              segments: list[tuple[int, int]], params: Sequence[str], fields: Sequence[str],
-             probe_fields: Sequence[str]) -> tuple:
+             probe_fields: Sequence[str]
+             ) -> tuple[float, dict[str, Any], dict[str, np.ndarray]]:
     ops, put = run.ops, _putter(run)
     p0, f0 = run.initial_params(), run.initial_fields()
     value, lam, ct_host = _seed(run, objective, held, put)
     grads = {k: array_namespace(p0[k]).zeros_like(p0[k]) for k in params}
     probe_grads = _probe_zeros(run, held, probe_fields)
     fixed = {k: v for k, v in p0.items() if k not in params}
-    compiled: dict[tuple, Any] = {}
+    compiled: dict[tuple[Any, ...], Any] = {}
     for first, part, rows, start in _parts(run, held, segments, ct_host, f0, put):
         key = (part.steps, tuple((c.name, c.steps) for c in part.captures), part.probe_steps,
                tuple(rows))
@@ -182,13 +186,14 @@ def _reverse(run: DifferentiableRun, objective: Objective, held: _RunFile,
                       f0)
     dp, lam = pull(lam)
     grads = {k: grads[k] + dp[k] for k in params}
-    out = {k: float(grads[k]) for k in params}
+    out: dict[str, Any] = {k: float(grads[k]) for k in params}
     out.update({k: _host(run, lam[k]) for k in fields})
     return float(value), out, probe_grads
 
 
 def _seed(run: DifferentiableRun, objective: Objective, held: _RunFile,
-          put: Callable[[Any], Any]) -> tuple[Any, dict[str, Any], dict]:
+          put: Callable[[Any], Any]
+          ) -> tuple[Any, dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """The objective of the file's final state and captures, and its derivatives: with
     respect to the final state (on the device) and to the captures the objective depends on
     (on the host: they go back a segment's rows at a time)."""
@@ -202,14 +207,14 @@ def _seed(run: DifferentiableRun, objective: Objective, held: _RunFile,
     return value, ct_final, ct_host
 
 
-def _pull_back(part: DifferentiableRun, fixed: Mapping[str, Any]) -> Callable:
+def _pull_back(part: DifferentiableRun, fixed: Mapping[str, Any]) -> Callable[..., Any]:
     """``(p, x, probes, offset, lam, ct) -> (dp, dx, dprobes)``: the segment's vjp from its
     start, seeded with the adjoint ``lam`` of its end and the cotangents ``ct`` of its
     captures (``{stream: {name: rows}}``)."""
     ops = part.ops
 
-    def pull_back(p, x, probes, offset, lam, ct):
-        def forward(p, x, probes):
+    def pull_back(p: Any, x: Any, probes: Any, offset: Any, lam: Any, ct: Any) -> Any:
+        def forward(p: Any, x: Any, probes: Any) -> tuple[Any, Any]:
             end, captures = part({**fixed, **p}, x, probes, offset=offset)
             return end, {s: {n: captures[s][n] for n in names} for s, names in ct.items()}
 

@@ -28,7 +28,9 @@ class JaxGradOps:
 
     def value_and_grad(self, fn: Callable[..., Any], args: tuple[Any, ...]
                        ) -> tuple[Any, tuple[Any, ...]]:
-        return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
+        found: tuple[Any, tuple[Any, ...]] = jax.jit(
+            jax.value_and_grad(fn, argnums=tuple(range(len(args)))))(*args)
+        return found
 
     def vjp(self, fn: Callable[..., Any], *primals: Any
             ) -> tuple[Any, Callable[[Any], tuple[Any, ...]]]:
@@ -72,10 +74,10 @@ def _segment_function(plan: SegmentPlan, step: Callable[..., Any],
     dt = jnp.asarray(plan.dt, dtype=dtype)
     dt64 = jnp.asarray(plan.dt, dtype=jnp.float64)
 
-    def segment(f, xs):
+    def segment(f: dict[str, Any], xs: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
         index, pslot, tslot = xs
 
-        def body(g, x):
+        def body(g: dict[str, Any], x: tuple[Any, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             i, p = x
             i = i + offset  # the step's index in the whole run (a traced one may come)
             g = step(g, dt, i, jnp.asarray(i, jnp.float64) * dt64)
@@ -154,18 +156,19 @@ class _Binomial:
         events = np.flatnonzero((tables["take"] >= 0) | (tables["store"] >= 0))
         self.events = events[events >= 1]
 
-    def stepper(self, params: Any, probes: Any, offset: Any) -> tuple[Callable, Callable]:
+    def stepper(self, params: Any, probes: Any, offset: Any
+                ) -> tuple[Callable[..., Any], Callable[..., Any]]:
         plan, t = self.plan, self.t
         step = self.step_of(params)
         dt = jnp.asarray(plan.dt, dtype=jnp.float64)
 
-        def one(x, i):
+        def one(x: dict[str, Any], i: Any) -> Any:
             i = i + offset
             return step(x, jnp.asarray(plan.dt, dtype=x[plan.keys[0]].dtype), i,
                         jnp.asarray(i, jnp.float64) * dt)
 
-        def advance(x, k0, k1):
-            def body(i, g):
+        def advance(x: dict[str, Any], k0: Any, k1: Any) -> Any:
+            def body(i: Any, g: dict[str, Any]) -> dict[str, Any]:
                 g = one(g, i)
                 j = t["probe"][i + 1]
                 return {k: v + jnp.where(j >= 0, probes[k][jnp.maximum(j, 0)], 0)
@@ -174,7 +177,8 @@ class _Binomial:
 
         return one, advance
 
-    def sweep(self, params: Any, x0: Any, probes: Any, offset: Any, keep: bool) -> tuple:
+    def sweep(self, params: Any, x0: Any, probes: Any, offset: Any, keep: bool
+              ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         _, advance = self.stepper(params, probes, offset)
         count, t = self.count, self.t
         taken = {k: jnp.zeros((max(count, 1), *x0[k].shape), x0[k].dtype)
@@ -184,39 +188,42 @@ class _Binomial:
         slots = {k: jnp.zeros((rows, *v.shape), v.dtype).at[0].set(v) for k, v in
                  x0.items()} if keep else {}
 
-        def event(carry, e):
+        def event(carry: tuple[Any, ...], e: Any) -> tuple[tuple[Any, ...], None]:
             x, k, taken, slots = carry
             x = advance(x, k, e)
             taken = _put(taken, t["take"][e], x)
             slots = _put(slots, t["store"][e], x)
             return (x, e, taken, slots), None
 
-        x, last = x0, 0
+        x, last = x0, 0  # a Python 0: no event, one plain loop of n steps
+        carry: tuple[Any, ...]
         if len(self.events):
-            (x, last, taken, slots), _ = jax.lax.scan(
-                event, (x0, jnp.asarray(0, jnp.int64), taken, slots),
-                jnp.asarray(self.events))
+            carry, _ = jax.lax.scan(event, (x0, jnp.asarray(0, jnp.int64), taken, slots),
+                                    jnp.asarray(self.events))
+            x, last, taken, slots = carry
         x = advance(x, last, self.n)
         return x, {k: v[:count] for k, v in taken.items()}, slots
 
-    def run(self, params: Any, fields: Any, probes: Any, offset: Any) -> tuple:
+    def run(self, params: Any, fields: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
         # The offset is an argument (an integer: its cotangent is float0), not a closed-over
         # value, so that one compiled pass serves segments at any offset.
         @jax.custom_vjp
-        def core(params, x0, probes, offset):
+        def core(params: Any, x0: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
             with _rules():
                 x, taken, _ = self.sweep(params, x0, probes, offset, keep=False)
             return x, taken
 
-        def fwd(params, x0, probes, offset):
+        def fwd(params: Any, x0: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
             with _rules():
                 x, taken, slots = self.sweep(params, x0, probes, offset, keep=True)
             return (x, taken), (params, probes, slots, offset)
 
         core.defvjp(fwd, self.bwd)
-        return core(params, fields, probes, jnp.asarray(offset, dtype=jnp.int64))
+        found: tuple[Any, Any] = core(params, fields, probes,
+                                      jnp.asarray(offset, dtype=jnp.int64))
+        return found
 
-    def join(self, ct_taken: Any, cot: Any, gprobe: Any, k: Any) -> tuple:
+    def join(self, ct_taken: Any, cot: Any, gprobe: Any, k: Any) -> tuple[Any, Any]:
         """The adjoint of x_k: what flows back plus its capture's cotangent; a probe at k has
         it as gradient. A segment that takes nothing has empty cotangent buffers: nothing to
         index."""
@@ -225,7 +232,7 @@ class _Binomial:
                if key in ct_taken and self.count else v for key, v in cot.items()}
         return cot, _put(gprobe, p, cot)
 
-    def bwd(self, res: Any, cts: Any) -> tuple:
+    def bwd(self, res: Any, cts: Any) -> tuple[Any, ...]:
         params, probes, slots, offset = res
         ct_final, ct_taken = cts
         with _rules():
@@ -237,19 +244,20 @@ class _Binomial:
             (_, cot, gp, gprobe), _ = jax.lax.scan(row, (slots, cot, gp, gprobe), rows)
         return gp, cot, gprobe, np.zeros(np.shape(offset), dtype=jax.dtypes.float0)
 
-    def row(self, params: Any, probes: Any, offset: Any, ct_taken: Any) -> Callable:
+    def row(self, params: Any, probes: Any, offset: Any, ct_taken: Any
+            ) -> Callable[..., Any]:
         """One row of the schedule: recompute from a slot, store, and where the row says so
         take its last step backward."""
         _, advance = self.stepper(params, probes, offset)
 
-        def row(carry, r):
+        def row(carry: tuple[Any, ...], r: Any) -> tuple[tuple[Any, ...], None]:
             slots, cot, gp, gprobe = carry
             x = advance({k: v[r["src"]] for k, v in slots.items()}, r["k0"], r["k1"])
             # Most rows store nothing: skip the write rather than rewrite a row in place.
             slots = jax.lax.cond(r["dst"] >= 0, lambda s: _put(s, r["dst"], x),
                                  lambda s: s, slots)
 
-            def back(args):
+            def back(args: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
                 cot, gp, gprobe = args
                 k = r["k1"]
                 _, pull = jax.vjp(lambda p, g: self.stepper(p, probes, offset)[0](g, k),

@@ -73,12 +73,14 @@ class TorchGradOps:
     def run_binomial(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any],
                      params: dict[str, Any], fields: dict[str, Any],
                      probes: dict[str, Any], offset: Any) -> Taken:
-        def scalars(i: int) -> tuple:
-            return self.scalars(plan.dt, i + offset, (i + offset) * plan.dt)
+        def scalars(i: int) -> tuple[Any, ...]:
+            found: tuple[Any, ...] = self.scalars(plan.dt, i + offset,
+                                                  (i + offset) * plan.dt)
+            return found
 
         job = _Job(plan, step_of, scalars, tuple(params), tuple(probes))
-        flat = BinomialRun.apply(job, *params.values(), *(fields[k] for k in plan.keys),
-                                 *probes.values())
+        flat = BinomialRun.apply(  # type: ignore[no-untyped-call]
+            job, *params.values(), *(fields[k] for k in plan.keys), *probes.values())
         final = dict(zip(plan.keys, flat[:len(plan.keys)], strict=True))
         rest, width = flat[len(plan.keys):], len(plan.names)
         taken = [dict(zip(plan.names, rest[i * width:(i + 1) * width], strict=True))
@@ -86,7 +88,8 @@ class TorchGradOps:
         return final, taken, [(j, None, s) for j, s in enumerate(plan.take_steps)]
 
 
-def grads_of(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any]) -> list:
+def grads_of(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any]
+             ) -> list[Any]:
     """The vjp of ``outputs`` seeded with ``seeds`` with respect to ``inputs``: outputs that do
     not depend on a tracked input are left out, and inputs nothing depends on get zeros."""
     pairs = [(o, s) for o, s in zip(outputs, seeds, strict=True) if o.requires_grad]
@@ -99,7 +102,7 @@ def grads_of(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any]
 # Dicts (in their order), tuples and lists of tensors, None for nothing.
 
 
-def _flat(tree: Any) -> list:
+def _flat(tree: Any) -> list[Any]:
     if tree is None:
         return []
     if isinstance(tree, dict):
@@ -136,13 +139,13 @@ def _detached(tree: Any) -> Any:
 # ------------------------------------------------------------------------------ segments
 
 
-def _run_segments(plan: SegmentPlan, step: Callable[..., Any], scalars: Callable,
+def _run_segments(plan: SegmentPlan, step: Callable[..., Any], scalars: Callable[..., Any],
                   fields: dict[str, Any], probes: Mapping[str, Any] | None,
                   offset: Any) -> Taken:
     keys, names = plan.keys, plan.names
 
-    def segment(start: int, stop: int) -> Callable:
-        def run(*flat):
+    def segment(start: int, stop: int) -> Callable[..., tuple[Any, ...]]:
+        def run(*flat: Any) -> tuple[Any, ...]:
             f = dict(zip(keys, flat, strict=True))
             out = []
             for i in range(start, stop):
@@ -182,17 +185,19 @@ def _run_segments(plan: SegmentPlan, step: Callable[..., Any], scalars: Callable
 class _Job:
     plan: Any
     step_of: Callable[[Mapping[str, Any]], Any]
-    scalars: Callable[[int], tuple]
+    scalars: Callable[[int], tuple[Any, ...]]
     param_names: tuple[str, ...]
     probe_names: tuple[str, ...]
 
-    def unflatten(self, flat: Sequence[Any]) -> tuple[dict, dict, dict]:
+    def unflatten(self, flat: Sequence[Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         a, b = len(self.param_names), len(self.param_names) + len(self.plan.keys)
         return (dict(zip(self.param_names, flat[:a], strict=True)),
                 dict(zip(self.plan.keys, flat[a:b], strict=True)),
                 dict(zip(self.probe_names, flat[b:], strict=True)))
 
-    def advance(self, step: Any, probes: Mapping[str, Any], x: dict, k0: int, k1: int) -> dict:
+    def advance(self, step: Any, probes: Mapping[str, Any], x: dict[str, Any], k0: int,
+                k1: int) -> dict[str, Any]:
         slot = self.plan.probe_slot
         for i in range(k0, k1):
             x = step(x, *self.scalars(i))
@@ -205,14 +210,15 @@ class _Adjoint:
     """The backward pass's running sums: the adjoint joined with the captures' cotangents at
     their steps, the probes' gradients and the parameters'."""
 
-    def __init__(self, job: _Job, grads: Sequence[Any], leaves: dict, probes: dict) -> None:
+    def __init__(self, job: _Job, grads: Sequence[Any], leaves: dict[str, Any],
+                 probes: dict[str, Any]) -> None:
         plan = job.plan
         self.plan, self.grads = plan, grads
         self.taken_at = {s: i for i, s in enumerate(plan.take_steps)}
         self.gp = {k: torch.zeros_like(v) for k, v in leaves.items() if v.requires_grad}
         self.gprobe = {k: torch.zeros_like(v) for k, v in probes.items()}
 
-    def join(self, cot: dict, k: int) -> dict:
+    def join(self, cot: dict[str, Any], k: int) -> dict[str, Any]:
         plan, keys = self.plan, self.plan.keys
         if k in self.taken_at:
             at = len(keys) + self.taken_at[k] * len(plan.names)
@@ -224,8 +230,8 @@ class _Adjoint:
         return cot
 
 
-def _step_back(job: _Job, step: Any, x: dict, k: int, cot: dict, adjoint: _Adjoint,
-               leaves: dict) -> dict:
+def _step_back(job: _Job, step: Any, x: dict[str, Any], k: int, cot: dict[str, Any],
+               adjoint: _Adjoint, leaves: dict[str, Any]) -> dict[str, Any]:
     """The vjp of step ``k`` from the state ``x``: the adjoint before it (the parameters'
     share added to ``adjoint.gp``)."""
     keys = job.plan.keys
@@ -248,11 +254,11 @@ class BinomialRun(torch.autograd.Function):
     """The run's steps with the binomial schedule's backward pass."""
 
     @staticmethod
-    def forward(ctx, job: _Job, *flat):  # type: ignore[override]
+    def forward(ctx: Any, job: _Job, *flat: Any) -> tuple[Any, ...]:  # type: ignore[override]
         plan, schedule = job.plan, job.plan.schedule
         params, x, probes = job.unflatten(flat)
         step = job.step_of(params)
-        slots: dict[int, dict] = {0: x}
+        slots: dict[int, dict[str, Any]] = {0: x}
         taken, wanted = [], set(plan.take_steps)
         for i in range(schedule.steps):
             x = job.advance(step, probes, x, i, i + 1)
@@ -268,7 +274,7 @@ class BinomialRun(torch.autograd.Function):
         return (*(x[k] for k in plan.keys), *(v for state in taken for v in state))
 
     @staticmethod
-    def backward(ctx, *grads):  # type: ignore[override]
+    def backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:  # type: ignore[override]
         job, slots = ctx.job, ctx.slots
         ctx.slots = None
         plan, keys = job.plan, job.plan.keys
