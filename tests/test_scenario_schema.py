@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from simkit.scenario import load_yaml, scenario_json_schema
+from simkit.schedule import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -80,3 +81,20 @@ def test_stop_when_and_gradients_are_described_too(validator):
     assert [e.message for e in validator.iter_errors(good)] == []
     assert list(validator.iter_errors(_heat(stop_when={"diagnostic": "energy", "bleow": 1})))
     assert list(validator.iter_errors(_heat(gradients={"adj": {"evrey": 10}})))
+
+
+def test_every_registered_schedule_kind_is_a_stream_key(validator):
+    stream = validator.schema["$defs"]["stream"]
+    assert set(KINDS) | {"any"} <= set(stream["properties"])
+
+
+def test_added_diagnostics_and_probes_are_described(validator):
+    good = _heat(diagnostics={"spread": "probe_mod:spread",
+                              "d": {"function": "probe_mod:d", "units": "K", "dims": ["y"]}},
+                 probes={"lap2": {"stage": "laplacian", "function": "probe_mod:lap2"}})
+    assert [e.message for e in validator.iter_errors(good)] == []
+    for bad in ({"diagnostics": {"d": {"function": "probe_mod:d", "unit": "K"}}},
+                {"diagnostics": {"d": "no_function_here"}},
+                {"probes": {"p": {"function": "probe_mod:p"}}},
+                {"probes": {"9p": {"stage": "laplacian", "function": "probe_mod:p"}}}):
+        assert list(validator.iter_errors(_heat(**bad))), bad

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from simkit.scenario._additions import MAX_ADDED_NAME_BYTES
 from simkit.scenario._model import Scenario
 from simkit.scenario._streams import _STREAM_NAME, MAX_STREAM_NAME_BYTES
 from simkit.schedule import schedule_json_schema, stream_json_schema
 from simkit.solver import load_solver
+from simkit.solver._registry import _IMPORT_PATH
 from simkit.solver._summaries import SCALAR_KINDS
 
 #: What names a stream (a group of the run file).
@@ -32,6 +34,30 @@ _SUMMARIES: dict[str, Any] = {
     "additionalProperties": {"anyOf": [_SUMMARY, {"type": "array", "items": _SUMMARY}]},
     "description": "reductions of fields kept as diagnostics: {field: [mean, std, "
                    "{quantiles: [0.1, 0.9]}, {histogram: {bins: 32, range: [0, 1]}}]}"}
+
+
+#: A diagnostic or probe added by reference (``module:function``) and how the file describes it.
+_ADDED: dict[str, Any] = {
+    "function": {"type": "string", "pattern": _IMPORT_PATH.pattern,
+                 "description": "module:function computing it from the state"},
+    "units": {"type": "string"}, "long_name": {"type": "string"},
+    "dims": {"type": "array", "items": {"type": "string"},
+             "description": "its dimensions among the solver's coordinates"},
+}
+
+
+def _additions(schema: dict[str, Any]) -> None:
+    """``diagnostics`` and ``probes`` added by reference, closed as ``_additions`` reads them."""
+    properties = schema["properties"]
+    names = {"pattern": _STREAM_NAME.pattern, "maxLength": MAX_ADDED_NAME_BYTES}
+    diagnostic = {"type": "object", "properties": _ADDED, "required": ["function"],
+                  "additionalProperties": False}
+    probe = {"type": "object", "properties": {**_ADDED, "stage": {
+        "type": "string", "description": "the stage of the step after which it is computed"}},
+             "required": ["function", "stage"], "additionalProperties": False}
+    properties["diagnostics"].update(
+        propertyNames=names, additionalProperties={"anyOf": [_ADDED["function"], diagnostic]})
+    properties["probes"].update(propertyNames=names, additionalProperties=probe)
 
 
 def _streams(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -76,6 +102,7 @@ def scenario_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "simkit scenario"
     _describe_streams(schema)
+    _additions(schema)
     branches = []
     for name in available_solvers():
         try:
