@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from simkit.io import schema
 from simkit.io._protocol import RunReader, RunWriter
 from simkit.io.netcdf import NetCDFWriter
-from simkit.io.netcdf_reader import NetCDFReader
+from simkit.io.netcdf_reader import NetCDFReader, open_tree
 
 
 def open_writer(path: str | os.PathLike[str], layout: schema.RunLayout,
@@ -30,3 +31,9 @@ def open_reader(path: str | os.PathLike[str]) -> RunReader:
     """A reader of the run file at ``path``, to use as ``with open_reader(path) as reader:``
     (the file is opened on entering)."""
     return NetCDFReader(path)
+
+
+def open_run_file_tree(path: str | os.PathLike[str]) -> Any:
+    """The run file at ``path`` as a lazily read ``xarray.DataTree`` (under ``xarray_lock()``;
+    ``simkit.io.open_run_tree`` adds the checks and one-line errors)."""
+    return open_tree(path)

@@ -201,6 +201,14 @@ class NetCDFReader:
         return xr.DataTree.from_dict({"/": root, **{f"/{k}": v for k, v in parts.items()}})
 
 
+def open_tree(path: str | os.PathLike[str]) -> Any:
+    """The NetCDF file at ``path`` as a lazily read ``xarray.DataTree`` (every group; call it
+    under ``xarray_lock()``)."""
+    import xarray as xr
+
+    return xr.open_datatree(path)
+
+
 def _stream_dataset(xr: Any, group: netCDF4.Dataset, count: int) -> Any:
     data = xr.open_dataset(xr.backends.NetCDF4DataStore(group))
     return data.isel({schema.STEP_DIM: slice(0, count)}).load()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from simkit.errors import ScenarioError, SimkitError
-from simkit.io._factory import open_reader
+from simkit.io._factory import open_reader, open_run_file_tree
 from simkit.io._lock import xarray_lock
 from simkit.io._protocol import Checkpoint, StrPath
 from simkit.io._storage import (
@@ -139,13 +139,11 @@ def open_run_tree(path: StrPath) -> Iterator[Any]:
     Raises:
         ScenarioError: naming the file and why it cannot be read.
     """
-    import xarray as xr
-
     require_run_file(path)
     source = str(path)
     with xarray_lock():
         try:
-            tree = xr.open_datatree(path)
+            tree = open_run_file_tree(path)
         except (OSError, RuntimeError, ValueError) as error:
             raise unreadable(source, error) from None
         with tree:
