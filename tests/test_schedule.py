@@ -216,8 +216,8 @@ def test_what_each_kind_says_it_is():
     assert union.members() == union.members and not union.known_in_advance
     assert (Every(3) | At((2,))).known_in_advance
     assert {Every(3): 1}[Every(3)] == 1 and hash(when) == hash(When("e", above=1.0, stage="kick"))
-    assert [w.kind for w in (Every(1), At((1,)), when, wall, level)] == \
-        ["every", "at", "when", "wall_time", "while"]
+    assert [w.kind for w in (Every(1), At((1,)), when, wall, level, union)] == \
+        ["every", "at", "when", "wall_time", "while", "any"]
 
 
 def test_when_due_is_edge_triggered_with_cooldown():

@@ -54,9 +54,10 @@ class AbstractSchedule(abc.ABC):
     Step 0 is the initial state; step ``n`` is the state after ``n`` steps.
     """
 
-    #: Its scenario key ("every", "at", "when", ...); empty for a union.
+    #: Its scenario key ("every", "at", "when", ..., "any").
     kind: ClassVar[str] = ""
-    #: Its form in the scenario, as error messages list it.
+    #: Its form in the scenario, as error messages list it; a kind with a form is registered
+    #: (``KINDS``) under its key when its class is defined.
     form: ClassVar[str] = ""
     #: Keys beside its own that it reads from the same mapping, with their JSON schemas
     #: (``every``'s ``offset``).
@@ -73,7 +74,7 @@ class AbstractSchedule(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("kind"):
+        if cls.__dict__.get("kind") and cls.__dict__.get("form"):
             KINDS[cls.kind] = cls
 
     @classmethod
@@ -228,6 +229,8 @@ class Members(tuple[AbstractSchedule, ...]):
 @dataclass(frozen=True)
 class AnyOf(AbstractSchedule):
     """Fires whenever any of its members fires."""
+
+    kind: ClassVar[str] = "any"
 
     members: tuple[AbstractSchedule, ...]  # type: ignore[assignment]
 
