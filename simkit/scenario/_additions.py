@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from simkit.errors import ScenarioError, did_you_mean
-from simkit.scenario._model import Scenario
+from simkit.errors import ScenarioError
+from simkit.scenario._model import Scenario, unknown
 from simkit.scenario._streams import _STREAM_NAME
 from simkit.solver import AbstractSolver, SolverModel
 from simkit.solver._extend import Added, extended
@@ -54,14 +54,10 @@ def _additions(scenario: Scenario, solver: AbstractSolver, allow_import: bool | 
                                     f"given {spec!r}", key=key)
             for item in spec:
                 if item not in _ADDED_KEYS[kind]:
-                    raise ScenarioError(f"unknown key{did_you_mean(str(item), _ADDED_KEYS[kind])};"
-                                        f" expected one of {', '.join(_ADDED_KEYS[kind])}, given "
-                                        f"{item!r}", key=f"{key}.{item}")
+                    raise unknown("key", item, _ADDED_KEYS[kind], f"{key}.{item}")
             stage = spec.get("stage")
             if kind == "probes" and stage not in stage_names:
-                raise ScenarioError(f"unknown stage{did_you_mean(str(stage), stage_names)}; "
-                                    f"expected one of {', '.join(stage_names)}, given {stage!r}",
-                                    key=f"{key}.stage")
+                raise unknown("stage", stage, stage_names, f"{key}.stage")
             first = solver.fields()[0].dims if kind == "probes" else ()
             dims = spec.get("dims", list(first))
             if not isinstance(dims, list) or any(d not in coordinates for d in dims):
@@ -96,9 +92,7 @@ def _extend(solver: AbstractSolver, scenario: Scenario, initial: SolverModel,
         for summary in parse_summaries(spec["summaries"], key):
             summary = replace(summary, dtype=scenario.dtype)
             if summary.field not in known:
-                raise ScenarioError(f"unknown field{did_you_mean(summary.field, known)}; expected "
-                                    f"one of {', '.join(known)}, given {summary.field!r}",
-                                    key=key)
+                raise unknown("field", summary.field, known, key)
             if summary.kind == "histogram" and summary.range is None:
                 if summary.field not in [f.name for f in solver.fields()]:
                     raise ScenarioError(f"expected a range for the histogram of "

@@ -4,7 +4,7 @@ pydantic validation errors said as one ``ScenarioError`` line."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -156,6 +156,16 @@ class SimkitWarning(UserWarning):
     """A setting that is legal but probably not what was meant."""
 
 
+def unknown(what: str, given: Any, valid: Sequence[str], key: str | None, *, some: bool = False,
+            more: str = "") -> ScenarioError:
+    """The error for ``given``, a ``what`` (key, stage, field, ...) that is not one of ``valid``:
+    the closest valid name as a hint, ``some`` of them expected where a list may hold several,
+    ``more`` said after it."""
+    return ScenarioError(f"unknown {what}{did_you_mean(str(given), valid)}; expected "
+                         f"{'some' if some else 'one'} of {', '.join(valid)}, given {given!r}"
+                         f"{more}", key=key)
+
+
 def _describe_expected(message: str) -> str:
     sized = re.match(r"^(\w+) should have (.*?)(?: after validation)?, not \d+$", message)
     if sized:
@@ -188,8 +198,7 @@ def _pydantic_error(error: ValidationError, prefix: tuple[Any, ...], model: type
     if first["type"] == "extra_forbidden":
         name = str(first["loc"][-1])
         fields = _fields_at(model, tuple(first["loc"][:-1]))
-        return ScenarioError(f"unknown key{did_you_mean(name, fields)}; expected one of "
-                             f"{', '.join(fields)}, given {name!r}{more}", key=key)
+        return unknown("key", name, fields, key, more=more)
     if first["type"] == "missing":
         return ScenarioError(f"expected a value for this required key, given nothing{more}",
                              key=key)

@@ -9,8 +9,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from simkit.errors import ScenarioError, did_you_mean
-from simkit.scenario._model import Scenario, SimkitWarning, StreamPlan
+from simkit.errors import ScenarioError
+from simkit.scenario._model import Scenario, SimkitWarning, StreamPlan, unknown
 from simkit.schedule import Condition, When, parse_condition, parse_stream
 from simkit.solver import AbstractSolver
 from simkit.solver._summaries import parse_summaries
@@ -45,8 +45,7 @@ def _names(value: Any, valid: Sequence[str], key: str, what: str) -> tuple[str, 
                             key=key)
     for name in value:
         if name not in valid:
-            raise ScenarioError(f"unknown {what}{did_you_mean(name, valid)}; expected some of "
-                                f"{', '.join(valid)}, given {name!r}", key=key)
+            raise unknown(what, name, valid, key, some=True)
     return tuple(dict.fromkeys(value))
 
 
@@ -98,9 +97,7 @@ def _capturable(solver: AbstractSolver, name: str, spec: Mapping[str, Any], key:
         stages = list(solver.stages())
         stage_names = [s.name for s in stages]
         if stage not in stage_names:
-            raise ScenarioError(f"unknown stage{did_you_mean(str(stage), stage_names)}; expected "
-                                f"one of {', '.join(stage_names)}, given {stage!r}",
-                                key=f"{key}.stage")
+            raise unknown("stage", stage, stage_names, f"{key}.stage")
         for s in stages[: stage_names.index(stage) + 1]:
             capturable.extend(p.name for p in s.probes)
     return capturable
@@ -126,9 +123,7 @@ def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
         summaries = parse_summaries(stream.summaries, f"{key}.summaries")
         for summary in summaries:
             if summary.field not in capturable:
-                raise ScenarioError(f"unknown field{did_you_mean(summary.field, capturable)}; "
-                                    f"expected one of {', '.join(capturable)}, given "
-                                    f"{summary.field!r}", key=f"{key}.summaries")
+                raise unknown("field", summary.field, capturable, f"{key}.summaries")
         diagnostics = tuple(dict.fromkeys(diagnostics + tuple(s.name for s in summaries)))
     if not fields and not diagnostics:
         raise ScenarioError("expected at least one field or diagnostic to capture, given none",
@@ -146,8 +141,7 @@ def _check_stage(solver: AbstractSolver, stage: str | None, key: str) -> None:
     """A condition taken after a stage names one of the solver's stages."""
     stage_names = [s.name for s in solver.stages()]
     if stage is not None and stage not in stage_names:
-        raise ScenarioError(f"unknown stage{did_you_mean(stage, stage_names)}; expected one of "
-                            f"{', '.join(stage_names)}, given {stage!r}", key=key)
+        raise unknown("stage", stage, stage_names, key)
 
 
 def _check_condition(solver: AbstractSolver, condition: Condition, key: str) -> None:
@@ -155,9 +149,7 @@ def _check_condition(solver: AbstractSolver, condition: Condition, key: str) -> 
     stages if it names one."""
     diag_names = [d.name for d in solver.diagnostics()]
     if condition.diagnostic not in diag_names:
-        raise ScenarioError(f"unknown diagnostic{did_you_mean(condition.diagnostic, diag_names)}"
-                            f"; expected one of {', '.join(diag_names)}, given "
-                            f"{condition.diagnostic!r}", key=f"{key}.diagnostic")
+        raise unknown("diagnostic", condition.diagnostic, diag_names, f"{key}.diagnostic")
     _check_scalar(solver, condition.diagnostic, f"{key}.diagnostic")
     _check_stage(solver, condition.stage, f"{key}.stage")
 
