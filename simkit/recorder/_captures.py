@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time as _time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -59,7 +58,6 @@ class Captures:
         self._writer: BackgroundWriter | None = None
         self._kept: dict[str, tuple[str, ...]] = {}
         self._finals: tuple[schema.VariableSpec, ...] = ()
-        self._queued = 0
         self._held: list[tuple[str, int, float, dict[str, np.ndarray]]] = []
         self._last_captured: dict[str, int] = {}
         self._step_host: dict[str, np.ndarray] = {}
@@ -169,7 +167,6 @@ class Captures:
         held, self._held = self._held, []
         for name, step, time, host in held:
             self._writer.capture(name, step, time, {n: host[n] for n in self._kept[name]})
-            self._queued += 1
         if held:  # the file says how far it is whole once these are on disk
             self._writer.committed(max(step for _, step, _, _ in held))
 
@@ -249,14 +246,8 @@ class Captures:
 
     def flush(self) -> None:
         """Wait until every capture so far is in the file, synced and fsync'ed."""
-        if self._writer is None:
-            return
-        while self._writer.written < self._queued:
-            self._writer._raise_pending()
-            if not self._writer._thread.is_alive():
-                break
-            _time.sleep(0.001)
-        self._writer._raise_pending()
+        if self._writer is not None:
+            self._writer.flush()
 
     def _close_file(self, step: int, time: float, values: Mapping[str, Any]) -> Path | None:
         """Write the final state (from the last step's ``values``) and close the file as
