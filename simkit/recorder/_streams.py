@@ -57,10 +57,8 @@ class RecordStream:
             raise ScenarioError(f"expected values to keep (a stream without fields or "
                                 f"diagnostics keeps {what}), given none at step {step}",
                                 key=f"outputs.{self.name}")
-        fixed = replace(self, fields=_name_list(list(given), f"outputs.{self.name}.fields"),
-                        everything=False)
-        _check_once(fixed)
-        return fixed
+        return _check_once(replace(
+            self, fields=_name_list(list(given), f"outputs.{self.name}.fields"), everything=False))
 
 
 def _name_list(value: Any, key: str) -> tuple[str, ...]:
@@ -92,9 +90,8 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
         raise ScenarioError("expected at least one field, diagnostic or summary to capture, "
                             "given none", key=key)
     _check_schedule(stream.schedule, stream.stage, key)
-    _check_once(RecordStream(name, stream.schedule, fields, diagnostics, stream.stage, summaries))
-    return RecordStream(name, stream.schedule, fields, diagnostics, stream.stage, summaries,
-                        everything)
+    return _check_once(RecordStream(name, stream.schedule, fields, diagnostics, stream.stage,
+                                    summaries, everything))
 
 
 def _check_schedule(schedule: AbstractSchedule, stage: str | None, key: str) -> None:
@@ -114,9 +111,10 @@ def _check_schedule(schedule: AbstractSchedule, stage: str | None, key: str) -> 
                                     key=f"{key}.stage")
 
 
-def _check_once(stream: RecordStream) -> None:
+def _check_once(stream: RecordStream) -> RecordStream:
     names = stream.fields + stream.diagnostics + tuple(s.name for s in stream.summaries)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ScenarioError(f"expected each value once per stream, given {twice[0]!r} as field, "
                             "diagnostic or summary at once", key=f"outputs.{stream.name}")
+    return stream
