@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 # HDF5 reads this once, when the library loads (netCDF4's first import): with its file locks a
 # file open for writing is refused to every reader ("NetCDF: HDF error"), so nobody could look at
 # a running run, and a reader holding a file open would make a later writer fail. simkit keeps
-# its writers apart with a lock of its own (simkit.io.netcdf.exclusive) and readers see only
+# its writers apart with a lock of its own (simkit.io.exclusive) and readers see only
 # whole captures (simkit.open). An explicit setting in the environment wins.
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
