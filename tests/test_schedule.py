@@ -21,6 +21,7 @@ from simkit.schedule import (
     WallTime,
     When,
     While,
+    Window,
     parse_schedule,
 )
 
@@ -32,7 +33,10 @@ logspaced = st.integers(1, 50).flatmap(
     lambda start: st.builds(LogSpaced, st.just(start), st.integers(start, HORIZON + 50),
                             st.integers(1, 30)))
 first = st.just(First())
-step_schedules = st.one_of(every, at, logspaced, first)
+window = st.integers(0, HORIZON).flatmap(
+    lambda start: st.builds(Window, st.just(start), st.integers(start, HORIZON + 50),
+                            st.integers(1, 40)))
+step_schedules = st.one_of(every, at, logspaced, first, window)
 unions = st.lists(step_schedules, min_size=1, max_size=4).map(lambda m: AnyOf(tuple(m)))
 
 
@@ -163,6 +167,8 @@ def _reference_count(schedule, steps, end_time):
             return sum(1 for s in m.steps if s <= steps)
         if isinstance(m, First):
             return 1
+        if isinstance(m, Window):
+            return len(range(m.start, min(m.stop, steps) + 1, m.every))
         if isinstance(m, SimTime):
             span = end_time * (1 + 1e-12) - m.start
             return 0 if span < 0 else math.floor(span / m.interval) + 1

@@ -108,6 +108,9 @@ def _fires(member: dict, n: int, time: float, final: int) -> bool:
     if "sim_time" in member:
         k = (time - member.get("start", 0.0)) / member["sim_time"]
         return k >= 0 and k == math.floor(k)
+    if "window" in member:
+        spec = member["window"]
+        return spec["start"] <= n <= spec["stop"] and (n - spec["start"]) % spec.get("every", 1) == 0
     if "first" in member:
         return n == 0
     if "last" in member:
@@ -182,6 +185,10 @@ def _members_of(unit: int) -> st.SearchStrategy[dict]:
             st.integers(start, 80), st.integers(1, 6))),
         st.builds(lambda t, t0: {"sim_time": t / unit, **({"start": t0 / unit} if t0 else {})},
                   st.integers(1, 3 * unit), st.integers(0, 2 * unit)),
+        st.integers(0, 70).flatmap(lambda start: st.builds(
+            lambda stop, every: {"window": {"start": start, "stop": stop,
+                                            **({"every": every} if every > 1 else {})}},
+            st.integers(start, start + 30), st.integers(1, 6))),
         st.just({"first": True}),
         st.just({"last": True}),
         _condition(cooldown=True).map(lambda cond: {"when": cond}),
