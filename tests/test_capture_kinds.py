@@ -131,3 +131,19 @@ def test_non_finite_exit_code_is_3(in_tmp, capsys):
     (in_tmp / "s.yaml").write_text("solver: fixture_solvers:Doubling\nsteps: 1100\n")
     assert main(["run", "s.yaml", "-q"]) == 3
     assert "non-finite value in field 'v'" in capsys.readouterr().err
+
+
+def test_a_plan_run_twice_captures_the_same_its_schedules_hold_no_run_state(in_tmp):
+    """The cooldown of a condition lives in the run, not in the plan's schedule: a second run
+    of the same plan starts it afresh."""
+    from simkit.driver import execute
+    from simkit.scenario import plan_run
+
+    plan = plan_run({
+        "solver": "fixture_solvers:Oscillator", "backend": "numpy", "steps": 400, "dt": 0.1,
+        "outputs": {"peaks": {"when": {"diagnostic": "value", "above": 0.9, "cooldown": 70},
+                              "diagnostics": ["value"]}},
+        "output": "osc.nc"}, overwrite=True)
+    first = list(_stream(execute(plan).path, "peaks").step.values)
+    second = list(_stream(execute(plan).path, "peaks").step.values)
+    assert first == second == _crossings(400, 0.1, 0.9, 70)

@@ -82,3 +82,34 @@ def test_sim_time_capture_lands_on_the_times(backend, in_tmp):
     # u(t) is the product of (1 - 0.1 dt) over the steps actually taken.
     expected = np.prod([1 - 0.1 * h for h in (0.3, 0.2) * 4])
     np.testing.assert_allclose(result.state["u"], np.arange(1.0, 9.0) * expected, rtol=1e-12)
+
+
+def test_provenance_lists_the_given_attributes_in_file_order():
+    import json
+
+    from simkit.driver import RUN_PACKAGES, Provenance, versions
+    from simkit.io import schema
+
+    recording = Provenance(title="t", solver="record", solver_version="1", backend="jax",
+                           device="cpu", dtype="float64", scenario="s", scenario_file="",
+                           source="simkit", packages=("numpy",), started="2020-01-01T00:00:00")
+    attrs = recording.attrs()
+    assert list(attrs) == [schema.ATTR_TITLE, schema.ATTR_SOURCE, schema.ATTR_SOLVER,
+                           schema.ATTR_SOLVER_VERSION, schema.ATTR_BACKEND, schema.ATTR_DEVICE,
+                           schema.ATTR_DTYPE, schema.ATTR_SCENARIO, schema.ATTR_SCENARIO_FILE,
+                           schema.ATTR_VERSIONS, schema.ATTR_STARTED]
+    assert set(json.loads(attrs[schema.ATTR_VERSIONS])) == {"simkit", "numpy", "jax", "jaxlib"}
+    assert set(json.loads(versions("numpy"))) == {"simkit", *RUN_PACKAGES}
+
+
+def test_layout_builder_keeps_the_first_variable_of_a_name():
+    from simkit.driver import LayoutBuilder
+    from simkit.io import schema
+
+    builder = LayoutBuilder([schema.CoordinateSpec("x", np.arange(3), "m", "x")], "s")
+    u = builder.variable(schema.VariableSpec("u", ("x",), "K", "u", "float32"))
+    assert builder.variable(schema.VariableSpec("u", ("x",), "K", "u", "float64")) is u
+    builder.stream("snap", ["u"], [], None, ("outputs.snap.held",))
+    layout = builder.layout(["u"])
+    assert layout.fields == (u,) and layout.streams[0].fields == (u,)
+    assert layout.streams[0].state_slots == ("outputs.snap.held",)

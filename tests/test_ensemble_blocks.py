@@ -167,3 +167,20 @@ def test_vectorize_refuses_a_swept_integer_parameter(in_tmp, capsys):
     assert main(["sweep", "s.yaml", "--vectorize"]) == 2
     assert ("--vectorize: expected swept parameters that are real numbers, given "
             "params.trajectories = 2 (int)") in capsys.readouterr().err
+
+
+def test_ensembles_take_the_run_block_loop():
+    """One block loop: the ensemble's members are its member axis, no second loop, no stand-in
+    for a run, and the package does not import its ensemble module's importer back."""
+    import ast
+    import inspect
+
+    from simkit.driver import _blocks, _ensemble
+
+    for name in ("_Lead", "_block", "_initial_block"):
+        assert not hasattr(_ensemble, name), name
+        assert not hasattr(_ensemble._Ensemble, name), name
+    tree = ast.parse(inspect.getsource(_ensemble))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "simkit.driver" not in imported
+    assert "simkit.driver._blocks" in imported and hasattr(_blocks.BlockLoop, "capture_start")
