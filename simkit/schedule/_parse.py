@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from simkit.errors import ScenarioError, did_you_mean
-from simkit.schedule import _kinds
+from simkit.schedule import _kinds  # noqa: F401 - defining the kinds registers them
 from simkit.schedule._base import KINDS, AbstractSchedule, AnyOf
 from simkit.schedule._conditions import When, While, _Conditional
-
-assert _kinds.__name__  # every kind is registered once its module is imported
 
 #: A union's key: a list of schedules, any of which fires.
 ANY_FORM = "any: [<schedule>, ...]"
