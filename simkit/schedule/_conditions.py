@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 from simkit.errors import ScenarioError
@@ -194,18 +195,23 @@ class While(_Conditional):
     stage: str | None = None
 
     def __post_init__(self) -> None:
-        Every.__post_init__(self)  # type: ignore[arg-type]
+        Every(self.every, self.offset)  # its steps are an ``every``'s, checked as such
         self._check()
         self._check_stage()
 
+    @cached_property
+    def candidates(self) -> Every:
+        """The steps at which the condition is asked."""
+        return Every(self.every, self.offset)
+
     def next_step(self, after: int) -> int | None:
-        return Every.next_step(self, after)  # type: ignore[arg-type]
+        return self.candidates.next_step(after)
 
     def next_time(self, after: float) -> float | None:
         return None
 
     def fires(self, step: int, time: float) -> bool:
-        return Every.fires(self, step, time)  # type: ignore[arg-type]
+        return self.candidates.fires(step, time)
 
     @property
     def at_end(self) -> bool:
@@ -220,11 +226,10 @@ class While(_Conditional):
         return self.condition
 
     def step_count(self, steps: int) -> int:
-        return Every.step_count(self, steps)  # type: ignore[arg-type]
+        return self.candidates.step_count(steps)
 
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
         return self.fires(step, time) and self.holds(value(self.condition))
-
 
 
 def _edge(state: ScheduleState) -> EdgeState:
