@@ -53,7 +53,7 @@ class JaxGradOps:
     def run_binomial(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any],
                      params: dict[str, Any], fields: dict[str, Any],
                      probes: dict[str, Any], offset: Any) -> Taken:
-        final, taken = _Binomial(plan, step_of).run(params, fields, probes, offset)
+        final, taken = _run_binomial(plan, step_of, params, fields, probes, offset)
         return final, [taken], [(0, j, s) for j, s in enumerate(plan.take_steps)]
 
 
@@ -142,23 +142,21 @@ def _rules() -> Any:
     return jax.numpy_dtype_promotion("standard")
 
 
-class _Binomial:
-    """A run's steps under a binomial schedule: the sweep stores the schedule's states, the
-    backward pass scans the schedule's rows, taking each step backward by its own vjp."""
+class _Machine:
+    """The binomial passes' operations on JAX (``simkit.autodiff._reverse.Machine``): tables
+    as traced data, ``lax`` loops and branches, buffers of states updated functionally; the
+    adjoint is ``(cot, gp, gprobe)``: the state's, the parameters' and the probes'."""
 
-    def __init__(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any]) -> None:
+    def __init__(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any], params: Any,
+                 probes: Any, offset: Any, ct_taken: Any = None) -> None:
         self.plan, self.step_of = plan, step_of
-        self.n, self.used = plan.schedule.steps, plan.schedule.slots_used
-        tables = plan.tables()
-        self.t = {k: jnp.asarray(v) for k, v in tables.items()}
+        self.params, self.probes, self.offset, self.ct_taken = params, probes, offset, ct_taken
+        self.tables = self.t = {k: jnp.asarray(v) for k, v in plan.tables().items()}
         self.count = len(plan.take_steps)
-        # The sweep stops only where it takes or stores a state; between those, a plain loop.
-        events = np.flatnonzero((tables["take"] >= 0) | (tables["store"] >= 0))
-        self.events = events[events >= 1]
+        self.one, self.advance = self.stepper(params)
 
-    def stepper(self, params: Any, probes: Any, offset: Any
-                ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        plan, t = self.plan, self.t
+    def stepper(self, params: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        plan, t, probes, offset = self.plan, self.t, self.probes, self.offset
         step = self.step_of(params)
         dt = jnp.asarray(plan.dt, dtype=jnp.float64)
 
@@ -177,97 +175,82 @@ class _Binomial:
 
         return one, advance
 
-    def sweep(self, params: Any, x0: Any, probes: Any, offset: Any, keep: bool
-              ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        _, advance = self.stepper(params, probes, offset)
-        count, t = self.count, self.t
-        taken = {k: jnp.zeros((max(count, 1), *x0[k].shape), x0[k].dtype)
+    def buffers(self, x0: Any, keep: bool) -> tuple[Any, Any]:
+        taken = {k: jnp.zeros((max(self.count, 1), *x0[k].shape), x0[k].dtype)
                  for k in self.plan.names}
         # Rows 0..used-1 are the slots, ``used`` the working state.
-        rows = self.used + (self.plan.schedule.working_step >= 0)
+        rows = self.plan.schedule.slots_used + (self.plan.schedule.working_step >= 0)
         slots = {k: jnp.zeros((rows, *v.shape), v.dtype).at[0].set(v) for k, v in
                  x0.items()} if keep else {}
+        return taken, slots
 
-        def event(carry: tuple[Any, ...], e: Any) -> tuple[tuple[Any, ...], None]:
-            x, k, taken, slots = carry
-            x = advance(x, k, e)
-            taken = _put(taken, t["take"][e], x)
-            slots = _put(slots, t["store"][e], x)
-            return (x, e, taken, slots), None
+    def take(self, taken: Any, index: Any, x: Any) -> Any:
+        return _put(taken, index, x)
 
-        x, last = x0, 0  # a Python 0: no event, one plain loop of n steps
-        carry: tuple[Any, ...]
-        if len(self.events):
-            carry, _ = jax.lax.scan(event, (x0, jnp.asarray(0, jnp.int64), taken, slots),
-                                    jnp.asarray(self.events))
-            x, last, taken, slots = carry
-        x = advance(x, last, self.n)
-        return x, {k: v[:count] for k, v in taken.items()}, slots
+    def put(self, slots: Any, index: Any, x: Any) -> Any:
+        return _put(slots, index, x)
 
-    def run(self, params: Any, fields: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
-        # The offset is an argument (an integer: its cotangent is float0), not a closed-over
-        # value, so that one compiled pass serves segments at any offset.
-        @jax.custom_vjp
-        def core(params: Any, x0: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
-            with _rules():
-                x, taken, _ = self.sweep(params, x0, probes, offset, keep=False)
-            return x, taken
+    def get(self, slots: Any, index: Any) -> Any:
+        return {k: v[index] for k, v in slots.items()}
 
-        def fwd(params: Any, x0: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
-            with _rules():
-                x, taken, slots = self.sweep(params, x0, probes, offset, keep=True)
-            return (x, taken), (params, probes, slots, offset)
-
-        core.defvjp(fwd, self.bwd)
-        found: tuple[Any, Any] = core(params, fields, probes,
-                                      jnp.asarray(offset, dtype=jnp.int64))
+    def scan(self, body: Callable[[Any, Any], Any], carry: Any, xs: Any) -> Any:
+        xs = jax.tree_util.tree_map(jnp.asarray, xs)
+        found, _ = jax.lax.scan(lambda c, x: (body(c, x), None), carry, xs)
         return found
 
-    def join(self, ct_taken: Any, cot: Any, gprobe: Any, k: Any) -> tuple[Any, Any]:
+    def when(self, pred: Any, then: Callable[[Any], Any], operand: Any) -> Any:
+        return jax.lax.cond(pred, then, lambda a: a, operand)
+
+    def join(self, adjoint: Any, k: Any) -> Any:
         """The adjoint of x_k: what flows back plus its capture's cotangent; a probe at k has
         it as gradient. A segment that takes nothing has empty cotangent buffers: nothing to
         index."""
+        cot, gp, gprobe = adjoint
+        ct_taken = self.ct_taken
         j, p = self.t["take"][k], self.t["probe"][k]
         cot = {key: v + jnp.where(j >= 0, ct_taken[key][jnp.maximum(j, 0)], 0)
                if key in ct_taken and self.count else v for key, v in cot.items()}
-        return cot, _put(gprobe, p, cot)
+        return cot, gp, _put(gprobe, p, cot)
 
-    def bwd(self, res: Any, cts: Any) -> tuple[Any, ...]:
+    def back(self, x: Any, k: Any, adjoint: Any) -> Any:
+        cot, gp, gprobe = adjoint
+        _, pull = jax.vjp(lambda p, g: self.stepper(p)[0](g, k), self.params, x)
+        dp, dx = pull(cot)
+        return dx, jax.tree_util.tree_map(jnp.add, gp, dp), gprobe
+
+
+def _run_binomial(plan: Any, step_of: Callable[[Mapping[str, Any]], Any], params: Any,
+                  fields: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
+    """The final state and the taken ones, with the binomial backward pass as the vjp."""
+    count = len(plan.take_steps)
+
+    def sweep(params: Any, x0: Any, probes: Any, offset: Any, keep: bool) -> tuple[Any, ...]:
+        with _rules():
+            machine = _Machine(plan, step_of, params, probes, offset)
+            x, taken, slots = plan.sweep(machine, x0, keep)
+        return x, {k: v[:count] for k, v in taken.items()}, slots
+
+    # The offset is an argument (an integer: its cotangent is float0), not a closed-over
+    # value, so that one compiled pass serves segments at any offset.
+    @jax.custom_vjp
+    def core(params: Any, x0: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
+        x, taken, _ = sweep(params, x0, probes, offset, keep=False)
+        return x, taken
+
+    def fwd(params: Any, x0: Any, probes: Any, offset: Any) -> tuple[Any, Any]:
+        x, taken, slots = sweep(params, x0, probes, offset, keep=True)
+        return (x, taken), (params, probes, slots, offset)
+
+    def bwd(res: Any, cts: Any) -> tuple[Any, ...]:
         params, probes, slots, offset = res
         ct_final, ct_taken = cts
         with _rules():
-            gprobe = {k: jnp.zeros_like(v) for k, v in probes.items()}
-            cot, gprobe = self.join(ct_taken, dict(ct_final), gprobe, self.n)
-            gp = {k: jnp.zeros_like(v) for k, v in params.items()}
-            row = self.row(params, probes, offset, ct_taken)
-            rows = {k: self.t[k] for k in ("src", "k0", "k1", "dst", "reverse")}
-            (_, cot, gp, gprobe), _ = jax.lax.scan(row, (slots, cot, gp, gprobe), rows)
+            machine = _Machine(plan, step_of, params, probes, offset, ct_taken)
+            adjoint = (dict(ct_final), {k: jnp.zeros_like(v) for k, v in params.items()},
+                       {k: jnp.zeros_like(v) for k, v in probes.items()})
+            cot, gp, gprobe = plan.backward(machine, slots, adjoint)
         return gp, cot, gprobe, np.zeros(np.shape(offset), dtype=jax.dtypes.float0)
 
-    def row(self, params: Any, probes: Any, offset: Any, ct_taken: Any
-            ) -> Callable[..., Any]:
-        """One row of the schedule: recompute from a slot, store, and where the row says so
-        take its last step backward."""
-        _, advance = self.stepper(params, probes, offset)
-
-        def row(carry: tuple[Any, ...], r: Any) -> tuple[tuple[Any, ...], None]:
-            slots, cot, gp, gprobe = carry
-            x = advance({k: v[r["src"]] for k, v in slots.items()}, r["k0"], r["k1"])
-            # Most rows store nothing: skip the write rather than rewrite a row in place.
-            slots = jax.lax.cond(r["dst"] >= 0, lambda s: _put(s, r["dst"], x),
-                                 lambda s: s, slots)
-
-            def back(args: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-                cot, gp, gprobe = args
-                k = r["k1"]
-                _, pull = jax.vjp(lambda p, g: self.stepper(p, probes, offset)[0](g, k),
-                                  params, x)
-                dp, dx = pull(cot)
-                dx, gprobe = self.join(ct_taken, dx, gprobe, k)
-                return dx, jax.tree_util.tree_map(jnp.add, gp, dp), gprobe
-
-            cot, gp, gprobe = jax.lax.cond(r["reverse"], back, lambda a: a,
-                                           (cot, gp, gprobe))
-            return (slots, cot, gp, gprobe), None
-
-        return row
+    core.defvjp(fwd, bwd)
+    found: tuple[Any, Any] = core(params, fields, probes, jnp.asarray(offset, dtype=jnp.int64))
+    return found

@@ -207,27 +207,76 @@ class _Job:
 
 
 class _Adjoint:
-    """The backward pass's running sums: the adjoint joined with the captures' cotangents at
-    their steps, the probes' gradients and the parameters'."""
+    """The backward pass's running sums beside the adjoint: the probes' gradients and the
+    parameters' (those autograd asks for)."""
 
-    def __init__(self, job: _Job, grads: Sequence[Any], leaves: dict[str, Any],
+    def __init__(self, grads: Sequence[Any], leaves: dict[str, Any],
                  probes: dict[str, Any]) -> None:
-        plan = job.plan
-        self.plan, self.grads = plan, grads
-        self.taken_at = {s: i for i, s in enumerate(plan.take_steps)}
+        self.grads = grads
         self.gp = {k: torch.zeros_like(v) for k, v in leaves.items() if v.requires_grad}
         self.gprobe = {k: torch.zeros_like(v) for k, v in probes.items()}
 
-    def join(self, cot: dict[str, Any], k: int) -> dict[str, Any]:
-        plan, keys = self.plan, self.plan.keys
-        if k in self.taken_at:
-            at = len(keys) + self.taken_at[k] * len(plan.names)
-            cot = {**cot, **{name: cot[name] + self.grads[at + m]
+
+class _Machine:
+    """The binomial passes' operations on torch (``simkit.autodiff._reverse.Machine``): Python
+    loops over the tables, states kept by slot in a dict, the taken ones as copies in a list;
+    the adjoint is the state's, the parameters' and probes' gradients kept in ``sums``."""
+
+    def __init__(self, job: _Job, step: Any, probes: dict[str, Any],
+                 sums: _Adjoint | None = None, leaves: dict[str, Any] | None = None) -> None:
+        self.job, self.step, self.probes, self.sums = job, step, probes, sums
+        self.leaves = leaves or {}
+        self.tables = job.plan.tables()
+
+    def advance(self, x: Any, k0: Any, k1: Any) -> Any:
+        with torch.no_grad():
+            return self.job.advance(self.step, self.probes, x, int(k0), int(k1))
+
+    def buffers(self, x0: Any, keep: bool) -> tuple[Any, Any]:
+        return [], {0: x0} if keep else {}
+
+    def take(self, taken: Any, index: Any, x: Any) -> Any:
+        if index >= 0:
+            # Copies: a capture is never an alias of the final state (or a slot).
+            taken.append([x[k].clone() for k in self.job.plan.names])
+        return taken
+
+    def put(self, slots: Any, index: Any, x: Any) -> Any:
+        if index >= 0:
+            slots[int(index)] = x
+        return slots
+
+    def get(self, slots: Any, index: Any) -> Any:
+        return slots[int(index)]
+
+    def scan(self, body: Callable[[Any, Any], Any], carry: Any, xs: Any) -> Any:
+        if isinstance(xs, Mapping):
+            for i in range(len(next(iter(xs.values())))):
+                carry = body(carry, {k: v[i].item() for k, v in xs.items()})
+            return carry
+        for x in xs:
+            carry = body(carry, int(x))
+        return carry
+
+    def when(self, pred: Any, then: Callable[[Any], Any], operand: Any) -> Any:
+        return then(operand) if pred else operand
+
+    def join(self, cot: Any, k: Any) -> Any:
+        plan, keys, sums = self.job.plan, self.job.plan.keys, self.sums
+        assert sums is not None
+        j, p = self.tables["take"][k], self.tables["probe"][k]
+        if j >= 0:
+            at = len(keys) + int(j) * len(plan.names)
+            cot = {**cot, **{name: cot[name] + sums.grads[at + m]
                              for m, name in enumerate(plan.names)}}
-        if k in plan.probe_slot and k >= 1:
-            for name in self.gprobe:
-                self.gprobe[name][plan.probe_slot[k]] = cot[name]
+        if p >= 0:
+            for name in sums.gprobe:
+                sums.gprobe[name][int(p)] = cot[name]
         return cot
+
+    def back(self, x: Any, k: Any, cot: Any) -> Any:
+        assert self.sums is not None
+        return _step_back(self.job, self.step, x, k, cot, self.sums, self.leaves)
 
 
 def _step_back(job: _Job, step: Any, x: dict[str, Any], k: int, cot: dict[str, Any],
@@ -255,20 +304,9 @@ class BinomialRun(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, job: _Job, *flat: Any) -> tuple[Any, ...]:  # type: ignore[override]
-        plan, schedule = job.plan, job.plan.schedule
+        plan = job.plan
         params, x, probes = job.unflatten(flat)
-        step = job.step_of(params)
-        slots: dict[int, dict[str, Any]] = {0: x}
-        taken, wanted = [], set(plan.take_steps)
-        for i in range(schedule.steps):
-            x = job.advance(step, probes, x, i, i + 1)
-            if i + 1 in wanted:
-                # Copies: a capture is never an alias of the final state (or a slot).
-                taken.append([x[k].clone() for k in plan.names])
-            if i + 1 in schedule.sweep_stores:
-                slots[schedule.sweep_stores[i + 1]] = x
-            if i + 1 == schedule.working_step:
-                slots[plan.working] = x
+        x, taken, slots = plan.sweep(_Machine(job, job.step_of(params), probes), x, keep=True)
         ctx.job, ctx.slots = job, slots
         ctx.save_for_backward(*flat)
         return (*(x[k] for k in plan.keys), *(v for state in taken for v in state))
@@ -282,16 +320,8 @@ class BinomialRun(torch.autograd.Function):
         needed = ctx.needs_input_grad[1:1 + len(params)]
         leaves = {k: v.detach().requires_grad_(need)
                   for (k, v), need in zip(params.items(), needed, strict=True)}
-        step = job.step_of(leaves)
-        adjoint = _Adjoint(job, grads, leaves, probes)
-        cot = adjoint.join(dict(zip(keys, grads[:len(keys)], strict=True)), plan.schedule.steps)
-        for row in plan.schedule.rows:
-            with torch.no_grad():
-                x = job.advance(step, probes, slots[row.src], row.k0, row.k1)
-            if row.dst >= 0:
-                slots[row.dst] = x
-            if row.reverse:
-                cot = adjoint.join(_step_back(job, step, x, row.k1, cot, adjoint, leaves),
-                                   row.k1)
-        return (None, *(adjoint.gp.get(k) for k in params), *(cot[k] for k in keys),
-                *(adjoint.gprobe[k] for k in probes))
+        sums = _Adjoint(grads, leaves, probes)
+        machine = _Machine(job, job.step_of(leaves), probes, sums, leaves)
+        cot = plan.backward(machine, slots, dict(zip(keys, grads[:len(keys)], strict=True)))
+        return (None, *(sums.gp.get(k) for k in params), *(cot[k] for k in keys),
+                *(sums.gprobe[k] for k in probes))
