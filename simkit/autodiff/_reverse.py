@@ -67,7 +67,8 @@ class Machine(Protocol):
 
 @dataclass(frozen=True)
 class Plan:
-    """What both executors follow: the schedule and where the captures and probes go."""
+    """The binomial passes of a run: the schedule, where the captures and probes go, and the
+    two passes over a library's machine."""
 
     schedule: BinomialSchedule
     dt: float
@@ -75,11 +76,6 @@ class Plan:
     names: tuple[str, ...]           # the fields taken at capture steps
     take_steps: tuple[int, ...]      # capture steps after step 0, increasing
     probe_slot: Mapping[int, int]    # probe step -> index in the probes' first axis
-
-    @property
-    def working(self) -> int:
-        """The key of the working state among the sweep's stores (``src`` of a row)."""
-        return WORKING
 
     def tables(self) -> dict[str, np.ndarray]:
         """Per step (0..n): index in the taken buffer and in the probes (-1: none); the sweep's

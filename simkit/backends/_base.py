@@ -237,13 +237,15 @@ class GradOps(Protocol):
                      fields: dict[str, Any], probes: Mapping[str, Any] | None,
                      offset: Any) -> Taken:
         """The run of ``plan`` from ``fields`` (probes already added at step 0), the steps
-        from index ``offset`` of the whole run."""
+        from index ``offset`` of the whole run, each segment recomputed on the way back where
+        the plan says so."""
 
     def run_binomial(self, plan: Any, step_of: Callable[[Mapping[str, Any]], Any],
                      params: dict[str, Any], fields: dict[str, Any],
                      probes: dict[str, Any], offset: Any) -> Taken:
-        """The run of a binomial ``plan`` (``simkit.autodiff._reverse.Plan``) with its own
-        backward pass, the step rebuilt around the parameters by ``step_of``."""
+        """The run of a binomial ``plan`` (``simkit.autodiff._reverse.Plan``): its sweep and
+        backward pass run on this library's machine, the backward pass as the run's vjp; the
+        step rebuilt around the parameters by ``step_of``."""
 
 
 def _host_value(backend: AbstractBackend, value: Any) -> np.ndarray:
