@@ -42,7 +42,7 @@ from simkit.io.gradients import (
     mark_stopped,
     write_gradients,
 )
-from simkit.scenario import RunPlan, plan_run
+from simkit.scenario import RunPlan, check_not_input, plan_run
 from simkit.schedule import STREAM_KEYS, parse_schedule, parse_stream
 
 Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
@@ -140,7 +140,7 @@ def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
         ScenarioError: naming ``gradients.<name>`` and the key at fault.
     """
     found: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {}
-    names = tuple(f.name for f in plan.solver.fields())
+    names = plan.field_names
     forward = {s.name for s in plan.streams}
 
     def fields_of(value: Any, key: str, what: str) -> tuple[str, ...]:
@@ -269,12 +269,9 @@ def _refuse_observations(plan: RunPlan, objective: Objective,
                          output: str | os.PathLike[str] | None) -> None:
     """Refuse an output that is the objective's observations file (it would be replaced)."""
     observed = getattr(objective, "path", None)
-    if output is not None and observed is not None and plan.output.exists():
-        with contextlib.suppress(OSError):
-            if os.path.samefile(plan.output, observed):
-                raise ScenarioError(f"expected an output other than the run's inputs, given "
-                                    f"{str(output)!r}, which is the observations file of the "
-                                    "objective", key="output")
+    if output is not None and observed is not None:
+        check_not_input(plan.output, {"observations file of the objective": observed},
+                        given=output)
 
 
 def _forward(plan: RunPlan, run: DifferentiableRun, output: Any, progress: Any, resume: Any

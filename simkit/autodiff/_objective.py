@@ -145,8 +145,7 @@ class Misfit:
         capture = found.get(self.stream)
         self._check(list(found), capture.steps if capture else (),
                     (*capture.fields, *capture.diagnostics) if capture else ())
-        sizes = {c.name: len(c.values) for c in run.solver.coordinates()}
-        dims = {v.name: v.dims for v in (*run.solver.fields(), *run.solver.diagnostics())}
+        sizes, dims = run.plan.sizes, run.plan.dims
         for name in self.fields:
             if name not in dims:
                 continue

@@ -22,7 +22,6 @@ from array_api_compat import array_namespace, device
 from simkit import _stop
 from simkit.autodiff._function import DifferentiableRun
 from simkit.autodiff._objective import real_scalar
-from simkit.driver import is_checkpoint
 from simkit.io import schema, xarray_lock
 from simkit.scenario import RunPlan
 
@@ -32,8 +31,7 @@ Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
 def checkpoint_steps(plan: RunPlan, run: DifferentiableRun) -> tuple[int, ...]:
     """The steps strictly inside the run at which one of its checkpoint streams (full states at
     the end of a step) captures: where the backward pass can start a segment from the file."""
-    names = list(run.field_names)
-    full = {s.name for s in plan.streams if is_checkpoint(s, names)}
+    full = plan.checkpoints
     return tuple(sorted({s for c in run.captures if c.name in full for s in c.steps
                          if 0 < s < run.steps}))
 
