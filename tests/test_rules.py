@@ -11,7 +11,6 @@ import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from test_required_backends import _importorskips
 
 ROOT = Path(__file__).parent.parent
@@ -63,8 +62,6 @@ def function_lengths(tree: ast.Module) -> Iterator[tuple[str, int, int]]:
     yield from walk(tree, "")
 
 
-@pytest.mark.xfail(strict=False, reason="functions of simkit/autodiff and simkit/plot.py are "
-                                       "being split")
 def test_no_function_is_over_80_lines():
     long = [f"{_where(path, line)}: {name} is {length} lines"
             for path in _sources(*PACKAGES)
@@ -117,8 +114,6 @@ def kind_checks(tree: ast.Module, kinds: set[str]) -> Iterator[tuple[int, str]]:
                       and is_kind(node.args[1]))
 
 
-@pytest.mark.xfail(strict=False, reason="simkit/scenario and simkit/driver are moving to the "
-                                       "schedule protocol")
 def test_no_isinstance_on_schedule_kinds_outside_simkit_schedule():
     kinds = schedule_kinds()
     assert {"Every", "When", "AnyOf"} <= kinds  # found by import
