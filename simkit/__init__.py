@@ -29,6 +29,18 @@ if TYPE_CHECKING:
     from simkit.recorder import Recorder as Recorder
     from simkit.recorder import record as record
     from simkit.scenario import Scenario as Scenario
+    from simkit.schedule import Stream as Stream
+    from simkit.schedule import Every as Every
+    from simkit.schedule import At as At
+    from simkit.schedule import LogSpaced as LogSpaced
+    from simkit.schedule import Window as Window
+    from simkit.schedule import SimTime as SimTime
+    from simkit.schedule import First as First
+    from simkit.schedule import Last as Last
+    from simkit.schedule import WallTime as WallTime
+    from simkit.schedule import When as When
+    from simkit.schedule import While as While
+    from simkit.schedule import AnyOf as AnyOf
 
 _LAZY = {
     "run": "simkit.api",
@@ -43,6 +55,18 @@ _LAZY = {
     "Scenario": "simkit.scenario",
     "plan_run": "simkit.scenario",
     "parse_schedule": "simkit.schedule",
+    "Stream": "simkit.schedule",
+    "Every": "simkit.schedule",
+    "At": "simkit.schedule",
+    "LogSpaced": "simkit.schedule",
+    "Window": "simkit.schedule",
+    "SimTime": "simkit.schedule",
+    "First": "simkit.schedule",
+    "Last": "simkit.schedule",
+    "WallTime": "simkit.schedule",
+    "When": "simkit.schedule",
+    "While": "simkit.schedule",
+    "AnyOf": "simkit.schedule",
     "AbstractSolver": "simkit.solver",
     "FieldSpec": "simkit.solver",
     "Stage": "simkit.solver",
