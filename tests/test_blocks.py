@@ -306,3 +306,30 @@ def test_when_on_a_stage_fires_at_its_edges_and_a_resume_keeps_its_memory(backen
     stop = simkit.run({**base, "output": "stop.nc", "stop_when": when,
                        "outputs": {"e": {"every": 1, "diagnostics": ["mean_z"]}}})
     assert stop.step == expected[0]
+
+
+#: The driver's modules from the top down: each imports only modules of the layers below it
+#: (those of one layer are independent of each other).
+DRIVER_LAYERS = (("_execute", "_ensemble"), ("_loop",), ("_blocks",),
+                 ("_captures", "_commit", "_plan", "_files"), ("_replay",), ("_run",),
+                 ("_buffers", "_steps"))
+
+
+def test_driver_modules_import_only_the_layers_below_them():
+    import ast
+    from pathlib import Path
+
+    import simkit.driver
+
+    package = Path(simkit.driver.__file__).parent
+    modules = {p.stem for p in package.glob("_*.py") if p.stem != "__init__"}
+    assert modules == {name for layer in DRIVER_LAYERS for name in layer}
+    for i, layer in enumerate(DRIVER_LAYERS):
+        below = {name for lower in DRIVER_LAYERS[i + 1:] for name in lower}
+        for name in layer:
+            tree = ast.parse((package / f"{name}.py").read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                        "simkit.driver"):
+                    imported = node.module.removeprefix("simkit.driver").lstrip(".")
+                    assert imported in below, f"{name} imports simkit.driver.{imported}"
