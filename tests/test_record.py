@@ -293,3 +293,23 @@ def test_readme_recorder_example_runs_and_reads_back(in_tmp):
     train = tree["train"].to_dataset()
     assert train.u_histogram.dims == ("step", "u_bin")
     assert train.u_histogram.sum("u_bin").values.tolist() == [64.0] * 1000
+
+
+def test_streams_may_be_given_as_typed_streams(in_tmp):
+    outputs = {"s": simkit.Stream(every=5, fields=["u"]),
+               "w": simkit.Stream(when=simkit.When("loss", above=0.5), diagnostics=["loss"]),
+               "e": simkit.Stream(schedule=simkit.At((2, 3)) | simkit.Last(), fields=["u"])}
+    mappings = {"s": {"every": 5, "fields": ["u"]},
+                "w": {"when": {"diagnostic": "loss", "above": 0.5}, "diagnostics": ["loss"]},
+                "e": {"at": [2, 3], "last": True, "fields": ["u"]}}
+    loss = [0.1, 0.9, 0.2, 0.8, 0.7, 0.1, 0.6, 0.3, 0.2, 0.1, 0.9, 0.4]
+    for path, given in (("t.nc", outputs), ("m.nc", mappings)):
+        with simkit.record(path, given) as rec:
+            for i, value in enumerate(loss):
+                rec.step(i, u=np.full(2, float(i)), loss=value)
+    _assert_same_file(_group_tree("t.nc"), _group_tree("m.nc"))
+    s = xr.open_dataset("t.nc", group="s")
+    assert list(s.step.values) == [0, 5, 10]
+    np.testing.assert_array_equal(s.u.values[:, 0], [0.0, 5.0, 10.0])
+    assert list(xr.open_dataset("t.nc", group="w").step.values) == [1, 3, 6, 10]
+    assert list(xr.open_dataset("t.nc", group="e").step.values) == [2, 3, 11]

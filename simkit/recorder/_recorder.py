@@ -16,6 +16,7 @@ from simkit.io import check_replaceable
 from simkit.recorder._captures import Captures
 from simkit.recorder._streams import NAME, RecordStream, parse_stream
 from simkit.recorder._values import to_host
+from simkit.scenario._python import streams_as_mappings
 from simkit.schedule import MAX_STEP, Condition
 
 
@@ -37,6 +38,7 @@ class Recorder(Captures):
             raise ScenarioError(f"expected a mapping of stream names to streams, given "
                                 f"{outputs!r}", key="outputs")
         _check_path(Path(path), overwrite)
+        outputs = streams_as_mappings(outputs, "outputs")  # a simkit.Stream: its mapping
         self.streams = tuple(parse_stream(name, spec) for name, spec in outputs.items())
         super().__init__(Path(path), outputs, coords=coords, dims=dims, units=units,
                          long_names=long_names, attrs=attrs, time_units=time_units,
