@@ -10,9 +10,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from simkit.errors import ScenarioError, did_you_mean
+from simkit.scenario._python import condition_mapping, streams_as_mappings
 from simkit.schedule import MAX_STEP, AbstractSchedule, When
 from simkit.solver import AbstractSolver, SolverModel
 
@@ -61,6 +70,17 @@ class Scenario(BaseModel):
     gradients: dict[str, dict[str, Any]] | None = Field(
         None, description="adjoint streams dL/du_k of the objective: {name: {<schedule>, fields}}")
     output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
+
+    @field_validator("outputs", "gradients", mode="before")
+    @classmethod
+    def _streams(cls, value: Any, info: ValidationInfo) -> Any:
+        # A simkit.Stream (or a schedule) given from Python: the mapping a file would hold.
+        return streams_as_mappings(value, str(info.field_name))
+
+    @field_validator("stop_when", mode="before")
+    @classmethod
+    def _condition(cls, value: Any) -> Any:
+        return condition_mapping(value, "stop_when")
 
     @model_validator(mode="after")
     def _one_length(self) -> Scenario:

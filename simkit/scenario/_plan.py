@@ -22,6 +22,7 @@ from simkit.scenario._checks import (
 from simkit.scenario._load import MAX_DEPTH, KeyPath, read_scenario_file
 from simkit.scenario._model import RunPlan, Scenario, validate_model
 from simkit.scenario._overrides import _plain, apply_override, merge_overrides
+from simkit.scenario._python import objects_as_mappings
 from simkit.scenario._streams import (
     _check_capture_count,
     _check_stream_count,
@@ -126,6 +127,7 @@ def _run_length(scenario: Scenario, dt: float) -> int:
 def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
           allow_import: bool | None = None, extra: Sequence[str | os.PathLike[str]] = ()
           ) -> RunPlan:
+    objects_as_mappings(data)
     scenario: Scenario = validate_model(Scenario, data)
     _check_stream_count(scenario)
     if scenario.gradients and scenario.objective is None:
