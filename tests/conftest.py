@@ -24,7 +24,7 @@ REQUIRE_BACKENDS = os.environ.get("SIMKIT_REQUIRE_BACKENDS") == "1"
 # Strict dtype promotion in tests: JAX raises on implicit promotions inside solver code.
 os.environ.setdefault("JAX_NUMPY_DTYPE_PROMOTION", "strict")
 # The tests' own solvers are named `fixture_solvers:Name`, an import a user must allow; the
-# refusal itself is tested with this variable removed (tests/test_fix_input.py).
+# refusal itself is tested with this variable removed (tests/test_input_errors.py).
 os.environ.setdefault("SIMKIT_ALLOW_IMPORT", "1")
 # torch inductor writes its precompiled headers under the temporary folder whatever
 # TORCHINDUCTOR_CACHE_DIR says (below): compiled runs of the tests go without them.

@@ -20,7 +20,7 @@ def test_scenario_runs_from_the_cli(in_tmp, path, backend, capsys, monkeypatch):
     """``torch-compiled`` is PyTorch with ``compile: true`` on the CPU (the GPU's default):
     every solver must trace under ``torch.compile``, constants and inner loops included. The
     graphs are traced and run by ``aot_eager`` here (inductor's C++ build of 14 scenarios would
-    take minutes; tests/test_fix_backends.py holds inductor's runs of every solver to eager)."""
+    take minutes; tests/test_backend_paths.py holds inductor's runs of every solver to eager)."""
     name = backend.removesuffix("-compiled")
     require_backend(name)
     monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "aot_eager")
