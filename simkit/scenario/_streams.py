@@ -103,38 +103,45 @@ def _capturable(solver: AbstractSolver, name: str, spec: Mapping[str, Any], key:
     return capturable
 
 
-def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
-    """The output stream ``name`` of the scenario, checked against ``solver``."""
-    key = f"outputs.{name}"
-    _check_stream_name(name, key)
-    # Anything but a mapping is refused by ``parse_stream``.
-    capturable = _capturable(solver, name, spec, key) if isinstance(spec, Mapping) else []
+def _keeps(spec: Mapping[str, Any], capturable: list[str], solver: AbstractSolver, key: str
+           ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What the stream at ``key`` keeps: its fields (every field where it names neither fields
+    nor diagnostics), the diagnostics it names, and those with its summaries'."""
     diag_names = [d.name for d in solver.diagnostics()]
-
-    def names(value: Any, at: str, what: str) -> tuple[str, ...]:
-        return _names(value, capturable if what == "field" else diag_names, at, what)
-
-    stream = parse_stream(name, spec, key, names=names)
-    fields = stream.fields
-    if fields is None:  # neither fields nor diagnostics given: every field
-        fields = () if stream.diagnostics is not None else tuple(f.name for f in solver.fields())
-    diagnostics = stream.diagnostics or ()
-    if "summaries" in stream.model_fields_set:
-        summaries = parse_summaries(stream.summaries, f"{key}.summaries")
+    has_names = "fields" in spec or "diagnostics" in spec
+    fields = _names(spec.get("fields", [] if has_names else [f.name for f in solver.fields()]),
+                    capturable, f"{key}.fields", "field")
+    named = _names(spec.get("diagnostics", []), diag_names, f"{key}.diagnostics", "diagnostic")
+    diagnostics = named
+    if "summaries" in spec:
+        summaries = parse_summaries(spec["summaries"], f"{key}.summaries")
         for summary in summaries:
             if summary.field not in capturable:
                 raise unknown("field", summary.field, capturable, f"{key}.summaries")
-        diagnostics = tuple(dict.fromkeys(diagnostics + tuple(s.name for s in summaries)))
+        diagnostics = tuple(dict.fromkeys(named + tuple(s.name for s in summaries)))
     if not fields and not diagnostics:
         raise ScenarioError("expected at least one field or diagnostic to capture, given none",
                             key=key)
-    schedule = stream.schedule
-    for member in schedule.members():
+    return fields, named, diagnostics
+
+
+def _stream(name: Any, spec: Any, solver: AbstractSolver) -> StreamPlan:
+    """The output stream ``name`` of the scenario, checked against ``solver``: what it keeps
+    first, then its schedule (``parse_stream``), then the conditions its schedule asks."""
+    key = f"outputs.{name}"
+    _check_stream_name(name, key)
+    if not isinstance(spec, Mapping):
+        parse_stream(name, spec, key)  # refuses it, saying what a stream is
+    capturable = _capturable(solver, name, spec, key)
+    fields, named, diagnostics = _keeps(spec, capturable, solver, key)
+    kept = {"field": fields, "diagnostic": named}
+    stream = parse_stream(name, spec, key, names=lambda value, at, what: kept[what])
+    for member in stream.schedule.members():
         if member.edge is not None:
             _check_condition(solver, member.edge, f"{key}.when")
         if member.level is not None:
             _check_condition(solver, member.level, f"{key}.while")
-    return StreamPlan(name, schedule, fields, diagnostics, stream.stage)
+    return StreamPlan(name, stream.schedule, fields, diagnostics, stream.stage)
 
 
 def _check_stage(solver: AbstractSolver, stage: str | None, key: str) -> None:
