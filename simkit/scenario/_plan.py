@@ -49,7 +49,10 @@ def plan_run(
     """Load, override and validate a scenario; nothing is computed or written.
 
     Args:
-        scenario: a scenario file, a mapping of scenario data, or a ``Scenario``.
+        scenario: a scenario file, a mapping of scenario data, or a ``Scenario``. From Python,
+            a stream of ``outputs`` or ``gradients`` may be a ``simkit.Stream`` (or a bare
+            schedule) and ``stop_when`` a ``simkit.When``: planned and recorded as the mappings
+            a file would hold.
         sets: ``KEY.PATH=VALUE`` overrides, as on the command line.
         overrides: keyword overrides, merged deeply (e.g. ``{"params": {"diffusivity": 0.5}}``).
         overwrite: allow replacing an existing output file.
