@@ -25,6 +25,7 @@ from simkit.scenario._model import (
 )
 from simkit.scenario._overrides import apply_override, merge_overrides
 from simkit.scenario._plan import locate, plan_run
+from simkit.scenario._python import stream_mapping, streams_as_mappings
 from simkit.scenario._schema import scenario_json_schema
 from simkit.scenario._streams import (
     LARGE_STREAM_BYTES,
@@ -60,5 +61,7 @@ __all__ = [
     "plan_run",
     "read_scenario_file",
     "scenario_json_schema",
+    "stream_mapping",
+    "streams_as_mappings",
     "validate_model",
 ]
