@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
@@ -18,9 +19,10 @@ import yaml
 from simkit._version import __version__
 from simkit.driver import LayoutBuilder, Provenance, failed, now
 from simkit.errors import DiskFullError, ScenarioError
-from simkit.io import BackgroundWriter, open_writer, schema
-from simkit.recorder._streams import RecordStream
+from simkit.io import BackgroundWriter, check_replaceable, open_writer, schema
+from simkit.recorder._streams import RecordStream, parse_stream
 from simkit.recorder._values import castable, dtype_name, library_device, shape_dtype, to_host
+from simkit.scenario._python import streams_as_mappings
 from simkit.solver._summaries import DTYPES as SUMMARY_DTYPES
 from simkit.solver._summaries import Summary
 
@@ -35,14 +37,38 @@ class Captures:
     """Host copies of the values the loop passes, and the run file they go to (laid out at the
     first capture from the shapes and dtypes seen so far)."""
 
-    streams: tuple[RecordStream, ...]
+    def __init__(self, path: str | os.PathLike[str], outputs: Mapping[str, Any], *,
+                 coords: Mapping[str, Any] | None = None,
+                 dims: Mapping[str, tuple[str, ...]] | None = None,
+                 units: Mapping[str, str] | None = None,
+                 long_names: Mapping[str, str] | None = None,
+                 attrs: Mapping[str, Any] | None = None, time_units: str = "1",
+                 overwrite: bool = False, max_pending: int = 8) -> None:
+        """Record values of any loop into one run file, on the schedules of ``outputs``.
 
-    def __init__(self, path: Path, outputs: Mapping[str, Any], *,
-                 coords: Mapping[str, Any] | None, dims: Mapping[str, tuple[str, ...]] | None,
-                 units: Mapping[str, str] | None, long_names: Mapping[str, str] | None,
-                 attrs: Mapping[str, Any] | None, time_units: str, overwrite: bool,
-                 max_pending: int) -> None:
-        self.path = path
+        Args:
+            path: the NetCDF file to write (made at the first capture).
+            outputs: streams as in a scenario: ``{name: {<schedule>, fields: [...],
+                diagnostics: [...], summaries: {...}, stage: ...}}`` or ``simkit.Stream``s; the
+                names are those the loop passes to ``step`` (fields keep their dtype,
+                diagnostics are stored as float64, ``when`` and ``while`` read the value they
+                name).
+            coords: coordinate values by dimension name, or ``(values, units, long_name)``.
+            dims: the dimension names of each value (default ``<name>_dim0``, ...).
+            units: CF units by value name (default ``"1"``).
+            long_names: CF long names by value name (default the name).
+            attrs: extra root attributes.
+            time_units: units of the ``time`` the loop passes (default ``"1"``: time is the
+                step).
+            overwrite: replace an existing file once the recording finishes.
+        """
+        if not isinstance(outputs, Mapping) or not outputs:
+            raise ScenarioError(f"expected a mapping of stream names to streams, given "
+                                f"{outputs!r}", key="outputs")
+        self.path = Path(path)
+        _check_path(self.path, overwrite)
+        outputs = streams_as_mappings(outputs, "outputs")  # a simkit.Stream: its mapping
+        self.streams = tuple(parse_stream(name, spec) for name, spec in outputs.items())
         self._outputs = json.loads(json.dumps(outputs, default=str))
         self._coords = dict(coords or {})
         self._dims = {k: tuple(v) for k, v in (dims or {}).items()}
@@ -63,6 +89,19 @@ class Captures:
         self._step_host: dict[str, np.ndarray] = {}
         self._closed: Path | None = None
         self._started = now()
+        # The loop's side: each stream's schedule state, started now (a wall clock's first
+        # interval too), the last step recorded, and the probes of the step under way.
+        self._states = {s.name: s.schedule.init_state() for s in self.streams}
+        for state in self._states.values():
+            state.reset()
+        self._last_step: int | None = None
+        self._last_time = 0.0
+        self._last_values: dict[str, Any] = {}
+        self._last_probes: dict[str, dict[str, Any]] = {}
+        self._stage: str | None = None
+        self._probes: dict[str, dict[str, Any]] = {}
+        self._probe_copies: dict[str, dict[str, np.ndarray]] = {}
+        self._loose: dict[str, Any] = {}
 
     def _see(self, name: str, value: Any) -> None:
         """Remember the shape and dtype of a value (and the first array's library and device)."""
@@ -251,10 +290,8 @@ class Captures:
 
     def _close_file(self, step: int, time: float, values: Mapping[str, Any]) -> Path | None:
         """Write the final state (from the last step's ``values``) and close the file as
-        complete; None if nothing was captured."""
-        if self._writer is None:
-            self._closed = self.path
-            return None
+        complete (laid out by then)."""
+        assert self._writer is not None
         final = {}
         for spec in self._finals:
             value = values.get(spec.name)
@@ -282,3 +319,20 @@ class Captures:
                   else schema.STATUS_FAILED)
         self._closed = self._writer.abort(failed(error, status))
         return self._closed
+
+
+def _check_path(path: Path, overwrite: bool) -> None:
+    """Refuse an output that is a directory, under something that is not one, or a file that
+    exists (without ``overwrite``: or one simkit did not write)."""
+    if path.is_dir():
+        raise ScenarioError(f"expected a file to write, given {str(path)!r}, a directory",
+                            key="path")
+    above = next((p for p in path.parents if os.path.lexists(p)), None)
+    if above is not None and not above.is_dir():
+        raise ScenarioError(f"expected a path in a directory, given {str(path)!r}, under "
+                            f"{str(above)!r}, which is not a directory", key="path")
+    if path.exists() and not overwrite:
+        raise ScenarioError(f"expected a new file (or overwrite=True), given "
+                            f"{str(path)!r}, which exists", key="path")
+    if os.path.lexists(path):
+        check_replaceable(path, key="path")  # only a file simkit wrote

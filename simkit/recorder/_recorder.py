@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,49 +11,18 @@ from typing import Any
 import numpy as np
 
 from simkit.errors import RunInterrupted, ScenarioError
-from simkit.io import check_replaceable
 from simkit.recorder._captures import Captures
-from simkit.recorder._streams import NAME, RecordStream, parse_stream
+from simkit.recorder._streams import NAME, RecordStream
 from simkit.recorder._values import to_host
-from simkit.scenario._python import streams_as_mappings
 from simkit.schedule import MAX_STEP, Condition
 
 
 class Recorder(Captures):
     """Captures what a loop passes, on the schedules of its streams, into one run file.
 
-    Made by ``simkit.record``; see there. The file is laid out at the first capture, from the
-    shapes and dtypes of the values seen so far.
+    Made by ``simkit.record`` (this class); see ``Captures.__init__`` for its arguments. The
+    file is laid out at the first capture, from the shapes and dtypes of the values seen so far.
     """
-
-    def __init__(self, path: str | os.PathLike[str], outputs: Mapping[str, Any], *,
-                 coords: Mapping[str, Any] | None = None,
-                 dims: Mapping[str, tuple[str, ...]] | None = None,
-                 units: Mapping[str, str] | None = None,
-                 long_names: Mapping[str, str] | None = None,
-                 attrs: Mapping[str, Any] | None = None, time_units: str = "1",
-                 overwrite: bool = False, max_pending: int = 8) -> None:
-        if not isinstance(outputs, Mapping) or not outputs:
-            raise ScenarioError(f"expected a mapping of stream names to streams, given "
-                                f"{outputs!r}", key="outputs")
-        _check_path(Path(path), overwrite)
-        outputs = streams_as_mappings(outputs, "outputs")  # a simkit.Stream: its mapping
-        self.streams = tuple(parse_stream(name, spec) for name, spec in outputs.items())
-        super().__init__(Path(path), outputs, coords=coords, dims=dims, units=units,
-                         long_names=long_names, attrs=attrs, time_units=time_units,
-                         overwrite=overwrite, max_pending=max_pending)
-        # Each stream's schedule state, started now (a wall clock's first interval too).
-        self._states = {s.name: s.schedule.init_state() for s in self.streams}
-        for state in self._states.values():
-            state.reset()
-        self._last_step: int | None = None
-        self._last_time = 0.0
-        self._last_values: dict[str, Any] = {}
-        self._last_probes: dict[str, dict[str, Any]] = {}
-        self._stage: str | None = None
-        self._probes: dict[str, dict[str, Any]] = {}
-        self._probe_copies: dict[str, dict[str, np.ndarray]] = {}
-        self._loose: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ schedules
 
@@ -124,9 +92,7 @@ class Recorder(Captures):
         staged = [s for s in self.streams if s.stage in probes and s.schedule.fires(step, t)]
         copies, self._probe_copies = self._probe_copies, {}
         if due:
-            needed = {n for s in due for n in s.values}
-            values = {name: (value() if callable(value) and name in needed else value)
-                      for name, value in values.items()}
+            values = _called(values, due)
             self._capture(due, step, t, values)
         for stream in staged:
             self._capture([stream], step, t, probes[stream.stage or ""],
@@ -208,11 +174,8 @@ class Recorder(Captures):
         last = [s for s in self.streams if s.schedule.at_end
                 and self._last_captured.get(s.name) != step]
         plain = [s for s in last if s.stage is None]
-        needed = {m for s in plain for m in s.values}
-        values = {n: (v() if callable(v) and n in needed else v)
-                  for n, v in self._last_values.items()}
         if plain:
-            self._capture(plain, step, time, values)
+            self._capture(plain, step, time, _called(self._last_values, plain))
         for stream in last:
             if stream.stage is not None:
                 self._capture([stream], step, time, self._last_probes.get(stream.stage, {}))
@@ -229,6 +192,12 @@ class Recorder(Captures):
             raise RunInterrupted(str(error) or "SIGINT", kept) from error
 
 
+def _called(values: Mapping[str, Any], streams: list[RecordStream]) -> dict[str, Any]:
+    """``values`` with the functions among those ``streams`` keep called."""
+    needed = {n for s in streams for n in s.values}
+    return {n: (v() if callable(v) and n in needed else v) for n, v in values.items()}
+
+
 def _step_number(step: Any) -> int:
     """``step`` as a step number a file can hold.
 
@@ -241,20 +210,3 @@ def _step_number(step: Any) -> int:
         raise ScenarioError(f"expected a whole step number from 0 to {MAX_STEP}, given "
                             f"{given!r}", key="step")
     return int(step)
-
-
-def _check_path(path: Path, overwrite: bool) -> None:
-    """Refuse an output that is a directory, under something that is not one, or a file that
-    exists (without ``overwrite``: or one simkit did not write)."""
-    if path.is_dir():
-        raise ScenarioError(f"expected a file to write, given {str(path)!r}, a directory",
-                            key="path")
-    above = next((p for p in path.parents if os.path.lexists(p)), None)
-    if above is not None and not above.is_dir():
-        raise ScenarioError(f"expected a path in a directory, given {str(path)!r}, under "
-                            f"{str(above)!r}, which is not a directory", key="path")
-    if path.exists() and not overwrite:
-        raise ScenarioError(f"expected a new file (or overwrite=True), given "
-                            f"{str(path)!r}, which exists", key="path")
-    if os.path.lexists(path):
-        check_replaceable(path, key="path")  # only a file simkit wrote

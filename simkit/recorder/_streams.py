@@ -9,12 +9,10 @@ from typing import Any
 
 from simkit.errors import ScenarioError
 from simkit.io import schema
-from simkit.schedule import STREAM_KEYS, AbstractSchedule
+from simkit.schedule import AbstractSchedule
 from simkit.schedule import parse_stream as parse
 from simkit.solver._summaries import Summary, parse_summaries
 
-#: Keys of a recorder stream besides its schedule.
-RECORD_STREAM_KEYS = STREAM_KEYS
 #: A value, probe or stream name: what a netCDF name may hold, at most 240 characters (255
 #: with a summary's suffix such as ``_histogram``); ``\Z``, not ``$``, which matches before a
 #: trailing newline.

@@ -67,6 +67,4 @@ def shape_dtype(name: str, value: Any) -> tuple[tuple[int, ...], str]:
     if not castable(given, "float64"):
         raise ScenarioError(f"expected real numbers (booleans, integers or floats) to record, "
                             f"given an array of {given}", key=name)
-    shape = () if isinstance(value, (bool, int, float)) else tuple(np.shape(value)) \
-        if not hasattr(value, "shape") else tuple(value.shape)
-    return shape, _WIDENED.get(given, given)
+    return tuple(np.shape(value)), _WIDENED.get(given, given)
