@@ -22,7 +22,7 @@ from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import BackgroundWriter, check_replaceable, open_writer, schema
 from simkit.recorder._streams import RecordStream, parse_stream
 from simkit.recorder._values import castable, dtype_name, library_device, shape_dtype, to_host
-from simkit.scenario._python import streams_as_mappings
+from simkit.scenario import streams_as_mappings
 from simkit.solver._summaries import DTYPES as SUMMARY_DTYPES
 from simkit.solver._summaries import Summary
 
