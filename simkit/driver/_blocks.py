@@ -96,13 +96,10 @@ def build_program(run: Run, cache: ProgramCache = solver_cached) -> tuple[BlockP
 def _shapes(run: Run) -> dict[str, tuple[tuple[int, ...], str]]:
     """The shape and dtype of everything a block may store: fields, probes, diagnostics, and
     whether each edge condition held (``HELD``)."""
-    solver, sizes = run.plan.solver, run.sizes
-    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
-    specs = list(solver.fields()) + [p for st in solver.stages() for p in st.probes]
-    for spec in specs:
-        shapes[spec.name] = (tuple(sizes[d] for d in spec.dims), run.plan.scenario.dtype)
-    for diag in run.diagnostics.values():
-        shapes[diag.name] = (tuple(sizes[d] for d in diag.dims), "float64")
+    plan, dtype = run.plan, run.plan.scenario.dtype
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {
+        name: (plan.shapes[name], dtype) for name in plan.field_names + plan.probe_names}
+    shapes.update({name: (plan.shapes[name], "float64") for name in plan.diagnostic_names})
     shapes[HELD] = ((len(run.whens),), "bool")
     return shapes
 

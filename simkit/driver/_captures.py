@@ -50,10 +50,7 @@ def commit_callback(plan: RunPlan, deliver: Callable[[Capture], None]
                                   None]:
     """The writer's commit callback (see ``BackgroundWriter``) that hands ``deliver`` every
     committed capture as a ``Capture`` of host copies (the writer's arrays are reused)."""
-    dims = {spec.name: tuple(spec.dims) for spec in plan.solver.fields()}
-    dims.update({probe.name: tuple(probe.dims) for stage in plan.solver.stages()
-                 for probe in stage.probes})
-    dims.update({d.name: tuple(d.dims) for d in plan.solver.diagnostics()})
+    dims = plan.dims
 
     def on_commit(stream: str, steps: list[int], times: list[float], arrays: Mapping[str, np.ndarray],
                   stacked: bool) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from simkit._version import __version__
 from simkit.backends import AbstractBackend
 from simkit.driver._buffers import HostBuffers
-from simkit.driver._run import checkpoint_streams, state_slots
+from simkit.driver._run import state_slots
 from simkit.io import BackgroundWriter, open_writer, schema
 from simkit.scenario import RunPlan
 
@@ -159,11 +159,11 @@ def run_layout(plan: RunPlan, dtype: str) -> schema.RunLayout:
         builder.variable(schema.VariableSpec(f.name, f.dims, f.units, f.long_name, dtype))
     for d in solver.diagnostics():
         builder.variable(schema.VariableSpec(d.name, d.dims, d.units, d.long_name, "float64"))
-    kept, slots = checkpoint_streams(plan), state_slots(plan)
+    kept, slots = plan.checkpoints, state_slots(plan)
     for s in plan.streams:
         builder.stream(s.name, s.fields, s.diagnostics, s.stage,
                        slots if s.name in kept else ())
-    return builder.layout([f.name for f in solver.fields()])
+    return builder.layout(plan.field_names)
 
 
 def run_writer(plan: RunPlan, attrs: dict[str, object], buffers: HostBuffers, *,

@@ -73,12 +73,6 @@ def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
     return stream.stage is None and set(field_names) <= set(stream.fields)
 
 
-def checkpoint_streams(plan: RunPlan) -> set[str]:
-    """The names of the plan's streams whose captures are checkpoints."""
-    field_names = [f.name for f in plan.solver.fields()]
-    return {s.name for s in plan.streams if is_checkpoint(s, field_names)}
-
-
 def schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:
     """Every schedule of the run, by the scenario key it came from."""
     found: dict[str, AbstractSchedule] = {f"outputs.{s.name}": s.schedule for s in plan.streams}
@@ -176,8 +170,8 @@ class Run:
         self.step_fn = step_for(plan.solver, seed)
         self.buffers = buffers
         self.diagnostics = diagnostics_for(plan.solver)
-        self.sizes = {c.name: len(c.values) for c in plan.solver.coordinates()}
-        self.checkpoints = checkpoint_streams(plan)
+        self.sizes = plan.sizes
+        self.checkpoints = plan.checkpoints
         #: The state of each schedule, by the scenario key it came from.
         self.schedule_states = {key: schedule.init_state()
                                 for key, schedule in schedules(plan).items()}
@@ -186,7 +180,7 @@ class Run:
         self.time = 0.0
         rng = np.random.default_rng(seed)
         host = plan.solver.initial_state(plan.initial, rng)
-        self.dims = {f.name: f.dims for f in plan.solver.fields()}
+        self.dims = {name: plan.dims[name] for name in plan.field_names}
         self.fields = {name: backend.place(host[name], dims) for name, dims in self.dims.items()}
         self.last_capture: dict[str, int] = {}
         self.plain = [s for s in plan.streams if s.stage is None]
