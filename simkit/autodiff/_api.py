@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from simkit import _stop
 from simkit.autodiff._checkpoint import Checkpointing
@@ -376,7 +376,7 @@ def _whole_run(run: DifferentiableRun, objective: Objective, params: list[str],
     the library compiles), with the adjoints at its probe steps."""
     p0, f0 = run.initial_params(), run.initial_fields()
     probes = {f: array_namespace(f0[f]).zeros((len(run.probe_steps), *f0[f].shape),
-                                              dtype=f0[f].dtype)
+                                              dtype=f0[f].dtype, device=device(f0[f]))
               for f in probe_fields} if probe_fields else None
 
     def loss(pw: dict[str, Any], fw: dict[str, Any], probe: Any) -> Any:
