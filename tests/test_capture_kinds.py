@@ -95,7 +95,7 @@ def test_stage_capture_rejects_unknown_stage_and_foreign_probe(in_tmp):
 def test_eager_mode_matches_compiled(in_tmp, monkeypatch, name):
     require_backend(name)
     # Captures of a dynamo-compiled block; inductor's code is held to eager on every solver in
-    # test_fix_backends (aot_eager here saves twenty seconds of C++ compilation).
+    # test_backend_paths (aot_eager here saves twenty seconds of C++ compilation).
     monkeypatch.setenv("SIMKIT_TORCH_COMPILER", "aot_eager")
     # compile=True: torch compiles only on a GPU by default, so leaving it out compared eager
     # with eager on the CPU.
