@@ -184,3 +184,26 @@ def test_ensembles_take_the_run_block_loop():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "simkit.driver" not in imported
     assert "simkit.driver._blocks" in imported and hasattr(_blocks.BlockLoop, "capture_start")
+
+
+def test_a_level_condition_that_holds_at_the_end_for_a_later_member_only(in_tmp):
+    """The first member's condition no longer holds at the last step, the last member's does:
+    each member file still equals a run of its own (no capture lost or taken twice)."""
+    require_backend("jax")
+    values = (2.3, 1.0, 0.4)
+
+    def scenario(diffusivity: float, output: str) -> dict:
+        data = _heat(diffusivity, output)
+        data["outputs"]["hot"] = {"while": {"diagnostic": "max_abs", "above": 0.25},
+                                  "fields": ["u"]}
+        return data
+
+    results = execute_ensemble([plan_run(scenario(d, f"m{i}.nc")) for i, d in enumerate(values)],
+                               ["params.diffusivity"])
+    ends = []
+    for i, (d, result) in enumerate(zip(values, results, strict=True)):
+        single = simkit.run(scenario(d, f"single{i}.nc"))
+        _assert_same_file(result.path, single.path)
+        with xr.open_dataset(result.path, group="hot") as ds:
+            ends.append(int(ds.step.values[-1]))
+    assert ends[0] < 47 and ends[-1] == 47
