@@ -29,18 +29,18 @@ if TYPE_CHECKING:
     from simkit.recorder import Recorder as Recorder
     from simkit.recorder import record as record
     from simkit.scenario import Scenario as Scenario
-    from simkit.schedule import Stream as Stream
-    from simkit.schedule import Every as Every
+    from simkit.schedule import AnyOf as AnyOf
     from simkit.schedule import At as At
-    from simkit.schedule import LogSpaced as LogSpaced
-    from simkit.schedule import Window as Window
-    from simkit.schedule import SimTime as SimTime
+    from simkit.schedule import Every as Every
     from simkit.schedule import First as First
     from simkit.schedule import Last as Last
+    from simkit.schedule import LogSpaced as LogSpaced
+    from simkit.schedule import SimTime as SimTime
+    from simkit.schedule import Stream as Stream
     from simkit.schedule import WallTime as WallTime
     from simkit.schedule import When as When
     from simkit.schedule import While as While
-    from simkit.schedule import AnyOf as AnyOf
+    from simkit.schedule import Window as Window
 
 _LAZY = {
     "run": "simkit.api",
