@@ -207,3 +207,50 @@ def test_a_level_condition_that_holds_at_the_end_for_a_later_member_only(in_tmp)
         with xr.open_dataset(result.path, group="hot") as ds:
             ends.append(int(ds.step.values[-1]))
     assert ends[0] < 47 and ends[-1] == 47
+
+
+@pytest.mark.parametrize("how", ["simkit stop", "event"])
+def test_a_stop_request_of_any_member_file_stops_the_ensemble_resumably(in_tmp, how):
+    """``simkit stop`` of one member's file (or a stop event) stops the whole ensemble at a block
+    boundary as it stops a run of its own: every member's file interrupted, each resuming to the
+    file of a run of its own."""
+    require_backend("jax")
+    import threading
+
+    from simkit.io import stop_request_path
+
+    def scenario(diffusivity: float, output: str) -> dict:
+        return {"solver": "heat2d", "backend": "jax", "seed": 3, "output": output,
+                "params": {"shape": [8, 8], "diffusivity": diffusivity},
+                "initial": {"kind": "noise"}, "steps": 100_000, "dt": 0.1,
+                "flush_seconds": 0.02,
+                "outputs": {"diag": {"every": 97, "diagnostics": ["energy"]},
+                            "checkpoint": {"every": 211, "fields": "all"}}}
+
+    values = (0.5, 1.5)
+    plans = [plan_run(scenario(d, f"m{i}.nc")) for i, d in enumerate(values)]
+    stop, done = threading.Event(), threading.Event()
+
+    def request() -> None:  # again and again: one made before the run starts is not for it
+        while not done.wait(0.05):
+            stop_request_path(in_tmp / "m1.nc").touch()
+
+    asking = threading.Thread(target=request) if how == "simkit stop" else None
+    if asking is None:
+        stop.set()
+    else:
+        asking.start()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="simkit stop" if asking else "a stop"):
+            execute_ensemble(plans, ["params.diffusivity"], stop=stop)
+    finally:
+        done.set()
+        if asking is not None:
+            asking.join()
+    stop_request_path(in_tmp / "m1.nc").unlink(missing_ok=True)
+    for i, d in enumerate(values):
+        with netCDF4.Dataset(in_tmp / f"m{i}.nc") as ds:
+            assert ds.getncattr(schema.ATTR_STATUS) == schema.STATUS_INTERRUPTED
+        resumed = simkit.resume(in_tmp / f"m{i}.nc")
+        assert resumed.step == 100_000
+        _assert_same_file(resumed.path, simkit.run(scenario(d, f"single{i}.nc")).path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import OrderedDict
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +24,11 @@ from simkit.backends._block import BlockPlan, BlockProgram
 from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, build_program
 from simkit.driver._buffers import HostBuffers
 from simkit.driver._files import RunResult, failed, now, provenance, run_writer
+from simkit.driver._loop import stop_check
 from simkit.driver._plan import is_final
 from simkit.driver._replay import check_start
 from simkit.driver._run import Run
-from simkit.driver._steps import condition_flags
+from simkit.driver._steps import condition_flags, solver_cached
 from simkit.errors import NonFiniteError, ScenarioError
 from simkit.io import BackgroundWriter, schema
 from simkit.scenario import RunPlan
@@ -35,11 +36,6 @@ from simkit.schedule import AbstractSchedule
 from simkit.solver import make_step, with_params
 
 logger = logging.getLogger(__name__)
-
-#: Compiled ensemble blocks by solver, parameters, swept names and what the block keeps, so a
-#: second run of the same ensemble in one process (a sweep run again) compiles nothing new.
-_RUNNERS: OrderedDict[tuple[object, ...], Any] = OrderedDict()
-_RUNNERS_KEPT = 4
 
 
 def check_vectorizable(plans: list[RunPlan], keys: list[str]) -> None:
@@ -87,7 +83,8 @@ def _vectorizable(member: AbstractSchedule) -> bool:
     return member.known_in_advance or member.at_end or member.level is not None
 
 
-def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | NonFiniteError]:
+def execute_ensemble(plans: list[RunPlan], keys: list[str], stop: threading.Event | None = None
+                     ) -> list[RunResult | NonFiniteError]:
     """Run ensemble members that differ only in scalar solver parameters as one block loop on one
     device, writing one file per member through the run's writer path.
 
@@ -95,15 +92,21 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
     keeps its captures so far and its last good state, with status ``non-finite``; the other
     members go on to the end.
 
+    The ensemble stops at a block boundary, as a run of its own does, on a stop signal the
+    command line noted, on ``stop`` set, or on a stop request of any member's file (``simkit
+    stop``): every member still going on is left ``interrupted``, resumable as a run of its own.
+
     Args:
         plans: validated members (see ``check_vectorizable``).
         keys: the swept keys, ``params.NAME``.
+        stop: when set, the ensemble stops at the next block boundary as on Ctrl-C.
 
     Returns:
         One entry per plan, in order: its ``RunResult``, or the ``NonFiniteError`` that stopped it.
 
     Raises:
         ScenarioError: the members cannot share one block loop.
+        KeyboardInterrupt: a stop signal or request, naming it; the members' files are closed.
     """
     check_vectorizable(plans, keys)
     sc = plans[0].scenario
@@ -127,7 +130,8 @@ def execute_ensemble(plans: list[RunPlan], keys: list[str]) -> list[RunResult | 
         for writer in writers:
             writer.abort({schema.ATTR_FINISHED: now()})
         raise
-    return ensemble.execute()
+    checks = [stop_check(plan.output, stop) for plan in plans]
+    return ensemble.execute(lambda: next(filter(None, (check() for check in checks)), None))
 
 
 class _Members:
@@ -216,57 +220,65 @@ class _Ensemble:
                                    diagnostics={}, watch=None, levels=None)
 
     def _runner(self) -> Any:
+        """The backend's runner of the ensemble's program, kept in the solver cache: a second run
+        of the same ensemble in one process (a sweep run again) compiles nothing new."""
         first = self.runs[0].plan
         solver, seed, names = first.solver, first.scenario.seed, tuple(self.names)
         backend, program = self.backend, self.program
-        key = (type(solver), _params(solver).model_dump_json(), names, seed, backend.device,
-               first.scenario.dtype, program.slots, program.points,
-               tuple(sorted(program.shapes.items())), _levels(first))
-        runner = _RUNNERS.get(key)
-        if runner is None:
+
+        def make() -> Any:
             runner = backend.ensemble_runner(_program_for(solver, names, seed, first, program))
             if runner is None:  # check_vectorizable refuses such backends by name first
                 raise ScenarioError(f"expected a backend that maps a run over members, given "
                                     f"{backend.name}", key="--vectorize")
-            _RUNNERS[key] = runner
-            while len(_RUNNERS) > _RUNNERS_KEPT:
-                _RUNNERS.popitem(last=False)
-        else:
-            _RUNNERS.move_to_end(key)
-        return runner
+            return runner
+
+        return solver_cached(solver, ("ensemble", names, seed, backend.name, backend.device,
+                                      first.scenario.dtype, program.slots, program.points,
+                                      tuple(sorted(program.shapes.items())), _levels(first)),
+                             make)
 
     # -------------------------------------------------------------- the loop
 
-    def execute(self) -> list[RunResult | NonFiniteError]:
-        sc = self.runs[0].plan.scenario
-        blocks = self.blocks
+    def execute(self, requested: Callable[[], str | None]) -> list[RunResult | NonFiniteError]:
+        """Run the members to their end and close their files as each ended; ``requested`` says
+        why to stop at a block boundary (see ``simkit.driver._loop.stop_check``), if it should."""
         try:
-            if sc.check_finite:
-                for m, run in enumerate(self.runs):
-                    run.fields = self.lanes.member(self.lanes.fields, m)
-                    try:
-                        check_start(run)
-                    except NonFiniteError as error:
-                        self._stop(m, error)
-                    run.fields = {}
-            blocks.capture_start()
-            self._committed()
-            while blocks.alive.any() and not is_final(sc, blocks.run.step, blocks.run.time):
-                blocks.run_block()
-                self._committed()
-                # A stop signal the command line noted (simkit._stop); once the ensemble is at
-                # its end it changes nothing, as for a single run (loop).
-                if _stop.received() and not is_final(sc, blocks.run.step, blocks.run.time):
-                    raise KeyboardInterrupt(_stop.take())
-            self._finish()
+            # A stop signal is a flag seen at the next block boundary, as in a run of its own.
+            with _stop.deferred():
+                self._loop(requested)
+                self._finish()
         except KeyboardInterrupt:
-            self._abort({schema.ATTR_FINISHED: now(),
-                         schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
+            with _stop.deferred():  # a second signal must not break off the clean stop
+                self._abort({schema.ATTR_FINISHED: now(),
+                             schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
+            _stop.take()
             raise
         except BaseException as error:
             self._abort(failed(error))
             raise
         return [result for result in self.results if result is not None]
+
+    def _loop(self, requested: Callable[[], str | None]) -> None:
+        """Blocks until every member stopped or the ensemble is at its end."""
+        sc, blocks = self.runs[0].plan.scenario, self.blocks
+        if sc.check_finite:
+            for m, run in enumerate(self.runs):
+                run.fields = self.lanes.member(self.lanes.fields, m)
+                try:
+                    check_start(run)
+                except NonFiniteError as error:
+                    self._stop(m, error)
+                run.fields = {}
+        blocks.capture_start()
+        self._committed()
+        while blocks.alive.any() and not is_final(sc, blocks.run.step, blocks.run.time):
+            blocks.run_block()
+            self._committed()
+            # Once the ensemble is at its end a stop changes nothing, as for a run of its own.
+            reason = requested()
+            if reason is not None and not is_final(sc, blocks.run.step, blocks.run.time):
+                raise KeyboardInterrupt(reason)
 
     def _committed(self) -> None:
         """Every member going on has queued every capture due up to its step."""
