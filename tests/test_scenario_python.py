@@ -81,3 +81,19 @@ def test_a_schedule_no_mapping_says_is_refused_naming_its_key(in_tmp):
     with pytest.raises(ScenarioError, match=r"^<scenario>: outputs\.odd: expected a schedule a "
                                             r"scenario can say as a mapping, given .*Odd\(steps=\(2, 3\)\)$"):
         plan_run(heat_scenario(outputs={"odd": Stream(schedule=Odd((2, 3)))}))
+
+
+def test_a_wall_time_on_a_clock_of_its_own_is_refused_in_scenario_data(in_tmp):
+    fake = WallTime(5.0, clock=lambda: 0.0)
+    with pytest.raises(ScenarioError, match=r"outputs\.wall: expected a wall_time on the wall "
+                                            r"clock, .*kept in this process only"):
+        plan_run(heat_scenario(outputs={"wall": Stream(schedule=fake)}))
+    assert plan_run(heat_scenario(outputs={"wall": Stream(wall_time=5.0)})).streams
+
+
+def test_each_kind_says_its_own_mapping():
+    assert (Every(10, 5) | Last()).to_spec() == {"every": 10, "offset": 5, "last": True}
+    assert (Every(10) | Every(3)).to_spec() == {"any": [{"every": 10}, {"every": 3}]}
+    level = While(2, diagnostic="e", below=1.0)
+    assert level.to_spec() == {"while": {"diagnostic": "e", "below": 1.0, "every": 2}}
+    assert WallTime(4.0).to_spec() == {"wall_time": 4.0}

@@ -161,7 +161,9 @@ def test_parse_schedule_rejects_with_key_and_forms(spec, key, fragment):
 def _reference_count(schedule, steps, end_time):
     """The capture count as a closed form per kind, summed over a union's members."""
     def one(m):
-        if isinstance(m, (Every, While)):  # a level condition's candidates count as its steps
+        if isinstance(m, While):  # a level condition's candidates count as its steps
+            return steps // m.every + 1
+        if isinstance(m, Every):
             return 0 if steps < m.offset else (steps - m.offset) // m.every + 1
         if isinstance(m, (At, LogSpaced)):
             return sum(1 for s in m.steps if s <= steps)
@@ -207,7 +209,7 @@ def test_known_in_advance_schedules_are_due_where_they_fire(schedule):
 
 
 def test_what_each_kind_says_it_is():
-    when, wall, level = When("e", above=1.0, stage="kick"), WallTime(2.0), While(1, 0, "e", below=0)
+    when, wall, level = When("e", above=1.0, stage="kick"), WallTime(2.0), While(1, "e", below=0)
     assert Every(1).every_step and level.every_step and not Every(2).every_step
     assert [s.known_in_advance for s in (Every(2), At((1,)), LogSpaced(1, 9, 2), First())] == \
         [True] * 4
@@ -291,3 +293,35 @@ def test_a_condition_missing_a_key_is_said_of_its_key(spec, key, fragment):
         parse_schedule(spec, key="s")
     assert info.value.key == key
     assert fragment in info.value.message
+
+
+def test_the_due_rule_steps_known_and_may_fire_are_the_schedules():
+    assert Last().fires_at(7, 0.7, final=True) and not Last().fires_at(7, 0.7, final=False)
+    assert Every(5).fires_at(10, 1.0, final=False)
+    assert (Every(5) | Last() | At((3,))).steps_known
+    assert not (Every(5) | When("e", above=1.0)).steps_known
+    assert not SimTime(0.5).steps_known and not WallTime(1.0).steps_known
+    now = [0.0]
+    union = Every(4) | When("e", above=1.0) | WallTime(2.0, clock=lambda: now[0])
+    state = union.init_state()
+    state.reset()
+    assert union.may_fire(state, 3, 0.3)  # a condition may hold anywhere
+    wall = Every(4) | WallTime(2.0, clock=lambda: now[0])
+    state = wall.init_state()
+    state.reset()
+    assert wall.may_fire(state, 4, 0.4) and not wall.may_fire(state, 3, 0.3)
+    now[0] = 2.5
+    assert wall.may_fire(state, 3, 0.3)
+
+
+def test_a_clock_read_before_it_started_stays_unstarted():
+    now = [10.0]
+    state = WallTime(2.0, clock=lambda: now[0]).init_state()
+    assert state.seconds_left() == 2.0 and state.save() == {"seconds_left": 2.0}
+    assert state.deadline is None
+    now[0] = 20.0
+    assert not state.due()  # the first reading starts it
+    now[0] = 22.5
+    assert state.due() and state.clock_member(0) is state
+    with pytest.raises(TypeError):
+        state.edge_member(0)

@@ -60,7 +60,7 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
             advance (simulated or wall-clock times, conditions).
     """
     for member in schedule.members():
-        if not _known_steps(member):
+        if not member.steps_known:
             raise ScenarioError(f"expected step schedules (every, at, logspace, first, last) in a "
                                 f"differentiable run, given {member.kind}", key=key)
     found, step = [], schedule.next_step(-1)
@@ -70,15 +70,6 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
     if schedule.at_end and steps not in found:
         found.append(steps)
     return tuple(found)
-
-
-def _known_steps(member: AbstractSchedule) -> bool:
-    """Whether ``member`` (not a union) fires at steps a run knows before it starts: steps
-    known in advance, or only the run's last (``last``); not at conditions, clocks or
-    simulated times."""
-    if member.known_in_advance:
-        return True
-    return member.at_end and member.next_step(-1) is None and member.next_time(-1.0) is None
 
 
 def param_units(solver_cls: Any, name: str) -> str:
@@ -138,7 +129,7 @@ class DifferentiableRun:
         self.ops: GradOps = self.backend.grad_ops()
         self.checkpointing = Checkpointing.parse(checkpoint)
         self.steps, self.dt, self.dtype = sc.steps, plan.dt, sc.dtype
-        self.field_names = tuple(f.name for f in self.solver.fields())
+        self.field_names = tuple(plan.field_names)
         captures = []
         for stream in plan.streams:
             if stream.stage is not None:

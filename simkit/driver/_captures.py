@@ -140,8 +140,7 @@ def due(run: Run, streams: list[StreamPlan], step: int, time: float, final: bool
         schedule, state = s.schedule, run.schedule_states[f"outputs.{s.name}"]
         watched = any(m.edge is not None or m.wall_clock is not None
                       for m in schedule.members())
-        fires = (schedule.fires(step, time) if watched
-                 else schedule.due(state, step, time, value))
-        if fires or (final and schedule.at_end):
+        if (schedule.fires_at(step, time, final) if watched
+                else schedule.due(state, step, time, value) or (final and schedule.at_end)):
             found.append(s)
     return found

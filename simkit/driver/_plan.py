@@ -79,7 +79,7 @@ class BlockPlanner:
         plan = BlockPlan.empty(self.program.points, len(self.program.slots), 0)
         final = is_final(sc, run.step, run.time)
         due = [s for s in run.plan.streams
-               if s.schedule.fires(run.step, run.time) or (final and s.schedule.at_end)]
+               if s.schedule.fires_at(run.step, run.time, final)]
         plan.steps[0], plan.times[0], plan.used = run.step, run.time, 1
         for stream in due:
             plan.due[0, self.index[stream.name]] = True
@@ -121,8 +121,7 @@ class BlockPlanner:
                            cut=n_step not in targets)
         final = is_final(sc, point.end_step, point.end_time)
         point.due = [s for s in run.plan.streams if last.get(s.name) != point.end_step
-                     and (s.schedule.fires(point.end_step, point.end_time)
-                          or (final and s.schedule.at_end))]
+                     and s.schedule.fires_at(point.end_step, point.end_time, final)]
         ends = final or point.end_step in boundary
         return point, ends
 

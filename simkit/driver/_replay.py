@@ -91,7 +91,6 @@ def check_start(run: Run) -> None:
 def check_finite(run: Run, start: dict[str, Any], start_step: int, pieces: list[Piece]) -> None:
     """Stop with NonFiniteError naming step, stage and field if the run's state is not finite;
     ``start`` at ``start_step`` is where the block that reached it began."""
-    run.checked_at = run.step
     if bool(run.backend.call(all_finite, run.fields)):
         return
     # Replay from the block's start one step at a time with the run's own step function

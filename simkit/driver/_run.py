@@ -5,10 +5,9 @@ where a resume starts; which streams are checkpoints."""
 from __future__ import annotations
 
 import logging
-import time as _time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any
 
 import numpy as np
 
@@ -17,35 +16,9 @@ from simkit.driver._buffers import HostBuffers
 from simkit.driver._steps import conditions_for, diagnostics_for, step_for
 from simkit.io import CaptureWriter
 from simkit.scenario import RunPlan, StreamPlan
-from simkit.schedule import AbstractSchedule, Condition, ScheduleState
+from simkit.schedule import AbstractSchedule, ClockState, Condition, EdgeState, ScheduleState
 
 logger = logging.getLogger(__name__)
-
-
-class EdgeMemory(Protocol):
-    """The run-time state of an edge-triggered condition (``when``, ``stop_when``)."""
-
-    @property
-    def held(self) -> bool: ...
-
-    @property
-    def resumes_at(self) -> int: ...
-
-    def may_fire(self, step: int) -> bool: ...
-
-    def fired(self, step: int) -> None: ...
-
-    def hold(self, value: bool) -> None: ...
-
-
-class Deadline(Protocol):
-    """The run-time state of a wall-clock schedule."""
-
-    def seconds_left(self) -> float: ...
-
-    def due(self) -> bool: ...
-
-    def fired(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +28,7 @@ class Watched:
 
     stream: StreamPlan | None
     condition: Condition
-    state: EdgeMemory
+    state: EdgeState
     held_slot: str
 
 
@@ -64,7 +37,7 @@ class Clocked:
     """A wall-clock schedule of a stream, with its state."""
 
     stream: StreamPlan
-    state: Deadline
+    state: ClockState
 
 
 def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
@@ -135,14 +108,13 @@ def _watched(plan: RunPlan, states: Mapping[str, ScheduleState]
     for key, schedule in schedules(plan).items():
         parts = schedule.members()
         for i, member in enumerate(parts):
-            state = states[key].member(i)
             stream = streams[key]
             if member.edge is not None:
                 alone = len(parts) == 1 and parts[0] is schedule  # not a union
                 slot = f"{key}.held" if alone else f"{key}.{i}.held"
-                whens.append(Watched(stream, member.edge, cast(EdgeMemory, state), slot))
+                whens.append(Watched(stream, member.edge, states[key].edge_member(i), slot))
             if member.wall_clock is not None and stream is not None:
-                walls.append(Clocked(stream, cast(Deadline, state)))
+                walls.append(Clocked(stream, states[key].clock_member(i)))
     return whens, walls
 
 
@@ -193,10 +165,6 @@ class Run:
         self._resume(resume)
         self.watch = (conditions_for(plan.solver, tuple(w.condition.key for w in self.whens))
                       if self.whens else None)
-        # The step rate that sizes blocks before a wall-clock capture counts this process's
-        # steps only (a resumed run starts at its checkpoint's step).
-        self.wall_started, self.wall_start_step = _time.perf_counter(), self.step
-        self.checked_at = self.step
 
     def _resume(self, resume: ResumePoint | None) -> None:
         """Start from ``resume``: the schedules get back the state saved with its checkpoint,

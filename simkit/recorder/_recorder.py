@@ -32,14 +32,7 @@ class Recorder(Captures):
         candidate step (their condition needs the value); ``last`` captures are taken at close
         from the last step's values."""
         t = float(step) if time is None else float(time)
-        for stream in self.streams:
-            state = self._states[stream.name]
-            for i, member in enumerate(stream.schedule.members()):
-                if member.edge is not None or member.fires(step, t) or (
-                        member.wall_clock is not None
-                        and state.member(i).seconds_left() <= 0):  # type: ignore[attr-defined]
-                    return True
-        return False
+        return any(s.schedule.may_fire(self._states[s.name], step, t) for s in self.streams)
 
     def _value_of(self, stream: RecordStream, values: Mapping[str, Any]
                   ) -> Callable[[Condition], float]:

@@ -103,9 +103,9 @@ def _check_schedule(schedule: AbstractSchedule, stage: str | None, key: str) -> 
                                 key=f"{key}.{member.kind}.stage")
     if stage is not None:
         for member in schedule.members():
-            if not (member.known_in_advance or member.at_end):
+            if not member.steps_known:
                 raise ScenarioError("expected a step schedule (every, at, logspace, first, last) "
-                                    f"for a stage capture, given {type(member).__name__.lower()}",
+                                    f"for a stage capture, given {member.kind}",
                                     key=f"{key}.stage")
 
 

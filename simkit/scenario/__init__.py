@@ -23,9 +23,9 @@ from simkit.scenario._model import (
     StreamPlan,
     validate_model,
 )
-from simkit.scenario._overrides import apply_override, merge_overrides
+from simkit.scenario._overrides import apply_override
 from simkit.scenario._plan import locate, plan_run
-from simkit.scenario._python import stream_mapping, streams_as_mappings
+from simkit.scenario._python import streams_as_mappings
 from simkit.scenario._schema import scenario_json_schema
 from simkit.scenario._streams import (
     LARGE_STREAM_BYTES,
@@ -57,11 +57,9 @@ __all__ = [
     "check_not_input",
     "load_yaml",
     "locate",
-    "merge_overrides",
     "plan_run",
     "read_scenario_file",
     "scenario_json_schema",
-    "stream_mapping",
     "streams_as_mappings",
     "validate_model",
 ]

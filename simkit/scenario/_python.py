@@ -4,40 +4,12 @@ then checked, recorded in its file and resumed the same whichever way a stream w
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from simkit.errors import ScenarioError
 from simkit.scenario._overrides import _plain
 from simkit.schedule import STREAM_KEYS, AbstractSchedule, Stream, parse_schedule
-
-
-def _given(member: AbstractSchedule, item: dataclasses.Field[Any]) -> bool:
-    """Whether ``item`` of ``member`` differs from its default (a required one always does)."""
-    return (item.default is dataclasses.MISSING
-            or bool(getattr(member, item.name) != item.default))
-
-
-def _member(member: AbstractSchedule) -> dict[str, Any]:
-    """A schedule that is not a union as the keys of a stream mapping: its kind's key with its
-    value (the mapping of its ``keys``, its one field, a mapping of its fields, or true for a
-    flag) and its modifiers (``every``'s ``offset``) beside it."""
-    kind = type(member)
-    items = [f for f in dataclasses.fields(member)  # type: ignore[arg-type]
-             if f.init and f.compare]
-    if kind.keys:  # in the order of its keys, as a file says them
-        named = {f.name: f for f in items}
-        return {kind.kind: {name: getattr(member, name) for name in kind.keys
-                            if name in named and _given(member, named[name])}}
-    own = [f for f in items if f.name not in kind.modifiers]
-    value: Any = True
-    if len(own) == 1:
-        value = getattr(member, own[0].name)
-    elif own:
-        value = {f.name: getattr(member, f.name) for f in own}
-    return {kind.kind: value, **{f.name: getattr(member, f.name) for f in items
-                                 if f.name in kind.modifiers and _given(member, f)}}
 
 
 def schedule_mapping(schedule: AbstractSchedule, key: str) -> dict[str, Any]:
@@ -47,17 +19,14 @@ def schedule_mapping(schedule: AbstractSchedule, key: str) -> dict[str, Any]:
     Raises:
         ScenarioError: at ``key``, for a schedule no mapping says.
     """
+    spec: dict[str, Any]
     try:
-        parts = [_member(m) for m in schedule.members()]
-    except TypeError:  # not a dataclass: no fields to write
-        parts = []
-    spec: dict[str, Any] = {}
-    for part in parts:
-        if spec.keys() & part.keys():
-            spec = {"any": parts}
-            break
-        spec.update(part)
-    spec = _plain(spec)
+        spec = schedule.to_spec()
+    except ValueError as error:  # a schedule that says why no file can hold it
+        raise ScenarioError(str(error), key=key) from None
+    except TypeError:  # a schedule of no kind a scenario knows
+        spec = {}
+    spec = dict(_plain(spec))
     try:
         same = bool(spec) and parse_schedule(spec, key) == schedule
     except ScenarioError:
@@ -94,7 +63,7 @@ def condition_mapping(value: Any, key: str) -> Any:
     """An edge condition (``When``) as its mapping (``{diagnostic, above|below, ...}``), as
     ``stop_when`` holds it; anything else as it is."""
     if isinstance(value, AbstractSchedule) and value.edge is not None:
-        return schedule_mapping(value, key)[type(value).kind]
+        return schedule_mapping(value, key)[value.kind]
     return value
 
 

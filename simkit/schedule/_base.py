@@ -8,6 +8,7 @@ it remembers during a run lives in the ``ScheduleState`` from ``init_state``.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -173,9 +174,41 @@ class AbstractSchedule(abc.ABC):
         """The steps it lists explicitly (at, logspace), else none."""
         return ()
 
+    @property
+    def steps_known(self) -> bool:
+        """Whether every member fires at steps a run knows before it starts: steps known in
+        advance, or only the run's last (``last``); not at conditions, clocks or simulated
+        times."""
+        return all(m.known_in_advance or m.at_end for m in self.members())
+
     def members(self) -> tuple[AbstractSchedule, ...]:
         """The schedules a union is made of (the schedule itself for others)."""
         return (self,)
+
+    def fires_at(self, step: int, time: float, final: bool) -> bool:
+        """Whether the state at ``step`` is captured by step count and simulated time, or as
+        the run's final state (``final``) by a schedule that captures it wherever it ends."""
+        return self.fires(step, time) or (final and self.at_end)
+
+    def to_spec(self) -> dict[str, Any]:
+        """Its keys in a stream mapping (``{"every": 10, "offset": 5}``), as a scenario file
+        says it; a union's are its members' (``any`` when two share a key)."""
+        if not self.kind:
+            raise TypeError(f"expected a schedule a scenario can say, given {self!r}")
+        fields = [f for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                  if f.init and f.compare]
+        if self.keys:  # in the order of its keys, as a file says them
+            named = {f.name: f for f in fields}
+            return {self.kind: {name: getattr(self, name) for name in self.keys
+                                if name in named and _given(self, named[name])}}
+        own = [f for f in fields if f.name not in self.modifiers]
+        value: Any = True
+        if len(own) == 1:
+            value = getattr(self, own[0].name)
+        elif own:
+            value = {f.name: getattr(self, f.name) for f in own}
+        return {self.kind: value, **{f.name: getattr(self, f.name) for f in fields
+                                     if f.name in self.modifiers and _given(self, f)}}
 
     # ------------------------------------------------------------------ how many, where
 
@@ -208,6 +241,11 @@ class AbstractSchedule(abc.ABC):
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
         """Whether the state at ``step`` is captured, updating ``state``; ``value(condition)``
         gives a condition's diagnostic on the host (called for conditions only)."""
+        return self.fires(step, time)
+
+    def may_fire(self, state: ScheduleState, step: int, time: float) -> bool:
+        """Whether the state at ``step`` could be due, without reading any value or changing
+        ``state``: a condition counts at each of its candidate steps."""
         return self.fires(step, time)
 
     def __or__(self, other: AbstractSchedule) -> AnyOf:
@@ -268,6 +306,18 @@ class AnyOf(AbstractSchedule):
     def init_state(self) -> ScheduleState:
         return UnionState(type(self).__name__, [m.init_state() for m in self.members])
 
+    def may_fire(self, state: ScheduleState, step: int, time: float) -> bool:
+        return any(m.may_fire(state.member(i), step, time) for i, m in enumerate(self.members))
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {}
+        parts = [m.to_spec() for m in self.members]
+        for part in parts:
+            if spec.keys() & part.keys():
+                return {"any": parts}
+            spec.update(part)
+        return spec
+
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
         # Every member is asked: each keeps its own memory up to date.
         answers = [m.due(state.member(i), step, time, value) for i, m in enumerate(self.members)]
@@ -277,3 +327,9 @@ class AnyOf(AbstractSchedule):
 def _min_or_none(values: Iterable[_T | None]) -> _T | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None  # type: ignore[type-var]
+
+
+def _given(schedule: AbstractSchedule, item: dataclasses.Field[Any]) -> bool:
+    """Whether ``item`` of ``schedule`` differs from its default (a required one always does)."""
+    return (item.default is dataclasses.MISSING
+            or bool(getattr(schedule, item.name) != item.default))

@@ -85,7 +85,7 @@ class _Conditional(AbstractSchedule):
 @dataclass(frozen=True)
 class WallTime(_DriverDecided):
     """Fires at the first step boundary after each ``seconds`` of wall-clock time; the driver
-    sizes compiled segments from the measured step rate so it needs no per-step host sync."""
+    sizes blocks from the measured step rate so it needs no per-step host sync."""
 
     kind: ClassVar[str] = "wall_time"
     form: ClassVar[str] = "wall_time: SECONDS"
@@ -107,8 +107,18 @@ class WallTime(_DriverDecided):
     def init_state(self) -> ClockState:
         return ClockState(type(self).__name__, self.seconds, self.clock)
 
+    def may_fire(self, state: ScheduleState, step: int, time: float) -> bool:
+        return state.clock_member().seconds_left() <= 0
+
+    def to_spec(self) -> dict[str, Any]:
+        if self.clock is not time.perf_counter:
+            raise ValueError(f"expected a wall_time on the wall clock, given {self!r} with a "
+                             "clock of its own (kept in this process only: a scenario says "
+                             "wall_time: SECONDS)")
+        return super().to_spec()
+
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
-        clock = _clock(state)
+        clock = state.clock_member()
         if clock.due():
             clock.fired()
             return True
@@ -156,8 +166,11 @@ class When(_Conditional, _DriverDecided):
     def init_state(self) -> EdgeState:
         return EdgeState(type(self).__name__, self.cooldown, self.stage is not None)
 
+    def may_fire(self, state: ScheduleState, step: int, time: float) -> bool:
+        return True  # its condition decides
+
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
-        edge = _edge(state)
+        edge = state.edge_member()
         holds = self.holds(value(self.condition))
         before, edge.previous = edge.previous, holds
         # Edge-triggered: the state a run starts from never fires.
@@ -188,21 +201,20 @@ class While(_Conditional):
     value_schema: ClassVar[dict[str, Any]] = _condition_schema(every=_INT_1)
 
     every: int
-    offset: int = 0
     diagnostic: str = ""
     above: float | None = None
     below: float | None = None
     stage: str | None = None
 
     def __post_init__(self) -> None:
-        Every(self.every, self.offset)  # its steps are an ``every``'s, checked as such
+        Every(self.every)  # its steps are an ``every``'s, checked as such
         self._check()
         self._check_stage()
 
     @cached_property
     def candidates(self) -> Every:
         """The steps at which the condition is asked."""
-        return Every(self.every, self.offset)
+        return Every(self.every)
 
     def next_step(self, after: int) -> int | None:
         return self.candidates.next_step(after)
@@ -230,15 +242,3 @@ class While(_Conditional):
 
     def due(self, state: ScheduleState, step: int, time: float, value: ValueOf) -> bool:
         return self.fires(step, time) and self.holds(value(self.condition))
-
-
-def _edge(state: ScheduleState) -> EdgeState:
-    if not isinstance(state, EdgeState):
-        raise TypeError(f"expected the state of a 'when' schedule, given {state!r}")
-    return state
-
-
-def _clock(state: ScheduleState) -> ClockState:
-    if not isinstance(state, ClockState):
-        raise TypeError(f"expected the state of a 'wall_time' schedule, given {state!r}")
-    return state

@@ -47,6 +47,28 @@ class ScheduleState:
             raise IndexError(f"{self.owner}: a single schedule has member 0 only, given {i}")
         return self
 
+    def edge_member(self, i: int = 0) -> EdgeState:
+        """Member ``i``'s state as an edge condition's (``when``).
+
+        Raises:
+            TypeError: that member is not an edge condition.
+        """
+        state = self.member(i)
+        if not isinstance(state, EdgeState):
+            raise TypeError(f"expected the state of a 'when' schedule, given {state!r}")
+        return state
+
+    def clock_member(self, i: int = 0) -> ClockState:
+        """Member ``i``'s state as a wall clock's (``wall_time``).
+
+        Raises:
+            TypeError: that member is not a wall clock.
+        """
+        state = self.member(i)
+        if not isinstance(state, ClockState):
+            raise TypeError(f"expected the state of a 'wall_time' schedule, given {state!r}")
+        return state
+
 
 class EdgeState(ScheduleState):
     """An edge-triggered condition's memory: its cooldown, and for a condition on a stage's
@@ -108,14 +130,18 @@ class ClockState(ScheduleState):
         self.deadline: float | None = None
 
     def seconds_left(self) -> float:
-        """Wall-clock seconds until it fires next (negative once overdue)."""
+        """Wall-clock seconds until it fires next (negative once overdue; the whole interval
+        before the clock has started). Reads the clock only."""
         if self.deadline is None:
-            self.restart()
             return self.seconds
         return self.deadline - self.clock()
 
     def due(self) -> bool:
-        """Whether the interval since the start (or the last firing) has passed."""
+        """Whether the interval since the start (or the last firing) has passed; the first
+        reading of a clock not started yet starts it."""
+        if self.deadline is None:
+            self.restart()
+            return self.seconds <= 0
         return self.seconds_left() <= 0
 
     def fired(self) -> None:
