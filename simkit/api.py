@@ -24,7 +24,7 @@ from simkit.io import (
     rewrite,
     schema,
 )
-from simkit.io.gradients import ATTR_GRADIENTS, GRADIENTS_AWAITED, GRADIENTS_PENDING
+from simkit.io.schema import ATTR_GRADIENTS, GRADIENTS_AWAITED, GRADIENTS_PENDING
 from simkit.scenario import RunPlan, Scenario, plan_run
 
 

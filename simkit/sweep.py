@@ -362,12 +362,11 @@ def combine(members: list[Member], output: Path) -> tuple[Path, list[str]]:
     """
     import xarray as xr
 
-    from simkit.io import schema
+    from simkit.io import open_member_trees, schema, write_groups
 
     names = _coordinate_names(list(members[0].values))
-    trees = [xr.open_datatree(m.path) for m in members]
     left_out: dict[str, list[str]] = {}  # why -> variables
-    try:
+    with open_member_trees([m.path for m in members]) as trees:
         groups = {}
         for path in ["/"] + [f"/{name}" for name in trees[0].children]:
             parts = [t[path].to_dataset().drop_vars(schema.CHECKSUM, errors="ignore")
@@ -386,12 +385,7 @@ def combine(members: list[Member], output: Path) -> tuple[Path, list[str]]:
                  for why, names in left_out.items()]
         if lines:
             groups["/"].attrs[ATTR_NOT_COMBINED] = "\n".join(lines)
-        tmp = output.with_name(f".{output.name}.tmp")
-        xr.DataTree.from_dict(groups).to_netcdf(tmp)
-        os.replace(tmp, output)
-    finally:
-        for tree in trees:
-            tree.close()
+        write_groups(groups, output)
     for line in lines:
         logger.info("not combined: %s", line)
     return output, lines

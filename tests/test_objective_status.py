@@ -19,7 +19,7 @@ import yaml
 from conftest import heat_scenario, require_backend
 from simkit.autodiff import value_and_grad
 from simkit.cli import main
-from simkit.io.gradients import ATTR_GRADIENTS
+from simkit.io.schema import ATTR_GRADIENTS
 
 #: A differentiable solver whose every step takes a while: the gradient phase lasts long enough
 #: to be killed in.

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 from array_api_compat import array_namespace, device
 
 from simkit.errors import ScenarioError
-from simkit.io import schema, whole_captures_of, xarray_lock
+from simkit.io import RunReader, open_reader, schema
 
 _SYMBOL = re.compile(r"^[A-Za-z]+-?[0-9]*$")
 
@@ -80,8 +79,13 @@ class Misfit:
             raise ScenarioError(f"expected an existing simkit file, given {str(path)!r}",
                                 key="misfit.path")
         try:
-            with xarray_lock(), xr.open_dataset(self.path, group=None) as root:
-                attrs = dict(root.attrs)
+            with open_reader(self.path) as reader:
+                attrs = reader.attrs()
+                names = str(attrs.get(schema.ATTR_STREAMS, "")).split()
+                if schema.ATTR_STREAMS in attrs and stream in names:
+                    found = _observations(reader, stream, fields, steps)
+        except ScenarioError:
+            raise
         except (ValueError, OSError) as error:
             reason = " ".join(str(error).split())[:120]
             raise ScenarioError(f"expected a simkit file, given one that cannot be read as "
@@ -89,32 +93,10 @@ class Misfit:
         if schema.ATTR_STREAMS not in attrs:
             raise ScenarioError(f"expected a simkit file (with streams), given a NetCDF file "
                                 f"without {schema.ATTR_STREAMS!r}", key="misfit.path")
-        names = str(attrs[schema.ATTR_STREAMS]).split()
         if stream not in names:
             raise ScenarioError(f"expected a stream of {self.path.name} ({', '.join(names)}), "
                                 f"given {stream!r}", key="misfit.stream")
-        whole = whole_captures_of(self.path, stream)  # a torn trailing capture is no data
-        with xarray_lock(), xr.open_dataset(self.path, group=stream) as ds:
-            ds = ds.isel({schema.STEP_DIM: slice(0, whole)})
-            kept = str(ds.attrs.get(schema.ATTR_STREAM_FIELDS, "")).split()
-            self.fields = tuple(fields) if fields is not None else tuple(kept)
-            unknown = [f for f in self.fields if f not in ds.data_vars]
-            if unknown or not self.fields:
-                raise ScenarioError(f"expected variables of stream {stream} "
-                                    f"({', '.join(map(str, ds.data_vars))}), given "
-                                    f"{unknown[0] if unknown else 'none'!r}",
-                                    key="misfit.fields")
-            observed = np.asarray(ds[schema.STEP].values, dtype=np.int64)
-            wanted = observed if steps is None else np.asarray(steps, dtype=np.int64)
-            missing = sorted(set(wanted.tolist()) - set(observed.tolist()))
-            if missing:
-                raise ScenarioError(f"expected steps the observations hold, given {missing[0]}",
-                                    key="misfit.steps")
-            at = np.searchsorted(observed, wanted)
-            self.steps = wanted
-            self.observations = {f: np.asarray(ds[f].values[at], dtype=np.float64)
-                                 for f in self.fields}
-            units = {str(ds[f].attrs.get("units", "1")) for f in self.fields}
+        self.fields, self.steps, self.observations, units = found
         self.name = f"misfit_{stream}"
         self.units = squared_units(units.pop()) if len(units) == 1 else "1"
         self.long_name = (f"half the sum of squared differences from the {stream} observations "
@@ -181,3 +163,29 @@ def misfit(path: str | os.PathLike[str], stream: str, fields: Sequence[str] | No
     """The misfit between this run's captures of ``stream`` and those of the file ``path``
     (see ``Misfit``): an objective for parameter estimation and data assimilation."""
     return Misfit(path, stream, fields, steps)
+
+
+def _observations(reader: RunReader, stream: str, fields: Sequence[str] | None,
+                  steps: Sequence[int] | None
+                  ) -> tuple[tuple[str, ...], np.ndarray, dict[str, np.ndarray], set[str]]:
+    """The observed fields, steps, values (float64, at those steps, whole captures only: a
+    torn trailing capture is no data) and units of ``stream`` in the file ``reader`` reads."""
+    variables = {v.name: v for v in reader.variables(stream)}
+    captured = [name for name, v in variables.items() if schema.STEP_DIM in v.dims
+                and name not in (schema.STEP, schema.TIME, schema.CHECKSUM)]
+    kept = str(reader.stream_attrs(stream).get(schema.ATTR_STREAM_FIELDS, "")).split()
+    chosen = tuple(fields) if fields is not None else tuple(kept)
+    unknown = [f for f in chosen if f not in captured]
+    if unknown or not chosen:
+        raise ScenarioError(f"expected variables of stream {stream} ({', '.join(captured)}), "
+                            f"given {unknown[0] if unknown else 'none'!r}", key="misfit.fields")
+    held = reader.captures(stream, names=chosen)
+    observed = np.asarray(held.steps, dtype=np.int64)
+    wanted = observed if steps is None else np.asarray(steps, dtype=np.int64)
+    missing = sorted(set(wanted.tolist()) - set(observed.tolist()))
+    if missing:
+        raise ScenarioError(f"expected steps the observations hold, given {missing[0]}",
+                            key="misfit.steps")
+    at = np.searchsorted(observed, wanted)
+    values = {f: np.asarray(held.arrays[f][at], dtype=np.float64) for f in chosen}
+    return chosen, wanted, values, {variables[f].units or "1" for f in chosen}

@@ -16,13 +16,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import xarray as xr
 from array_api_compat import array_namespace, device
 
 from simkit import _stop
 from simkit.autodiff._function import DifferentiableRun
 from simkit.autodiff._objective import real_scalar
-from simkit.io import schema, xarray_lock
+from simkit.io import open_reader, schema
 from simkit.scenario import RunPlan
 
 Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
@@ -42,29 +41,32 @@ class _RunFile:
 
     def __init__(self, path: Any, run: DifferentiableRun, steps: Sequence[int]) -> None:
         names = run.field_names
-        with xarray_lock(), xr.open_dataset(path) as root:
-            self.final = {k: np.asarray(root[k].values) for k in names}
+        with open_reader(path) as reader:
+            final = reader.final_state(names)
+            if final is None:
+                raise RuntimeError(f"the run file {path} holds no final state")
+            self.final = {k: np.asarray(final.fields[k]) for k in names}
+            held = {c.name: reader.captures(c.name, names=(*c.fields, *c.diagnostics))
+                    for c in run.captures}
         self.captures: dict[str, dict[str, np.ndarray]] = {}
         self.steps: dict[str, np.ndarray] = {}
         wanted = set(steps)
         self.states: dict[int, dict[str, np.ndarray]] = {}
         for capture in run.captures:
-            with xarray_lock(), xr.open_dataset(path, group=capture.name) as ds:
-                held = np.asarray(ds[schema.STEP].values, dtype=np.int64)
-                at = np.searchsorted(held, capture.steps)
-                if len(capture.steps) and (at.max() >= len(held)
-                                           or not np.array_equal(held[at], capture.steps)):
-                    raise RuntimeError(f"the run file {path} lacks captures of stream "
-                                       f"{capture.name} at steps the run takes them")
-                self.steps[capture.name] = np.asarray(capture.steps, dtype=np.int64)
-                self.captures[capture.name] = {
-                    name: np.asarray(ds[name].values[at])
-                    for name in (*capture.fields, *capture.diagnostics)}
-                if set(names) <= set(capture.fields):
-                    for step in wanted & set(capture.steps):
-                        row = capture.steps.index(step)
-                        self.states.setdefault(step, {k: self.captures[capture.name][k][row]
-                                                      for k in names})
+            taken = np.asarray(held[capture.name].steps, dtype=np.int64)
+            at = np.searchsorted(taken, capture.steps)
+            if len(capture.steps) and (at.max() >= len(taken)
+                                       or not np.array_equal(taken[at], capture.steps)):
+                raise RuntimeError(f"the run file {path} lacks captures of stream "
+                                   f"{capture.name} at steps the run takes them")
+            self.steps[capture.name] = np.asarray(capture.steps, dtype=np.int64)
+            self.captures[capture.name] = {name: np.asarray(value[at]) for name, value
+                                           in held[capture.name].arrays.items()}
+            if set(names) <= set(capture.fields):
+                for step in wanted & set(capture.steps):
+                    row = capture.steps.index(step)
+                    self.states.setdefault(step, {k: self.captures[capture.name][k][row]
+                                                  for k in names})
 
 
 def _segments(run: DifferentiableRun, steps: Sequence[int]) -> list[tuple[int, int]]:

@@ -5,17 +5,19 @@ Runs write through a ``RunWriter`` and read back through a ``RunReader`` (``open
 """
 
 from simkit.io import schema
-from simkit.io._factory import open_reader, open_writer
-from simkit.io._lock import hdf5_lock, xarray_lock
+from simkit.io._factory import (
+    mark_gradients_stopped,
+    open_reader,
+    open_writer,
+    write_gradients,
+)
+from simkit.io._lock import xarray_lock
 from simkit.io._protocol import (
     AdjointStream,
     CaptureWriter,
-    FinalState,
     GradientVariable,
     RunReader,
     RunWriter,
-    StreamCaptures,
-    VariableInfo,
 )
 from simkit.io._storage import exclusive, release
 from simkit.io.background import BackgroundWriter
@@ -29,18 +31,15 @@ from simkit.io.live import (
     writer_alive,
 )
 from simkit.io.netcdf import NetCDFWriter
+from simkit.io.netcdf_combine import open_member_trees, write_groups
 from simkit.io.netcdf_files import check_replaceable
 from simkit.io.recover import (
     Checkpoint,
-    captured_steps,
-    latest_checkpoint,
     open_run_tree,
     read_attrs,
     recover,
     require_run_file,
     rewrite,
-    whole_captures,
-    whole_captures_of,
 )
 
 __all__ = [
@@ -48,21 +47,17 @@ __all__ = [
     "BackgroundWriter",
     "CaptureWriter",
     "Checkpoint",
-    "FinalState",
     "GradientVariable",
     "NetCDFWriter",
     "RunReader",
     "RunWriter",
-    "StreamCaptures",
-    "VariableInfo",
-    "captured_steps",
     "check_replaceable",
     "current_file",
     "exclusive",
     "export_stream",
-    "hdf5_lock",
-    "latest_checkpoint",
     "live_summary",
+    "mark_gradients_stopped",
+    "open_member_trees",
     "open_reader",
     "open_run_tree",
     "open_writer",
@@ -75,8 +70,8 @@ __all__ = [
     "rewrite",
     "schema",
     "stop_request_path",
-    "whole_captures",
-    "whole_captures_of",
+    "write_gradients",
+    "write_groups",
     "writer_alive",
     "xarray_lock",
 ]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from simkit.io import schema
-from simkit.io._protocol import RunReader, RunWriter
+from simkit.io import netcdf_gradients, schema
+from simkit.io._protocol import AdjointStream, GradientVariable, RunReader, RunWriter
 from simkit.io.netcdf import NetCDFWriter
-from simkit.io.netcdf_reader import NetCDFReader, open_tree
+from simkit.io.netcdf_reader import NetCDFReader
 
 
 def open_writer(path: str | os.PathLike[str], layout: schema.RunLayout,
@@ -33,7 +32,25 @@ def open_reader(path: str | os.PathLike[str]) -> RunReader:
     return NetCDFReader(path)
 
 
-def open_run_file_tree(path: str | os.PathLike[str]) -> Any:
-    """The run file at ``path`` as a lazily read ``xarray.DataTree`` (under ``xarray_lock()``;
-    ``simkit.io.open_run_tree`` adds the checks and one-line errors)."""
-    return open_tree(path)
+def write_gradients(path: str | os.PathLike[str], objective: GradientVariable,
+                    gradients: Sequence[GradientVariable], streams: Sequence[AdjointStream],
+                    time_units: str, attrs: Mapping[str, object]) -> None:
+    """Add the objective, its gradients and adjoint streams to the run file ``path``, whose
+    forward run is whole, and mark it complete.
+
+    An adjoint stream has the layout of a forward stream (an unlimited ``step`` dimension,
+    ``step`` and ``time`` coordinates, a CRC32 per capture, CF ``units`` and ``long_name`` on
+    each variable); its variables hold dL/du_k, in units of the objective per unit of the field.
+    It is not listed in the file's ``simkit_streams`` (resume and recover keep to the forward
+    streams) but in ``simkit_gradient_streams``.
+
+    Raises:
+        ValueError: naming a variable or group that the file already holds.
+    """
+    netcdf_gradients.write_gradients(path, objective, gradients, streams, time_units, attrs)
+
+
+def mark_gradients_stopped(path: str | os.PathLike[str], attrs: Mapping[str, object]) -> None:
+    """Say in the run file ``path`` how the computation of its gradients stopped (``attrs``:
+    status, end time, error); they stay ``pending``."""
+    netcdf_gradients.mark_stopped(path, attrs)

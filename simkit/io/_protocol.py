@@ -12,11 +12,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 import numpy as np
 
 from simkit.io import schema
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 #: A file name as the functions of this package take it.
 StrPath = str | os.PathLike[str]
@@ -218,7 +221,13 @@ class RunReader(Protocol):
         last value of each scalar variable (see ``simkit.io.live_summary``)."""
         ...
 
-    def to_xarray(self, group: str | None = None) -> Any:
+    @overload
+    def to_xarray(self, group: None = None) -> xr.DataTree: ...
+
+    @overload
+    def to_xarray(self, group: str) -> xr.Dataset: ...
+
+    def to_xarray(self, group: str | None = None) -> xr.DataTree | xr.Dataset:
         """Whole captures loaded into memory: a stream as an ``xarray.Dataset``, or (None) the
         file as an ``xarray.DataTree``. Call it under ``xarray_lock()``."""
         ...

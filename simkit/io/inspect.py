@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from simkit.io import gradients, schema
+from simkit.io import schema
 from simkit.io._factory import open_reader
 from simkit.io._protocol import RunReader
 from simkit.io.live import writer_alive
@@ -72,7 +72,7 @@ def _final_line(reader: RunReader) -> str:
         return ("final state: not written (the run did not finish; "
                 "the root group holds no state until it does)")
     final = [name for name, v in variables.items() if v.dims and name not in grid
-             and not name.startswith(gradients.GRADIENT_PREFIX)]
+             and not name.startswith(schema.GRADIENT_PREFIX)]
     time = reader.value(schema.TIME)
     return (f"final state: step {int(step)}, time {float(_scalar(time)):g} "
             f"{variables[schema.TIME].units}; fields {', '.join(final)}")
@@ -110,21 +110,21 @@ def _stream_lines(reader: RunReader, streams: list[str], running: bool) -> list[
 def _gradient_lines(reader: RunReader, attrs: dict[str, object]) -> list[str]:
     """What a differentiated run added: the objective, its gradients, its adjoint streams."""
     variables = {v.name: v for v in reader.variables()}
-    if gradients.ATTR_OBJECTIVE not in attrs or gradients.OBJECTIVE not in variables:
+    if schema.ATTR_OBJECTIVE not in attrs or schema.OBJECTIVE not in variables:
         return []
-    policy = json.loads(str(attrs.get(gradients.ATTR_CHECKPOINT, '"?"')))
+    policy = json.loads(str(attrs.get(schema.ATTR_CHECKPOINT, '"?"')))
     if isinstance(policy, dict):  # {"binomial": N}, as a scenario writes it
         policy = "{" + ", ".join(f"{k}: {v}" for k, v in policy.items()) + "}"
-    reused = attrs.get(gradients.ATTR_REUSED)
+    reused = attrs.get(schema.ATTR_REUSED)
     how = f"checkpoint {policy}" + ("" if reused is None else
                                     f", {int(np.asarray(reused))} of the run's checkpoints reused")
-    objective = _scalar(reader.value(gradients.OBJECTIVE))
-    lines = [f"objective {attrs[gradients.ATTR_OBJECTIVE]}: {objective:.6g} "
-             f"{variables[gradients.OBJECTIVE].units} ({how})"]
+    objective = _scalar(reader.value(schema.OBJECTIVE))
+    lines = [f"objective {attrs[schema.ATTR_OBJECTIVE]}: {objective:.6g} "
+             f"{variables[schema.OBJECTIVE].units} ({how})"]
     for name, var in variables.items():
-        if not name.startswith(gradients.GRADIENT_PREFIX):
+        if not name.startswith(schema.GRADIENT_PREFIX):
             continue
-        wrt = name.removeprefix(gradients.GRADIENT_PREFIX)
+        wrt = name.removeprefix(schema.GRADIENT_PREFIX)
         value = reader.value(name)
         if var.dims:  # an initial field's, named as wrt names it
             wrt = "initial." + wrt.removeprefix("initial_")
@@ -133,7 +133,7 @@ def _gradient_lines(reader: RunReader, attrs: dict[str, object]) -> list[str]:
                          f"largest |value| {float(np.max(np.abs(array))):.6g} {var.units}")
         else:
             lines.append(f"  gradient {wrt}: {_scalar(value):.6g} {var.units}")
-    for name in str(attrs.get(gradients.ATTR_GRADIENT_STREAMS, "")).split():
+    for name in str(attrs.get(schema.ATTR_GRADIENT_STREAMS, "")).split():
         steps = reader.steps({name: None})[name]
         fields = [v.name for v in reader.variables(name) if v.dims[1:]]
         lines.append(f"adjoint stream {name}: {', '.join(fields)}; steps "

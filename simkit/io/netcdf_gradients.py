@@ -1,5 +1,5 @@
 """Gradients written into a run's NetCDF file: the objective and its derivatives in the root
-group, adjoint streams as groups laid out as forward streams (see ``simkit.io.gradients``)."""
+group, adjoint streams as groups laid out as forward streams (see ``simkit.io.write_gradients``)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import netCDF4
 import numpy as np
@@ -23,6 +23,9 @@ from simkit.io._protocol import (
     VariableInfo,
 )
 from simkit.io._storage import capture_checksum
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 class NetCDFReader:
@@ -187,31 +190,36 @@ class NetCDFReader:
                        for name, count in counts.items()}
         return {"attrs": attrs, "streams": streams}
 
-    def to_xarray(self, group: str | None = None) -> Any:
+    @overload
+    def to_xarray(self, group: None = None) -> xr.DataTree: ...
+
+    @overload
+    def to_xarray(self, group: str) -> xr.Dataset: ...
+
+    def to_xarray(self, group: str | None = None) -> xr.DataTree | xr.Dataset:
         import xarray as xr
 
         streams = self.streams()
         counts = self.whole_counts()  # takes the HDF5 lock itself
         names = streams if group is None else (group,)
-        parts = {name: _stream_dataset(xr, self.ds.groups[name], counts[name])
+        parts = {name: _stream_dataset(self.ds.groups[name], counts[name])
                  for name in names}
         if group is not None:
             return parts[group]
-        root = xr.open_dataset(xr.backends.NetCDF4DataStore(self.ds)).load()  # type: ignore[no-untyped-call]
-        return xr.DataTree.from_dict({"/": root, **{f"/{k}": v for k, v in parts.items()}})
+        store = xr.backends.NetCDF4DataStore(self.ds)  # type: ignore[no-untyped-call]
+        root: xr.Dataset = xr.open_dataset(store).load()
+        tree: xr.DataTree = xr.DataTree.from_dict({"/": root,
+                                                   **{f"/{k}": v for k, v in parts.items()}})
+        return tree
 
 
-def open_tree(path: str | os.PathLike[str]) -> Any:
-    """The NetCDF file at ``path`` as a lazily read ``xarray.DataTree`` (every group; call it
-    under ``xarray_lock()``)."""
+def _stream_dataset(group: netCDF4.Dataset, count: int) -> xr.Dataset:
     import xarray as xr
 
-    return xr.open_datatree(path)
-
-
-def _stream_dataset(xr: Any, group: netCDF4.Dataset, count: int) -> Any:
-    data = xr.open_dataset(xr.backends.NetCDF4DataStore(group))
-    return data.isel({schema.STEP_DIM: slice(0, count)}).load()
+    store = xr.backends.NetCDF4DataStore(group)  # type: ignore[no-untyped-call]
+    data: xr.Dataset = xr.open_dataset(store)
+    loaded: xr.Dataset = data.isel({schema.STEP_DIM: slice(0, count)}).load()
+    return loaded
 
 
 def _stream_summary(group: netCDF4.Dataset, count: int) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from simkit.errors import ScenarioError, SimkitError
-from simkit.io._factory import open_reader, open_run_file_tree
+from simkit.io._factory import open_reader
 from simkit.io._lock import xarray_lock
 from simkit.io._protocol import Checkpoint, StrPath
 from simkit.io._storage import (
@@ -27,42 +27,18 @@ from simkit.io._storage import (
 from simkit.io._temporaries import remove_stale_temporaries
 from simkit.io.netcdf_copy import copy_run
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 __all__ = [
     "Checkpoint",
-    "captured_steps",
-    "latest_checkpoint",
     "open_run_tree",
     "read_attrs",
     "recover",
     "require_run_file",
     "rewrite",
     "unreadable",
-    "whole_captures",
-    "whole_captures_of",
 ]
-
-
-def whole_captures(path: StrPath) -> dict[str, int]:
-    """Per stream, how many leading captures of the run file at ``path`` are whole (written to
-    the end, checksum right; see ``RunReader.whole_counts``)."""
-    with open_reader(path) as reader:
-        return reader.whole_counts()
-
-
-def whole_captures_of(path: StrPath, stream: str) -> int:
-    """How many leading captures of ``stream`` in the file at ``path`` are whole (see
-    ``whole_captures``): a reader of one stream sees only these."""
-    with open_reader(path) as reader:
-        return reader.whole_counts([stream])[stream]
-
-
-def latest_checkpoint(path: StrPath, field_names: Sequence[str],
-                      counts: Mapping[str, int], upto: int | None = None) -> Checkpoint | None:
-    """The latest whole checkpoint at a step up to ``upto`` (None: any): an end-of-step capture
-    holding every field in ``field_names`` (a stream that captures after a stage holds mid-step
-    states), if any."""
-    with open_reader(path) as reader:
-        return reader.latest_checkpoint(field_names, counts, upto)
 
 
 def _copy_why(path: Path, free: int, limit: int | None) -> str:
@@ -129,8 +105,9 @@ def require_run_file(path: StrPath) -> None:
 
 
 @contextlib.contextmanager
-def open_run_tree(path: StrPath) -> Iterator[Any]:
-    """The run file at ``path`` as an xarray ``DataTree``, read under the xarray lock.
+def open_run_tree(path: StrPath) -> Iterator[xr.DataTree]:
+    """The run file at ``path`` as an xarray ``DataTree`` of its whole captures (a torn or
+    corrupt trailing capture left out, as every reader does), loaded under the xarray lock.
 
     A file that is not a run file, or whose bytes cannot be read (truncated, corrupt, not
     NetCDF), is refused with one line (exit code 2), also when what fails is a read of its data
@@ -143,8 +120,9 @@ def open_run_tree(path: StrPath) -> Iterator[Any]:
     source = str(path)
     with xarray_lock():
         try:
-            tree = open_run_file_tree(path)
-        except (OSError, RuntimeError, ValueError) as error:
+            with open_reader(path) as reader:
+                tree = reader.to_xarray()
+        except (OSError, RuntimeError, ValueError, IndexError, KeyError) as error:
             raise unreadable(source, error) from None
         with tree:
             try:
@@ -176,8 +154,3 @@ def read_attrs(path: StrPath) -> dict[str, object]:
     with open_reader(path) as reader:
         return reader.attrs()
 
-
-def captured_steps(path: StrPath, counts: Mapping[str, int]) -> dict[str, list[int]]:
-    """The steps of the first ``counts[name]`` captures of each stream."""
-    with open_reader(path) as reader:
-        return reader.steps(counts)

@@ -79,7 +79,7 @@ STATUS_INTERRUPTED = "interrupted"  # stopped by Ctrl-C, SIGTERM or SIGHUP; resu
 STATUS_NON_FINITE = "non-finite"  # stopped on a NaN or infinity; the last good state is final
 STATUS_FAILED = "failed"  # stopped by an error (ATTR_ERROR says which); resumable once fixed
 
-# Gradients (see ``simkit.io.gradients``).
+# Gradients (see ``simkit.io.write_gradients``).
 ATTR_GRADIENT_STREAMS = "simkit_gradient_streams"
 ATTR_OBJECTIVE = "simkit_objective"
 ATTR_CHECKPOINT = "simkit_checkpoint"
