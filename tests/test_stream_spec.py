@@ -74,6 +74,11 @@ def test_stream_is_frozen_and_equal_by_value():
     ({"when": {"diagnostic": "e"}}, "stream.when", "exactly one of 'above' or 'below'"),
     ({"while": {"diagnostic": "e", "above": 1}, "every": 2}, "stream", "alone in its stream"),
     ({"first": False}, "stream", "captures something"),
+    ({"every": 1, "fields": [""]}, "stream.fields", "expected a list of field names, given ['']"),
+    ({"every": 1, "diagnostics": [3]}, "stream.diagnostics", "expected a list of diagnostic"),
+    ({"every": 1, "stage": ""}, "stream.stage", "expected a stage name, given ''"),
+    ({"every": 1, "summaries": 42}, "stream.summaries",
+     "expected a mapping of field names to summaries, given 42"),
 ])
 def test_stream_in_python_says_what_is_wrong(data, key, fragment):
     with pytest.raises(ScenarioError) as info:
@@ -83,12 +88,11 @@ def test_stream_in_python_says_what_is_wrong(data, key, fragment):
 
 def test_parse_stream_reads_scenario_data():
     stream = parse_stream("hot", {"every": 3, "offset": 1, "last": True, "fields": "u",
-                                  "diagnostics": ["e", "e"], "summaries": ["mean(u)"],
-                                  "stage": "kick", "tag": 7}, "outputs.hot", extra_keys=("tag",))
+                                  "diagnostics": ["e", "e"], "summaries": {"u": "mean"},
+                                  "stage": "kick"}, "outputs.hot")
     assert stream.schedule == AnyOf((Every(3, 1), Last()))
     assert stream.fields == ("u",) and stream.diagnostics == ("e",)
-    assert stream.summaries == ["mean(u)"] and stream.stage == "kick"
-    assert stream.extra == {"tag": 7}
+    assert stream.summaries == {"u": "mean"} and stream.stage == "kick"
     assert parse_stream("a", {"at": [3]}, "outputs.a").fields is None
 
 
@@ -181,3 +185,7 @@ def test_schedule_schema_is_closed():
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(SCHEDULE_KEYS)
     assert parse_schedule({"every": 2}) == Every(2)
+
+
+def test_stream_names_are_kept_once_as_a_file_keeps_them():
+    assert Stream(every=1, fields=["u", "v", "u"]).fields == ("u", "v")

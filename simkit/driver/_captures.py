@@ -16,6 +16,7 @@ from simkit.driver._run import Run, schedule_state
 from simkit.errors import ScenarioError
 from simkit.io import schema
 from simkit.scenario import RunPlan, StreamPlan
+from simkit.solver import AbstractSolver, Diagnostic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,8 @@ def commit_callback(plan: RunPlan, deliver: Callable[[Capture], None]
     return on_commit
 
 
-def check_shape(solver: Any, diagnostic: Any, shape: Any, sizes: Mapping[str, int]) -> None:
+def check_shape(solver: AbstractSolver, diagnostic: Diagnostic, shape: tuple[int, ...],
+                sizes: Mapping[str, int]) -> None:
     """Refuse a diagnostic value whose shape is not the one its dims declare (the file would
     otherwise keep one value of a vector)."""
     expected, given = tuple(sizes[dim] for dim in diagnostic.dims), tuple(shape)

@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,7 +28,7 @@ CaptureFn = Callable[[Capture], None]
 
 
 def _opening(plan: RunPlan, backend: AbstractBackend, resume: ResumePoint | None,
-             opening: Mapping[str, Any] | None) -> dict[str, object]:
+             opening: Mapping[str, object] | None) -> dict[str, object]:
     """The attributes the run's file gets when the run starts (or resumes)."""
     if resume is None:
         return {**provenance(plan, backend), **(opening or {})}
@@ -41,7 +40,7 @@ def _opening(plan: RunPlan, backend: AbstractBackend, resume: ResumePoint | None
 
 def _writer(plan: RunPlan, backend: AbstractBackend, buffers: HostBuffers,
             resume: ResumePoint | None, on_capture: CaptureFn | None,
-            opening: Mapping[str, Any] | None) -> BackgroundWriter:
+            opening: Mapping[str, object] | None) -> BackgroundWriter:
     """The run's writer: its file created (or opened to append to on a resume)."""
     return run_writer(plan, _opening(plan, backend, resume, opening), buffers,
                        append=resume is not None,
@@ -52,8 +51,8 @@ def _writer(plan: RunPlan, backend: AbstractBackend, buffers: HostBuffers,
 def execute(plan: RunPlan, progress: ProgressFn | None = None,
             resume: ResumePoint | None = None, on_capture: CaptureFn | None = None,
             stop: threading.Event | None = None,
-            closing: Mapping[str, Any] | None = None,
-            opening: Mapping[str, Any] | None = None) -> RunResult:
+            closing: Mapping[str, object] | None = None,
+            opening: Mapping[str, object] | None = None) -> RunResult:
     """Run a validated plan to its end, writing its file.
 
     Args:
@@ -95,7 +94,7 @@ def execute(plan: RunPlan, progress: ProgressFn | None = None,
 def _run_to_end(plan: RunPlan, backend: AbstractBackend, writer: BackgroundWriter,
                 buffers: HostBuffers, resume: ResumePoint | None, progress: ProgressFn | None,
                 requested: Callable[[], str | None],
-                closing: Mapping[str, Any] | None) -> RunResult:
+                closing: Mapping[str, object] | None) -> RunResult:
     """Run the plan through ``writer`` and close its file as the run ended."""
     run = None
     try:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from simkit.backends._block import BlockPlan, BlockProgram
 from simkit.driver._replay import Piece
 from simkit.driver._run import Run
-from simkit.scenario import StreamPlan
+from simkit.scenario import Scenario, StreamPlan
 from simkit.schedule import TIME_RTOL
 
 
@@ -177,6 +176,6 @@ def steps_to_time(time: float, target: float, dt: float) -> tuple[int, float]:
     return k, last
 
 
-def is_final(sc: Any, step: int, time: float) -> bool:
+def is_final(sc: Scenario, step: int, time: float) -> bool:
     return ((sc.steps is not None and step >= sc.steps)
             or (sc.until is not None and time >= sc.until))

@@ -10,7 +10,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
-from simkit.solver import KERNELS_ENV, make_step
+from simkit.solver import KERNELS_ENV, AbstractSolver, make_step
 
 #: Environment variables whose values are part of what a cached step is (``KERNELS_ENV`` among
 #: them).
@@ -25,7 +25,7 @@ _STEPS: OrderedDict[tuple[object, ...], Any] = OrderedDict()
 _STEPS_KEPT = 32
 
 
-def solver_cached(solver: Any, what: tuple[object, ...], make: Callable[[], Any]) -> Any:
+def solver_cached(solver: AbstractSolver, what: tuple[object, ...], make: Callable[[], Any]) -> Any:
     params = getattr(solver, "params", None)
     if params is None or not hasattr(params, "model_dump_json"):
         return make()
@@ -43,13 +43,13 @@ def solver_cached(solver: Any, what: tuple[object, ...], make: Callable[[], Any]
     return found
 
 
-def step_for(solver: Any, seed: int, capture_after: tuple[str, ...] = ()) -> Any:
+def step_for(solver: AbstractSolver, seed: int, capture_after: tuple[str, ...] = ()) -> Any:
     """``make_step(solver, seed, capture_after=...)``, the same function for the same solver."""
     return solver_cached(solver, ("step", seed, tuple(capture_after)),
                           lambda: make_step(solver, seed, capture_after=capture_after))
 
 
-def diagnostics_for(solver: Any) -> dict[str, Any]:
+def diagnostics_for(solver: AbstractSolver) -> dict[str, Any]:
     """The solver's diagnostics by name, the same functions for the same solver (a backend
     compiles each once per process, not once per run)."""
     found: dict[str, Any] = solver_cached(solver, ("diagnostics",),
@@ -57,7 +57,7 @@ def diagnostics_for(solver: Any) -> dict[str, Any]:
     return found
 
 
-def conditions_for(solver: Any, conditions: tuple[tuple[str, float | None, float | None,
+def conditions_for(solver: AbstractSolver, conditions: tuple[tuple[str, float | None, float | None,
                                                      str | None], ...]) -> Any:
     """The device predicate of conditions ``(diagnostic, above, below, stage)``: a bool vector
     of ``(fields, seen)``, one entry per condition, each taken of the end-of-step ``fields`` or,

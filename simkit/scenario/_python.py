@@ -48,7 +48,6 @@ def stream_mapping(value: Any, key: str) -> Any:
     for name in STREAM_KEYS:
         if name in value.model_fields_set and getattr(value, name) is not None:
             spec[name] = _plain(getattr(value, name))
-    spec.update(_plain(value.extra))
     return spec
 
 

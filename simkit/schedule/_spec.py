@@ -9,7 +9,7 @@ files get; ``stream_json_schema`` describes every form it reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +62,8 @@ class Stream(_Schedules):
     as in ``simkit.schedule.VALID_FORMS``) and the values it keeps.
 
     ``fields`` and ``diagnostics`` are None where not given (a run then keeps every field);
-    ``summaries`` stay as given (``simkit.solver`` reads them); ``extra`` holds the keys a
-    caller reads beside these (``parse_stream``'s ``extra_keys``).
+    ``summaries`` stay as given, a mapping (``simkit.solver`` reads them). Names, the stage and
+    the summaries are checked as a scenario file's are.
 
     Raises:
         ScenarioError: for a schedule that is not one (key path ``stream``).
@@ -75,7 +75,6 @@ class Stream(_Schedules):
     diagnostics: tuple[str, ...] | None = None
     stage: str | None = None
     summaries: Any = None
-    extra: dict[str, Any] = Field(default_factory=dict)
     #: The schedule its keys make (or given as it is, instead of keys).
     schedule: AbstractSchedule = Field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -93,6 +92,7 @@ class Stream(_Schedules):
         key = _KEY.get()
         # In the order given: a union's members are numbered so in its saved state.
         spec = {k: v for k, v in data.items() if k not in cls.model_fields or k in SCHEDULE_KEYS}
+        data = _own_keys(data, key)
         if "schedule" in data:
             if spec:
                 raise ScenarioError(f"expected a schedule or schedule keys, given both: "
@@ -108,6 +108,27 @@ class Stream(_Schedules):
 
     def __hash__(self) -> int:
         return hash((self.schedule, self.fields, self.diagnostics, self.stage))
+
+
+def _own_keys(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``data`` with the stream's own keys checked as a scenario file's are: lists of names
+    (duplicates dropped), a stage name, a mapping of summaries.
+
+    Raises:
+        ScenarioError: naming the key, what was expected and what was given.
+    """
+    checked = dict(data)
+    for item in ("fields", "diagnostics"):
+        if checked.get(item) is not None:
+            checked[item] = check_names(checked[item], f"{key}.{item}", item.removesuffix("s"))
+    stage = checked.get("stage")
+    if stage is not None and (not isinstance(stage, str) or not stage):
+        raise ScenarioError(f"expected a stage name, given {stage!r}", key=f"{key}.stage")
+    summaries = checked.get("summaries")
+    if summaries is not None and not isinstance(summaries, Mapping):
+        raise ScenarioError(f"expected a mapping of field names to summaries, given "
+                            f"{summaries!r}", key=f"{key}.summaries")
+    return checked
 
 
 def _scenario_error(error: ValidationError) -> Exception:
@@ -136,10 +157,9 @@ def check_names(value: Any, key: str, what: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def parse_stream(name: str, data: Any, key: str, *, extra_keys: Sequence[str] = (),
-                 names: NameCheck = check_names) -> Stream:
+def parse_stream(name: str, data: Any, key: str, *, names: NameCheck = check_names) -> Stream:
     """A stream from scenario data ``data`` at ``key`` (``outputs.<name>``): its schedule keys
-    make its schedule, its own keys (``STREAM_KEYS`` and ``extra_keys``) what it keeps.
+    make its schedule, its own keys (``STREAM_KEYS``) what it keeps.
 
     Args:
         name: the stream's name (checked by the caller: what a name may be differs).
@@ -152,20 +172,15 @@ def parse_stream(name: str, data: Any, key: str, *, extra_keys: Sequence[str] = 
     if not isinstance(data, Mapping):
         raise ScenarioError(f"expected a mapping with a schedule and fields, given {data!r}",
                             key=key)
-    own = (*STREAM_KEYS, *extra_keys)
     given: dict[str, Any] = {}
     for item in ("fields", "diagnostics"):
         if item in data:
             given[item] = names(data[item], f"{key}.{item}", item.removesuffix("s"))
     if "summaries" in data:
         given["summaries"] = data["summaries"]
-    stage = data.get("stage")
-    if stage is not None and (not isinstance(stage, str) or not stage):
-        raise ScenarioError(f"expected a stage name, given {stage!r}", key=f"{key}.stage")
-    if stage is not None:
-        given["stage"] = stage
-    schedule = {k: v for k, v in data.items() if k not in own}
-    given["extra"] = {k: data[k] for k in extra_keys if k in data}
+    if data.get("stage") is not None:
+        given["stage"] = data["stage"]
+    schedule = {k: v for k, v in data.items() if k not in STREAM_KEYS}
     token = _KEY.set(key)
     try:
         return Stream(**given, **schedule)
