@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from simkit.backends._base import COORDINATOR_ENV
-from simkit.driver import CaptureFn, ProgressFn, ResumePoint, RunResult, execute, is_checkpoint
+from simkit.driver import CaptureFn, ProgressFn, ResumePoint, RunResult, execute
 from simkit.errors import RunComplete, ScenarioError
 from simkit.io import (
     Checkpoint,
@@ -125,7 +125,7 @@ def run_or_resume(
     try:
         return "resumed", resume(output, progress=progress, allow_import=allow_import)
     except RunComplete:
-        return "complete", _complete_result(output, [f.name for f in plan.solver.fields()])
+        return "complete", _complete_result(output, plan.field_names)
 
 
 def _without_output(text: str) -> Any:
@@ -180,7 +180,7 @@ def _check_layout(path: str | os.PathLike, attrs: Mapping[str, object], plan: Ru
     held = str(attrs.get(schema.ATTR_STREAMS, "")).split()
     with open_reader(path) as reader:
         grid = reader.grid()
-    wanted = {c.name: len(c.values) for c in plan.solver.coordinates()}
+    wanted = plan.sizes
     given = None
     if any(grid.get(name) != size for name, size in wanted.items()):
         def shown(sizes: Mapping[str, object]) -> str:
@@ -342,7 +342,6 @@ def _cut_at_checkpoint(path: str | os.PathLike[str], attrs: Mapping[str, object]
                        ) -> ResumePoint:
     """Cut the file back to its latest usable checkpoint (``write``: this process rewrites it)
     and return the point the run goes on from."""
-    names = [f.name for f in plan.solver.fields()]
     with open_reader(path) as reader:
         counts = reader.whole_counts()
         # Only end-of-step full states are checkpoints (a stage stream's are mid-step states),
@@ -353,7 +352,8 @@ def _cut_at_checkpoint(path: str | os.PathLike[str], attrs: Mapping[str, object]
         committed = attrs.get(schema.ATTR_COMMITTED)
         upto = _complete_up_to(plan, steps, None if committed is None else int(committed))
         checkpoint: Checkpoint | None = reader.latest_checkpoint(
-            names, {s.name: counts[s.name] for s in plan.streams if is_checkpoint(s, names)},
+            plan.field_names,
+            {s.name: counts[s.name] for s in plan.streams if plan.is_checkpoint(s)},
             upto=upto)
     cut = checkpoint.step if checkpoint is not None else -1
     keep = {name: sum(1 for s in stream_steps if s <= cut) for name, stream_steps in steps.items()}
