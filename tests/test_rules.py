@@ -1,6 +1,7 @@
 """Rules of the code base that CI checks: module and function sizes, schedules dispatched through
 their protocol (never on their kind), netCDF4 only behind the I/O package, tests named by
-behaviour, no skipping of required libraries, and no import cycles among simkit's modules.
+behaviour, run files read and written by xarray only behind the I/O package, no
+skipping of required libraries, and no import cycles among simkit's modules.
 
 Each failure names the file and line and the limit it breaks."""
 
@@ -155,6 +156,46 @@ def test_netcdf4_is_imported_only_under_simkit_io_netcdf():
            for line in netcdf4_imports(_tree(path))]
     assert not bad, ("expected netCDF4 imported only in simkit/io/netcdf*, given "
                      + "; ".join(bad))
+
+
+#: xarray's own readers and writer of NetCDF files: run files go through simkit.io's readers.
+XARRAY_FILE_CALLS = frozenset({"open_dataset", "open_datatree", "open_mfdataset",
+                               "load_dataset", "load_datatree", "open_dataarray", "to_netcdf"})
+
+
+def xarray_file_calls(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """``(line, name)`` of every call of xarray's NetCDF readers or writer in ``tree`` (as a
+    method, ``xr.open_dataset(...)``, ``ds.to_netcdf(...)``, or a name imported from xarray)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = (func.attr if isinstance(func, ast.Attribute)
+                else func.id if isinstance(func, ast.Name) else None)
+        if name in XARRAY_FILE_CALLS:
+            yield node.lineno, name
+
+
+def test_xarray_reads_and_writes_files_only_under_simkit_io_netcdf():
+    """Run files are read through ``simkit.io``'s readers (whole captures only, checksums
+    checked) and written through its writers; the user-facing ``simkit.open`` is
+    ``simkit.io.read_live``, so it needs no exception."""
+    io = ROOT / "simkit" / "io"
+    bad = [f"{_where(path, line)}: {name}("
+           for path in _sources("simkit")
+           if not (io in path.parents and path.relative_to(io).parts[0].startswith("netcdf"))
+           for line, name in xarray_file_calls(_tree(path))]
+    assert not bad, ("expected run files read and written through simkit.io (xarray's "
+                     "open_dataset, open_datatree, open_mfdataset and to_netcdf only in "
+                     "simkit/io/netcdf*), given " + "; ".join(bad))
+
+
+def test_xarray_file_calls_are_found_as_methods_and_imported_names():
+    tree = ast.parse("import xarray as xr\nfrom xarray import open_datatree\n"
+                     "xr.open_dataset(p)\nds.to_netcdf(p)\nopen_datatree(p)\nxr.concat(x)\n"
+                     "xr.open_mfdataset(p, group='s')\n")
+    assert list(xarray_file_calls(tree)) == [(3, "open_dataset"), (4, "to_netcdf"),
+                                             (5, "open_datatree"), (7, "open_mfdataset")]
 
 
 # ---------------------------------------------------------------- tests by behaviour
