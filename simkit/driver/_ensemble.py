@@ -80,7 +80,7 @@ def _vectorizable(member: AbstractSchedule) -> bool:
     """Whether every member of an ensemble captures where ``member`` (one schedule, not a union)
     says at the same steps, the members' clocks and conditions apart: steps known in advance,
     the end of the run, or a level condition (evaluated on the device for each member)."""
-    return member.known_in_advance or member.at_end or member.level is not None
+    return member.steps_known or member.level is not None
 
 
 def execute_ensemble(plans: list[RunPlan], keys: list[str], stop: threading.Event | None = None
