@@ -5,8 +5,9 @@ sees only whole captures."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -211,6 +212,28 @@ class NetCDFReader:
         tree: xr.DataTree = xr.DataTree.from_dict({"/": root,
                                                    **{f"/{k}": v for k, v in parts.items()}})
         return tree
+
+
+@contextlib.contextmanager
+def open_whole_tree(path: str | os.PathLike[str], counts: Mapping[str, int]
+                    ) -> Iterator[xr.DataTree]:
+    """The NetCDF file at ``path`` as a lazily read ``xarray.DataTree``, each stream group
+    ``name`` in ``counts`` cut to its first ``counts[name]`` captures (its whole ones; other
+    groups as they are), the file closed on leaving. Call it under ``xarray_lock()``."""
+    import xarray as xr
+
+    tree = xr.open_datatree(path)
+    try:
+        parts = {"/": tree.to_dataset(inherit=False)}
+        for name, node in tree.children.items():
+            part = node.to_dataset(inherit=False)
+            if name in counts:
+                part = part.isel({schema.STEP_DIM: slice(0, counts[name])})
+            parts[f"/{name}"] = part
+        whole: xr.DataTree = xr.DataTree.from_dict(parts)
+        yield whole
+    finally:
+        tree.close()
 
 
 def _stream_dataset(group: netCDF4.Dataset, count: int) -> xr.Dataset:

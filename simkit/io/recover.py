@@ -26,6 +26,7 @@ from simkit.io._storage import (
 )
 from simkit.io._temporaries import remove_stale_temporaries
 from simkit.io.netcdf_copy import copy_run
+from simkit.io.netcdf_reader import open_whole_tree
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -106,8 +107,8 @@ def require_run_file(path: StrPath) -> None:
 
 @contextlib.contextmanager
 def open_run_tree(path: StrPath) -> Iterator[xr.DataTree]:
-    """The run file at ``path`` as an xarray ``DataTree`` of its whole captures (a torn or
-    corrupt trailing capture left out, as every reader does), loaded under the xarray lock.
+    """The run file at ``path`` as a lazily read xarray ``DataTree`` of its whole captures (a
+    torn or corrupt trailing capture left out, as every reader does), under the xarray lock.
 
     A file that is not a run file, or whose bytes cannot be read (truncated, corrupt, not
     NetCDF), is refused with one line (exit code 2), also when what fails is a read of its data
@@ -118,19 +119,19 @@ def open_run_tree(path: StrPath) -> Iterator[xr.DataTree]:
     """
     require_run_file(path)
     source = str(path)
-    with xarray_lock():
+    with xarray_lock(), contextlib.ExitStack() as stack:
         try:
             with open_reader(path) as reader:
-                tree = reader.to_xarray()
+                counts = reader.whole_counts()
+            tree = stack.enter_context(open_whole_tree(path, counts))
         except (OSError, RuntimeError, ValueError, IndexError, KeyError) as error:
             raise unreadable(source, error) from None
-        with tree:
-            try:
-                yield tree
-            except (OSError, RuntimeError) as error:
-                if isinstance(error, SimkitError):
-                    raise
-                raise unreadable(source, error) from None
+        try:
+            yield tree
+        except (OSError, RuntimeError) as error:
+            if isinstance(error, SimkitError):
+                raise
+            raise unreadable(source, error) from None
 
 
 def recover(path: StrPath) -> dict[str, int]:
