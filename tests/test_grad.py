@@ -610,6 +610,9 @@ def test_gradient_streams_take_step_schedules_and_keep_fields_only():
                             gradients={"end": {"last": True}, "both": {"every": 4, "last": True}})
     np.testing.assert_array_equal(result.adjoints["end"]["step"], [5])
     np.testing.assert_array_equal(result.adjoints["both"]["step"], [0, 4, 5])
+    typed = value_and_grad(small("heat2d", 5), loss, ["u"], backend="torch",
+                           gradients={"end": simkit.Stream(last=True, fields="all")})
+    np.testing.assert_array_equal(typed.adjoints["end"]["u"], result.adjoints["end"]["u"])
     run = run_function(small("heat2d", 5), backend="torch")
     final, _ = run({}, run.initial_fields())
     np.testing.assert_allclose(result.adjoints["end"]["u"][0], 2 * final["u"].numpy(),
@@ -617,10 +620,10 @@ def test_gradient_streams_take_step_schedules_and_keep_fields_only():
     for spec, message in [
         ({"every": 2, "stage": "laplacian"}, "gradients.a.stage: unknown schedule key"),
         ({"when": {"diagnostic": "energy", "above": 1.0}},
-         "gradients.a: expected step schedules (every, at, logspace, first, last) in a "
+         "gradients.a: expected step schedules (every, at, logspace, first, last, window) in a "
          "differentiable run, given when"),
         ({"any": [{"every": 2}, {"sim_time": 0.3}]},
-         "gradients.a: expected step schedules (every, at, logspace, first, last) in a "
+         "gradients.a: expected step schedules (every, at, logspace, first, last, window) in a "
          "differentiable run, given sim_time"),
         ({"every": 2, "fields": "w"}, "gradients.a.fields: expected fields of heat2d (u), "
                                       "given 'w'"),

@@ -97,3 +97,8 @@ def test_each_kind_says_its_own_mapping():
     level = While(2, diagnostic="e", below=1.0)
     assert level.to_spec() == {"while": {"diagnostic": "e", "below": 1.0, "every": 2}}
     assert WallTime(4.0).to_spec() == {"wall_time": 4.0}
+
+
+def test_a_stream_of_all_fields_plans_as_its_mapping(in_tmp):
+    typed = plan_run(heat_scenario(outputs={"a": Stream(every=2, fields="all")}))
+    _same_plans(plan_run(heat_scenario(outputs={"a": {"every": 2, "fields": "all"}})), typed)

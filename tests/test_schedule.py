@@ -325,3 +325,10 @@ def test_a_clock_read_before_it_started_stays_unstarted():
     assert state.due() and state.clock_member(0) is state
     with pytest.raises(TypeError):
         state.edge_member(0)
+
+
+def test_while_is_alone_in_a_union_too():
+    level = {"while": {"diagnostic": "e", "above": 1.0}}
+    with pytest.raises(ScenarioError, match="expected 'while' alone in its stream"):
+        parse_schedule({"any": [level, {"every": 3}]}, "outputs.s")
+    assert parse_schedule({"any": [level]}, "outputs.s").level is not None

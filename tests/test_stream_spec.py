@@ -189,3 +189,5 @@ def test_schedule_schema_is_closed():
 
 def test_stream_names_are_kept_once_as_a_file_keeps_them():
     assert Stream(every=1, fields=["u", "v", "u"]).fields == ("u", "v")
+    assert Stream(every=1, fields="u").fields == ("u",)
+    assert Stream(every=1, fields="all", diagnostics="all").diagnostics == "all"

@@ -27,8 +27,9 @@ from simkit.autodiff._reuse import checkpoint_steps, value_and_grad_reusing
 from simkit.backends import installed_backends
 from simkit.driver import execute, failed
 from simkit.errors import NonFiniteError, RunInterrupted, ScenarioError
-from simkit.io import exclusive, release, schema
-from simkit.io.gradients import (
+from simkit.io import AdjointStream, GradientVariable, exclusive, release, schema, write_gradients
+from simkit.io import mark_gradients_stopped as mark_stopped
+from simkit.io.schema import (
     ATTR_CHECKPOINT,
     ATTR_GRADIENTS,
     ATTR_OBJECTIVE,
@@ -37,12 +38,8 @@ from simkit.io.gradients import (
     GRADIENTS_AWAITED,
     GRADIENTS_PENDING,
     OBJECTIVE,
-    AdjointStream,
-    GradientVariable,
-    mark_stopped,
-    write_gradients,
 )
-from simkit.scenario import RunPlan, check_not_input, plan_run
+from simkit.scenario import RunPlan, check_not_input, plan_run, streams_as_mappings
 from simkit.schedule import STREAM_KEYS, parse_schedule, parse_stream
 
 Objective = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Any]
@@ -151,7 +148,7 @@ def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
                                 f"given {unknown[0]!r}", key=key)
         return tuple(listed)
 
-    for name, spec in (gradients or {}).items():
+    for name, spec in streams_as_mappings(gradients or {}, "gradients").items():
         key = f"gradients.{name}"
         if not isinstance(spec, Mapping):
             raise ScenarioError(f"expected a mapping of a schedule and fields, given {spec!r}",
@@ -164,7 +161,8 @@ def _gradient_streams(plan: RunPlan, gradients: Mapping[str, Any] | None
             parse_schedule({k: v for k, v in spec.items() if k != "fields"}, key)
         stream = parse_stream(name, spec, key, names=fields_of)
         steps = schedule_steps(stream.schedule, plan.scenario.steps or 0, key)
-        found[name] = (steps, names if stream.fields is None else stream.fields)
+        kept = stream.fields
+        found[name] = (steps, tuple(names) if kept is None or isinstance(kept, str) else kept)
     return found
 
 

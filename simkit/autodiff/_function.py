@@ -61,8 +61,8 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
     """
     for member in schedule.members():
         if not member.steps_known:
-            raise ScenarioError(f"expected step schedules (every, at, logspace, first, last) in a "
-                                f"differentiable run, given {member.kind}", key=key)
+            raise ScenarioError(f"expected step schedules (every, at, logspace, first, last, "
+                                f"window) in a differentiable run, given {member.kind}", key=key)
     found, step = [], schedule.next_step(-1)
     while step is not None and step <= steps:
         found.append(step)

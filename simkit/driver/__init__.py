@@ -25,10 +25,9 @@ from simkit.driver._files import (
 from simkit.driver._loop import ProgressFn
 from simkit.driver._run import (
     ResumePoint,
-    is_checkpoint,
     state_slots,
 )
 
 __all__ = ["RUN_PACKAGES", "Capture", "CaptureFn", "LayoutBuilder", "ProgressFn", "Provenance",
            "ResumePoint", "RunResult", "check_processes", "check_vectorizable", "execute", "execute_ensemble",
-           "failed", "is_checkpoint", "now", "provenance", "run_layout", "state_slots", "versions"]
+           "failed", "now", "provenance", "run_layout", "state_slots", "versions"]

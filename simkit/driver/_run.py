@@ -1,6 +1,6 @@
 """One run as it advances: its plan, backend, writer and state, and the state of its schedules
 (cooldowns, edge memory, wall-clock deadlines), saved with checkpoints and restored from them;
-where a resume starts; which streams are checkpoints."""
+where a resume starts."""
 
 from __future__ import annotations
 
@@ -38,12 +38,6 @@ class Clocked:
 
     stream: StreamPlan
     state: ClockState
-
-
-def is_checkpoint(stream: StreamPlan, field_names: list[str]) -> bool:
-    """Whether the captures of ``stream`` are checkpoints: full states at the end of a step (a
-    stream that captures after a stage holds mid-step states, which a resume must not use)."""
-    return stream.stage is None and set(field_names) <= set(stream.fields)
 
 
 def schedules(plan: RunPlan) -> dict[str, AbstractSchedule]:

@@ -80,7 +80,7 @@ def parse_stream(name: Any, spec: Any) -> RecordStream:
         raise ScenarioError(f"expected a stream name of letters, digits and _, at most 240 "
                             f"characters (not step or time), given {name!r}", key=key)
     stream = parse(name, spec, key, names=lambda value, at, what: _name_list(value, at))
-    fields, diagnostics = stream.fields or (), stream.diagnostics or ()
+    fields, diagnostics = _listed(stream.fields), _listed(stream.diagnostics)
     summaries = (parse_summaries(spec["summaries"], f"{key}.summaries")
                  if "summaries" in spec else ())
     everything = stream.fields is None and stream.diagnostics is None
@@ -104,9 +104,14 @@ def _check_schedule(schedule: AbstractSchedule, stage: str | None, key: str) -> 
     if stage is not None:
         for member in schedule.members():
             if not member.steps_known:
-                raise ScenarioError("expected a step schedule (every, at, logspace, first, last) "
+                raise ScenarioError("expected a step schedule (every, at, logspace, first, last, window) "
                                     f"for a stage capture, given {member.kind}",
                                     key=f"{key}.stage")
+
+
+def _listed(names: tuple[str, ...] | str | None) -> tuple[str, ...]:
+    """The names a stream keeps (its ``names`` check lists them: never ``"all"`` here)."""
+    return (names,) if isinstance(names, str) else names or ()
 
 
 def _check_once(stream: RecordStream) -> RecordStream:

@@ -57,8 +57,9 @@ def parse_schedule(spec: Any, key: str = "schedule") -> AbstractSchedule:
         if error.key and error.key != key and not error.key.startswith(key + "."):
             raise ScenarioError(error.message, key=f"{key}.{error.key}") from None
         raise
-    alone = [name for name in spec if name in KINDS and KINDS[name].alone]
-    if alone and len(members) > 1:
+    flat = [part for member in members for part in member.members()]
+    alone = [part.kind for part in flat if part.alone]  # in a union ("any") too
+    if alone and len(flat) > 1:
         raise ScenarioError(f"expected {alone[0]!r} alone in its stream (its condition gates every "
                             "capture of the stream): put the other schedules in a stream of "
                             f"their own, given {', '.join(map(str, spec))}", key=key)

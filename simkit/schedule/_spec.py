@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -61,7 +61,8 @@ class Stream(_Schedules):
     """One stream: the schedule keys of a scenario's stream (``every``, ``at``, ``when``, ...,
     as in ``simkit.schedule.VALID_FORMS``) and the values it keeps.
 
-    ``fields`` and ``diagnostics`` are None where not given (a run then keeps every field);
+    ``fields`` and ``diagnostics`` are None where not given (a run then keeps every field), a
+    tuple of names, or ``"all"`` as a file may say;
     ``summaries`` stay as given, a mapping (``simkit.solver`` reads them). Names, the stage and
     the summaries are checked as a scenario file's are.
 
@@ -71,8 +72,8 @@ class Stream(_Schedules):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    fields: tuple[str, ...] | None = None
-    diagnostics: tuple[str, ...] | None = None
+    fields: tuple[str, ...] | Literal["all"] | None = None
+    diagnostics: tuple[str, ...] | Literal["all"] | None = None
     stage: str | None = None
     summaries: Any = None
     #: The schedule its keys make (or given as it is, instead of keys).
@@ -111,15 +112,15 @@ class Stream(_Schedules):
 
 
 def _own_keys(data: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """``data`` with the stream's own keys checked as a scenario file's are: lists of names
-    (duplicates dropped), a stage name, a mapping of summaries.
+    """``data`` with the stream's own keys checked as a scenario file's are: a name, a list of
+    names (duplicates dropped) or ``"all"``, a stage name, a mapping of summaries.
 
     Raises:
         ScenarioError: naming the key, what was expected and what was given.
     """
     checked = dict(data)
     for item in ("fields", "diagnostics"):
-        if checked.get(item) is not None:
+        if checked.get(item) is not None and checked[item] != "all":
             checked[item] = check_names(checked[item], f"{key}.{item}", item.removesuffix("s"))
     stage = checked.get("stage")
     if stage is not None and (not isinstance(stage, str) or not stage):
