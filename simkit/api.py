@@ -228,7 +228,7 @@ def _complete_up_to(plan: RunPlan, steps: dict[str, list[int]], committed: int |
     checkpoint)."""
     bound = committed
     for stream in plan.streams:
-        if not all(m.known_in_advance or m.at_end for m in stream.schedule.members()):
+        if not stream.schedule.steps_known:
             continue  # due when a condition or a clock says: the file's word only
         taken = steps.get(stream.name, [])
         due = stream.schedule.next_step(taken[-1] if taken else -1)

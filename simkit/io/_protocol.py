@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Protocol, TypedDict, overload
 
 import numpy as np
 
@@ -62,6 +62,23 @@ class StreamCaptures:
     steps: np.ndarray
     times: np.ndarray
     arrays: dict[str, np.ndarray]
+
+
+class StreamSummary(TypedDict):
+    """What a live view shows of one stream: its whole captures, the last one's step and time
+    (None: no capture yet) and the last value of each scalar variable."""
+
+    captures: int
+    step: int | None
+    time: float | None
+    scalars: dict[str, float]
+
+
+class LiveSummary(TypedDict):
+    """What a live view shows of a run file: its root attributes and each stream's summary."""
+
+    attrs: dict[str, object]
+    streams: dict[str, StreamSummary]
 
 
 @dataclass(frozen=True)
@@ -216,7 +233,7 @@ class RunReader(Protocol):
         """The run's status (``schema.STATUS_*``)."""
         ...
 
-    def live_summary(self) -> dict[str, Any]:
+    def live_summary(self) -> LiveSummary:
         """Root attributes, and per stream the whole captures, the last step and time and the
         last value of each scalar variable (see ``simkit.io.live_summary``)."""
         ...

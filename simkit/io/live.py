@@ -13,15 +13,19 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from simkit.errors import ScenarioError
 from simkit.io import schema
 from simkit.io._factory import open_reader
 from simkit.io._lock import xarray_lock
+from simkit.io._protocol import LiveSummary
 from simkit.io._storage import exclusive, release
 from simkit.io._temporaries import temporaries
 from simkit.io.recover import require_run_file
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 _T = TypeVar("_T")
 
@@ -68,7 +72,16 @@ def request_stop(path: str | os.PathLike[str]) -> Path:
     return request
 
 
-def read_live(path: str | os.PathLike[str], group: str | None = None) -> Any:
+@overload
+def read_live(path: str | os.PathLike[str], group: None = None) -> xr.DataTree: ...
+
+
+@overload
+def read_live(path: str | os.PathLike[str], group: str) -> xr.Dataset: ...
+
+
+def read_live(path: str | os.PathLike[str], group: str | None = None
+              ) -> xr.DataTree | xr.Dataset:
     """The captures a run's file holds now, whole ones only, loaded into memory.
 
     Safe while the run writes the file: a capture is taken only once its step, data and
@@ -86,7 +99,7 @@ def read_live(path: str | os.PathLike[str], group: str | None = None) -> Any:
     return _retrying(path, lambda: _read_once(current_file(path), group))
 
 
-def _read_once(path: Path, group: str | None) -> Any:
+def _read_once(path: Path, group: str | None) -> xr.DataTree | xr.Dataset:
     with xarray_lock(), open_reader(path) as reader:
         streams = reader.streams()
         if group is not None and group not in streams:
@@ -95,7 +108,7 @@ def _read_once(path: Path, group: str | None) -> Any:
         return reader.to_xarray(group)
 
 
-def live_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+def live_summary(path: str | os.PathLike[str]) -> LiveSummary:
     """What a live view shows of a run's file, read cheaply (no field data): its root attributes,
     and per stream the whole captures, the last step and time, and the last value of each
     scalar variable. Retries as ``read_live`` does."""
@@ -124,7 +137,7 @@ def _retrying(path: str | os.PathLike[str], read: Callable[[], _T]) -> _T:
                         f"{READ_ATTEMPTS} attempts: {error}", source=str(path))
 
 
-def _summary_once(path: Path) -> dict[str, Any]:
+def _summary_once(path: Path) -> LiveSummary:
     with open_reader(path) as reader:
         return reader.live_summary()
 

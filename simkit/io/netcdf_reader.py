@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, overload
 
 import netCDF4
 import numpy as np
@@ -20,7 +20,9 @@ from simkit.io._lock import hdf5_lock
 from simkit.io._protocol import (
     Checkpoint,
     FinalState,
+    LiveSummary,
     StreamCaptures,
+    StreamSummary,
     VariableInfo,
 )
 from simkit.io._storage import capture_checksum
@@ -182,7 +184,7 @@ class NetCDFReader:
                 ds.set_auto_mask(True)
         return FinalState(step, time, state)
 
-    def live_summary(self) -> dict[str, Any]:
+    def live_summary(self) -> LiveSummary:
         with hdf5_lock():
             ds = self.ds
             attrs = {key: ds.getncattr(key) for key in ds.ncattrs()}
@@ -245,8 +247,8 @@ def _stream_dataset(group: netCDF4.Dataset, count: int) -> xr.Dataset:
     return loaded
 
 
-def _stream_summary(group: netCDF4.Dataset, count: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"captures": count, "step": None, "time": None, "scalars": {}}
+def _stream_summary(group: netCDF4.Dataset, count: int) -> StreamSummary:
+    entry: StreamSummary = {"captures": count, "step": None, "time": None, "scalars": {}}
     if count:
         entry["step"] = int(group.variables[schema.STEP][count - 1])
         entry["time"] = float(group.variables[schema.TIME][count - 1])
