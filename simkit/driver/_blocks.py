@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +43,14 @@ BLOCK_BYTES = 4 << 20
 ProgramCache = Callable[[Any, tuple[object, ...], Callable[[], Any]], Any]
 
 
+def capture_bytes(shapes: Mapping[str, tuple[tuple[int, ...], Any]], names: Sequence[str]
+                  ) -> int:
+    """The bytes one capture of ``names`` takes in a block (``shapes``: each name's shape and
+    dtype), with its step and time."""
+    return sum(int(np.prod(shapes[n][0], dtype=np.int64)) * int(np.dtype(shapes[n][1]).itemsize)
+               for n in names) + 16
+
+
 def build_program(run: Run, cache: ProgramCache = solver_cached) -> tuple[BlockProgram, Any]:
     """The static block program of ``run`` (its step, stage captures, diagnostics and slots) and
     what the backend runs it with: both kept in the solver cache, so a process that runs the
@@ -61,8 +69,7 @@ def build_program(run: Run, cache: ProgramCache = solver_cached) -> tuple[BlockP
     staged = step_for(plan.solver, seed, stages) if stages else None
     shapes = _shapes(run)
     points = BLOCK_POINTS
-    per_capture = [sum(int(np.prod(shapes[n][0], dtype=np.int64)) * np.dtype(shapes[n][1]).itemsize
-                       for n in s.fields + s.diagnostics) + 16 for s in streams]
+    per_capture = [capture_bytes(shapes, s.fields + s.diagnostics) for s in streams]
     budget = BLOCK_BYTES // max(1, len(streams))
     level_index = {name: i for i, (name, _) in enumerate(levels)}
     # A checkpoint keeps whether each edge condition on a stage held at its step: a resume
