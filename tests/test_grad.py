@@ -1043,3 +1043,15 @@ def test_top_level_api_and_with_params():
     with pytest.raises(ValueError, match="params: expected names among diffusivity, shape, "
                                          "spacing, boundary, boundary_value, given 'speed'"):
         with_params(solver, {"speed": 1.0})
+
+
+def test_a_gradient_stream_of_too_many_steps_is_refused_before_it_is_listed(in_tmp):
+    """A hostile gradients block (every step of a 2^53-step run) is refused at once, naming the
+    stream, instead of listing its steps until memory runs out."""
+    from simkit.autodiff._function import MAX_ADJOINT_STEPS, schedule_steps
+    from simkit.schedule import Every, Window
+
+    with pytest.raises(ScenarioError, match=r"gradients\.adj: expected at most 1048576 adjoint "
+                                            r"steps .* given a schedule making about 9e\+15"):
+        schedule_steps(Every(1), 2**53, "gradients.adj")
+    assert len(schedule_steps(Window(0, MAX_ADJOINT_STEPS - 1), 2**53, "g")) == MAX_ADJOINT_STEPS

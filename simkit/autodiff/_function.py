@@ -52,6 +52,10 @@ class CaptureSet:
     steps: tuple[int, ...]
 
 
+#: The most steps one gradient stream may take adjoints at (each is a full state in memory).
+MAX_ADJOINT_STEPS = 2**20
+
+
 def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[int, ...]:
     """The steps of a run of ``steps`` steps at which ``schedule`` fires.
 
@@ -63,6 +67,11 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
         if not member.steps_known:
             raise ScenarioError(f"expected step schedules (every, at, logspace, first, last, "
                                 f"window) in a differentiable run, given {member.kind}", key=key)
+    count = schedule.count(steps, float(steps))
+    if count > MAX_ADJOINT_STEPS:  # each adjoint is held in memory: refused before listing
+        raise ScenarioError(f"expected at most {MAX_ADJOINT_STEPS} adjoint steps in one stream "
+                            f"(each is a state held in memory), given a schedule making about "
+                            f"{count:.2g}", key=key)
     found, step = [], schedule.next_step(-1)
     while step is not None and step <= steps:
         found.append(step)
