@@ -21,7 +21,7 @@ from array_api_compat import array_namespace
 from simkit import _stop
 from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._block import BlockPlan, BlockProgram
-from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, build_program
+from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, build_program, capture_bytes
 from simkit.driver._buffers import HostBuffers
 from simkit.driver._files import RunResult, failed, now, provenance, run_writer
 from simkit.driver._loop import stop_check
@@ -210,9 +210,7 @@ class _Ensemble:
         budget = BLOCK_BYTES // max(1, len(program.slots))
         slots = []
         for slot in program.slots:
-            per = sum(int(np.prod(program.shapes[n][0], dtype=np.int64))
-                      * np.dtype(program.shapes[n][1]).itemsize
-                      for n in slot.fields + slot.diagnostics) + 16
+            per = capture_bytes(program.shapes, slot.fields + slot.diagnostics)
             slots.append(dataclasses.replace(
                 slot, capacity=max(1, min(slot.capacity, budget // (per * count)))))
         # The step, diagnostics and levels are each member's (see ``_program_for``).
