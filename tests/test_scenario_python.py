@@ -33,7 +33,7 @@ AS_OBJECTS = {
     "twice": Stream(schedule=Every(4) | Every(6), diagnostics=["heat"]),
     "mid": Stream(at=[2, 5], stage="laplacian", fields=["laplacian"],
                   summaries={"laplacian": ["max"]}),
-    "level": Stream(schedule=While(2, diagnostic="energy", below=1e9),
+    "level": Stream(schedule=While("energy", below=1e9, every=2),
                     diagnostics=["energy"]),
     "log": LogSpaced(1, 10, 3),  # a bare schedule: a stream keeping every field
     "times": Stream(schedule=SimTime(0.5, 0.25), diagnostics=["max_abs"]),
@@ -94,7 +94,7 @@ def test_a_wall_time_on_a_clock_of_its_own_is_refused_in_scenario_data(in_tmp):
 def test_each_kind_says_its_own_mapping():
     assert (Every(10, 5) | Last()).to_spec() == {"every": 10, "offset": 5, "last": True}
     assert (Every(10) | Every(3)).to_spec() == {"any": [{"every": 10}, {"every": 3}]}
-    level = While(2, diagnostic="e", below=1.0)
+    level = While("e", below=1.0, every=2)
     assert level.to_spec() == {"while": {"diagnostic": "e", "below": 1.0, "every": 2}}
     assert WallTime(4.0).to_spec() == {"wall_time": 4.0}
 

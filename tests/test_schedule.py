@@ -181,7 +181,7 @@ def _reference_count(schedule, steps, end_time):
     return min(by_step, steps + 1) + by_time + int(schedule.at_end)
 
 
-whiles = st.builds(lambda n: While(n, diagnostic="e", above=0.5), st.integers(1, 9))
+whiles = st.builds(lambda n: While("e", above=0.5, every=n), st.integers(1, 9))
 others = st.one_of(st.builds(SimTime, st.floats(0.1, 5.0), st.floats(0.0, 3.0)), st.just(Last()),
                    st.just(When("e", below=1.0, cooldown=2)), st.just(WallTime(3.0)), whiles)
 any_member = st.one_of(step_schedules, others)
@@ -209,7 +209,7 @@ def test_known_in_advance_schedules_are_due_where_they_fire(schedule):
 
 
 def test_what_each_kind_says_it_is():
-    when, wall, level = When("e", above=1.0, stage="kick"), WallTime(2.0), While(1, "e", below=0)
+    when, wall, level = When("e", above=1.0, stage="kick"), WallTime(2.0), While("e", below=0)
     assert Every(1).every_step and level.every_step and not Every(2).every_step
     assert [s.known_in_advance for s in (Every(2), At((1,)), LogSpaced(1, 9, 2), First())] == \
         [True] * 4
@@ -274,7 +274,7 @@ def test_wall_time_due_on_a_fake_clock():
 
 
 def test_while_due_needs_its_step_and_its_condition():
-    level = While(2, diagnostic="e", above=0.5)
+    level = While("e", above=0.5, every=2)
     state = level.init_state()
     assert level.due(state, 4, 4.0, lambda c: 0.9)
     assert not level.due(state, 5, 5.0, lambda c: 0.9)

@@ -31,7 +31,7 @@ def test_stream_in_python():
     assert stream.diagnostics is None and stream.stage is None
     hot = Stream(when=When("energy", above=0.5, cooldown=10), stage="laplacian")
     assert hot.schedule == When("energy", above=0.5, cooldown=10) and hot.stage == "laplacian"
-    assert Stream(**{"while": While(2, diagnostic="e", below=0.0)}).schedule.level is not None
+    assert Stream(**{"while": While("e", below=0.0, every=2)}).schedule.level is not None
     assert Stream(every=5, last=True).schedule == AnyOf((Every(5), Last()))
     assert Stream(any=[Every(3), {"at": [2]}]).schedule == AnyOf((Every(3), At((2,))))
     assert Stream(at=At((4, 1))).schedule == At((1, 4))

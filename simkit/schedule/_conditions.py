@@ -200,10 +200,10 @@ class While(_Conditional):
     defaults: ClassVar[dict[str, Any]] = {"every": 1}
     value_schema: ClassVar[dict[str, Any]] = _condition_schema(every=_INT_1)
 
-    every: int
-    diagnostic: str = ""
+    diagnostic: str = ""  # checked by _check, so a missing one is said as an empty name
     above: float | None = None
     below: float | None = None
+    every: int = 1
     stage: str | None = None
 
     def __post_init__(self) -> None:
