@@ -1055,3 +1055,15 @@ def test_a_gradient_stream_of_too_many_steps_is_refused_before_it_is_listed(in_t
                                             r"steps .* given a schedule making about 9e\+15"):
         schedule_steps(Every(1), 2**53, "gradients.adj")
     assert len(schedule_steps(Window(0, MAX_ADJOINT_STEPS - 1), 2**53, "g")) == MAX_ADJOINT_STEPS
+
+
+def test_a_gradient_stream_that_captures_nothing_is_refused_as_an_output_would_be():
+    from simkit.autodiff._function import schedule_steps
+    from simkit.schedule import At, Window
+
+    for schedule in (Window(100, 200), At((41,))):
+        with pytest.raises(ScenarioError, match=r"^gradients\.adj: expected a schedule that "
+                                                r"captures within the run \(40 steps\), given one "
+                                                r"that captures nothing$"):
+            schedule_steps(schedule, 40, "gradients.adj")
+    assert schedule_steps(Window(30, 200, 5), 40, "g") == (30, 35, 40)

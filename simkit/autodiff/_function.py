@@ -78,6 +78,9 @@ def schedule_steps(schedule: AbstractSchedule, steps: int, key: str) -> tuple[in
         step = schedule.next_step(step)
     if schedule.at_end and steps not in found:
         found.append(steps)
+    if not found:  # as a forward stream that captures nothing is refused
+        raise ScenarioError(f"expected a schedule that captures within the run ({steps} steps), "
+                            "given one that captures nothing", key=key)
     return tuple(found)
 
 
