@@ -236,18 +236,23 @@ class SimTime(AbstractSchedule):
         return False
 
 
-@dataclass(frozen=True)
-class First(_StepSchedule):
-    """Fires at step 0, the initial state."""
+class _Flagged(_StepSchedule):
+    """A schedule said by a flag (``first: true``): true makes it, false makes none."""
 
-    kind: ClassVar[str] = "first"
-    form: ClassVar[str] = "first: true"
     value_schema: ClassVar[dict[str, Any]] = _FLAG
 
     @classmethod
     def from_spec(cls, value: Any, spec: Mapping[str, Any], key: str
                   ) -> list[AbstractSchedule]:
         return [cls()] if _flag(value, key) else []
+
+
+@dataclass(frozen=True)
+class First(_Flagged):
+    """Fires at step 0, the initial state."""
+
+    kind: ClassVar[str] = "first"
+    form: ClassVar[str] = "first: true"
 
     def step_count(self, steps: int) -> int:
         return 1
@@ -260,17 +265,11 @@ class First(_StepSchedule):
 
 
 @dataclass(frozen=True)
-class Last(_StepSchedule):
+class Last(_Flagged):
     """Fires at the final state, wherever the run ends."""
 
     kind: ClassVar[str] = "last"
     form: ClassVar[str] = "last: true"
-    value_schema: ClassVar[dict[str, Any]] = _FLAG
-
-    @classmethod
-    def from_spec(cls, value: Any, spec: Mapping[str, Any], key: str
-                  ) -> list[AbstractSchedule]:
-        return [cls()] if _flag(value, key) else []
 
     @property
     def known_in_advance(self) -> bool:
