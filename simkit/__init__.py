@@ -90,4 +90,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'simkit' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = sorted(_LAZY)
