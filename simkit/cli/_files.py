@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def _run_file(path: str) -> None:
@@ -19,16 +22,22 @@ def _run_file(path: str) -> None:
                             source=path)
 
 
-def _cmd_recover(args: argparse.Namespace) -> int:
+def _reading(path: str, read: Callable[[str], _T]) -> _T:
+    """``read(path)`` of a run file, a file that cannot be read said as bad input."""
     from simkit.errors import ScenarioError
-    from simkit.io import recover
 
-    _run_file(args.file)
+    _run_file(path)
     try:
-        kept = recover(args.file)
+        return read(path)
     except OSError as error:
         raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
-                            f"read ({error})", source=args.file) from None
+                            f"read ({error})", source=path) from None
+
+
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from simkit.io import recover
+
+    kept = _reading(args.file, recover)
     print(f"{args.file}: " + ", ".join(f"{name} {n} captures" for name, n in kept.items()))
     return 0
 
@@ -104,16 +113,10 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from simkit.errors import ScenarioError
     from simkit.io.inspect import describe
 
-    _run_file(args.file)
-    try:
-        text = describe(args.file)
-    except OSError as error:
-        raise ScenarioError(f"expected a NetCDF file written by simkit, given one that cannot be "
-                            f"read ({error})", source=args.file) from None
-    print(text)  # outside the try: a closed pipe (`| head`) says nothing about the file
+    text = _reading(args.file, describe)
+    print(text)  # after reading: a closed pipe (`| head`) says nothing about the file
     return 0
 
 

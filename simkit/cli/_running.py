@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from simkit.cli._progress import _MembersBar, _progress_bar
@@ -68,7 +69,6 @@ def _run_objective(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """``simkit run`` of a scenario with an objective: the run file with its gradients."""
     from simkit.api import resume
     from simkit.autodiff import resume_gradients, run_scenario
-    from simkit.errors import RunComplete
     from simkit.scenario import plan_run
 
     output = None
@@ -77,40 +77,39 @@ def _run_objective(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
                           allow_import=args.allow_import or None).output
         output = output if os.path.lexists(output) else None
     bar = _progress_bar(args.quiet)
-    result: Any
-    try:
+
+    def start() -> Any:
         if output is not None:
-            result = resume(output, scenario=args.scenario, progress=bar,
-                            allow_import=args.allow_import or None, gradients=resume_gradients)
-        else:
-            result = run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
-                                  allow_import=args.allow_import or None, progress=bar,
-                                  **overrides)
-    except RunComplete:
-        print(f"simkit: {output} is already complete; nothing to do", file=sys.stderr)
-        print(output)
-        return 0
-    finally:
-        if bar is not None:
-            bar.close()
-    print(result.path)
-    return 0
+            return resume(output, scenario=args.scenario, progress=bar,
+                          allow_import=args.allow_import or None, gradients=resume_gradients)
+        return run_scenario(args.scenario, sets=args.sets, overwrite=args.overwrite,
+                            allow_import=args.allow_import or None, progress=bar, **overrides)
+
+    return _finished(start, bar, f"{output} is already complete; nothing to do", output)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from simkit.api import resume
     from simkit.autodiff import resume_gradients
-    from simkit.errors import RunComplete
 
     _set_distributed(args)
     bar = _progress_bar(args.quiet)
+    return _finished(lambda: resume(args.file, scenario=args.scenario, progress=bar,
+                                    allow_import=args.allow_import or None,
+                                    gradients=resume_gradients),
+                     bar, f"{args.file} is already complete; nothing to resume", args.file)
+
+
+def _finished(start: Callable[[], Any], bar: Any, complete: str, path: Any) -> int:
+    """Run ``start()`` with its progress ``bar`` and print the file it wrote; a file that is
+    already complete is not an error (friendly for requeued batch jobs): say ``complete``."""
+    from simkit.errors import RunComplete
+
     try:
-        result = resume(args.file, scenario=args.scenario, progress=bar,
-                        allow_import=args.allow_import or None, gradients=resume_gradients)
+        result = start()
     except RunComplete:
-        # Friendly for requeued batch jobs: nothing left to do is not an error.
-        print(f"simkit: {args.file} is already complete; nothing to resume", file=sys.stderr)
-        print(args.file)
+        print(f"simkit: {complete}", file=sys.stderr)
+        print(path)
         return 0
     finally:
         if bar is not None:
