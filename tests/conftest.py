@@ -68,10 +68,25 @@ def session_tmpdir(tmp_path_factory) -> Path:
     assert not left, f"left in the temporary folder at the end of the session: {', '.join(left)}"
 
 
+#: The project's own folder: no test writes there (a run's relative output lands in the test's
+#: folder only while the test stays in it).
+_PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _project_entries() -> set[str]:
+    return {name for name in os.listdir(_PROJECT) if not name.startswith(".")}
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_files(session_tmpdir: Path):
-    """Fail a test that leaves anything in the temporary folder (then remove it)."""
+    """Fail a test that leaves anything in the temporary folder (then remove it), or writes into
+    the project's folder."""
+    before = _project_entries()
     yield
+    written = sorted(_project_entries() - before)
+    if written:
+        pytest.fail(f"the test wrote {', '.join(written)} into the project's folder, expected "
+                    "nothing there (write under tmp_path)", pytrace=False)
     left = sorted(session_tmpdir.iterdir())
     for path in left:
         if path.is_dir() and not path.is_symlink():

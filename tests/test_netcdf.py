@@ -76,11 +76,11 @@ def test_overwrite_keeps_the_old_file_until_the_run_finishes(in_tmp, monkeypatch
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_blocks.BlockLoop, "run_block", explode)
-    with pytest.raises(RuntimeError, match="boom"):
-        simkit.run(heat_scenario(seed=9), overwrite=True)
+    with monkeypatch.context() as patched:  # undone alone: the test stays in its directory
+        patched.setattr(_blocks.BlockLoop, "run_block", explode)
+        with pytest.raises(RuntimeError, match="boom"):
+            simkit.run(heat_scenario(seed=9), overwrite=True)
     assert first.path.read_bytes() == before
-    monkeypatch.undo()
     second = simkit.run(heat_scenario(seed=9), overwrite=True)
     assert second.path == first.path and second.path.read_bytes() != before
     # The failed run's partial file is kept beside it under a visible name, not lost.
