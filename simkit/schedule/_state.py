@@ -9,6 +9,9 @@ values, so every checkpoint stores them the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+_S = TypeVar("_S", bound="ScheduleState")
 
 
 def check_names(owner: str, expected: Sequence[str], state: Mapping[str, float]) -> None:
@@ -53,10 +56,7 @@ class ScheduleState:
         Raises:
             TypeError: that member is not an edge condition.
         """
-        state = self.member(i)
-        if not isinstance(state, EdgeState):
-            raise TypeError(f"expected the state of a 'when' schedule, given {state!r}")
-        return state
+        return self._member_as(i, EdgeState, "when")
 
     def clock_member(self, i: int = 0) -> ClockState:
         """Member ``i``'s state as a wall clock's (``wall_time``).
@@ -64,9 +64,12 @@ class ScheduleState:
         Raises:
             TypeError: that member is not a wall clock.
         """
+        return self._member_as(i, ClockState, "wall_time")
+
+    def _member_as(self, i: int, kind: type[_S], key: str) -> _S:
         state = self.member(i)
-        if not isinstance(state, ClockState):
-            raise TypeError(f"expected the state of a 'wall_time' schedule, given {state!r}")
+        if not isinstance(state, kind):
+            raise TypeError(f"expected the state of a {key!r} schedule, given {state!r}")
         return state
 
 
