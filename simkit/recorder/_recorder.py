@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from simkit.errors import RunInterrupted, ScenarioError
+from simkit.recorder import _compiled
 from simkit.recorder._captures import Captures
 from simkit.recorder._streams import NAME, RecordStream
 from simkit.recorder._values import to_host
@@ -59,6 +60,8 @@ class Recorder(Captures):
             ScenarioError: a step not after the last one, a value a due stream needs missing, or
                 of another shape than at its first capture.
         """
+        if _compiled.traced(step, time, values):  # inside jax.jit / torch.compile
+            return _compiled.step(self, step, time, values)
         self._check_open()
         step = _step_number(step)
         if self._last_step is not None and step <= self._last_step:
@@ -123,6 +126,8 @@ class Recorder(Captures):
         """Record an intermediate ``value`` under ``name``: inside ``stage(...)`` for the streams
         of that stage, outside for the next ``step`` call (as if passed to it). Copied now when a
         stream of the stage is due at the next step."""
+        if _compiled.traced(value):  # inside jax.jit / torch.compile
+            return _compiled.probe(self, name, value)
         self._check_open()
         if not isinstance(name, str) or not NAME.match(name):
             raise ScenarioError(f"expected a probe name of letters, digits and _, at most 240 "
@@ -136,6 +141,11 @@ class Recorder(Captures):
         if any(s.stage == self._stage and (name in s.values or s.everything)
                and s.schedule.fires(upcoming, math.nan) for s in self.streams):
             self._probe_copies.setdefault(self._stage, {})[name] = to_host(value)
+
+    def scan(self, body: Callable[..., Any], carry: Any, xs: Any = None,
+             length: int | None = None) -> Any:
+        """``jax.lax.scan(body, carry, xs, length)`` whose ``body`` may call ``step``."""
+        return _compiled.scan(self, body, carry, xs, length)
 
     # ------------------------------------------------------------------ the end
 
