@@ -23,6 +23,17 @@ sys.path.insert(0, str(HERE))
 import cases  # noqa: E402  (benchmarks/cases.py, beside this file)
 
 
+def benchmarks() -> list:
+    """Every benchmark: those of ``cases.py``, then those of each ``bench_*.py`` beside it
+    (its ``BENCHMARKS`` list; they may use ``cases``' helpers)."""
+    import importlib
+
+    found = list(cases.BENCHMARKS)
+    for module in sorted(HERE.glob("bench_*.py")):
+        found += getattr(importlib.import_module(module.stem), "BENCHMARKS", [])
+    return found
+
+
 def environment() -> dict:
     import importlib.metadata as md
 
@@ -62,7 +73,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only these benchmarks")
     parser.add_argument("--output", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
-    selected = [b for b in cases.BENCHMARKS if not args.only or b.__name__ in args.only]
+    selected = [b for b in benchmarks() if not args.only or b.__name__ in args.only]
     results = {"environment": environment(), "quick": args.quick, "benchmarks": {}}
     for bench in selected:
         print(f"== {bench.__name__}: {bench.__doc__.splitlines()[0]}", flush=True)
