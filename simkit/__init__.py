@@ -94,4 +94,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = sorted(_LAZY)
+# ``open`` stays an attribute (``simkit.open(path)``) but out of ``from simkit import *``, which
+# would shadow the builtin.
+__all__ = sorted(set(_LAZY) - {"open"})

@@ -33,7 +33,8 @@ os.environ.setdefault("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0")
 
 # Libraries' own caches that they keep on purpose under the temporary folder, as they name them
 # in the environment; each session gives them a folder of its own and removes it at the end.
-_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "torchinductor", "DASK_TEMPORARY_DIRECTORY": "dask"}
+_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "torchinductor", "DASK_TEMPORARY_DIRECTORY": "dask",
+           "SIMKIT_COMPILATION_CACHE": "jax"}
 
 
 @pytest.fixture(scope="session", autouse=True)

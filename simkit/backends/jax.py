@@ -36,6 +36,7 @@ from simkit.backends._jax_block import (
     run_block,
     run_ensemble_block,
 )
+from simkit.backends._jax_cache import configure_compilation_cache
 from simkit.errors import ScenarioError
 
 # float64 needs x64 (and the contract's int64 step and float64 time, whatever the state's dtype).
@@ -86,6 +87,7 @@ class JaxBackend(AbstractBackend):
         of its dimensions over as many devices (of every process, in a multi-process run); the
         compiler inserts the exchanges the stages need."""
         check_options(self.name, device, dtype)
+        configure_compilation_cache()
         initialize_distributed()
         gpus = _gpu_devices() if device in ("gpu", "auto") else []
         if device == "gpu" and not gpus:
