@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[jax,torch,sweep,plot,tensorboard,numba,test,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[jax,torch,sweep,plot,tensorboard,numba,zarr,zarr-test,test,dev]"
 	touch $(STAMP)
 
 run: setup

@@ -1,14 +1,18 @@
-"""Output: capture records to one NetCDF4 file per run, and reading such files back.
+"""Output: capture records to one NetCDF4 file per run (or a Zarr v3 store in an Icechunk
+repository, locally or in S3: ``simkit[zarr]``), and reading them back.
 
 Runs write through a ``RunWriter`` and read back through a ``RunReader`` (``open_writer`` and
-``open_reader`` build them); only the ``simkit.io.netcdf*`` modules know the file format.
+``open_reader`` build them); only the ``simkit.io.netcdf*`` modules know the NetCDF format and
+only ``simkit.io.zarr*`` Zarr's.
 """
 
 from simkit.io import schema
 from simkit.io._factory import (
+    check_replaceable,
     mark_gradients_stopped,
     open_reader,
     open_writer,
+    run_exists,
     write_gradients,
 )
 from simkit.io._lock import xarray_lock
@@ -32,7 +36,6 @@ from simkit.io.live import (
 )
 from simkit.io.netcdf import NetCDFWriter
 from simkit.io.netcdf_combine import open_member_trees, write_groups
-from simkit.io.netcdf_files import check_replaceable
 from simkit.io.recover import (
     Checkpoint,
     open_run_tree,
@@ -41,6 +44,7 @@ from simkit.io.recover import (
     require_run_file,
     rewrite,
 )
+from simkit.io.zarr_paths import is_zarr
 
 __all__ = [
     "AdjointStream",
@@ -68,10 +72,12 @@ __all__ = [
     "request_stop",
     "require_run_file",
     "rewrite",
+    "run_exists",
     "schema",
     "stop_request_path",
     "write_gradients",
     "write_groups",
     "writer_alive",
     "xarray_lock",
+    "is_zarr",
 ]

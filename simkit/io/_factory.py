@@ -1,20 +1,29 @@
-"""The one place run files' readers and writers are built (NetCDF4 is the format)."""
+"""The one place run files' readers and writers are built: NetCDF4 (the default), or Zarr v3
+in an Icechunk repository for an output ending in ``.zarr`` or an ``s3://`` URL (the
+``simkit[zarr]`` extra; imported only then)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from simkit.io import netcdf_gradients, schema
 from simkit.io._protocol import AdjointStream, GradientVariable, RunReader, RunWriter
 from simkit.io.netcdf import NetCDFWriter
 from simkit.io.netcdf_reader import NetCDFReader
+from simkit.io.zarr_paths import is_zarr
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 
 def open_writer(path: str | os.PathLike[str], layout: schema.RunLayout,
                 attrs: Mapping[str, object], *, overwrite: bool = False,
                 append: bool = False) -> RunWriter:
-    """A writer of the run file at ``path`` with its layout created (see ``NetCDFWriter``).
+    """A writer of the run file at ``path`` with its layout created (see ``NetCDFWriter``,
+    and ``simkit.io.zarr.ZarrWriter`` for a Zarr output).
 
     Args:
         path: where the file goes.
@@ -23,13 +32,75 @@ def open_writer(path: str | os.PathLike[str], layout: schema.RunLayout,
         overwrite: replace an existing file when the run finishes.
         append: continue the existing file at ``path`` (resume).
     """
+    if is_zarr(path):
+        from simkit.io.zarr import ZarrWriter
+
+        return ZarrWriter(path, layout, attrs, overwrite=overwrite, append=append)
     return NetCDFWriter(path, layout, attrs, overwrite=overwrite, append=append)
 
 
 def open_reader(path: str | os.PathLike[str]) -> RunReader:
     """A reader of the run file at ``path``, to use as ``with open_reader(path) as reader:``
     (the file is opened on entering)."""
+    if is_zarr(path):
+        from simkit.io.zarr_reader import ZarrReader
+
+        return ZarrReader(path)
     return NetCDFReader(path)
+
+
+def run_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a run is at ``path``: a regular file, or a Zarr run's repository."""
+    if is_zarr(path):
+        from simkit.io.zarr_store import exists
+
+        return exists(path)
+    return os.path.isfile(path)
+
+
+def check_replaceable(path: str | os.PathLike[str], key: str = "output") -> None:
+    """Refuse to replace ``path`` (``--overwrite``) unless simkit wrote it.
+
+    Raises:
+        ScenarioError: naming the file, what may be replaced, and what to do.
+    """
+    if is_zarr(path):
+        from simkit.io import zarr as zarr_run
+
+        zarr_run.check_replaceable(path, key)
+        return
+    from simkit.io.netcdf_files import check_replaceable as check_netcdf
+
+    check_netcdf(path, key)
+
+
+def cut_back(path: str | os.PathLike[str], keep: Mapping[str, int],
+             attrs: Mapping[str, object] | None) -> bool:
+    """Cut a Zarr run's streams back to their first ``keep[name]`` captures in one commit
+    (``attrs`` set); False for a NetCDF file, which is rewritten instead."""
+    if not is_zarr(path):
+        return False
+    from simkit.io.zarr import truncate
+
+    truncate(path, keep, attrs)
+    return True
+
+
+@contextlib.contextmanager
+def open_tree(path: str | os.PathLike[str], counts: Mapping[str, int]
+              ) -> Iterator[xr.DataTree]:
+    """The run at ``path`` as a lazily read ``xarray.DataTree``, each stream cut to its first
+    ``counts[name]`` captures. Call it under ``xarray_lock()``."""
+    if is_zarr(path):
+        from simkit.io.zarr_reader import open_whole_tree as open_zarr_tree
+
+        with open_zarr_tree(path, counts) as tree:
+            yield tree
+        return
+    from simkit.io.netcdf_reader import open_whole_tree
+
+    with open_whole_tree(path, counts) as tree:
+        yield tree
 
 
 def write_gradients(path: str | os.PathLike[str], objective: GradientVariable,

@@ -18,6 +18,8 @@ import numpy as np
 
 from simkit.errors import DiskFullError, ScenarioError, SimkitError
 
+#: The file inside a run's directory (a Zarr run) that its writer holds locked.
+WRITER_LOCK = ".simkit-writer.lock"
 #: Free space kept in reserve beyond the capture about to be written.
 DISK_MARGIN_BYTES = 16 << 20
 
@@ -44,7 +46,9 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
 def exclusive(path: str | os.PathLike[str]) -> int | None:
     """Keep other simkit writers off ``path`` while this process writes it: a write lock on an
     open file description (independent of HDF5's own locks, which readers may take), held until
-    ``release`` of the returned descriptor. None where the platform has no such locks.
+    ``release`` of the returned descriptor. None where the platform has no such locks, and for
+    object storage (``s3://``). A directory (a Zarr run) is locked through the file
+    ``WRITER_LOCK`` inside it.
 
     Raises:
         ScenarioError: another process holds the lock (a run is writing the file).
@@ -55,8 +59,11 @@ def exclusive(path: str | os.PathLike[str]) -> int | None:
         return None
     if not hasattr(fcntl, "F_OFD_SETLK"):  # pragma: no cover - not Linux
         return None
+    if os.fspath(path).startswith("s3:/"):  # object storage: its commits keep writers apart
+        return None
+    target = os.path.join(path, WRITER_LOCK) if os.path.isdir(path) else path
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(target, os.O_RDWR | (os.O_CREAT if target != path else 0), 0o644)
     except PermissionError:  # read-only to us: we cannot write it either, nor lock it
         return None
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simkit.errors import ScenarioError, SimkitError
-from simkit.io._factory import open_reader
+from simkit.io._factory import cut_back, open_reader, open_tree
 from simkit.io._lock import xarray_lock
 from simkit.io._protocol import Checkpoint, StrPath
 from simkit.io._storage import (
@@ -26,7 +26,6 @@ from simkit.io._storage import (
 )
 from simkit.io._temporaries import remove_stale_temporaries
 from simkit.io.netcdf_copy import copy_run
-from simkit.io.netcdf_reader import open_whole_tree
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -57,6 +56,8 @@ def rewrite(path: StrPath, keep: Mapping[str, int],
     The copy is written beside the file, fsync'ed and moved over it: a crash meanwhile leaves the
     original untouched (and its copy, removed by the next command that writes the file).
     """
+    if cut_back(path, keep, attrs):  # a Zarr run: one commit, no copy
+        return
     path = Path(path)
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.recover.tmp")
@@ -123,7 +124,7 @@ def open_run_tree(path: StrPath) -> Iterator[xr.DataTree]:
         try:
             with open_reader(path) as reader:
                 counts = reader.whole_counts()
-            tree = stack.enter_context(open_whole_tree(path, counts))
+            tree = stack.enter_context(open_tree(path, counts))
         except (OSError, RuntimeError, ValueError, IndexError, KeyError) as error:
             raise unreadable(source, error) from None
         try:
