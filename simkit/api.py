@@ -22,6 +22,7 @@ from simkit.io import (
     release,
     require_run_file,
     rewrite,
+    run_exists,
     schema,
 )
 from simkit.io.schema import ATTR_GRADIENTS, GRADIENTS_AWAITED, GRADIENTS_PENDING
@@ -115,7 +116,7 @@ def run_or_resume(
     plan = plan_run(scenario, sets=sets, overrides=overrides, overwrite=True,
                     allow_import=allow_import)
     output = plan.output
-    if not os.path.lexists(output):
+    if not run_exists(output):
         return "started", execute(dataclasses.replace(plan, overwrite=False), progress=progress)
     attrs = _run_attrs(output)
     if _without_output(attrs[schema.ATTR_SCENARIO]) != _without_output(plan.text):

@@ -137,6 +137,11 @@ def test_kind_checks_see_aliases_attributes_and_tuples():
 
 def netcdf4_imports(tree: ast.Module) -> Iterator[int]:
     """Lines importing ``netCDF4`` (anywhere: at module level or in a function)."""
+    return module_imports(tree, "netCDF4")
+
+
+def module_imports(tree: ast.Module, module: str) -> Iterator[int]:
+    """Lines importing ``module`` or one of its submodules (anywhere in ``tree``)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -144,7 +149,7 @@ def netcdf4_imports(tree: ast.Module) -> Iterator[int]:
             names = [node.module or ""]
         else:
             continue
-        if any(name == "netCDF4" or name.startswith("netCDF4.") for name in names):
+        if any(name == module or name.startswith(f"{module}.") for name in names):
             yield node.lineno
 
 
@@ -158,9 +163,11 @@ def test_netcdf4_is_imported_only_under_simkit_io_netcdf():
                      + "; ".join(bad))
 
 
-#: xarray's own readers and writer of NetCDF files: run files go through simkit.io's readers.
+#: xarray's own readers and writers of NetCDF and Zarr stores: run files go through simkit.io's
+#: readers.
 XARRAY_FILE_CALLS = frozenset({"open_dataset", "open_datatree", "open_mfdataset",
-                               "load_dataset", "load_datatree", "open_dataarray", "to_netcdf"})
+                               "load_dataset", "load_datatree", "open_dataarray", "to_netcdf",
+                               "open_zarr", "to_zarr"})
 
 
 def xarray_file_calls(tree: ast.Module) -> Iterator[tuple[int, str]]:
@@ -183,11 +190,24 @@ def test_xarray_reads_and_writes_files_only_under_simkit_io_netcdf():
     io = ROOT / "simkit" / "io"
     bad = [f"{_where(path, line)}: {name}("
            for path in _sources("simkit")
-           if not (io in path.parents and path.relative_to(io).parts[0].startswith("netcdf"))
+           if not (io in path.parents
+                   and path.relative_to(io).parts[0].startswith(("netcdf", "zarr")))
            for line, name in xarray_file_calls(_tree(path))]
     assert not bad, ("expected run files read and written through simkit.io (xarray's "
-                     "open_dataset, open_datatree, open_mfdataset and to_netcdf only in "
-                     "simkit/io/netcdf*), given " + "; ".join(bad))
+                     "open_dataset, open_datatree, open_mfdataset, to_netcdf, open_zarr and "
+                     "to_zarr only in simkit/io/netcdf* and simkit/io/zarr*), given "
+                     + "; ".join(bad))
+
+
+def test_icechunk_and_zarr_are_imported_only_under_simkit_io_zarr():
+    io = ROOT / "simkit" / "io"
+    bad = [f"{_where(path, line)}: import {name}"
+           for path in _sources(*PACKAGES)
+           if not (io in path.parents and path.relative_to(io).parts[0].startswith("zarr"))
+           for name in ("icechunk", "zarr")
+           for line in module_imports(_tree(path), name)]
+    assert not bad, ("expected icechunk and zarr imported only in simkit/io/zarr*, given "
+                     + "; ".join(bad))
 
 
 def test_xarray_file_calls_are_found_as_methods_and_imported_names():

@@ -14,7 +14,10 @@ _T = TypeVar("_T")
 
 def _run_file(path: str) -> None:
     from simkit.errors import ScenarioError
+    from simkit.io import is_zarr
 
+    if is_zarr(path):  # a Zarr run (a directory, or in S3): its reader tells what is wrong
+        return
     if not Path(path).is_file():
         what = ("a directory" if Path(path).is_dir() else "a path that does not exist"
                 if not Path(path).exists() else "a FIFO, device or socket")

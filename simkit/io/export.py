@@ -13,6 +13,7 @@ from simkit.io._temporaries import remove_stale_temporaries, temporary_path
 from simkit.io.netcdf_export import COPY_BYTES, REFERENCE_DATE, write_flat
 from simkit.io.netcdf_files import check_replaceable
 from simkit.io.recover import require_run_file
+from simkit.io.zarr_paths import is_zarr, location
 
 __all__ = ["COPY_BYTES", "REFERENCE_DATE", "export_stream"]
 
@@ -55,7 +56,12 @@ def export_stream(path: str | os.PathLike[str], stream: str, output: str | os.Pa
     remove_stale_temporaries(output)
     tmp = temporary_path(output)
     try:
-        write_flat(path, stream, tmp, output, lambda: _why(tmp))
+        if is_zarr(path):
+            from simkit.io.netcdf_flat import write_flat_zarr
+
+            write_flat_zarr(location(path), stream, tmp, output, lambda: _why(tmp))
+        else:
+            write_flat(path, stream, tmp, output, lambda: _why(tmp))
         with copy_space_errors(tmp, output, COPY_BYTES, lambda: _why(tmp)):
             fsync_path(tmp)
             if overwrite:

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, TypeVar, overload
 
 from simkit.errors import ScenarioError
 from simkit.io import schema
-from simkit.io._factory import open_reader
+from simkit.io._factory import open_reader, run_exists
 from simkit.io._lock import xarray_lock
 from simkit.io._protocol import LiveSummary
 from simkit.io._storage import exclusive, release
 from simkit.io._temporaries import temporaries
 from simkit.io.recover import require_run_file
+from simkit.io.zarr_paths import is_zarr
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -117,7 +118,7 @@ def live_summary(path: str | os.PathLike[str]) -> LiveSummary:
 
 def _retrying(path: str | os.PathLike[str], read: Callable[[], _T]) -> _T:
     """``read()`` of a run file, looked at again while the writer has it mid-update."""
-    if not Path(path).is_file():
+    if not (run_exists(path) if is_zarr(path) else Path(path).is_file()):
         raise ScenarioError("expected an existing run file, given a path that does not exist",
                             source=str(path))
     error: Exception | None = None

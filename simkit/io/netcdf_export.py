@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -73,12 +73,16 @@ def _attrs(var: netCDF4.Variable[Any]) -> dict[str, object]:
 
 
 def _time_attrs(var: netCDF4.Variable[Any]) -> dict[str, object]:
+    return time_attrs(_attrs(var))
+
+
+def time_attrs(given: Mapping[str, object]) -> dict[str, object]:
     """CF time coordinate attributes: a time unit needs a reference date, so the elapsed
     simulated time is told as time since an arbitrary one, in the unit's full word (cdo reads
     ``seconds since``, not ``s since``). A time in another unit, or dimensionless (``1``: the
     model's own time unit), is counted as seconds, one model unit to the second, and its own
     unit kept in ``simkit_time_units``: CF and cdo know only calendar time."""
-    attrs = _attrs(var)
+    attrs = dict(given)
     units = str(attrs.get("units", "1")).strip()
     name = str(attrs.get("long_name", "time"))
     word = _TIME_UNITS.get(units)
@@ -107,9 +111,15 @@ def _read(var: netCDF4.Variable[Any], index: Any, source: str) -> np.ndarray:
 
 
 def _flat_attrs(root: netCDF4.Dataset, group: netCDF4.Dataset, stream: str) -> dict[str, Any]:
+    return flat_attrs({k: root.getncattr(k) for k in root.ncattrs()},
+                      {k: group.getncattr(k) for k in group.ncattrs()}, stream)
+
+
+def flat_attrs(root: Mapping[str, Any], group: Mapping[str, Any], stream: str
+               ) -> dict[str, Any]:
     """The run's and the stream's attributes, with a ``history`` line for the export."""
-    attrs = {k: root.getncattr(k) for k in root.ncattrs() if k not in _DROPPED_ATTRS}
-    attrs.update({k: group.getncattr(k) for k in group.ncattrs() if k not in _DROPPED_ATTRS})
+    attrs = {k: v for k, v in root.items() if k not in _DROPPED_ATTRS}
+    attrs.update({k: v for k, v in group.items() if k not in _DROPPED_ATTRS})
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     line = f"{when}: simkit {__version__} export of stream {stream}"
     history = str(attrs.get(schema.ATTR_HISTORY, ""))

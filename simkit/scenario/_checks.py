@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from simkit.errors import ScenarioError
-from simkit.io import check_replaceable
+from simkit.io import check_replaceable, is_zarr
 from simkit.scenario._model import Scenario
 from simkit.solver import AbstractSolver, SolverModel
 
@@ -106,10 +106,10 @@ def _check_output(path: Path, overwrite: bool, inputs: Mapping[str, str]) -> Non
         raise ScenarioError(f"expected a writable location, given {str(path)!r} "
                             f"({error.strerror})", key="output") from None
     if info is not None:
-        if stat.S_ISDIR(info.st_mode):
+        if stat.S_ISDIR(info.st_mode) and not is_zarr(path):
             raise ScenarioError(f"expected a file path, given the directory {str(path)!r}",
                                 key="output")
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
             kind = next((k for test, k in _FILE_KINDS if test(info.st_mode)), "not a regular file")
             raise ScenarioError(f"expected a regular file or a new path, given {str(path)!r}, "
                                 f"which is {kind}", key="output")
