@@ -159,7 +159,8 @@ def _weights_in_place(columns, xi, mass, eps2, own, n: int, tile: int):
 
     rows = xi.shape[0]
     d, r2, weight = (a[:rows] for a in _work(
-        ("torch", n, tile, xi.dtype, xi.device),
+        # Arrays made in inference mode cannot be written outside it: kept apart.
+        ("torch", n, tile, xi.dtype, xi.device, torch.is_inference_mode_enabled()),
         lambda: torch.empty((tile, n), dtype=xi.dtype, device=xi.device), 3))
     torch.sub(columns[0][None, :], xi[:, 0:1], out=d)
     torch.mul(d, d, out=r2)

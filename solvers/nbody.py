@@ -2,6 +2,8 @@
 
 Stages: ``kick1`` (half kick), ``drift``, ``kick2`` (half kick). Positions ``x`` and velocities
 ``v`` have dimensions (body, axis); masses are a field too, so a checkpoint holds everything.
+One force evaluation per step: ``kick2``'s acceleration is carried to the next ``kick1``
+(``Carry``), not stored as a field.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from simkit.solver import (
     AbstractSolver,
+    Carry,
     Constants,
     Coordinate,
     Diagnostic,
@@ -23,6 +26,9 @@ from simkit.solver import (
     Stage,
 )
 from solvers import _pairs
+
+#: The acceleration at the end of a step, carried to the next step's first kick (not a field).
+ACCELERATION = "acceleration"
 
 
 class NBodyParams(SolverModel):
@@ -179,27 +185,51 @@ class NBody(AbstractSolver):
         weight = xp.where(own, xp.zeros_like(r2), mass[None, :] / (r2 * xp.sqrt(r2)))
         return xp.stack([g * xp.sum(weight * di, axis=1) for di in d], axis=1)
 
-    def stages(self):
+    def _accelerations(self):
+        """The acceleration ``(x, mass) -> (N, 3)``: the Array API specification, and the tiled
+        pair sums of module ``_pairs`` per library (no N x N temporaries)."""
         eps2, g = self.params.softening**2, self.params.gravity
+        return self._acceleration, {
+            "jax": lambda x, m: _pairs.acceleration_jax(x, m, g, eps2),
+            "numpy": lambda x, m: _pairs.acceleration_numpy(x, m, g, eps2),
+            "torch": lambda x, m: _pairs.acceleration_torch(x, m, g, eps2),
+        }
 
-        def kicker(accel):
-            def kick(state, dt):
-                a = accel(state["x"], state["mass"])
+    def stages(self):
+        # First same as last: ``kick2`` leaves the acceleration at the new positions in the
+        # state (``ACCELERATION``), which the next step's ``kick1`` takes instead of computing
+        # it again where a loop of steps passes it on (``carry``): one force evaluation a step.
+        def kicks(accel):
+            def kick1(state, dt):
+                a = state.get(ACCELERATION)
+                if a is None:  # a step on its own: computed from the positions, as kick2 does
+                    a = accel(state["x"], state["mass"])
                 return {**state, "v": state["v"] + (0.5 * dt) * a}
-            return kick
+
+            def kick2(state, dt):
+                a = accel(state["x"], state["mass"])
+                return {**state, "v": state["v"] + (0.5 * dt) * a, ACCELERATION: a}
+
+            return kick1, kick2
 
         def drift(state, dt):
             return {**state, "x": state["x"] + dt * state["v"]}
 
-        # Kernels: tiled pair sums (module ``_pairs``), no N x N temporaries.
-        kick_kernels = {
-            "jax": kicker(lambda x, m: _pairs.acceleration_jax(x, m, g, eps2)),
-            "numpy": kicker(lambda x, m: _pairs.acceleration_numpy(x, m, g, eps2)),
-            "torch": kicker(lambda x, m: _pairs.acceleration_torch(x, m, g, eps2)),
-        }
-        kick = kicker(self._acceleration)
-        return [Stage("kick1", kick, kernels=kick_kernels), Stage("drift", drift),
-                Stage("kick2", kick, kernels=kick_kernels)]
+        spec, fast = self._accelerations()
+        kick1, kick2 = kicks(spec)
+        kernels = {kind: kicks(accel) for kind, accel in fast.items()}
+        return [Stage("kick1", kick1, kernels={k: pair[0] for k, pair in kernels.items()}),
+                Stage("drift", drift),
+                Stage("kick2", kick2, kernels={k: pair[1] for k, pair in kernels.items()})]
+
+    def carry(self) -> Carry:
+        spec, fast = self._accelerations()
+
+        def prime(accel):
+            return lambda state, dt: {**state, ACCELERATION: accel(state["x"], state["mass"])}
+
+        return Carry((ACCELERATION,), Stage("acceleration", prime(spec), kernels={
+            kind: prime(accel) for kind, accel in fast.items()}))
 
     def diagnostics(self):
         eps2, g = self.params.softening**2, self.params.gravity

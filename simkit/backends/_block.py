@@ -141,6 +141,18 @@ class BlockResult:
     held: Any = None
 
 
+#: The attribute of a step function (``simkit.solver.make_step``) that adds the intermediates a
+#: step passes to the next (``simkit.solver.Carry``) to a state of fields alone: a block adds them
+#: once at its start, its steps pass them on, and it returns the fields alone.
+PRIME = "prime"
+
+
+def primer(program: BlockProgram) -> Callable[..., Any] | None:
+    """What adds the carried intermediates to the block's first state, or None: the step carries
+    nothing, or is wrapped (compiled apart, sharded) and then takes each step whole."""
+    return getattr(program.step, PRIME, None)
+
+
 def slot_values(program: BlockProgram, slot: Slot, fields: State,
                 seen: Mapping[str, State] | None) -> dict[str, Array]:
     """What ``slot`` keeps from the state at the end of a point (or after its stage)."""
@@ -202,6 +214,7 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
     prev = None
     if watching:
         prev = np.where(staged_watch, plan.held, ops.flags(program.watch(out, None)))
+    prime = primer(program)
     k = 0
     while k < plan.used:
         n, dt, last = int(plan.counts[k]), float(plan.dts[k]), float(plan.last_dts[k])
@@ -210,6 +223,8 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
         for i in range(n):
             scalars = ops.scalars(last if i == n - 1 else dt, step0 + i,
                                   time0 + (offset + i) * dt)
+            if prime is not None:  # the block's first step: the carried intermediates added
+                out, prime = prime(out, *scalars), None
             if program.staged is not None and (
                     (i == n - 1 and plan.due[k].any()) or (watching and staged_watch.any())):
                 out, seen = program.staged(out, *scalars)
@@ -244,6 +259,7 @@ def run_block_eager(program: BlockProgram, fields: Mapping[str, Array], plan: Bl
         k += 1
         if fired is not None:
             break
+    out = {name: out[name] for name in fields}  # the carried intermediates dropped
     # What was stored is checked once, buffer by buffer (not capture by capture).
     for s, slot in enumerate(program.slots):
         finite = ops.both(finite, ops.all_finite(

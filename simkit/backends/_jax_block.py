@@ -20,6 +20,7 @@ from simkit.backends._block import (
     BlockProgram,
     BlockResult,
     Slot,
+    primer,
     slot_values,
 )
 
@@ -149,13 +150,24 @@ class _Block:
         def more(carry):
             return (carry[0] < plan.used) & ~carry[5]
 
-        start = (jnp.asarray(0, jnp.int64), dict(fields), buffers,
+        start = (jnp.asarray(0, jnp.int64), self.primed(fields, plan), buffers,
                  jnp.zeros(len(slots), jnp.int64), jnp.asarray(True), false, prev0,
                  jnp.zeros_like(prev0), jnp.asarray(0, jnp.int64))
         k, f, bufs, idx, ok, _, prev, fired, taken = jax.lax.while_loop(
             more, lambda carry: self.point(carry, plan, false), start)
+        f = {name: f[name] for name in fields}  # the carried intermediates dropped
         ok = ok & _all_finite(f)
         return f, bufs, idx, k, taken, fired, ok, prev
+
+    def primed(self, fields: Any, plan: _Plan) -> dict[str, Any]:
+        """The fields, and what the step carries from step to step (``Carry``) computed from
+        them with the scalars of the block's first step (unused when the block takes none)."""
+        prime = primer(self.program)
+        if prime is None:
+            return dict(fields)
+        dt = jnp.where(plan.counts[0] == 1, plan.last_dts[0], plan.dts[0]).astype(self.dtype)
+        time = plan.times[0] + jnp.asarray(plan.offsets[0], jnp.float64) * plan.dts[0]
+        return dict(prime(dict(fields), dt, plan.steps[0], time))
 
     def point(self, carry: tuple, plan: _Plan, false: Any) -> tuple:
         """One capture point: its gap of steps, then the captures due at it."""

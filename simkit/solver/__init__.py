@@ -6,6 +6,7 @@ from simkit.solver._base import (
     STEP_KEY,
     TIME_KEY,
     AbstractSolver,
+    Carry,
     Coordinate,
     Diagnostic,
     FieldSpec,
@@ -31,6 +32,7 @@ from simkit.solver._traced import with_params
 __all__ = [
     "KERNELS_ENV",
     "AbstractSolver",
+    "Carry",
     "Constants",
     "Coordinate",
     "Diagnostic",

@@ -100,6 +100,28 @@ class Diagnostic:
     dims: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Carry:
+    """Intermediates that a step's stages leave for the next step's ("first same as last"),
+    e.g. the accelerations at the end of a kick-drift-kick step, which the next step's first
+    kick would compute again from the same positions.
+
+    They are not fields: files, checkpoints and captures never hold them. A loop that takes many
+    steps (a block) passes them from step to step: it gives the step ``prime``'s state once,
+    ``names`` computed from the fields, then each step returns them beside the fields for the
+    next. A stage that reads one takes it from the state where it is there and computes it where
+    it is not (a single step, a replay, a gradient), by the same function as ``prime`` (its
+    ``fn``, or its kernel for the state's library), so both give the same numbers to the bit.
+
+    Args:
+        names: the intermediates carried, each set by a stage of every step.
+        prime: a stage that adds them to a state that holds only the fields.
+    """
+
+    names: tuple[str, ...]
+    prime: Stage
+
+
 class AbstractSolver(abc.ABC):
     """A staged, backend-neutral solver.
 
@@ -166,6 +188,10 @@ class AbstractSolver(abc.ABC):
         none."""
         return {}
 
+    def carry(self) -> Carry | None:
+        """What a step leaves for the next one (see ``Carry``); None (the default): nothing."""
+        return None
+
     @abc.abstractmethod
     def diagnostics(self) -> Sequence[Diagnostic]:
         """The diagnostics a stream may record."""
@@ -198,6 +224,10 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
         kernels: use the stages' kernels for the state's array library (see ``Stage``); False
             runs every stage by its ``fn``. Default: True unless the environment variable
             ``SIMKIT_KERNELS`` is ``0``.
+
+    For a solver with a ``carry()``, the step has a ``prime`` attribute, ``(fields, dt, step,
+    time) -> fields`` with the carried intermediates added; a step given them returns them
+    beside the fields (a step given only the fields returns only the fields).
     """
     stages = tuple(solver.stages())
     names = tuple(f.name for f in solver.fields())
@@ -244,11 +274,30 @@ def make_step(solver: AbstractSolver, seed: int = 0, *, capture_after: Sequence[
             if name in wanted:
                 seen[name] = _copies(state)
         out = {name: state[name] for name in names}
+        if carried and carried[0] in fields:  # given the carried intermediates: pass them on
+            out.update({name: state[name] for name in carried})
         return (out, seen) if wanted else out
 
     required = frozenset(names)
     step.__name__ = f"{solver.name}_step"
+    carry = solver.carry()
+    carried = carry.names if carry is not None else ()
+    if carry is not None:
+        step.prime = _primer(carry, seed, kernels)  # type: ignore[attr-defined]
     return step
+
+
+def _primer(carry: Carry, seed: int, kernels: bool) -> Callable[..., dict[str, Any]]:
+    """``(fields, dt, step, time) -> fields`` with ``carry``'s intermediates added, by its
+    ``prime`` stage's kernel for the fields' library (its ``fn`` without ``kernels``)."""
+    def prime(fields: State, dt: Any, index: Any, time: Any) -> dict[str, Any]:
+        state = {**fields, STEP_KEY: index, TIME_KEY: time, SEED_KEY: seed}
+        first = next(iter(fields.values()), None)
+        fn = _choose((carry.prime,), {}, first)[0][1] if kernels else carry.prime.fn
+        state = fn(state, dt)
+        return {**fields, **{name: state[name] for name in carry.names}}
+
+    return prime
 
 
 def _in_place_error(solver: AbstractSolver, stage: str, names: Sequence[str],
