@@ -9,6 +9,8 @@ the same block loop along a member axis. ``_files`` builds what a run's file say
 """
 
 from simkit.driver._captures import Capture
+from simkit.driver._commit import commit_captures
+from simkit.driver._endings import complete
 from simkit.driver._ensemble import check_vectorizable, execute_ensemble
 from simkit.driver._execute import CaptureFn, check_processes, execute
 from simkit.driver._files import (
@@ -29,5 +31,5 @@ from simkit.driver._run import (
 )
 
 __all__ = ["RUN_PACKAGES", "Capture", "CaptureFn", "LayoutBuilder", "ProgressFn", "Provenance",
-           "ResumePoint", "RunResult", "check_processes", "check_vectorizable", "execute", "execute_ensemble",
+           "ResumePoint", "RunResult", "check_processes", "check_vectorizable", "commit_captures", "complete", "execute", "execute_ensemble",
            "failed", "now", "provenance", "run_layout", "state_slots", "versions"]

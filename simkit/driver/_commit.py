@@ -1,10 +1,11 @@
-"""Committing a block's captures: each stream's captures handed to the run's writer at once,
+"""Committing captures: each stream's captures of a block handed to the writer at once (a block
+program's device buffers, or captures a recording took one step at a time on the host),
 checkpoints with the schedules' state at their step; and where a block went non-finite, the
 good captures before it committed and the step, stage and field named."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,37 @@ from simkit.backends._block import HELD, STEP, BlockProgram
 from simkit.driver._replay import Piece, check_finite, replay
 from simkit.driver._run import Run, schedule_state
 from simkit.errors import NonFiniteError
-from simkit.io import schema
+from simkit.io import CaptureWriter, schema
 
 #: What a run's checkpoints keep of a firing in a block: the schedules' state before it, after
 #: it, and the step it fired at (-1: none fired).
 States = tuple[np.ndarray, np.ndarray, int]
+#: A stream's captures of a block: ``(stream, steps, times, arrays)``, arrays along the steps.
+Block = tuple[str, list[int], list[float], Mapping[str, np.ndarray]]
+#: One capture taken on the host: ``(stream, step, time, arrays)``.
+HostCapture = tuple[str, int, float, Mapping[str, np.ndarray]]
+
+
+def hand_over(writer: CaptureWriter, blocks: list[Block], upto: int | None = None) -> None:
+    """Hand every stream's block to ``writer`` as one write with one sync, whatever the number
+    of streams; with ``upto``, mark every capture due up to that step as queued (the file says
+    so once they are synced)."""
+    if blocks:
+        writer.capture_blocks(blocks)
+    if upto is not None:
+        writer.committed(upto)
+
+
+def commit_captures(writer: CaptureWriter, captures: Sequence[HostCapture],
+                    kept: Mapping[str, tuple[str, ...]], upto: int) -> None:
+    """Commit captures taken one step at a time on the host (a recording's), in order: one
+    block per stream holding the variables ``kept[stream]``, every capture up to ``upto``."""
+    taken: dict[str, list[HostCapture]] = {}
+    for capture in captures:
+        taken.setdefault(capture[0], []).append(capture)
+    hand_over(writer, [(name, [c[1] for c in found], [c[2] for c in found],
+                        {n: np.stack([c[3][n] for c in found]) for n in kept[name]})
+                       for name, found in taken.items()], upto)
 
 
 def commit(run: Run, program: BlockProgram, host: dict[str, Any], times: dict[int, float],
@@ -25,7 +52,7 @@ def commit(run: Run, program: BlockProgram, host: dict[str, Any], times: dict[in
     """Hand every stream's captures of the block to the run's writer (those up to ``upto``);
     checkpoints keep the schedules' state: ``states`` = (before, after, step) gives the state
     after a firing to the checkpoint at its step, else the state now serves all."""
-    blocks: list[tuple[str, list[int], list[float], Mapping[str, np.ndarray]]] = []
+    blocks: list[Block] = []
     for slot, buffers, count in zip(program.slots, host["buffers"], host["counts"], strict=True):
         count = int(count)
         if not count:
@@ -47,8 +74,7 @@ def commit(run: Run, program: BlockProgram, host: dict[str, Any], times: dict[in
         step_list = [int(s) for s in steps]
         blocks.append((slot.stream, step_list, [times[s] for s in step_list], arrays))
         run.last_capture[slot.stream] = step_list[-1]
-    if blocks:  # one write, one sync, whatever the number of streams
-        run.writer.capture_blocks(blocks)
+    hand_over(run.writer, blocks)
 
 
 def _states(run: Run, states: States, steps: np.ndarray, held: np.ndarray | None

@@ -23,6 +23,7 @@ from simkit.backends import AbstractBackend, get_backend
 from simkit.backends._block import BlockPlan, BlockProgram
 from simkit.driver._blocks import BLOCK_BYTES, BlockLoop, build_program, capture_bytes
 from simkit.driver._buffers import HostBuffers
+from simkit.driver._endings import complete, interrupted, non_finite
 from simkit.driver._files import RunResult, failed, now, provenance, run_writer
 from simkit.driver._loop import stop_check
 from simkit.driver._plan import is_final
@@ -247,13 +248,11 @@ class _Ensemble:
                 self._loop(requested)
                 self._finish()
         except KeyboardInterrupt:
-            with _stop.deferred():  # a second signal must not break off the clean stop
-                self._abort({schema.ATTR_FINISHED: now(),
-                             schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
-            _stop.take()
+            interrupted(self._going_on())
             raise
         except BaseException as error:
-            self._abort(failed(error))
+            for writer in self._going_on():
+                writer.abort(failed(error))
             raise
         return [result for result in self.results if result is not None]
 
@@ -289,8 +288,7 @@ class _Ensemble:
         """End member ``m`` alone, as a run of its own ends on a non-finite value: its last good
         state becomes its final state and its file is marked non-finite."""
         run = self.runs[m]
-        run.writer.final(run.step, run.time, self.backend.to_host(run.fields))
-        self.writers[m].abort(failed(error, schema.STATUS_NON_FINITE))
+        non_finite(self.writers[m], run.step, run.time, self.backend.to_host(run.fields), error)
         run.fields = {}
         self.blocks.alive[m] = False
         self.results[m] = error
@@ -301,17 +299,18 @@ class _Ensemble:
         for m in np.flatnonzero(self.blocks.alive):
             run = self.runs[m]
             state = {name: np.array(value[m]) for name, value in host.items()}
-            run.writer.final(run.step, run.time, state)
-            path = self.writers[m].close({schema.ATTR_FINISHED: now()})
+            path = complete(self.writers[m], run.step, run.time, state)
             self.blocks.alive[m] = False
             self.results[m] = RunResult(path=path, state=state, step=run.step, time=run.time)
         logger.info("ensemble finished at step %d, time %g", self.runs[0].step,
                     self.runs[0].time)
 
-    def _abort(self, attrs: dict[str, str]) -> None:
-        for m in np.flatnonzero(self.blocks.alive):
-            self.writers[m].abort(attrs)
-            self.blocks.alive[m] = False
+    def _going_on(self) -> list[BackgroundWriter]:
+        """The writers of the members still going on, which stop now (their files closed by
+        the caller)."""
+        going_on = [self.writers[m] for m in np.flatnonzero(self.blocks.alive)]
+        self.blocks.alive[:] = False
+        return going_on
 
 
 def _no_step(fields: Any, dt: Any, step: Any, time: Any) -> dict[str, Any]:

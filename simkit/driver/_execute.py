@@ -14,6 +14,7 @@ from simkit import _stop
 from simkit.backends import AbstractBackend, get_backend
 from simkit.driver._buffers import HostBuffers
 from simkit.driver._captures import Capture, commit_callback
+from simkit.driver._endings import complete, interrupted, non_finite
 from simkit.driver._files import RunResult, failed, now, provenance, run_writer
 from simkit.driver._loop import ProgressFn, loop, stop_check
 from simkit.driver._run import ResumePoint, Run
@@ -104,20 +105,15 @@ def _run_to_end(plan: RunPlan, backend: AbstractBackend, writer: BackgroundWrite
             run = Run(plan, backend, writer, buffers, resume)
             loop(run, progress, requested)
             host = backend.to_host(run.fields)
-            writer.final(run.step, run.time, host)
-            path = writer.close({schema.ATTR_FINISHED: now(), **(closing or {})})
+            path = complete(writer, run.step, run.time, host, closing)
         logger.info("finished at step %d, time %g; %d captures written", run.step, run.time,
                     writer.written)
     except NonFiniteError as error:
         assert run is not None  # only a run's loop finds a non-finite state
-        writer.final(run.step, run.time, backend.to_host(run.fields))
-        writer.abort(failed(error, schema.STATUS_NON_FINITE))
+        non_finite(writer, run.step, run.time, backend.to_host(run.fields), error)
         raise
     except KeyboardInterrupt as error:  # Ctrl-C, a stop signal or request seen by the loop
-        with _stop.deferred():  # a second signal must not break off the clean stop
-            kept = writer.abort({schema.ATTR_FINISHED: now(),
-                                 schema.ATTR_STATUS: schema.STATUS_INTERRUPTED})
-        _stop.take()
+        kept, = interrupted([writer])
         raise RunInterrupted(str(error) or "SIGINT", kept) from error
     except BaseException as error:
         kept = writer.abort(failed(error))

@@ -11,13 +11,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import numpy as np
 import yaml
 
 from simkit._version import __version__
-from simkit.driver import LayoutBuilder, Provenance, failed, now
+from simkit.driver import LayoutBuilder, Provenance, commit_captures, complete, failed, now
 from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import BackgroundWriter, check_replaceable, open_writer, schema
 from simkit.recorder._streams import RecordStream, parse_stream
@@ -31,6 +32,9 @@ _PACKAGES = ("numpy", "netCDF4")
 #: Captures a loop may take before the file is laid out: those of the first two steps that
 #: capture (a stage's probes come from step 1 on).
 _WAITING_STEPS = 2
+#: Captures, and bytes of them, held on the host before they go to the writer as one block.
+_BLOCK_CAPTURES = 1024
+_BLOCK_BYTES = 16 << 20
 
 
 class Captures:
@@ -43,7 +47,8 @@ class Captures:
                  units: Mapping[str, str] | None = None,
                  long_names: Mapping[str, str] | None = None,
                  attrs: Mapping[str, Any] | None = None, time_units: str = "1",
-                 overwrite: bool = False, max_pending: int = 8) -> None:
+                 overwrite: bool = False, max_pending: int = 8,
+                 flush_seconds: float = 2.0) -> None:
         """Record values of any loop into one run file, on the schedules of ``outputs``.
 
         Args:
@@ -61,6 +66,9 @@ class Captures:
             time_units: units of the ``time`` the loop passes (default ``"1"``: time is the
                 step).
             overwrite: replace an existing file once the recording finishes.
+            max_pending: blocks of captures queued for the writer before the loop waits.
+            flush_seconds: durability lag: captures are handed to the writer in blocks, at
+                most about this long after they were taken (and at ``flush()``).
         """
         if not isinstance(outputs, Mapping) or not outputs:
             raise ScenarioError(f"expected a mapping of stream names to streams, given "
@@ -78,7 +86,11 @@ class Captures:
         self._time_units = time_units
         self._overwrite = overwrite
         self._max_pending = max_pending
+        self._flush_seconds = flush_seconds
+        self._held_bytes = 0
+        self._handed = monotonic()
         self._seen: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._castable: set[tuple[np.dtype[Any], str]] = set()
         self._summaries: dict[str, Summary] = {}
         self._library: tuple[str, str] | None = None
         self._writer: BackgroundWriter | None = None
@@ -91,6 +103,7 @@ class Captures:
         self._started = now()
         # The loop's side: each stream's schedule state, started now (a wall clock's first
         # interval too), the last step recorded, and the probes of the step under way.
+        self._everything = any(stream.everything for stream in self.streams)
         self._states = {s.name: s.schedule.init_state() for s in self.streams}
         for state in self._states.values():
             state.reset()
@@ -141,7 +154,13 @@ class Captures:
             self._held.append((stream.name, step, time, host))
             self._last_captured[stream.name] = step
         self._step_host.update(host)
-        self._write_held()
+        # Captures go to the writer a block at a time: when enough are held, when the last
+        # hand-over is ``flush_seconds`` old, and at ``flush`` and the end.
+        self._held_bytes += sum(value.nbytes for value in host.values())
+        if self._writer is None or len(self._held) >= _BLOCK_CAPTURES \
+                or self._held_bytes >= _BLOCK_BYTES \
+                or monotonic() - self._handed >= self._flush_seconds:
+            self._write_held()
 
     def _host(self, stream: RecordStream, name: str, values: Mapping[str, Any],
               copies: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -152,7 +171,9 @@ class Captures:
         shape, dtype = self._seen[name]
         value = copies[name] if name in copies else to_host(values[name])
         target = "float64" if name in stream.diagnostics else dtype
-        self._check_kind(stream, name, dtype_name(value), target)
+        if (value.dtype, target) not in self._castable:  # checked once per dtype
+            self._check_kind(stream, name, dtype_name(value), target)
+            self._castable.add((value.dtype, target))
         value = value.astype(target, copy=False)
         if value.shape != shape:
             raise ScenarioError(f"expected {name!r} of shape {shape} (as first seen), given "
@@ -182,8 +203,9 @@ class Captures:
                                 key=f"outputs.{stream.name}")
 
     def _write_held(self, required: bool = False) -> None:
-        """Hand the captures taken so far to the writer, laying the file out first once every
-        value the streams keep has been seen (a stage's probes appear only after step 0)."""
+        """Hand the captures taken so far to the writer as one block per stream, laying the file
+        out first once every value the streams keep has been seen (a stage's probes appear only
+        after step 0)."""
         if self._writer is None:
             unseen: list[tuple[RecordStream, str | None]] = [
                 (s, n) for s in self.streams for n in s.values if n not in self._seen]
@@ -203,11 +225,10 @@ class Captures:
                                     f"laid out from them), given none {what}",
                                     key=f"outputs.{stream.name}")
             self._writer = self._open()
-        held, self._held = self._held, []
-        for name, step, time, host in held:
-            self._writer.capture(name, step, time, {n: host[n] for n in self._kept[name]})
+        held, self._held, self._held_bytes = self._held, [], 0
+        self._handed = monotonic()
         if held:  # the file says how far it is whole once these are on disk
-            self._writer.committed(max(step for _, step, _, _ in held))
+            commit_captures(self._writer, held, self._kept, max(s for _, s, _, _ in held))
 
     # ------------------------------------------------------------------ the file
 
@@ -286,6 +307,7 @@ class Captures:
     def flush(self) -> None:
         """Wait until every capture so far is in the file, synced and fsync'ed."""
         if self._writer is not None:
+            self._write_held()
             self._writer.flush()
 
     def _close_file(self, step: int, time: float, values: Mapping[str, Any]) -> Path | None:
@@ -302,9 +324,8 @@ class Captures:
             else:
                 final[spec.name] = to_host(value() if callable(value) else value, spec.dtype)
         self._writer.committed(step)
-        if len(final) == len(self._finals):
-            self._writer.final(step, time, final)
-        self._closed = self._writer.close({schema.ATTR_FINISHED: now()})
+        self._closed = complete(self._writer, step, time,
+                                final if len(final) == len(self._finals) else None)
         return self._closed
 
     def _abort(self, error: BaseException) -> Path | None:

@@ -67,25 +67,30 @@ class Recorder(Captures):
         if self._last_step is not None and step <= self._last_step:
             raise ScenarioError(f"expected a step after the last one recorded ({self._last_step}),"
                                 f" given {step}", key="step")
-        t = float(step) if time is None else float(to_host(time, np.float64))
+        t = float(step) if time is None else float(
+            time if type(time) is float else to_host(time, np.float64))
         if not math.isfinite(t):
             raise ScenarioError(f"expected a finite time, given {t}", key="time")
-        clash = sorted(set(values) & set(self._loose))
-        if clash:
-            raise ScenarioError(f"expected {clash[0]!r} once, given it both to probe() and to "
-                                "step()", key=clash[0])
+        if self._loose:
+            clash = sorted(set(values) & set(self._loose))
+            if clash:
+                raise ScenarioError(f"expected {clash[0]!r} once, given it both to probe() and "
+                                    "to step()", key=clash[0])
+            values, self._loose = {**self._loose, **values}, {}
         # None stands for a value the loop did not compute at this step (see ``due``).
-        values = {k: v for k, v in {**self._loose, **values}.items() if v is not None}
-        self._loose, self._step_host = {}, {}
+        values = {k: v for k, v in values.items() if v is not None}
+        self._step_host = {}
         for name, value in values.items():
-            if not callable(value):
+            if name not in self._seen and not callable(value):
                 self._see(name, value)
         probes, self._probes = self._probes, {}
-        self._keep_everything(step, values, probes)
+        if self._everything:
+            self._keep_everything(step, values, probes)
         due = [s for s in self.streams if s.stage is None and s.schedule.due(
             self._states[s.name], step, t, self._value_of(s, values))]
         # A stage that did not run this step (none before step 0) captures nothing.
-        staged = [s for s in self.streams if s.stage in probes and s.schedule.fires(step, t)]
+        staged = [s for s in self.streams if s.stage in probes
+                  and s.schedule.fires(step, t)] if probes else []
         copies, self._probe_copies = self._probe_copies, {}
         if due:
             values = _called(values, due)
@@ -101,11 +106,11 @@ class Recorder(Captures):
         """Fix the fields of the streams that keep everything: the values of this first step
         (a stage's stream: the probes of the first step its stage runs in). Nothing to do,
         and no work on this per-step path, once none is left."""
-        if any(stream.everything for stream in self.streams):
-            self.streams = tuple(
-                s.keeping(values if s.stage is None else probes[s.stage], step)
-                if s.everything and (s.stage is None or s.stage in probes) else s
-                for s in self.streams)
+        self.streams = tuple(
+            s.keeping(values if s.stage is None else probes[s.stage], step)
+            if s.everything and (s.stage is None or s.stage in probes) else s
+            for s in self.streams)
+        self._everything = any(stream.everything for stream in self.streams)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[Recorder]:
@@ -197,6 +202,8 @@ class Recorder(Captures):
 
 def _called(values: Mapping[str, Any], streams: list[RecordStream]) -> dict[str, Any]:
     """``values`` with the functions among those ``streams`` keep called."""
+    if not any(map(callable, values.values())):
+        return dict(values)
     needed = {n for s in streams for n in s.values}
     return {n: (v() if callable(v) and n in needed else v) for n, v in values.items()}
 

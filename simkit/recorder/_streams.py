@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from simkit.errors import ScenarioError
@@ -36,7 +37,7 @@ class RecordStream:
     summaries: tuple[Summary, ...] = ()
     everything: bool = False
 
-    @property
+    @cached_property
     def values(self) -> tuple[str, ...]:
         """Every value the loop must pass for a capture (summaries read their field)."""
         return tuple(dict.fromkeys(self.fields + self.diagnostics

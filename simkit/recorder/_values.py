@@ -26,7 +26,7 @@ def library_device(value: Any) -> tuple[str, str] | None:
 
 def to_host(value: Any, dtype: Any = None) -> np.ndarray:
     """A host copy of ``value`` (never a view of it: later in-place updates cannot reach it)."""
-    if is_torch_array(value):
+    if not isinstance(value, (np.ndarray, float, int)) and is_torch_array(value):
         tensor = value.detach()
         if tensor.is_floating_point() and tensor.element_size() < 4:
             tensor = tensor.float()  # bfloat16 and float8 have no NumPy dtype: float32 holds them
@@ -40,7 +40,7 @@ def dtype_name(value: Any) -> str:
     """The dtype of ``value`` by name (``str`` and ``bytes`` for text of any length)."""
     if isinstance(value, (bool, int, float)):
         return "float64"
-    if is_torch_array(value):
+    if not isinstance(value, (np.ndarray, float, int)) and is_torch_array(value):
         return str(value.dtype).removeprefix("torch.")
     dtype = np.dtype(value.dtype if hasattr(value, "shape") and hasattr(value, "dtype")
                      else np.asarray(value).dtype)
