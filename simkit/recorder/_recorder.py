@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,15 @@ class Recorder(Captures):
             if s.everything and (s.stage is None or s.stage in probes) else s
             for s in self.streams)
         self._everything = any(stream.everything for stream in self.streams)
+
+    def steps(self, steps: Sequence[int], times: Sequence[float] | None = None,
+              **values: Any) -> None:
+        """Record several steps at once, as ``step`` for each in order: ``values`` hold one row
+        per step along their first axis (as ``lax.scan`` stacks them; None: not computed)."""
+        for i, step in enumerate(steps):
+            self.step(step, None if times is None else times[i],
+                      **{name: None if value is None else value[i]
+                         for name, value in values.items()})
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[Recorder]:
