@@ -277,14 +277,15 @@ def test_sigkill_during_a_recorder_loop_keeps_every_committed_capture(tmp_path):
     assert list(d.loss.values[: last // 3 + 1]) == list(range(0, last + 1, 3))
 
 
-def test_readme_recorder_example_runs_and_reads_back(in_tmp):
+def test_guide_recorder_example_runs_and_reads_back(in_tmp):
     import re
     from pathlib import Path
 
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    guide = Path(__file__).parent.parent / "docs" / "guides" / "record-a-loop.md"
+    text = guide.read_text()
     block = re.search(r"```python\n(import numpy as np, simkit\n.*?simkit\.record\(.*?)```",
                       text, re.S).group(1)
-    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    exec(compile(block, str(guide), "exec"), {})  # noqa: S102 - the guide's own example
     tree = xr.open_datatree("runs/loop.nc")
     assert list(tree["snapshots"].step.values) == [*range(0, 1000, 100), 999]
     assert list(tree["mid"].step.values) == list(range(50, 1000, 50))
