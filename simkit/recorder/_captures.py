@@ -67,8 +67,8 @@ class Captures:
                 step).
             overwrite: replace an existing file once the recording finishes.
             max_pending: blocks of captures queued for the writer before the loop waits.
-            flush_seconds: durability lag: captures are handed to the writer in blocks, at
-                most about this long after they were taken (and at ``flush()``).
+            flush_seconds: durability lag: captures go to the writer in blocks, at the first
+                ``step`` call this long after they were taken, or at ``flush()`` and the end.
         """
         if not isinstance(outputs, Mapping) or not outputs:
             raise ScenarioError(f"expected a mapping of stream names to streams, given "
@@ -132,17 +132,17 @@ class Captures:
                  ) -> None:
         """Take host copies of what ``streams`` keep (a stage's probes: ``copies`` taken when
         they were given) and hand them to the file."""
-        copies = dict(copies or {})
+        copies = copies or {}
         for stream in streams:
-            missing = [n for n in stream.values if n not in values and n not in copies]
-            if missing:
-                raise ScenarioError(f"expected the value {missing[0]!r} that stream "
-                                    f"{stream.name!r} keeps at step {step}, given "
-                                    f"{', '.join(values) or 'none'}",
-                                    key=f"outputs.{stream.name}")
+            for missing in stream.values:
+                if missing not in values and missing not in copies:
+                    raise ScenarioError(f"expected the value {missing!r} that stream "
+                                        f"{stream.name!r} keeps at step {step}, given "
+                                        f"{', '.join(values) or 'none'}",
+                                        key=f"outputs.{stream.name}")
         host: dict[str, np.ndarray] = {}
         for stream in streams:
-            for name in stream.fields + stream.diagnostics:
+            for name in stream.kept:
                 if name not in host:
                     host[name] = self._host(stream, name, values, copies)
             for summary in stream.summaries:
@@ -150,16 +150,19 @@ class Captures:
                     source = values[summary.field] if summary.field in values \
                         else copies[summary.field]
                     host[summary.name] = self._summarize(stream, summary, source)
-        for stream in streams:
-            self._held.append((stream.name, step, time, host))
-            self._last_captured[stream.name] = step
+        self._held.extend((stream.name, step, time, host) for stream in streams)
+        self._last_captured.update((stream.name, step) for stream in streams)
         self._step_host.update(host)
         # Captures go to the writer a block at a time: when enough are held, when the last
-        # hand-over is ``flush_seconds`` old, and at ``flush`` and the end.
+        # hand-over is ``flush_seconds`` old (``_hand_over_late``), at ``flush`` and the end.
         self._held_bytes += sum(value.nbytes for value in host.values())
         if self._writer is None or len(self._held) >= _BLOCK_CAPTURES \
-                or self._held_bytes >= _BLOCK_BYTES \
-                or monotonic() - self._handed >= self._flush_seconds:
+                or self._held_bytes >= _BLOCK_BYTES:
+            self._write_held()
+
+    def _hand_over_late(self) -> None:
+        """Hand the captures held over once the last hand-over is ``flush_seconds`` old."""
+        if self._held and monotonic() - self._handed >= self._flush_seconds:
             self._write_held()
 
     def _host(self, stream: RecordStream, name: str, values: Mapping[str, Any],

@@ -100,6 +100,7 @@ class Recorder(Captures):
                           copies.get(stream.stage or "", {}))
         self._last_step, self._last_time = step, t
         self._last_values, self._last_probes = values, probes
+        self._hand_over_late()
 
     def _keep_everything(self, step: int, values: Mapping[str, Any],
                          probes: Mapping[str, Mapping[str, Any]]) -> None:

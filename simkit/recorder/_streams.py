@@ -38,6 +38,11 @@ class RecordStream:
     everything: bool = False
 
     @cached_property
+    def kept(self) -> tuple[str, ...]:
+        """The values a capture copies as they are: the fields, then the diagnostics."""
+        return self.fields + self.diagnostics
+
+    @cached_property
     def values(self) -> tuple[str, ...]:
         """Every value the loop must pass for a capture (summaries read their field)."""
         return tuple(dict.fromkeys(self.fields + self.diagnostics
