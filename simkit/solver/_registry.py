@@ -9,7 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,9 +25,32 @@ _IMPORT_PATH = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_
 _CLASS_ATTRS = ("name", "version", "description", "time_units", "Params", "Initial")
 
 
+#: The solvers' entry points by the state of ``sys.path`` they were read in (one entry).
+_REGISTERED: dict[tuple[tuple[str, int | None], ...], tuple[EntryPoint, ...]] = {}
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path or ".").st_mtime_ns
+    except OSError:
+        return None
+
+
+def registered() -> tuple[EntryPoint, ...]:
+    """The entry points of ``ENTRY_POINT_GROUP``, read once per state of ``sys.path`` (reading
+    every installed package's metadata takes tens of milliseconds, each run): a package
+    installed or removed since changes the modification time of its directory on the path."""
+    key = tuple((path, _mtime(path)) for path in sys.path)
+    found = _REGISTERED.get(key)
+    if found is None:
+        _REGISTERED.clear()
+        found = _REGISTERED[key] = tuple(entry_points(group=ENTRY_POINT_GROUP))
+    return found
+
+
 def available_solvers() -> list[str]:
     """Names of the installed solvers, sorted."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted({ep.name for ep in registered()})
 
 
 def import_allowed(allow_import: bool | None = None) -> bool:
@@ -110,7 +133,7 @@ def load_solver(name: str, *, allow_import: bool | None = None,
                 f"with --allow-import (allow_import=True in Python, or {ALLOW_IMPORT_ENV}=1)",
                 key="solver")
         return _check_class(_import_path(name, search), name)
-    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    found = [ep for ep in registered() if ep.name == name]
     if not found:
         names = available_solvers()
         hint = did_you_mean(name, names)
