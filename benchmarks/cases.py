@@ -368,6 +368,63 @@ def _diffrax_rk4(diffrax):
     return RK4
 
 
+def _hand_lorenz(steps: int, every: int, dt: float):
+    """The same RK4 steps and saves as simkit's lorenz63, as a hand-written ``lax.scan``: saves
+    along an outer scan, the steps between two saves in an inner loop; nothing written to a
+    file. Jitted, ``(3, batch) -> (final, saves)``."""
+    import jax
+
+    def rk4(y, _):
+        k1 = _lorenz_field(0.0, y, 28.0)
+        k2 = _lorenz_field(0.0, y + 0.5 * dt * k1, 28.0)
+        k3 = _lorenz_field(0.0, y + 0.5 * dt * k2, 28.0)
+        k4 = _lorenz_field(0.0, y + dt * k3, 28.0)
+        return y + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+    @jax.jit
+    def by_hand(y0):
+        def save(y, _):
+            y = jax.lax.fori_loop(0, every, lambda i, y: rk4(y, i), y)
+            return y, y
+        return jax.lax.scan(save, y0, None, length=steps // every)
+
+    return by_hand
+
+
+def _hand_lorenz_seconds(y0, steps: int, every: int, dt: float, repeats: int) -> float:
+    import jax
+
+    by_hand = _hand_lorenz(steps, every, dt)
+    jax.block_until_ready(by_hand(y0))
+    hand, _ = median_seconds(lambda: jax.block_until_ready(by_hand(y0)), repeats, warmup=0)
+    return hand
+
+
+def lorenz_rk4(quick: bool = False) -> dict:
+    """Lorenz-63, 1000 trajectories, RK4, saves every 100 steps: simkit JAX (with its file)
+    against a hand-written lax.scan of the same steps and saves, interleaved in one run."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    batch, steps, every, dt, repeats = (1000, 10_000, 100, 0.001, 5) if quick else (
+        1000, 100_000, 100, 0.001, 5)
+    rng = np.random.default_rng(0)
+    y0 = jnp.asarray(np.stack([1 + 0.1 * rng.standard_normal(batch) for _ in range(3)]))
+    by_hand = _hand_lorenz(steps, every, dt)
+    tmp = tempfile.mkdtemp()
+    scenario = {"solver": "lorenz63", "backend": "jax", "params": {"trajectories": batch},
+                "initial": {"spread": 0.1}, "steps": steps, "dt": dt, "check_finite": 0,
+                "outputs": {"s": {"every": every, "fields": "all"}}, "output": f"{tmp}/l.nc"}
+    medians = interleaved({"hand": lambda: jax.block_until_ready(by_hand(y0)),
+                           "simkit": lambda: _run(scenario)}, repeats)
+    out = {"trajectories": batch, "steps": steps, "saves every": every,
+           "hand-written lax.scan s (no file)": medians["hand"],
+           "simkit jax s (with file)": medians["simkit"]}
+    _target(out, "simkit / hand-written lax.scan", medians["simkit"] / medians["hand"], 1.1)
+    return out
+
+
 def peer_diffrax(quick: bool = False) -> dict:
     """Lorenz-63, 1000 trajectories, fixed-step RK4, saves every 100 steps: diffrax vs simkit."""
     diffrax = _peer("diffrax", "diffrax")
@@ -399,24 +456,7 @@ def peer_diffrax(quick: bool = False) -> dict:
                 "outputs": {"s": {"every": every, "fields": "all"}}, "output": f"{tmp}/l.nc"}
     ours, _ = median_seconds(lambda: _run(scenario), 3)
 
-    # The same RK4 steps and saves as a hand-written lax.scan: saves along an outer scan, the
-    # steps between two saves in an inner loop; nothing written to a file.
-    def rk4(y, _):
-        k1 = _lorenz_field(0.0, y, 28.0)
-        k2 = _lorenz_field(0.0, y + 0.5 * dt * k1, 28.0)
-        k3 = _lorenz_field(0.0, y + 0.5 * dt * k2, 28.0)
-        k4 = _lorenz_field(0.0, y + dt * k3, 28.0)
-        return y + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-
-    @jax.jit
-    def by_hand(y0):
-        def save(y, _):
-            y = jax.lax.fori_loop(0, every, lambda i, y: rk4(y, i), y)
-            return y, y
-        return jax.lax.scan(save, y0, None, length=steps // every)
-
-    jax.block_until_ready(by_hand(y0))
-    hand, _ = median_seconds(lambda: jax.block_until_ready(by_hand(y0)), 3, warmup=0)
+    hand = _hand_lorenz_seconds(y0, steps, every, dt, 3)
     out = {"trajectories": batch, "steps": steps, "diffrax s": theirs,
            "diffrax compile s": compile_s, "simkit jax s (with file)": ours,
            "hand-written lax.scan s (no file)": hand}
@@ -503,9 +543,29 @@ def _seconds_per_step(scenario_for, k: int, repeats: int, kernels: bool = True,
     return (medians["long"] - medians["short"]) / k
 
 
+def _jax_force_seconds(n: int, repeats: int) -> float:
+    """Median seconds of one jitted call of the JAX pair kernel on a Plummer sphere of ``n``
+    bodies, ten calls a sample (the reference a step's single force evaluation is held to)."""
+    import jax
+
+    from solvers import _pairs
+    from solvers.nbody import NBody, NBodyInitial, NBodyParams
+
+    jax.config.update("jax_enable_x64", True)
+    solver = NBody(NBodyParams(bodies=n))
+    state = solver.initial_state(NBodyInitial(), np.random.default_rng(0))
+    x, mass = jax.numpy.asarray(state["x"]), jax.numpy.asarray(state["mass"])
+    eps2 = solver.params.softening ** 2
+    ten = jax.jit(lambda x: jax.lax.fori_loop(0, 10, lambda i, y: y + 1e-9 * _pairs.acceleration_jax(
+        y, mass, 1.0, eps2), x))
+    seconds, _ = median_seconds(lambda: ten(x).block_until_ready(), repeats)
+    return seconds / 10
+
+
 def nbody_pairs(quick: bool = False) -> dict:
-    """Direct-sum N-body, N = 4096: pair interactions per second on every backend, with the
-    tiled kernels and (JAX) by the Array API specification, in the same run."""
+    """Direct-sum N-body, N = 4096: pair interactions per second (N^2 a step) on every backend,
+    with the tiled kernels and (JAX) by the Array API specification, and a step against one
+    force evaluation alone (the acceleration is carried: one evaluation a step), in one run."""
     n, repeats = (2048, 3) if quick else (4096, 3)
     steps = {"jax": 10, "torch": 1, "numpy": 2}
     tmp = tempfile.mkdtemp()
@@ -526,12 +586,15 @@ def nbody_pairs(quick: bool = False) -> dict:
             out[f"{backend} skipped"] = str(missing)
             continue
         label = f"{backend} {'kernels' if kernels else 'specification'}"
-        rates[label] = 2 * n * n / seconds  # two force evaluations (kicks) per step
+        rates[label] = n * n / seconds  # one force evaluation per step (carried to the next)
         out[f"{label} ms/step"] = seconds * 1e3
         out[f"{label} pairs/s"] = rates[label]
     if "jax specification" in rates:
         out["jax kernels / specification (speed-up)"] = \
             rates["jax kernels"] / rates["jax specification"]
+    alone = _jax_force_seconds(n, repeats)
+    out["jax one force evaluation alone ms"] = alone * 1e3
+    out["jax simkit step / one force evaluation"] = n * n / rates["jax kernels"] / alone
     _target(out, "jax pair interactions per second", rates["jax kernels"], 1e9, below=False)
     return out
 
@@ -1003,7 +1066,7 @@ def sharded_runs(quick: bool = False) -> dict:
 
 
 BENCHMARKS = [framework_overhead, capture_overhead, diagnostics_every_step, summaries_every_step,
-              peer_pypde, peer_diffrax,
+              peer_pypde, peer_diffrax, lorenz_rk4,
               memory_vs_captures, bandwidth, nbody_pairs, heat_kernels, torch_compile,
               cavity_kernels,
               sharded_runs,
