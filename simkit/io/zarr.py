@@ -9,6 +9,7 @@ nothing to repair. Each capture still carries its CRC32, as in NetCDF files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -20,6 +21,9 @@ from typing import Any
 import icechunk
 import numpy as np
 import zarr
+from zarr.core.array import AsyncArray
+from zarr.core.group import AsyncGroup
+from zarr.core.sync import sync
 
 from simkit.errors import DiskFullError, ScenarioError
 from simkit.io import schema
@@ -35,7 +39,6 @@ from simkit.io.zarr_layout import add_history, create_final, define, json_value
 from simkit.io.zarr_paths import is_s3, location
 from simkit.io.zarr_store import (
     BRANCH,
-    ZArray,
     array,
     create_repository,
     dims,
@@ -90,6 +93,8 @@ class ZarrWriter:
         self._session: icechunk.Session | None = None
         self._root: zarr.Group | None = None
         self._dirty = False
+        #: Captures handed over since the last commit, by array: where they start, and pieces.
+        self._pending: dict[str, tuple[int, list[np.ndarray]]] = {}
         self._last_commit = _time.monotonic()
         self._counts: dict[str, int] = {s.name: 0 for s in layout.streams}
         if append:
@@ -170,7 +175,18 @@ class ZarrWriter:
         group.attrs.put({key: json_value(value) for key, value in attrs.items()})
         self._dirty = True
 
+    def _flush(self) -> None:
+        """Write the pending captures, every array at once (one round trip to Zarr's event loop
+        rather than one per array)."""
+        pending, self._pending = self._pending, {}
+        if pending:
+            group = self._begin()
+            sync(_write_all(group._async_group, {
+                path: (start, pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+                for path, (start, pieces) in pending.items()}))
+
     def _commit(self, message: str) -> None:
+        self._flush()
         session, self._session, self._root = self._session, None, None
         self._dirty = False
         if session is not None and session.has_uncommitted_changes:
@@ -190,6 +206,7 @@ class ZarrWriter:
                 error = self._disk_full(self._free())
             self._failed = error
             self._session = self._root = None  # what it collected is dropped, never committed
+            self._pending = {}
             raise error from None
 
     def _free(self) -> int:
@@ -242,20 +259,17 @@ class ZarrWriter:
         if not n:
             return
         with self._writing():
-            group = self._begin()
-            i = self._counts[stream]
             names = self._names[stream]
-            for name, value in arrays.items():
-                _append(array(group, f"{stream}/{name}"), i, np.asarray(value))
-            _append(array(group, f"{stream}/{schema.TIME}"), i,
-                    np.asarray(times, dtype=np.float64))
             crcs = [capture_checksum(step, time, {name: arrays[name][j] for name in names}, names)
                     for j, (step, time) in enumerate(zip(steps, times, strict=True))]
-            _append(array(group, f"{stream}/{schema.CHECKSUM}"), i,
-                    np.array(crcs, dtype=np.uint32))
-            _append(array(group, f"{stream}/{schema.STEP}"), i,
-                    np.asarray(steps, dtype=np.int64))
-            self._counts[stream] = i + n
+            values = {**{name: np.asarray(value) for name, value in arrays.items()},
+                      schema.TIME: np.asarray(times, dtype=np.float64),
+                      schema.CHECKSUM: np.array(crcs, dtype=np.uint32),
+                      schema.STEP: np.asarray(steps, dtype=np.int64)}
+            for name, value in values.items():
+                self._pending.setdefault(f"{stream}/{name}", (self._counts[stream], []))[1] \
+                    .append(value)
+            self._counts[stream] += n
             self._dirty = True
 
     def sync(self) -> None:
@@ -336,12 +350,18 @@ def check_replaceable(path: str | os.PathLike[str], key: str = "output") -> None
                         "another output", key=key)
 
 
-def _append(target: ZArray, start: int, value: np.ndarray) -> None:
-    """Write ``value`` at ``start`` along the first axis, growing the array to hold it."""
-    end = start + value.shape[0]
-    if target.shape[0] != end:
-        target.resize((end, *target.shape[1:]))
-    target[start:end] = value
+async def _write_all(group: AsyncGroup, writes: Mapping[str, tuple[int, np.ndarray]]) -> None:
+    """Write each ``writes[path] = (start, value)`` at ``start`` along the first axis of the
+    array at ``path``, growing it to hold the value; all arrays at once."""
+    async def one(path: str, start: int, value: np.ndarray) -> None:
+        target = await group.getitem(path)
+        assert isinstance(target, AsyncArray)
+        end = start + value.shape[0]
+        if target.shape[0] != end:
+            await target.resize((end, *target.shape[1:]))
+        await target.setitem(slice(start, end), value)
+
+    await asyncio.gather(*(one(path, start, value) for path, (start, value) in writes.items()))
 
 
 def _existing(path: Path) -> Path:
