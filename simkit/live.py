@@ -45,7 +45,17 @@ def open(path: str | os.PathLike, group: str | None = None) -> Any:
 def stop(path: str | os.PathLike) -> None:
     """Ask the run writing ``path`` (in any process on a machine that sees the file) to stop at
     its next block boundary; its file is then marked interrupted and ``simkit resume`` continues
-    it."""
+    it.
+
+    The request is a file left beside the run's file, so it works across processes and
+    machines that share the disk. The process running the run exits 130 (``simkit run``) or
+    raises ``simkit.errors.RunInterrupted`` (``simkit.run``). Returns at once; ``simkit stop
+    --wait`` waits until the run has stopped.
+
+    Args:
+        path: the run's file, as given to the run (a run that replaces a file writes a
+            temporary beside it, which is found from this name).
+    """
     request_stop(path)
 
 

@@ -359,8 +359,24 @@ def _check_finite(value: float, grads: Mapping[str, Any],
 
 def grad(scenario: Any, objective: Objective, wrt: Sequence[str], **options: Any
          ) -> dict[str, Any]:
-    """The gradient of ``objective`` of a run with respect to ``wrt`` (see ``value_and_grad``,
-    which takes the same options)."""
+    """The gradient of ``objective`` of a run with respect to ``wrt``, without its value.
+
+    The same as ``value_and_grad(scenario, objective, wrt, **options).grad``; every option of
+    ``value_and_grad`` applies (``checkpoint``, ``backend``, ``gradients``, ``output``,
+    overrides).
+
+    Args:
+        scenario: a scenario file, mapping or ``Scenario``, as for ``simkit.run``.
+        objective: ``objective(final, captures) -> scalar``, e.g. ``simkit.misfit(...)``.
+        wrt: names of differentiable parameters and of initial fields.
+        **options: as for ``value_and_grad``.
+
+    Returns:
+        The gradients by name: a float per parameter, an array of the field's shape per field.
+
+    Example:
+        ``simkit.grad("heat.yaml", simkit.misfit("truth.nc", "snapshots"), ["diffusivity"])``
+    """
     return value_and_grad(scenario, objective, wrt, **options).grad
 
 

@@ -160,8 +160,27 @@ class Misfit:
 
 def misfit(path: str | os.PathLike[str], stream: str, fields: Sequence[str] | None = None,
            steps: Sequence[int] | None = None) -> Misfit:
-    """The misfit between this run's captures of ``stream`` and those of the file ``path``
-    (see ``Misfit``): an objective for parameter estimation and data assimilation."""
+    """The misfit between this run's captures of ``stream`` and those of the file ``path``:
+    an objective for parameter estimation and data assimilation.
+
+    Its value is half the sum of squared differences over the compared variables at every
+    observed step, in the square of the variables' units (``K2`` for a field in ``K``). Each
+    observed step must be one the run captures in ``stream``; ``simkit validate`` checks this
+    for a scenario's ``objective:`` block.
+
+    Args:
+        path: the observations: a simkit file, or any NetCDF file with a ``stream`` group of
+            ``step``-indexed variables.
+        stream: the group of the observations, and the stream of this run compared with them.
+        fields: the variables compared (default: the stream's fields in the file).
+        steps: only these observed steps (default: all).
+
+    Returns:
+        A ``Misfit``, the objective to pass to ``value_and_grad`` or ``grad``.
+
+    Raises:
+        ScenarioError: the file is missing, or holds no such stream or variables.
+    """
     return Misfit(path, stream, fields, steps)
 
 

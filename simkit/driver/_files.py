@@ -32,7 +32,18 @@ LIBRARY_PACKAGES = {"numpy": (), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run produced: the file, and the final state as host arrays."""
+    """What a run produced: the file, and the final state as host arrays.
+
+    Returned by ``simkit.run`` and ``simkit.resume`` (and by ``simkit.iterate`` as its
+    generator's return value).
+
+    Attributes:
+        path: the run's file (after ``--overwrite``, the replaced file's path).
+        state: the final state's fields, by name, as NumPy arrays on the host.
+        step: the step the run ended at (earlier than the scenario's length after a
+            ``stop_when``).
+        time: the simulated time at that step.
+    """
 
     path: Path
     state: dict[str, np.ndarray]

@@ -30,7 +30,13 @@ MAX_SEED = 2**32 - 1
 
 
 class Scenario(BaseModel):
-    """A run, as written in a scenario file (solver-specific parts still raw)."""
+    """A run, as written in a scenario file (solver-specific parts still raw).
+
+    ``simkit.scenario.plan_run`` reads a file or mapping into one and checks it against its
+    solver; ``simkit.run`` accepts one wherever it accepts a file. Every key is
+    listed with its type and default in the reference's scenario format page and by
+    ``simkit schema``; ``params`` and ``initial`` are validated by the solver's own models.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 

@@ -266,7 +266,13 @@ class Members(tuple[AbstractSchedule, ...]):
 
 @dataclass(frozen=True)
 class AnyOf(AbstractSchedule):
-    """Fires whenever any of its members fires."""
+    """Fires whenever any of its members fires (a capture is taken once at a step where
+    several fire).
+
+    In a scenario, several schedule keys in one stream make a union (``{every: 100, at:
+    [3]}``), as does ``any: [{every: 100}, {at: [3]}]``; from Python, ``AnyOf((Every(100),
+    At((3,))))``.
+    """
 
     kind: ClassVar[str] = "any"
 

@@ -76,7 +76,12 @@ class _Listed(_StepSchedule):
 
 @dataclass(frozen=True)
 class Every(_StepSchedule):
-    """Fires at steps ``offset, offset + every, offset + 2 * every, ...``."""
+    """Fires at steps ``offset, offset + every, offset + 2 * every, ...``.
+
+    Step 0 is the initial state, so ``Every(100)`` captures it and every 100th step after;
+    ``Every(100, offset=50)`` captures steps 50, 150, ... In a scenario: ``every: 100``
+    (``offset: 50``).
+    """
 
     kind: ClassVar[str] = "every"
     form: ClassVar[str] = "every: N [offset: K]"
@@ -115,7 +120,10 @@ class Every(_StepSchedule):
 
 @dataclass(frozen=True)
 class At(_Listed):
-    """Fires at an explicit list of steps, e.g. ``At((2, 5, 8))``."""
+    """Fires at an explicit list of steps, e.g. ``At((2, 5, 8))``.
+
+    In a scenario: ``at: [2, 5, 8]``. Steps after the run's last step draw a warning.
+    """
 
     kind: ClassVar[str] = "at"
     form: ClassVar[str] = "at: [2, 5, 8]"
@@ -249,7 +257,7 @@ class _Flagged(_StepSchedule):
 
 @dataclass(frozen=True)
 class First(_Flagged):
-    """Fires at step 0, the initial state."""
+    """Fires at step 0, the initial state. In a scenario: ``first: true``."""
 
     kind: ClassVar[str] = "first"
     form: ClassVar[str] = "first: true"
@@ -266,7 +274,8 @@ class First(_Flagged):
 
 @dataclass(frozen=True)
 class Last(_Flagged):
-    """Fires at the final state, wherever the run ends."""
+    """Fires at the final state, wherever the run ends (its last step, or where ``stop_when``
+    ended it). In a scenario: ``last: true``."""
 
     kind: ClassVar[str] = "last"
     form: ClassVar[str] = "last: true"

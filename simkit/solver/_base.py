@@ -30,14 +30,37 @@ KERNELS_ENV = "SIMKIT_KERNELS"
 
 
 class SolverModel(BaseModel):
-    """Base of a solver's parameter and initial-condition models: strict, no unknown keys, no NaN."""
+    """Base of a solver's parameter and initial-condition models: strict, no unknown keys, no NaN.
+
+    A solver declares ``Params`` and ``Initial`` as subclasses with typed, defaulted fields
+    (pydantic); a scenario's ``params`` and ``initial`` are validated against them before
+    anything runs, each error naming the key, and ``simkit schema`` lists them. Models are
+    frozen, and strict: ``1`` is not accepted for a ``str`` nor ``"1"`` for an ``int``.
+
+    Example:
+        ``class Params(SolverModel): rate: float = Field(1.0, gt=0, description="decay rate")``
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """A prognostic field: its name, dimensions, CF units and long name."""
+    """A prognostic field: its name, dimensions, CF units and long name.
+
+    A solver's ``fields()`` returns one per array of its state that steps carry forward. Files
+    store the field as a variable of these dimensions (a stream adds ``step`` in front) with
+    ``units`` and ``long_name`` as CF attributes.
+
+    Args:
+        name: the field's key in the state, and its variable name in files.
+        dims: its dimension names, each a ``Coordinate`` of the solver, e.g. ``("y", "x")``.
+        units: CF units (UDUNITS syntax), e.g. ``"K"``, ``"m s-1"``; ``"1"`` if dimensionless.
+        long_name: a readable description, shown in plots and ``simkit inspect``.
+
+    Example:
+        ``FieldSpec("u", ("y", "x"), "K", "temperature")``
+    """
 
     name: str
     dims: tuple[str, ...]
@@ -47,7 +70,21 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Coordinate:
-    """A grid coordinate: host values along one dimension, with CF units and long name."""
+    """A grid coordinate: host values along one dimension, with CF units and long name.
+
+    A solver's ``coordinates()`` returns one per dimension its fields and vector diagnostics
+    name; files store it as a coordinate variable of that dimension.
+
+    Args:
+        name: the dimension's name, as ``FieldSpec.dims`` and ``Diagnostic.dims`` say it.
+        values: a one-dimensional NumPy array (host values, whatever the backend): cell
+            centres, wave numbers, histogram bins.
+        units: CF units, e.g. ``"m"``; ``"1"`` for indices.
+        long_name: a readable description, e.g. ``"x position"``.
+
+    Example:
+        ``Coordinate("x", np.arange(64) * dx, "m", "x position")``
+    """
 
     name: str
     values: np.ndarray
