@@ -25,8 +25,9 @@ _IMPORT_PATH = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_
 _CLASS_ATTRS = ("name", "version", "description", "time_units", "Params", "Initial")
 
 
-#: The solvers' entry points by the state of ``sys.path`` they were read in (one entry).
-_REGISTERED: dict[tuple[tuple[str, int | None], ...], tuple[EntryPoint, ...]] = {}
+#: The solvers' entry points as last read: the ``sys.path`` they were read from, the
+#: modification times of its directories that held packages then, and the entry points.
+_REGISTERED: list[tuple[tuple[str, ...], dict[str, int | None], tuple[EntryPoint, ...]]] = []
 
 
 def _mtime(path: str) -> int | None:
@@ -36,15 +37,27 @@ def _mtime(path: str) -> int | None:
         return None
 
 
+def _holds_packages(path: str) -> bool:
+    try:
+        return any(name.endswith((".dist-info", ".egg-info")) for name in os.listdir(path or "."))
+    except OSError:
+        return False
+
+
 def registered() -> tuple[EntryPoint, ...]:
-    """The entry points of ``ENTRY_POINT_GROUP``, read once per state of ``sys.path`` (reading
-    every installed package's metadata takes tens of milliseconds, each run): a package
-    installed or removed since changes the modification time of its directory on the path."""
-    key = tuple((path, _mtime(path)) for path in sys.path)
-    found = _REGISTERED.get(key)
-    if found is None:
-        _REGISTERED.clear()
-        found = _REGISTERED[key] = tuple(entry_points(group=ENTRY_POINT_GROUP))
+    """The entry points of ``ENTRY_POINT_GROUP``, read again only when ``sys.path`` or one of its
+    directories that held packages changed (reading every installed package's metadata takes
+    tens of milliseconds, each run): installing or removing a package there changes the
+    directory's modification time. A directory that held no package (the folder a script runs
+    in, where its runs write their files) is not watched."""
+    path = tuple(sys.path)
+    if _REGISTERED:
+        read_from, times, found = _REGISTERED[0]
+        if read_from == path and all(_mtime(p) == t for p, t in times.items()):
+            return found
+    times = {p: _mtime(p) for p in path if _holds_packages(p)}
+    found = tuple(entry_points(group=ENTRY_POINT_GROUP))
+    _REGISTERED[:] = [(path, times, found)]
     return found
 
 
