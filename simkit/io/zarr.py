@@ -126,6 +126,9 @@ class ZarrWriter:
     def _create(self, attrs: Mapping[str, object], overwrite: bool) -> None:
         taken = exists(self.location)
         if taken and not overwrite:
+            if is_s3(self.location):  # no check before the run looked at object storage
+                raise ScenarioError(f"expected a new output (or --overwrite), given "
+                                    f"{self.location!r} which exists", key="output")
             raise _output_taken(self.location)
         if taken:
             check_replaceable(self.location)
