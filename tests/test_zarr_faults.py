@@ -269,9 +269,10 @@ def test_a_reader_polling_a_running_run_sees_steps_only_grow(in_tmp):
             for name in STREAMS:
                 assert steps[name][:len(seen[name])] == seen[name]  # only grows
                 seen[name] = steps[name]
-            if counts["snaps"] and polls % 10 == 0:
-                captures = reader.captures("snaps", counts["snaps"])
-                taken.append(("snaps", int(captures.steps[-1]), captures.arrays["u"][-1]))
+        if counts["snaps"] and polls % 10 == 0:  # as a notebook reads it: simkit.open
+            snaps = simkit.open(path, group="snaps")
+            assert list(snaps.step.values[:len(steps["snaps"])]) == steps["snaps"]
+            taken.append(("snaps", int(snaps.step[-1]), snaps.u.values[-1]))
         polls += 1
         time.sleep(0.01)
     proc.communicate(timeout=120)
@@ -283,3 +284,24 @@ def test_a_reader_polling_a_running_run_sees_steps_only_grow(in_tmp):
     assert len({step for _, step, _ in taken}) > 1  # the run went on while polled
     for _, step, value in taken:
         assert_bitwise(value, final.arrays["u"][index[step]])
+
+
+def test_stop_asks_a_running_zarr_run_to_stop_and_resume_finishes_it(reference, in_tmp,
+                                                                    capsys):
+    ref, _ = reference
+    (in_tmp / "s.yaml").write_text(SCENARIO)
+    proc = _reporting(in_tmp, "run")
+    assert proc.stdout is not None
+    proc.stdout.readline()  # it writes
+    assert main(["stop", "run.zarr", "--wait"]) == 0
+    assert "stopped: continue it with `simkit resume run.zarr`" in capsys.readouterr().out
+    proc.communicate(timeout=120)
+    with open_reader("run.zarr") as reader:
+        assert reader.status() == schema.STATUS_INTERRUPTED
+        assert reader.whole_counts() == reader.lengths()
+    _assert_prefix_of(_contents(in_tmp / "run.zarr"), ref)
+    assert simkit.resume("run.zarr").step == 2400
+    got = _contents(in_tmp / "run.zarr")
+    for name in STREAMS:
+        for var, value in ref[name].items():
+            assert_bitwise(got[name][var], value)
