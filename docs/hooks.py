@@ -41,13 +41,23 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 # --- the command line -------------------------------------------------------------------------
 
 def _cell(text: str) -> str:
+    """Text for one cell of a Markdown table: no line breaks, no column separators,
+    ``<name>`` placeholders shown rather than read as HTML tags and ``{...}`` mappings rather
+    than read as attribute lists."""
+    text = text.replace("<", "&lt;").replace(">", "&gt;").replace("{", "&#123;")
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
+GLOBAL = {"-v", "-q", "--log-quiet", "--debug"}  # listed once, for the command line as a whole
+
+
+def _option_rows(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()
+                 ) -> list[str]:
     rows = []
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        if skip.intersection(action.option_strings):
             continue
         if action.option_strings:
             name = ", ".join(f"`{flag}`" for flag in action.option_strings)
@@ -76,8 +86,8 @@ def cli_markdown() -> str:
     lines = ["# Command line", "",
              "Generated from the `simkit` command's own parser when this site is built.", "",
              "```text", parser.format_usage().strip(), "```", "",
-             "The global options may also come after the command (`simkit run s.yaml -q` is "
-             "`simkit -q run s.yaml`).", "",
+             "The global options below may also come after the command (`simkit run s.yaml -q` "
+             "is `simkit -q run s.yaml`); the commands' tables leave them out.", "",
              "| option | meaning |", "|---|---|", *_option_rows(parser), ""]
     lines += ["| command | what it does |", "|---|---|"]
     lines += [f"| [`{name}`](#simkit-{name}) | {_cell(helps.get(name) or '')} |"
@@ -88,7 +98,7 @@ def cli_markdown() -> str:
         description = command.description or helps.get(name) or ""
         lines += [description[:1].upper() + description[1:], ""] if description else []
         lines += ["```text", usage, "```", "", "| argument | meaning |", "|---|---|",
-                  *_option_rows(command)]
+                  *_option_rows(command, frozenset(GLOBAL))]
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +106,7 @@ def cli_markdown() -> str:
 
 def _type(schema: dict[str, Any]) -> str:
     if "enum" in schema:
-        return " \\| ".join(f"`{value}`" for value in schema["enum"])
+        return " or ".join(f"`{value}`" for value in schema["enum"])
     if "$ref" in schema:
         return schema["$ref"].rsplit("/", 1)[-1]
     for key in ("anyOf", "oneOf"):
