@@ -55,7 +55,7 @@ def test_the_generator_has_every_notebook_and_each_plotting_one_draws():
     drawing = [name for name in NAMES
                if any(DRAWS.search(src) for kind, src in make.NOTEBOOKS[name] if kind == "code")]
     assert drawing == ["01_quickstart.ipynb", "02_intermediates.ipynb", "03_validation.ipynb",
-                       "06_record.ipynb", "07_live.ipynb"]
+                       "06_record.ipynb", "07_live.ipynb", "08_compiled_record.ipynb"]
     for name in NAMES:  # figures go inline, not to files of a temporary folder
         sources = "".join(src for kind, src in make.NOTEBOOKS[name] if kind == "code")
         assert "matplotlib.use" not in sources and "savefig" not in sources, name

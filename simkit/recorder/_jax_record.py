@@ -314,8 +314,11 @@ class _Blocks:
                         b["steps"], b["times"], b["values"], step, time, values, ordered=True)
             return {**b, "count": jnp.zeros((), jnp.int32)}
 
-        branch = jnp.where(big, 2, jnp.where(small, 1, 0))
-        buf = jax.lax.switch(branch, [keep, append, at_once], buf)
+        if all(is_big(due, self.small) for due in self.dues):  # no rows: one branch
+            buf = jax.lax.cond(big, at_once, keep, buf)
+        else:
+            branch = jnp.where(big, 2, jnp.where(small, 1, 0))
+            buf = jax.lax.switch(branch, [keep, append, at_once], buf)
         return {**buf, "prev": now}
 
     def finish_host(self, buf: Any, step: Any, time: Any, values: Mapping[str, Any]) -> None:
