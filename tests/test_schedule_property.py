@@ -2,7 +2,7 @@
 
 The reference steps the ``fixture_solvers:Spring`` oscillators one step at a time in plain NumPy
 and asks every schedule, at every step, whether it fires, with the textbook meaning of each kind
-(README, "Schedules"): no plan, no blocks, no buffers. The run under test cuts its blocks
+(docs/reference/schedules.md): no plan, no blocks, no buffers. The run under test cuts its blocks
 wherever the drawn budget says (few capture points per block, buffers of one capture, a
 durability lag of one step, finiteness checks or progress updates every few steps). Steps,
 times and every captured value must be equal bit for bit: time steps and simulated-time
