@@ -3,7 +3,6 @@ fresh process loads the compiled executables instead of compiling them again."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,8 +13,6 @@ import jax
 #: Unset: ``$XDG_CACHE_HOME/simkit/jax``, else ``~/.cache/simkit/jax``.
 CACHE_ENV = "SIMKIT_COMPILATION_CACHE"
 _OFF = frozenset({"0", "off", "false", "no", "none"})
-#: The most the cache folder holds; JAX removes the least recently used programs beyond it.
-MAX_BYTES = 2**30
 _configured = False
 
 
@@ -33,8 +30,10 @@ def cache_folder(environ: Mapping[str, str] = os.environ) -> Path | None:
 def configure_compilation_cache() -> None:
     """Point JAX's persistent cache at ``cache_folder()`` once per process, caching every
     program however small or quick to compile (a tiny run's programs compile in well under
-    JAX's default threshold of a second, and they are what a second run waits for), up to
-    ``MAX_BYTES`` in all.
+    JAX's default threshold of a second, and they are what a second run waits for). Nothing is
+    evicted (JAX's own default): the folder may be removed at any time. (JAX's size limit is not
+    set: its eviction reads an access-time file beside each program and fails on programs
+    written without one, by a process that set no limit.)
 
     A cache the user configured for JAX itself (``JAX_COMPILATION_CACHE_DIR`` or
     ``jax.config``) is left as it is; so is JAX once it has looked for its cache (a program
@@ -51,6 +50,3 @@ def configure_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    # JAX's default is no limit; its eviction needs the filelock package.
-    if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec("filelock"):
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
