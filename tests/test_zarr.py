@@ -268,3 +268,17 @@ def test_simkit_open_reads_a_zarr_run_as_the_netcdf_one(in_tmp):
     snaps = simkit.open("run.zarr", group="snaps")
     assert list(snaps.step.values) == list(range(0, 41, 5))
     assert yaml.safe_load(got.attrs[schema.ATTR_SCENARIO])["output"] == "run.zarr"
+
+
+def test_format_zarr_picks_the_default_output_and_refuses_another_name(in_tmp):
+    (in_tmp / "heat.yaml").write_text(SCENARIO.replace("output: run.zarr\n", "format: zarr\n"))
+    result = simkit.run("heat.yaml")
+    assert result.path == Path("runs/heat.zarr") and (in_tmp / "runs/heat.zarr").is_dir()
+    with open_reader("runs/heat.zarr") as reader:
+        assert reader.status() == "complete"
+    with pytest.raises(ScenarioError, match=r"expected an output ending in \.zarr \(or an s3:// "
+                                            r"URL\) for format: zarr, given 'run\.nc'"):
+        simkit.run("heat.yaml", output="run.nc")
+    with pytest.raises(ScenarioError, match="expected an output not ending in .zarr for format: "
+                                            "netcdf, given 'run.zarr'"):
+        simkit.run("heat.yaml", sets=["format=netcdf"], output="run.zarr")

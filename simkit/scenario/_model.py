@@ -75,7 +75,11 @@ class Scenario(BaseModel):
         "{misfit: {path, stream, fields}, wrt: [names], checkpoint: sqrt|all, backend: jax|torch}")
     gradients: dict[str, dict[str, Any]] | None = Field(
         None, description="adjoint streams dL/du_k of the objective: {name: {<schedule>, fields}}")
-    output: str | None = Field(None, description="output file (default: runs/<scenario>.nc)")
+    output: str | None = Field(None, description="output file (default: runs/<scenario>.nc, "
+                               "or .zarr with format: zarr)")
+    format: Literal["netcdf", "zarr"] | None = Field(
+        None, description="output format: netcdf (one file), or zarr (an Icechunk repository, "
+        "local or s3://; needs simkit[zarr]); default: told by the output's name")
 
     @field_validator("outputs", "gradients", mode="before")
     @classmethod

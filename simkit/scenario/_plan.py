@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from simkit.errors import ScenarioError
+from simkit.io import is_zarr
 from simkit.scenario._additions import _additions, _extend
 from simkit.scenario._checks import (
     _check_initial,
@@ -165,9 +166,15 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
         _check_capture_count(stream, scenario, steps, dt)
     if scenario.output is not None:
         output = Path(scenario.output)
+        if scenario.format is not None and (scenario.format == "zarr") != is_zarr(output):
+            wanted = "ending in .zarr (or an s3:// URL)" if scenario.format == "zarr" \
+                else "not ending in .zarr"
+            raise ScenarioError(f"expected an output {wanted} for format: {scenario.format}, "
+                                f"given {scenario.output!r}", key="output")
     else:
         stem = Path(source).stem if source else scenario.solver
-        output = Path(_DEFAULT_OUTPUT_DIR) / f"{stem}.nc"
+        suffix = ".zarr" if scenario.format == "zarr" else ".nc"
+        output = Path(_DEFAULT_OUTPUT_DIR) / f"{stem}{suffix}"
     inputs = {"scenario file": source} if source else {}
     if isinstance(getattr(initial, "path", None), str):
         inputs["initial condition file"] = initial.path
