@@ -136,7 +136,9 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
             else:
                 yield item
 
-    nav = set(entries(config["nav"]))
+    listed = list(entries(config["nav"]))
+    assert len(listed) == len(set(listed)), "a page is listed twice in the nav"
+    nav = set(listed)
     generated = {"reference/cli.md", "reference/scenario-format.md"}
     notebooks = {f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")}
     pages = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
