@@ -282,3 +282,16 @@ def test_format_zarr_picks_the_default_output_and_refuses_another_name(in_tmp):
     with pytest.raises(ScenarioError, match="expected an output not ending in .zarr for format: "
                                             "netcdf, given 'run.zarr'"):
         simkit.run("heat.yaml", sets=["format=netcdf"], output="run.zarr")
+
+
+def test_a_run_with_an_objective_wants_a_netcdf_output(in_tmp):
+    from simkit.scenario import plan_run
+
+    (in_tmp / "truth.nc").write_bytes(b"")
+    scenario = yaml.safe_load(SCENARIO)
+    scenario["objective"] = {"misfit": {"path": "truth.nc", "stream": "snaps"},
+                             "wrt": ["diffusivity"], "backend": "torch"}
+    with pytest.raises(ScenarioError, match="expected a NetCDF output for a run with an "
+                                            "objective .gradients are written to NetCDF files "
+                                            "only., given 'run.zarr'"):
+        plan_run(scenario)

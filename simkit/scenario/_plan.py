@@ -175,6 +175,10 @@ def _plan(data: dict[str, Any], source: str | None, overwrite: bool,
         stem = Path(source).stem if source else scenario.solver
         suffix = ".zarr" if scenario.format == "zarr" else ".nc"
         output = Path(_DEFAULT_OUTPUT_DIR) / f"{stem}{suffix}"
+    if scenario.objective is not None and is_zarr(output):
+        raise ScenarioError(f"expected a NetCDF output for a run with an objective (gradients "
+                            f"are written to NetCDF files only), given {str(output)!r}",
+                            key="output")
     inputs = {"scenario file": source} if source else {}
     if isinstance(getattr(initial, "path", None), str):
         inputs["initial condition file"] = initial.path
