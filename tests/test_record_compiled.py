@@ -87,8 +87,8 @@ def test_rec_scan_inside_jit_writes_the_host_file(tmp_path):
 
 def test_rec_scan_called_twice_continues_and_the_same_steps_again_are_refused(tmp_path):
     """Each run of a jitted function delivers its steps when it runs (tracing captures
-    nothing): two runs over consecutive steps make one file; a third over steps already
-    recorded is refused as steps out of order."""
+    nothing): two runs over consecutive steps (150 then 151 of them: a retrace) make one file;
+    a third over steps already recorded is refused as steps out of order."""
     want = _host_file(tmp_path / "h.nc", _WITH_LAST)
     with simkit.record(tmp_path / "c.nc", _WITH_LAST) as rec:
         run = jax.jit(lambda u, steps: rec.scan(_body(rec), u, steps)[0])
@@ -164,6 +164,26 @@ def test_rec_scan_hands_per_step_scalars_over_in_blocks(tmp_path, monkeypatch):
     assert calls == [1024, 1024, steps - 1 - 2048]
     diag = xr.open_dataset(tmp_path / "c.nc", group="diag")
     assert list(diag.step.values) == list(range(steps))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int32", "bool"])
+@pytest.mark.parametrize("side", ["above", "below"])
+def test_a_condition_on_the_device_says_what_the_host_says_at_its_threshold(dtype, side):
+    """Near the threshold (0.1 is no float32, 3.0 is every dtype's, 2.5 no integer's), the
+    device's comparison in the value's dtype and the host's on its float64 agree."""
+    from simkit.recorder._jax_due import holds_on_device
+    from simkit.schedule import Condition
+
+    for limit in (0.1, 3.0, 2.5, -1.0):
+        condition = Condition("x", **{side: limit})
+        near = np.asarray(limit, np.float32)
+        grid = np.concatenate([np.nextafter(near, np.float32(np.inf)) + np.arange(-40, 40)
+                               * np.spacing(near), np.linspace(-4, 4, 81, dtype=np.float32)])
+        values = jnp.asarray(grid).astype(dtype)
+        device = np.asarray(jax.vmap(lambda v, c=condition: holds_on_device(c, v))(values))
+        host = [condition.holds(float(np.asarray(v, np.float64))) for v in np.asarray(
+            values.astype(jnp.float32))]
+        assert list(device) == host, (limit, dtype)
 
 
 def _refused(tmp_path, outputs, body, match):
