@@ -172,7 +172,8 @@ class Captures:
             self._seen[name] = shape_dtype(name, copies[name] if name in copies
                                            else values[name])
         shape, dtype = self._seen[name]
-        value = copies[name] if name in copies else to_host(values[name])
+        value = copies[name] if name in copies else values[name]
+        value = np.array(value) if type(value) is float else to_host(value)
         target = "float64" if name in stream.diagnostics else dtype
         if (value.dtype, target) not in self._castable:  # checked once per dtype
             self._check_kind(stream, name, dtype_name(value), target)

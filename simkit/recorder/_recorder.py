@@ -63,7 +63,8 @@ class Recorder(Captures):
         if _compiled.traced(step, time, values):  # inside jax.jit / torch.compile
             return _compiled.step(self, step, time, values)
         self._check_open()
-        step = _step_number(step)
+        if type(step) is not int or not 0 <= step <= MAX_STEP:
+            step = _step_number(step)
         if self._last_step is not None and step <= self._last_step:
             raise ScenarioError(f"expected a step after the last one recorded ({self._last_step}),"
                                 f" given {step}", key="step")
@@ -210,10 +211,10 @@ class Recorder(Captures):
             raise RunInterrupted(str(error) or "SIGINT", kept) from error
 
 
-def _called(values: Mapping[str, Any], streams: list[RecordStream]) -> dict[str, Any]:
+def _called(values: dict[str, Any], streams: list[RecordStream]) -> dict[str, Any]:
     """``values`` with the functions among those ``streams`` keep called."""
     if not any(map(callable, values.values())):
-        return dict(values)
+        return values
     needed = {n for s in streams for n in s.values}
     return {n: (v() if callable(v) and n in needed else v) for n, v in values.items()}
 
