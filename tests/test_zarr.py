@@ -295,3 +295,28 @@ def test_a_run_with_an_objective_wants_a_netcdf_output(in_tmp):
                                             "objective .gradients are written to NetCDF files "
                                             "only., given 'run.zarr'"):
         plan_run(scenario)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_captures_of_a_chunk_each_read_back_bit_for_bit(tmp_path, dtype):
+    # Captures of 1 MiB or more are a chunk each, put in the store as their bytes.
+    ny = 512 if dtype == "float64" else 1024
+    coords = (schema.CoordinateSpec("y", np.arange(float(ny)), "m", "y"),
+              schema.CoordinateSpec("x", np.arange(256.0), "m", "x"))
+    u = schema.VariableSpec("u", ("y", "x"), "K", "temperature", dtype)
+    layout = schema.RunLayout(coords, (u,), (schema.StreamSpec("snap", (u,), ()),), "s")
+    writer = ZarrWriter(tmp_path / "big.zarr", layout, _ATTRS)
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((7, ny, 256)).astype(dtype)
+    writer.write_block("snap", [0, 1, 2], [0.0, 0.1, 0.2], {"u": values[:3]})
+    writer.write_block("snap", [3], [0.3], {"u": values[3:4]})  # two blocks of one commit
+    writer.sync()
+    writer.write_block("snap", [4, 5, 6], [0.4, 0.5, 0.6], {"u": values[4:]})
+    writer.close()
+    with ZarrReader(tmp_path / "big.zarr") as reader:
+        held = reader.captures("snap")
+        assert reader.whole_counts() == {"snap": 7}  # the checksums hold
+    assert_bitwise(held.arrays["u"], values)
+    snap = xr.open_zarr(store(tmp_path / "big.zarr"), group="snap", consolidated=False)
+    assert_bitwise(snap.u.values, values)
+    assert snap.u.encoding["chunks"] == (1, ny, 256)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sys
 import time as _time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import icechunk
 import numpy as np
 import zarr
 from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 
@@ -362,9 +364,30 @@ async def _write_all(group: AsyncGroup, writes: Mapping[str, tuple[int, np.ndarr
         end = start + value.shape[0]
         if target.shape[0] != end:
             await target.resize((end, *target.shape[1:]))
-        await target.setitem(slice(start, end), value)
+        if _one_capture_chunks(target, value):
+            await asyncio.gather(*(_put_chunk(target, start + j, value[j])
+                                   for j in range(value.shape[0])))
+        else:
+            await target.setitem(slice(start, end), value)
 
     await asyncio.gather(*(one(path, start, value) for path, (start, value) in writes.items()))
+
+
+def _one_capture_chunks(target: AsyncArray[Any], value: np.ndarray) -> bool:
+    """Whether each capture of ``value`` is a whole chunk of ``target`` stored as its raw bytes
+    (one capture a chunk, no filters or compressors, little-endian data): then it is put in
+    the store as it is, without Zarr's codec pipeline (a quarter of the write's time)."""
+    return (value.ndim > 1 and tuple(target.chunks) == (1, *target.shape[1:])
+            and not target.filters and not target.compressors
+            and sys.byteorder == "little" and value.dtype.byteorder in ("=", "<", "|")
+            and value.dtype == target.dtype)
+
+
+async def _put_chunk(target: AsyncArray[Any], index: int, capture: np.ndarray) -> None:
+    """Put one capture as the chunk ``index`` of ``target`` (see ``_one_capture_chunks``)."""
+    key = target.metadata.encode_chunk_key((index,) + (0,) * (capture.ndim))
+    data = np.ascontiguousarray(capture).view(np.uint8).reshape(-1)
+    await (target.store_path / key).set(default_buffer_prototype().buffer.from_array_like(data))
 
 
 def _existing(path: Path) -> Path:
