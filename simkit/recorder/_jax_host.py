@@ -42,14 +42,19 @@ class Host:
             raise RuntimeError("expected a live recorder for a compiled loop, given none")
         return rec
 
+    @staticmethod
+    def _mark(rec: Recorder) -> None:
+        """The file says the arrays came from JAX (the callbacks hand over NumPy copies)."""
+        if getattr(rec, "_library", ()) is None:
+            import jax
+
+            rec._library = ("jax", str(jax.devices()[0]))
+
     def deliver(self, form: Form, step: Any, time: Any, values: Mapping[str, Any]) -> None:
         """Hand one step to ``Recorder.step`` (host copies: the callback's buffers are not
         ours to keep)."""
         rec = self.rec
-        if getattr(rec, "_library", ()) is None:  # the file says the arrays came from JAX
-            import jax
-
-            rec._library = ("jax", str(jax.devices()[0]))
+        self._mark(rec)
         copies = {name: np.array(values[name], copy=True) for name in form.order}
         rec.step(int(step), time=np.float64(time) if form.timed else None, **copies)
         for condition in form.conditions:
@@ -57,11 +62,19 @@ class Host:
 
     def rows(self, form: Form, count: Any, steps: Any, times: Any, values: Mapping[str, Any]
              ) -> None:
-        """Hand the first ``count`` buffered rows to ``Recorder.step``, one step each."""
-        small = Form(form.timed, form.conditions, tuple(n for n in form.order if n in values))
-        for row in range(int(count)):
-            self.deliver(small, steps[row], times[row],
-                         {name: value[row] for name, value in values.items()})
+        """Hand the first ``count`` buffered rows to ``Recorder.steps`` (one ``step`` each)."""
+        count = int(count)
+        if not count:
+            return
+        rec = self.rec
+        self._mark(rec)
+        order = [name for name in form.order if name in values]
+        rec.steps([int(s) for s in steps[:count]],
+                  [np.float64(t) for t in times[:count]] if form.timed else None,
+                  **{name: np.array(values[name][:count], copy=True) for name in order})
+        for condition in form.conditions:
+            last = values[condition.diagnostic][count - 1]
+            self.held[condition] = condition.holds(float(np.asarray(last)))
 
     def rows_then(self, form: Form, count: Any, steps: Any, times: Any,
                   values: Mapping[str, Any], step: Any, time: Any, every: Mapping[str, Any]
