@@ -104,6 +104,7 @@ def test_write_kill_resume_and_read_with_xarray_in_s3(aws, in_tmp):
     resumed = subprocess.run([sys.executable, "-m", "simkit", "resume", URL, "-q"], cwd=in_tmp,
                              env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == URL + "\n"  # the URL as given
     got = _contents(URL)
     for name, found in ref.items():
         for var, value in found.items():

@@ -24,6 +24,7 @@ def _set_distributed(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from simkit.api import run, run_or_resume
+    from simkit.io.zarr_paths import location
 
     _set_distributed(args)
 
@@ -52,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             bar.close()
     if action == "complete":
         print(f"simkit: {result.path} is already complete; nothing to do", file=sys.stderr)
-    print(result.path)
+    print(location(result.path))  # an s3:// URL as given, not as pathlib keeps it
     return 0
 
 
@@ -104,6 +105,7 @@ def _finished(start: Callable[[], Any], bar: Any, complete: str, path: Any) -> i
     """Run ``start()`` with its progress ``bar`` and print the file it wrote; a file that is
     already complete is not an error (friendly for requeued batch jobs): say ``complete``."""
     from simkit.errors import RunComplete
+    from simkit.io.zarr_paths import location
 
     try:
         result = start()
@@ -114,7 +116,7 @@ def _finished(start: Callable[[], Any], bar: Any, complete: str, path: Any) -> i
     finally:
         if bar is not None:
             bar.close()
-    print(result.path)
+    print(location(result.path))  # an s3:// URL as given, not as pathlib keeps it
     return 0
 
 
