@@ -243,8 +243,11 @@ class _Blocks:
     def __init__(self, rec: Recorder, dues: tuple[StreamDue, ...],
                  called: tuple[bool, tuple[str, ...]], rows: int, shapes: Mapping[str, Any]
                  ) -> None:
-        self.host, self.dues, self.rows, self.shapes = host_of(rec), dues, rows, shapes
+        self.host, self.dues, self.shapes = host_of(rec), dues, shapes
         self.small = {k for k, v in shapes["values"].items() if v.size <= SMALL_MAX}
+        #: No rows at all where every stream keeps a large value (nothing is buffered).
+        self.buffered = not all(is_big(due, self.small) for due in dues)
+        self.rows = rows if self.buffered else 0
         self.conds = conditions(dues)
         self.form = Form(called[0], self.conds, called[1])
         self.edges = tuple(dict.fromkeys(c for d in dues for c in d.edge))
@@ -314,7 +317,7 @@ class _Blocks:
                         b["steps"], b["times"], b["values"], step, time, values, ordered=True)
             return {**b, "count": jnp.zeros((), jnp.int32)}
 
-        if all(is_big(due, self.small) for due in self.dues):  # no rows: one branch
+        if not self.buffered:  # no rows: one branch
             buf = jax.lax.cond(big, at_once, keep, buf)
         else:
             branch = jnp.where(big, 2, jnp.where(small, 1, 0))
