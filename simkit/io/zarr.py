@@ -89,7 +89,6 @@ class ZarrWriter:
                                    * np.dtype(v.dtype).itemsize for v in s.variables)
                        for s in layout.streams}
         self._failed: Exception | None = None
-        self._whole = False  # a failure that wrote nothing (the space check)
         self._closed: Path | None = None
         self._lock: int | None = None
         self._session: icechunk.Session | None = None
@@ -136,7 +135,11 @@ class ZarrWriter:
             check_replaceable(self.location)
             self._repo = open_repository(self.location)
             self._lock = None if is_s3(self.location) else exclusive(self.path)
-            self._start(attrs, "new run replacing the one before")
+            try:
+                self._start(attrs, "new run replacing the one before")
+            except BaseException:
+                release(self._lock)
+                raise
             return
         if is_s3(self.location):
             self._repo = create_repository(self.location)
@@ -243,7 +246,6 @@ class ZarrWriter:
             limit = file_size_limit()
             largest = max((self._bytes[s] for s in wanted), default=0)
             if free < needed or (limit is not None and largest + DISK_MARGIN_BYTES > limit):
-                self._whole = True
                 raise self._disk_full(free)
 
     def write_capture(self, stream: str, step: int, time: float,
