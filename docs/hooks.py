@@ -7,27 +7,43 @@ built, so they cannot drift from it:
 - ``reference/scenario-format.md``: every scenario key, stream key and solver parameter, read
   from the JSON Schema that ``simkit schema`` prints;
 - ``notebooks/*.ipynb``: the committed notebooks, rendered with their stored
-  outputs by mkdocs-jupyter (never executed at build time).
+  outputs by mkdocs-jupyter (never executed at build time); a notebook page that shows fewer
+  figures than its notebook stores fails the build.
+
+The page generators need only simkit: the tests import this file without MkDocs installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mkdocs.config.defaults import MkDocsConfig
-from mkdocs.plugins import event_priority
-from mkdocs.structure.files import File, Files
+if TYPE_CHECKING:
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.structure.files import Files
+    from mkdocs.structure.pages import Page
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+Event = TypeVar("Event", bound=Callable[..., Any])
 
 
-@event_priority(100)  # before mkdocs-jupyter, which renders the .ipynb files it is given
-def on_files(files: Files, config: MkDocsConfig) -> Files:
+def _first(event: Event) -> Event:
+    """Run ``event`` before the plugins' own (mkdocs-jupyter renders the .ipynb files it is
+    given in its on_files, so the notebooks must be among them by then)."""
+    from mkdocs.plugins import event_priority
+
+    return event_priority(100)(event)
+
+
+def _on_files(files: Files, config: MkDocsConfig) -> Files:
     """Add the generated reference pages and the notebooks to the site's files."""
+    from mkdocs.structure.files import File
+
     files.append(File.generated(config, "reference/cli.md", content=cli_markdown()))
     files.append(File.generated(config, "reference/scenario-format.md",
                                 content=scenario_markdown()))
@@ -36,6 +52,30 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         files.append(File(f"notebooks/{notebook.name}", str(ROOT), config.site_dir,
                           config.use_directory_urls))
     return files
+
+
+def on_page_content(html: str, page: Page, **kwargs: Any) -> str:
+    """A tutorial's page shows every figure its notebook stores (inline PNG images)."""
+    if page.file.src_uri.startswith("notebooks/") and page.file.src_uri.endswith(".ipynb"):
+        stored = stored_figures(NOTEBOOKS / Path(page.file.src_uri).name)
+        shown = html.count("data:image/png;base64,")
+        if shown < stored:
+            from mkdocs.exceptions import PluginError
+
+            raise PluginError(f"{page.file.src_uri}: expected its {stored} figures on the page, "
+                              f"given {shown}")
+    return html
+
+
+def stored_figures(notebook: Path) -> int:
+    """The PNG images among a notebook's stored outputs."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum("image/png" in output.get("data", {}) for cell in cells
+               for output in cell.get("outputs", []))
+
+
+if importlib.util.find_spec("mkdocs") is not None:  # the hook proper (tests import it without)
+    on_files = _first(_on_files)
 
 
 # --- the command line -------------------------------------------------------------------------
