@@ -151,10 +151,20 @@ def test_generated_reference_pages_name_every_command_and_scenario_key():
     spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
+    import argparse
+
+    from simkit.cli._parser import _parser
+
     cli = hooks.cli_markdown()
-    for command in ("run", "resume", "recover", "validate", "schema", "plot", "watch", "stop",
-                    "sweep", "inspect", "export", "tensorboard", "list"):
-        assert f"\n## simkit {command}\n" in cli
+    commands = next(action.choices for action in _parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    assert {"run", "resume", "recover", "validate", "schema", "plot", "watch", "stop", "sweep",
+            "inspect", "export", "tensorboard", "list"} <= set(commands)
+    for name, command in commands.items():
+        assert f"\n## simkit {name}\n" in cli
+        for action in command._actions:  # every option of every command, by its flags
+            if action.option_strings and not isinstance(action, argparse._HelpAction):
+                assert ", ".join(f"`{flag}`" for flag in action.option_strings) in cli
     assert "| `--overwrite` | replace an existing output file |" in cli
     assert "| `--backend` `BACKEND` | one of `numpy`, `jax`, `torch` |" in cli
 
