@@ -320,3 +320,11 @@ def test_captures_of_a_chunk_each_read_back_bit_for_bit(tmp_path, dtype):
     snap = xr.open_zarr(store(tmp_path / "big.zarr"), group="snap", consolidated=False)
     assert_bitwise(snap.u.values, values)
     assert snap.u.encoding["chunks"] == (1, ny, 256)
+
+
+def test_simkit_imports_neither_zarr_nor_icechunk_until_a_zarr_run(tmp_path):
+    code = ("import sys, simkit, simkit.io, simkit.api, simkit.cli, simkit.live\n"
+            "print(sorted(m for m in ('zarr', 'icechunk') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.stdout == "[]\n", done.stderr
