@@ -8,7 +8,8 @@ in a fresh directory holding a copy of ``scenarios/``, one directory per page:
   later blocks import);
 - ``bash`` blocks run in ``bash -e`` with the environment's ``simkit`` on the PATH (each line a
   ``simkit`` command);
-- ``yaml`` blocks that are whole scenarios (they start with ``solver:``) are validated.
+- ``yaml`` blocks that are whole scenarios (they start with ``solver:``) are validated; one
+  titled ``title="NAME.yaml"`` is written to that file (a later block runs it).
 
 A block the tests cannot run (a GPU, a cluster, a command that follows a running run) says so
 in an HTML comment on the line before it: ``<!-- not run: why -->``. Any other block that is
@@ -89,8 +90,8 @@ def test_page_code_runs_as_written(page, in_tmp, monkeypatch):
         for lang, attrs, body, skipped in blocks(page):
             if skipped or lang in SHOWN_ONLY:
                 continue
-            if lang == "python" and (title := TITLE.search(attrs)):
-                (in_tmp / title["name"]).write_text(body)
+            if lang in ("python", "yaml") and (title := TITLE.search(attrs)):
+                (in_tmp / title["name"]).write_text(body.lstrip("\n"))
                 sys.modules.pop(title["name"].removesuffix(".py"), None)
             elif lang == "python":
                 exec(compile(body, str(page), "exec"), namespace)  # noqa: S102 - the page's code
