@@ -1,11 +1,17 @@
 """The host side of recording inside compiled JAX code: what ordered host callbacks deliver is
 handed to the recorder's own ``step``, so the file is the host recording's file by
-construction (the same evaluator, copies, checks and writer)."""
+construction (the same evaluator, copies, checks and writer).
+
+Inside ``rec.scan`` a callback only copies what it is given and queues it: one feeder thread
+hands the queue to the recorder in order while the compiled loop goes on, and the scan's last
+callback waits until all of it is recorded (its errors are raised there)."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +40,42 @@ class Host:
         #: Whether each condition held at the last step delivered (None: none delivered yet):
         #: the edge memory the device compares against inside ``rec.step`` of a user's loop.
         self.held: dict[Condition, bool | None] = {}
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]]] = \
+            queue.Queue(maxsize=_QUEUED)
+        self._feeder: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------------ the feeder
+
+    def later(self, work: Callable[..., None], *args: Any) -> None:
+        """Queue ``work(*args)`` (host copies of arrays) for the feeder thread."""
+        self._raise()
+        if self._feeder is None or not self._feeder.is_alive():
+            self._feeder = threading.Thread(target=self._feed, name="simkit-compiled-record",
+                                            daemon=True)
+            self._feeder.start()
+        self._queue.put((work, _copied(args)))
+
+    def _feed(self) -> None:
+        while True:
+            work, args = self._queue.get()
+            try:
+                if self._error is None:  # after a failure, the rest is dropped
+                    work(*args)
+            except BaseException as error:  # noqa: BLE001 - raised in the compiled call
+                self._error = error
+            finally:
+                self._queue.task_done()
+
+    def settle(self) -> None:
+        """Wait until everything queued is recorded; raise what failed on the way."""
+        self._queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     @property
     def rec(self) -> Recorder:
@@ -49,6 +91,12 @@ class Host:
             import jax
 
             rec._library = ("jax", str(jax.devices()[0]))
+
+    def deliver_now(self, form: Form, step: Any, time: Any, values: Mapping[str, Any]
+                    ) -> None:
+        """``deliver`` after everything queued (a loop of your own asks the host in line)."""
+        self.settle()
+        self.deliver(form, step, time, values)
 
     def deliver(self, form: Form, step: Any, time: Any, values: Mapping[str, Any]) -> None:
         """Hand one step to ``Recorder.step`` (host copies: the callback's buffers are not
@@ -91,6 +139,20 @@ class Host:
                       or c.holds(float(np.asarray(values[c.diagnostic]))) != self.held[c]
                       for c in conditions)
         return np.asarray(changed)
+
+
+#: Hand-overs queued at most (each a block of rows, or a step with its fields): the memory
+#: a loop may run ahead of the recorder.
+_QUEUED = 4
+
+
+def _copied(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with every array copied (a callback's buffers are not ours to keep)."""
+    def copy(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: copy(v) for k, v in value.items()}
+        return np.array(value, copy=True) if isinstance(value, np.ndarray) else value
+    return tuple(copy(a) for a in args)
 
 
 _HOSTS: weakref.WeakKeyDictionary[Any, Host] = weakref.WeakKeyDictionary()

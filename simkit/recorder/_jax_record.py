@@ -159,7 +159,7 @@ def _plain_step(rec: Recorder, step: Any, time: Any, values: dict[str, Any]) -> 
         scalars = {c.diagnostic: values[c.diagnostic] for c in edges}
         need = need | io_callback(partial(host.edge_check, edges),
                                   struct((), jnp.bool_), scalars, ordered=True)
-    deliver = partial(host.deliver, Form(time is not None, conds, tuple(values)))
+    deliver = partial(host.deliver_now, Form(time is not None, conds, tuple(values)))
     t = step if time is None else jnp.asarray(time)
     jax.lax.cond(need, lambda: io_callback(deliver, None, step, t, values, ordered=True),
                  lambda: None)
@@ -294,7 +294,7 @@ class _Blocks:
 
         big, small, now = self._due(buf, slot)
         step, time, values = slot.step, jnp.asarray(slot.time), slot.values
-        rows = partial(self.host.rows, self.form)
+        rows = partial(self.host.later, self.host.rows, self.form)
 
         def keep(b: dict[str, Any]) -> dict[str, Any]:
             return b
@@ -313,8 +313,9 @@ class _Blocks:
             return kept
 
         def at_once(b: dict[str, Any]) -> dict[str, Any]:
-            io_callback(partial(self.host.rows_then, self.form), None, b["count"],
-                        b["steps"], b["times"], b["values"], step, time, values, ordered=True)
+            io_callback(partial(self.host.later, self.host.rows_then, self.form), None,
+                        b["count"], b["steps"], b["times"], b["values"], step, time, values,
+                        ordered=True)
             return {**b, "count": jnp.zeros((), jnp.int32)}
 
         if not self.buffered:  # no rows: one branch
@@ -327,5 +328,7 @@ class _Blocks:
     def finish_host(self, buf: Any, step: Any, time: Any, values: Mapping[str, Any]) -> None:
         """The rows left and the scan's last step (its every value)."""
         if buf is not None:
-            self.host.rows(self.form, buf["count"], buf["steps"], buf["times"], buf["values"])
-        self.host.deliver(self.form, step, time, values)
+            self.host.later(self.host.rows, self.form, buf["count"], buf["steps"],
+                            buf["times"], buf["values"])
+        self.host.later(self.host.deliver, self.form, step, time, values)
+        self.host.settle()
