@@ -30,7 +30,8 @@ def zarr_vs_netcdf_field_every_10(quick: bool = False) -> dict:
     times: dict[str, list[float]] = {".nc": [], ".zarr": []}
     for repeat in range(repeats + 1):  # the first round warms up (compiles), untimed
         for suffix, taken in times.items():  # round-robin: machine noise hits both alike
-            _drop(last.pop(suffix, None))  # each run writes a new output; removal untimed
+            # Each run writes a new output, all removed at the end: a removal meanwhile (the
+            # file system freeing 400 MiB) would slow the next run, whichever format it is.
             last[suffix] = os.path.join(folder, f"r{repeat}{suffix}")
             start = time.perf_counter()
             simkit.run(_heat(n, steps, "jax", outputs, last[suffix]))
@@ -50,16 +51,6 @@ def zarr_vs_netcdf_field_every_10(quick: bool = False) -> dict:
     _target(outcome, "zarr / netcdf", outcome["zarr / netcdf"], 1.1)
     shutil.rmtree(folder, ignore_errors=True)
     return outcome
-
-
-def _drop(path: str | None) -> None:
-    """Remove a run written before (not timed: each run writes a new output)."""
-    if path is None:
-        return
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
 
 
 BENCHMARKS = [zarr_vs_netcdf_field_every_10]

@@ -50,12 +50,12 @@ def open_reader(path: str | os.PathLike[str]) -> RunReader:
 
 
 def run_exists(path: str | os.PathLike[str]) -> bool:
-    """Whether a run is at ``path``: a regular file, or a Zarr run's repository."""
+    """Whether something is at ``path`` (a Zarr run: its repository; an S3 one included)."""
     if is_zarr(path):
         from simkit.io.zarr_store import exists
 
         return exists(path)
-    return os.path.isfile(path)
+    return os.path.lexists(path)
 
 
 def check_replaceable(path: str | os.PathLike[str], key: str = "output") -> None:
