@@ -148,11 +148,9 @@ class ZarrReader:
         return tuple(found)
 
     def value(self, name: str, group: str | None = None) -> np.ndarray | None:
-        value = read(self._array(name, group))
-        if value.ndim == 0 and value.dtype.kind == "f" and np.isnan(value) \
-                and group is None and schema.STEP not in self.root.array_keys():
-            return None
-        return value
+        # Never None: a Zarr run has no scalar written as missing (its final state is absent
+        # until the run ends, where a NetCDF file holds fill values).
+        return read(self._array(name, group))
 
     def latest_checkpoint(self, field_names: Sequence[str], counts: Mapping[str, int],
                           upto: int | None = None) -> Checkpoint | None:
