@@ -43,6 +43,7 @@ class Host:
         self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...]]] = \
             queue.Queue(maxsize=_QUEUED)
         self._feeder: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._error: BaseException | None = None
 
     # ------------------------------------------------------------------ the feeder
@@ -50,15 +51,25 @@ class Host:
     def later(self, work: Callable[..., None], *args: Any) -> None:
         """Queue ``work(*args)`` (host copies of arrays) for the feeder thread."""
         self._raise()
-        if self._feeder is None or not self._feeder.is_alive():
-            self._feeder = threading.Thread(target=self._feed, name="simkit-compiled-record",
-                                            daemon=True)
-            self._feeder.start()
-        self._queue.put((work, _copied(args)))
+        args = _copied(args)
+        with self._lock:  # a feeder that is leaving has left, or sees this work
+            if self._feeder is None:
+                self._feeder = threading.Thread(target=self._feed, daemon=True,
+                                                name="simkit-compiled-record")
+                self._feeder.start()
+            self._queue.put((work, args))
 
     def _feed(self) -> None:
+        """Run the queued work in order; leave after a while with nothing to do."""
         while True:
-            work, args = self._queue.get()
+            try:
+                work, args = self._queue.get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._feeder = None
+                        return
+                continue
             try:
                 if self._error is None:  # after a failure, the rest is dropped
                     work(*args)
@@ -144,6 +155,8 @@ class Host:
 #: Hand-overs queued at most (each a block of rows, or a step with its fields): the memory
 #: a loop may run ahead of the recorder.
 _QUEUED = 4
+#: Seconds the feeder thread waits for work before it ends (a later scan starts another).
+_IDLE_SECONDS = 2.0
 
 
 def _copied(args: tuple[Any, ...]) -> tuple[Any, ...]:
