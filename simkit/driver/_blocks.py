@@ -35,8 +35,14 @@ BLOCK_POINTS = 1024
 #: Device memory the block buffers of one run may take (they are made anew for every block, so
 #: a larger budget costs a larger fill per block, and the writer's queue holds a few blocks:
 #: peak memory grows with it). 4 MiB holds the 1024 points of many scalar streams; a 512^2
-#: float64 field gets two captures a block.
+#: float64 field gets two captures a block by this budget, and more by ``BLOCK_CAPTURES``.
 BLOCK_BYTES = 4 << 20
+#: Captures a stream's buffers hold at least, where they fit in ``BLOCK_STRETCH`` times
+#: ``BLOCK_BYTES`` (64 MiB): every block costs a wait for the device, a copy to the host and a
+#: sync of the file, so a block of two large fields paid those per two captures (512^2 float64
+#: every 10 steps: a block, and an fsync, every 20 steps).
+BLOCK_CAPTURES = 8
+BLOCK_STRETCH = 16
 
 
 #: Where a block program is kept: ``cache(solver, key, make)`` (``solver_cached``).
@@ -49,6 +55,17 @@ def capture_bytes(shapes: Mapping[str, tuple[tuple[int, ...], Any]], names: Sequ
     dtype), with its step and time."""
     return sum(int(np.prod(shapes[n][0], dtype=np.int64)) * int(np.dtype(shapes[n][1]).itemsize)
                for n in names) + 16
+
+
+def block_capacity(per_capture: int, streams: int, points: int) -> int:
+    """The captures one of ``streams`` streams keeps in a block's buffers, each capture of
+    ``per_capture`` bytes: what ``BLOCK_BYTES`` shared by the streams holds, at least
+    ``BLOCK_CAPTURES`` where ``BLOCK_STRETCH`` times that holds them, at least one, at most
+    ``points``."""
+    share = max(1, streams)
+    fit = BLOCK_BYTES // share // per_capture
+    at_least = min(BLOCK_CAPTURES, BLOCK_STRETCH * BLOCK_BYTES // share // per_capture)
+    return max(1, min(points, max(fit, at_least)))
 
 
 def build_program(run: Run, cache: ProgramCache = solver_cached) -> tuple[BlockProgram, Any]:
@@ -70,13 +87,12 @@ def build_program(run: Run, cache: ProgramCache = solver_cached) -> tuple[BlockP
     shapes = _shapes(run)
     points = BLOCK_POINTS
     per_capture = [capture_bytes(shapes, s.fields + s.diagnostics) for s in streams]
-    budget = BLOCK_BYTES // max(1, len(streams))
     level_index = {name: i for i, (name, _) in enumerate(levels)}
     # A checkpoint keeps whether each edge condition on a stage held at its step: a resume
     # cannot take that from the state.
     held = any(watch_staged)
     slots = tuple(Slot(s.name, s.stage, s.fields, s.diagnostics,
-                       capacity=max(1, min(points, budget // per)),
+                       capacity=block_capacity(per, len(streams), points),
                        level=level_index.get(s.name),
                        held=held and s.name in run.checkpoints,
                        inline=not s.fields and s.schedule.every_step)
