@@ -310,7 +310,7 @@ def test_when_on_a_stage_fires_at_its_edges_and_a_resume_keeps_its_memory(backen
 
 #: The driver's modules from the top down: each imports only modules of the layers below it
 #: (those of one layer are independent of each other).
-DRIVER_LAYERS = (("_execute", "_ensemble"), ("_loop",), ("_blocks",),
+DRIVER_LAYERS = (("_execute", "_ensemble"), ("_loop", "_endings"), ("_blocks",),
                  ("_captures", "_commit", "_plan", "_files"), ("_replay",), ("_run",),
                  ("_buffers", "_steps"))
 
