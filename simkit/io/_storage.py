@@ -34,6 +34,21 @@ def capture_checksum(step: int, time: float, arrays: Mapping[str, np.ndarray],
     return crc
 
 
+def whole_prefix(steps: np.ndarray, record_ok: Callable[[int], bool],
+                 missing: np.ndarray | None = None) -> int:
+    """How many leading captures of a stream are whole, whatever the format: steps written
+    (``missing`` marks those that are not) and increasing all along, so a hole is never
+    bridged; then, from the tail, the last capture whose ``record_ok(i)`` (its checksum) holds.
+    The data is checked only at the tail: captures before the last whole one were on disk
+    before it."""
+    bad = np.zeros(len(steps), dtype=bool) if missing is None else missing.copy()
+    bad[1:] |= np.diff(steps) <= 0
+    n = int(np.argmax(bad)) if bad.any() else len(steps)
+    while n > 0 and not record_ok(n - 1):
+        n -= 1
+    return n
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """Flush a file's data to the disk (no library we use does it for us)."""
     fd = os.open(path, os.O_RDONLY)

@@ -25,7 +25,7 @@ from simkit.io._protocol import (
     StreamSummary,
     VariableInfo,
 )
-from simkit.io._storage import capture_checksum
+from simkit.io._storage import capture_checksum, whole_prefix
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -281,18 +281,9 @@ def _record_ok(group: netCDF4.Dataset, i: int) -> bool:
 
 def whole_count(group: netCDF4.Dataset) -> int:
     """How many leading captures of a stream's ``group`` are whole (see ``whole_counts``)."""
-    n = _ordered_steps(group)
-    while n > 0 and not _record_ok(group, n - 1):
-        n -= 1
-    return n
-
-
-def _ordered_steps(group: netCDF4.Dataset) -> int:
-    """Length of the leading run of written, increasing steps."""
     steps = np.ma.masked_invalid(np.ma.atleast_1d(group.variables[schema.STEP][:]))
-    bad = np.ma.getmaskarray(steps).copy()
-    bad[1:] |= np.diff(np.ma.getdata(steps)) <= 0
-    return int(np.argmax(bad)) if bad.any() else len(steps)
+    return whole_prefix(np.ma.getdata(steps), lambda i: _record_ok(group, i),
+                        np.ma.getmaskarray(steps))
 
 
 def _schedule_state(group: netCDF4.Dataset, i: int) -> dict[str, float] | None:

@@ -23,7 +23,7 @@ from simkit.io._protocol import (
     StreamSummary,
     VariableInfo,
 )
-from simkit.io._storage import capture_checksum
+from simkit.io._storage import capture_checksum, whole_prefix
 from simkit.io.zarr_paths import location
 from simkit.io.zarr_store import BRANCH, ZArray, array, dims, open_repository, read, root
 
@@ -264,19 +264,11 @@ def _record_ok(group: zarr.Group, i: int, names: tuple[str, ...]) -> bool:
 
 
 def _whole_count(group: zarr.Group) -> int:
-    """How many leading captures of a stream's ``group`` are whole: steps increasing all
-    along, the checksum right at the tail (a commit holds whole captures only; this is the
-    NetCDF readers' check, kept for a store changed by other tools)."""
-    steps = (read(array(group, schema.STEP)))
-    n = len(steps)
-    if n > 1:
-        bad = np.diff(steps) <= 0
-        if bad.any():
-            n = int(np.argmax(bad)) + 1
+    """How many leading captures of a stream's ``group`` are whole (a commit holds whole
+    captures only; this is the NetCDF reader's check, kept for a store changed by other
+    tools)."""
     names = _checksum_order(group)
-    while n > 0 and not _record_ok(group, n - 1, names):
-        n -= 1
-    return n
+    return whole_prefix(read(array(group, schema.STEP)), lambda i: _record_ok(group, i, names))
 
 
 def _checksum_order(group: zarr.Group) -> tuple[str, ...]:
