@@ -179,6 +179,30 @@ def lorenz_scenario(**overrides) -> dict:
     return data
 
 
+def killed_after(script: str, args: list[str], lines: int) -> list[int]:
+    """Run ``python -c script *args``, read the step numbers it prints (one per line, each
+    printed once what it stands for is on disk) until ``lines`` have come, then SIGKILL it;
+    return those numbers (the process is checked to have died of the signal)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    said = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        said.append(int(line))
+        if len(said) == lines:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    return said
+
+
 def assert_bitwise(a: np.ndarray, b: np.ndarray) -> None:
     assert a.dtype == b.dtype and a.shape == b.shape
     assert a.tobytes() == b.tobytes()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import netCDF4
@@ -14,6 +10,7 @@ import pytest
 import xarray as xr
 
 import simkit
+from conftest import killed_after
 from simkit.errors import ScenarioError
 from simkit.io import recover, schema
 
@@ -254,17 +251,7 @@ _KILLED = textwrap.dedent("""
 
 def test_sigkill_during_a_recorder_loop_keeps_every_committed_capture(tmp_path):
     path = tmp_path / "k.nc"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(path)], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    committed = []
-    for line in proc.stdout:
-        committed.append(int(line))
-        if len(committed) == 6:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    committed = killed_after(_KILLED, [str(path)], 6)
     kept = recover(path)
     s = xr.open_dataset(path, group="s").load()
     d = xr.open_dataset(path, group="d").load()
