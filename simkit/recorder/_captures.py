@@ -125,6 +125,12 @@ class Captures:
         if self._library is None:
             self._library = library_device(value)
 
+    def values_from(self, library: str, device: str) -> None:
+        """Say which array library and device the loop's values come from, where they reach
+        the recorder as host copies (a compiled loop's callbacks); the first word holds."""
+        if self._library is None:
+            self._library = (library, device)
+
     # ------------------------------------------------------------------ captures
 
     def _capture(self, streams: list[RecordStream], step: int, time: float,

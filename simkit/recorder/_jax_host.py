@@ -98,10 +98,9 @@ class Host:
     @staticmethod
     def _mark(rec: Recorder) -> None:
         """The file says the arrays came from JAX (the callbacks hand over NumPy copies)."""
-        if getattr(rec, "_library", ()) is None:
-            import jax
+        import jax
 
-            rec._library = ("jax", str(jax.devices()[0]))
+        rec.values_from("jax", str(jax.devices()[0]))
 
     def deliver_now(self, form: Form, step: Any, time: Any, values: Mapping[str, Any]
                     ) -> None:
